@@ -1,0 +1,85 @@
+"""Atomic outputs: write next to the target under a temporary name, then rename.
+
+A crash (or Ctrl-C) during a long prediction must never leave a half-written file at
+the final path, where a later run would take it for a result. Every writer therefore
+works on a hidden sibling ``.<name>.partial-XXXXXXXX`` and :func:`commit` moves it into
+place with one rename on the same file system.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from fluoseg.errors import FluosegError
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Raise a FluosegError when ``path`` exists and ``overwrite`` is False."""
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FluosegError("output already exists; pass --overwrite to replace it", path)
+
+
+def temporary_sibling(path: Path, tag: str = "partial") -> Path:
+    """Return an unused hidden name in ``path``'s folder, creating the folder if needed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FluosegError(
+            f"cannot create the output folder ({exc.strerror or exc}); check the path and "
+            "its permissions",
+            path,
+        ) from exc
+    return path.with_name(f".{path.name}.{tag}-{secrets.token_hex(4)}")
+
+
+def remove(path: Path) -> None:
+    """Delete a file or folder if present; errors are ignored (best-effort cleanup)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+
+def commit(tmp: Path, path: Path, overwrite: bool) -> Path:
+    """Move the finished temporary ``tmp`` to ``path``.
+
+    Files are replaced with one atomic ``os.replace``. A folder (Zarr) cannot replace a
+    non-empty folder in one step, so an old output is first renamed aside and deleted
+    after the new one is in place: ``path`` then briefly does not exist, but it never
+    holds a partial result.
+
+    Raises
+    ------
+    FluosegError
+        When ``path`` exists and ``overwrite`` is False (``tmp`` is removed).
+    """
+    try:
+        refuse_existing(path, overwrite)
+    except FluosegError:
+        remove(tmp)
+        raise
+    exists = path.exists() or path.is_symlink()
+    try:
+        if exists and (tmp.is_dir() or (path.is_dir() and not path.is_symlink())):
+            old = temporary_sibling(path, "old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            remove(old)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        remove(tmp)
+        raise FluosegError(
+            f"cannot move the finished output into place ({exc.strerror or exc}); check "
+            "permissions of the output folder",
+            path,
+        ) from exc
+    return path
