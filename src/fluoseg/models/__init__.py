@@ -1,0 +1,65 @@
+"""Segmentation networks, built by name.
+
+Importing the package registers every built-in architecture, marker input layer and
+attention module, so ``build_model("unet", in_channels=5, out_channels=2)`` works
+right away. See ``docs/architecture.md`` for the interface every model follows.
+"""
+
+from fluoseg.models.attention import (
+    MarkerExcite,
+    SqueezeExcitation,
+    availability_vectors,
+    me_layer_outputs,
+    mean_pairwise_cosine_distance,
+    widened_base_filters,
+)
+from fluoseg.models.hemis import HeMIS, HeMISMS
+from fluoseg.models.marker_input import (
+    MarkerInput,
+    MarkerSampling,
+    MarkerSamplingDropout,
+    MarkerSamplingVariableRatio,
+    MarkerZero,
+    build_marker_input,
+    marker_input_names,
+    register_marker_input,
+)
+from fluoseg.models.registry import (
+    attention_names,
+    build_attention,
+    build_model,
+    count_parameters,
+    model_names,
+    model_spec,
+    register_attention,
+    register_model,
+)
+from fluoseg.models.unet import UNet
+
+__all__ = [
+    "HeMIS",
+    "HeMISMS",
+    "MarkerExcite",
+    "MarkerInput",
+    "MarkerSampling",
+    "MarkerSamplingDropout",
+    "MarkerSamplingVariableRatio",
+    "MarkerZero",
+    "SqueezeExcitation",
+    "UNet",
+    "attention_names",
+    "availability_vectors",
+    "build_attention",
+    "build_marker_input",
+    "build_model",
+    "count_parameters",
+    "marker_input_names",
+    "me_layer_outputs",
+    "mean_pairwise_cosine_distance",
+    "model_names",
+    "model_spec",
+    "register_attention",
+    "register_marker_input",
+    "register_model",
+    "widened_base_filters",
+]
