@@ -1,0 +1,165 @@
+"""Validated configuration for training runs.
+
+A run is described by one YAML file with the sections ``data``, ``task``, ``model``,
+``preprocess`` and ``train``. Every section is a pydantic model that forbids unknown
+keys, so a typo such as ``epoch:`` is an error naming the key instead of a silent default.
+Relative paths are resolved against the folder of the YAML file that contains them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fluoseg.errors import FluosegError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Section):
+    """How samples are split into train/val/test, always by sample or group, never by patch.
+
+    Either name the validation/test sample (or group) ids, or give fractions, in which case
+    groups are shuffled with ``seed`` and assigned whole.
+    """
+
+    val: list[str] | None = None
+    test: list[str] | None = None
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    """Where the samples come from and which of their markers and classes the model uses."""
+
+    manifest: Path
+    classes: list[str] | None = None
+    markers: list[str] | None = None
+    split: SplitConfig = SplitConfig()
+
+
+class ModelConfig(_Section):
+    """Architecture by registry name plus its options (see ``fluoseg.models``)."""
+
+    name: str = "unet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreprocessConfig(_Section):
+    """Intensity normalisation (per whole sample) and resampling to a working pixel size."""
+
+    normalization: Literal["gaussian", "percentile"] = "gaussian"
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    pixel_size_um: float | None = Field(None, gt=0)
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        return value
+
+
+class AugmentConfig(_Section):
+    """Random augmentation of training patches."""
+
+    flips: bool = True
+    rot90: bool = True
+    intensity_scale: float = Field(0.1, ge=0.0, lt=1.0)
+    intensity_shift: float = Field(0.1, ge=0.0)
+
+
+class TrainConfig(_Section):
+    """Optimisation settings. ``patch_size`` is the network input size, rounded up to one
+    the network accepts."""
+
+    class_mode: Literal["joint", "separate"] = "joint"
+    epochs: int = Field(50, ge=1)
+    steps_per_epoch: int = Field(25, ge=1)
+    batch_size: int = Field(2, ge=1)
+    patch_size: int = Field(572, ge=8)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_eps: float = Field(1.0, gt=0)
+    foreground_sampling: float = Field(0.5, ge=0.0, le=1.0)
+    augment: AugmentConfig = AugmentConfig()
+    val_tile_size: int | None = Field(None, ge=8)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1)
+
+
+class RunConfig(_Section):
+    """A whole training run."""
+
+    data: DataConfig
+    task: Literal["semantic"] = "semantic"
+    model: ModelConfig = ModelConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _known_model(self) -> RunConfig:
+        from fluoseg.models import model_names  # deferred: config parsing must not need torch first
+
+        if self.model.name not in model_names():
+            raise ValueError(f"unknown model {self.model.name!r}; available: {model_names()}")
+        return self
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line :class:`FluosegError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FluosegError("file not found; check the path", path=path)
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise FluosegError(f"not valid YAML{line}; fix the syntax", path=path) from None
+    if not isinstance(content, dict):
+        raise FluosegError("expected a YAML mapping of keys to values at the top level", path=path)
+    return content
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """The first problem of a pydantic error as ``key.path: message``."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {location!r}; remove it or check its spelling"
+    if first["type"] == "missing":
+        return f"missing required key {location!r}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}"
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load and validate a run configuration; relative paths resolve against its folder.
+
+    Raises
+    ------
+    FluosegError
+        For a missing file, invalid YAML, an unknown key or an invalid value.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise FluosegError(format_validation_error(exc), path=path) from None
+    if not config.data.manifest.is_absolute():
+        config.data.manifest = (path.parent / config.data.manifest).resolve()
+    return config
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """A plain, YAML-ready dict of a config (paths as strings)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,154 @@
+"""Marker panels: the named input slots of a model.
+
+A model is trained on a panel of K named markers (stains). Every image is mapped onto the
+panel *by marker name*, never by channel position: the channel called ``endomucin`` goes to
+the ``endomucin`` slot wherever it sits in the file. Slots of markers an image lacks are
+zero-filled, and the availability vector tells the network which slots carry signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from fluoseg.errors import FluosegError
+
+
+class MarkerPanel:
+    """An ordered set of K named markers, one model input slot each.
+
+    Parameters
+    ----------
+    names
+        Marker names in slot order. Names are case-sensitive and must be unique.
+
+    Examples
+    --------
+    >>> panel = MarkerPanel(["DAPI", "endomucin", "collagen"])
+    >>> panel.availability(["collagen"]).tolist()
+    [0.0, 0.0, 1.0]
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        cleaned = tuple(str(n).strip() for n in names)
+        if not cleaned:
+            raise FluosegError("a marker panel needs at least one marker name")
+        if any(not n for n in cleaned):
+            raise FluosegError(f"empty marker name in {list(names)}; give every channel a name")
+        duplicates = sorted({n for n in cleaned if cleaned.count(n) > 1})
+        if duplicates:
+            raise FluosegError(f"duplicate marker names {duplicates}; marker names must be unique")
+        self.names: tuple[str, ...] = cleaned
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        return f"MarkerPanel({list(self.names)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MarkerPanel) and other.names == self.names
+
+    def __hash__(self) -> int:
+        return hash(self.names)
+
+    def index(self, name: str, *, source: str | Path | None = None) -> int:
+        """Slot index of a marker.
+
+        Raises
+        ------
+        FluosegError
+            If the marker is not in the panel; the message lists the known markers.
+        """
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise FluosegError(
+                f"unknown marker {name!r}; this model knows {list(self.names)} "
+                "(rename the channel or choose a subset of these)",
+                path=source,
+            ) from None
+
+    def parse(self, spec: str | Sequence[str], *, source: str | Path | None = None) -> tuple[str, ...]:
+        """Validate a marker selection given as ``"a,b"`` or a list of names.
+
+        Returns the names in panel order, without duplicates.
+        """
+        names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+        names = [n for n in names if n]
+        if not names:
+            raise FluosegError("the marker selection is empty; name at least one marker", path=source)
+        slots = sorted({self.index(n, source=source) for n in names})
+        return tuple(self.names[i] for i in slots)
+
+    def availability(self, present: Iterable[str], *, source: str | Path | None = None) -> np.ndarray:
+        """Availability vector: 1.0 for every panel slot whose marker is present, else 0.0."""
+        vector = np.zeros(len(self), dtype=np.float32)
+        for name in present:
+            vector[self.index(name, source=source)] = 1.0
+        return vector
+
+    def arrange(
+        self,
+        image: np.ndarray,
+        channel_names: Sequence[str],
+        *,
+        use: Iterable[str] | None = None,
+        source: str | Path | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Place an image's channels into the panel's slots by name.
+
+        Parameters
+        ----------
+        image
+            Channel-first array ``(C, ...)``.
+        channel_names
+            Name of each of the ``C`` channels.
+        use
+            Markers to feed the model; default all channels of the image. Channels not in
+            ``use`` are left out (their slot stays zero), which is how a marker subset is chosen.
+        source
+            File the image came from, for error messages.
+
+        Returns
+        -------
+        slots, availability
+            ``(K, ...)`` float32 array with zeros in the slots of missing markers, and the
+            ``(K,)`` availability vector.
+        """
+        if image.shape[0] != len(channel_names):
+            raise FluosegError(
+                f"image has {image.shape[0]} channels but {len(channel_names)} marker names "
+                f"{list(channel_names)} were given; give one name per channel",
+                path=source,
+            )
+        wanted = set(self.parse(list(channel_names) if use is None else list(use), source=source))
+        missing = wanted - set(channel_names)
+        if missing:
+            raise FluosegError(
+                f"marker(s) {sorted(missing)} requested but the image only has {list(channel_names)}",
+                path=source,
+            )
+        slots = np.zeros((len(self),) + tuple(image.shape[1:]), dtype=np.float32)
+        for channel, name in enumerate(channel_names):
+            if name in wanted:
+                slots[self.index(name, source=source)] = image[channel]
+            else:
+                self.index(name, source=source)  # unknown names are errors even when unused
+        return slots, self.availability(wanted)
+
+    def subsets(self) -> list[tuple[str, ...]]:
+        """All 2^K - 1 non-empty marker subsets, smallest first, each in panel order."""
+        return [
+            tuple(self.names[i] for i in combo)
+            for size in range(1, len(self) + 1)
+            for combo in combinations(range(len(self)), size)
+        ]
+
+    def subset_code(self, subset: Iterable[str]) -> str:
+        """Short code of a subset in the paper's notation: 1-based slot numbers, e.g. ``"m_135"``."""
+        slots = sorted(self.index(n) for n in subset)
+        return "m_" + "".join(str(i + 1) for i in slots)
