@@ -1,0 +1,113 @@
+"""Tests of fluoseg.instance.postprocess: decoding ideal targets back into objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fluoseg.errors import FluosegError
+from fluoseg.instance.postprocess import labels_from_border_classes, labels_from_distance, labels_from_threshold
+from fluoseg.instance.targets import border_targets, distance_targets
+from fluoseg.metrics.matching import match_objects
+
+DSB = Path("/work/shared/data/dsb2018_fluo")
+
+
+def two_touching_disks() -> np.ndarray:
+    yy, xx = np.mgrid[:40, :60]
+    labels = np.zeros((40, 60), np.int32)
+    labels[(yy - 20) ** 2 + (xx - 20) ** 2 <= 11**2] = 1
+    labels[(yy - 20) ** 2 + (xx - 39) ** 2 <= 11**2] = 2  # centres 19 px apart: overlapping chord
+    return labels
+
+
+def one_hot(classes: np.ndarray) -> np.ndarray:
+    return np.moveaxis(np.eye(3, dtype=np.float32)[classes], -1, 0)
+
+
+def ious(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return match_objects(truth, pred, threshold=0.5).iou
+
+
+def assert_two_disks_recovered(pred: np.ndarray, truth: np.ndarray) -> None:
+    assert pred.dtype == np.uint32
+    assert sorted(np.unique(pred)) == [0, 1, 2]
+    matched = ious(truth, pred)
+    assert matched.size == 2 and (matched > 0.9).all()
+
+
+def test_border_classes_recover_two_touching_disks() -> None:
+    truth = two_touching_disks()
+    pred = labels_from_border_classes(one_hot(border_targets(truth)))
+    assert_two_disks_recovered(pred, truth)
+    assert np.array_equal(pred > 0, truth > 0)  # full extent, rims included
+
+
+def test_distance_recovers_two_touching_disks() -> None:
+    truth = two_touching_disks()
+    distance, foreground = distance_targets(truth)
+    assert_two_disks_recovered(labels_from_distance(distance, foreground.astype(np.float32)), truth)
+    # A per-object normalised map with a proportional h and a little smoothing too.
+    normalised, _ = distance_targets(truth, normalise="per_object")
+    pred = labels_from_distance(normalised, foreground.astype(np.float32), h=0.2, smooth_sigma=1.0)
+    assert_two_disks_recovered(pred, truth)
+
+
+def test_distance_keeps_objects_lower_than_h_and_handles_stacks() -> None:
+    truth = two_touching_disks()
+    truth[2:5, 2:5] = 3  # peak distance 2 < h
+    distance, foreground = distance_targets(truth)
+    pred = labels_from_distance(distance, foreground, h=5.0, min_size=0)
+    assert len(ious(truth, pred)) == 3
+    stack = labels_from_distance(np.stack([distance] * 2), np.stack([foreground] * 2), h=5.0, min_size=0)
+    assert stack.shape == (2, 40, 60) and sorted(np.unique(stack)) == list(range(7))
+    with pytest.raises(FluosegError):
+        labels_from_distance(distance, foreground[:-1])
+    with pytest.raises(FluosegError):
+        labels_from_distance(distance, foreground, h=0)
+
+
+def test_threshold_connected_components_and_min_size() -> None:
+    probability = np.zeros((30, 30), np.float32)
+    probability[2:4, 2:4] = 0.9  # 4 px speck
+    probability[10:20, 10:20] = 0.8  # 100 px object with a hole
+    probability[14:16, 14:16] = 0.1
+    probability[25:28, 5:25] = 0.5  # exactly at the threshold: background
+    labels = labels_from_threshold(probability, min_size=10)
+    assert labels.dtype == np.uint32 and sorted(np.unique(labels)) == [0, 1]
+    assert (labels == 1).sum() == 96
+    assert (labels_from_threshold(probability, min_size=10, fill_holes=True) == 1).sum() == 100
+    assert labels_from_threshold(probability, min_size=0).max() == 2
+    # Diagonal neighbours: apart with connectivity 1, joined with 2.
+    diagonal = np.zeros((4, 4))
+    diagonal[0, 0] = diagonal[1, 1] = 1
+    assert labels_from_threshold(diagonal, min_size=0).max() == 2
+    assert labels_from_threshold(diagonal, min_size=0, connectivity=2).max() == 1
+    stack = labels_from_threshold(np.stack([probability, probability]), min_size=10)
+    assert sorted(np.unique(stack)) == [0, 1, 2]
+
+
+def test_border_classes_validation_and_stacks() -> None:
+    truth = two_touching_disks()
+    probs = one_hot(border_targets(truth))
+    stack = labels_from_border_classes(np.stack([probs, probs], axis=1))
+    assert stack.shape == (2, 40, 60) and stack.max() == 4
+    with pytest.raises(FluosegError):
+        labels_from_border_classes(probs[:2])
+    with pytest.raises(FluosegError):
+        labels_from_border_classes(np.full_like(probs, np.nan))
+
+
+@pytest.mark.skipif(not DSB.is_dir(), reason="shared DSB 2018 data not available")
+def test_round_trip_on_real_dsb_image() -> None:
+    import tifffile
+
+    truth = tifffile.imread(DSB / "labels" / "9ebcfaf2322932d4.tif")  # 58 nuclei, 45 touching others
+    n_true = len(np.unique(truth)) - 1
+    from_border = labels_from_border_classes(one_hot(border_targets(truth)), min_size=0)
+    distance, foreground = distance_targets(truth)
+    from_distance = labels_from_distance(distance, foreground, min_size=0)
+    for pred in (from_border, from_distance):
+        assert len(ious(truth, pred)) > 0.95 * n_true
