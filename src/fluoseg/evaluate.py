@@ -1,0 +1,123 @@
+"""Scoring prediction files against ground-truth files: the work behind ``fluoseg evaluate``.
+
+Files are paired by name (the stem before the first dot), so ``pred/s1.tif`` is scored
+against ``truth/s1.tif`` or ``truth/s1.ome.tif``. Prediction files ending in
+``_probabilities`` are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fluoseg.errors import FluosegError
+from fluoseg.io import read_image, read_mask
+from fluoseg.metrics.semantic import semantic_rows
+from fluoseg.predict import PROBABILITY_SUFFIX, image_stem
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".zarr", ".h5", ".hdf5")
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FluosegError("folder not found; check the path", path=folder)
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+            continue
+        stem = image_stem(path)
+        if stem.endswith(PROBABILITY_SUFFIX):
+            continue
+        if stem in files:
+            raise FluosegError(f"two files share the name {stem!r}: {files[stem].name} and {path.name}", path=folder)
+        files[stem] = path
+    return files
+
+
+def pair_files(pred_dir: str | Path, truth_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(name, prediction, truth)`` for every prediction that has a truth file of the same name.
+
+    Raises
+    ------
+    FluosegError
+        If no pair is found, or a prediction has no truth file.
+    """
+    pred, truth = _image_files(Path(pred_dir)), _image_files(Path(truth_dir))
+    if not pred:
+        raise FluosegError("no prediction images found", path=pred_dir)
+    unmatched = sorted(set(pred) - set(truth))
+    if unmatched:
+        raise FluosegError(f"no ground truth for {unmatched[:5]}{' ...' if len(unmatched) > 5 else ''}; "
+                           "truth files must have the same names as the predictions", path=truth_dir)
+    return [(name, pred[name], truth[name]) for name in sorted(pred)]
+
+
+def _class_names(path: Path, count: int, given: Sequence[str] | None) -> tuple[str, ...]:
+    names = read_image(path, lazy=True).channel_names
+    if given:
+        return tuple(given)
+    if names and len(names) == count:
+        return tuple(names)
+    return tuple(f"class{i}" for i in range(count))
+
+
+def evaluate_semantic(pred_dir: str | Path, truth_dir: str | Path, *, classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per-image and pooled (image ``ALL``) F1, IoU, precision and recall per class.
+
+    Classes are matched by name when both files carry class names (the truth may hold more
+    classes than the prediction); otherwise by channel order, or as named by ``classes``.
+    """
+    items = []
+    reference: tuple[str, ...] | None = None
+    for name, pred_path, truth_path in pair_files(pred_dir, truth_dir):
+        pred, truth = read_mask(pred_path), read_mask(truth_path)
+        pred_names = _class_names(pred_path, pred.shape[0], classes)
+        truth_names = _class_names(truth_path, truth.shape[0], None)
+        if set(pred_names) <= set(truth_names) and not classes:
+            truth = truth[[truth_names.index(c) for c in pred_names]]
+        elif truth.shape[0] != pred.shape[0]:
+            raise FluosegError(f"prediction has {pred.shape[0]} classes but truth has {truth.shape[0]}; "
+                               "pass --classes to name the prediction's classes", path=truth_path)
+        if pred.shape[1:] != truth.shape[1:]:
+            raise FluosegError(f"prediction shape {pred.shape[1:]} differs from truth shape {truth.shape[1:]}",
+                               path=pred_path)
+        if reference is not None and pred_names != reference:
+            raise FluosegError(f"class names {list(pred_names)} differ from the other predictions' {list(reference)}",
+                               path=pred_path)
+        reference = pred_names
+        items.append((name, pred.astype(bool), truth.astype(bool)))
+    return semantic_rows(items, class_names=list(reference or ()))
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write tidy metric rows as CSV atomically, refusing to replace a file without ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FluosegError("output exists; pass --overwrite to replace it", path=path)
+    if not rows:
+        raise FluosegError("nothing to write: no metric rows", path=path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    os.replace(temporary, path)
+    return path
+
+
+def summary_table(rows: list[dict[str, Any]], *, metrics: Sequence[str] = ("f1", "iou", "precision", "recall")) -> str:
+    """The pooled rows as a small text table for the terminal."""
+    pooled = [r for r in rows if r["image"] == "ALL" and r["metric"] in metrics]
+    classes = list(dict.fromkeys(r["class"] for r in pooled))
+    lines = ["class".ljust(14) + "".join(m.rjust(11) for m in metrics)]
+    for c in classes:
+        values = {r["metric"]: r["value"] for r in pooled if r["class"] == c}
+        lines.append(c.ljust(14) + "".join(f"{values.get(m, np.nan):11.4f}" for m in metrics))
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""Applying trained models: images of any size and any subset of the trained markers.
+
+A :class:`Segmenter` wraps the network(s) of a run directory together with what they were
+trained with (marker panel, classes, normalisation, pixel size). It maps an image's
+channels onto the model's marker slots by name, normalises with statistics of the whole
+image, runs the overlap-tile scheme and returns per-class probabilities or masks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fluoseg.data.normalize import SampleStats, compute_stats, normalize
+from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
+from fluoseg.device import resolve_device
+from fluoseg.errors import FluosegError
+from fluoseg.markers import MarkerPanel
+from fluoseg.models import build_model
+from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
+from fluoseg.train.checkpoint import load_checkpoint
+
+RUN_INDEX = "run.json"
+"""File in a run directory listing its member networks (one, or one per class)."""
+
+DEFAULT_TILE = 572
+"""Default network input tile: the MS-ME tile, rounded to what the network accepts."""
+
+
+@dataclass
+class Member:
+    """One trained network and the metadata it needs at inference.
+
+    Its output channel ``c + 1`` is the probability of ``classes[c]``; channel 0 is background.
+    """
+
+    model: nn.Module
+    panel: MarkerPanel
+    classes: tuple[str, ...]
+    preprocess: dict[str, Any]
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], device: torch.device) -> Member:
+        """Rebuild the network of a checkpoint and load its weights."""
+        spec = state["model"]
+        model = build_model(
+            spec["name"], in_channels=spec["in_channels"], out_channels=spec["out_channels"], **spec["options"]
+        )
+        model.load_state_dict(state["model_state"])
+        model.to(device).eval()
+        return cls(model=model, panel=MarkerPanel(state["markers"]), classes=tuple(state["classes"]),
+                   preprocess=dict(state["preprocess"]))
+
+
+def make_batch_predictor(model: nn.Module, availability: np.ndarray):
+    """A numpy-in, numpy-out function giving softmax class probabilities (background dropped)."""
+    device = next(model.parameters()).device
+    available = torch.as_tensor(availability, dtype=torch.float32, device=device)
+
+    def predict_batch(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.as_tensor(batch, device=device)
+            logits = model(x, available.expand(x.shape[0], -1))
+            return torch.softmax(logits, dim=1)[:, 1:].float().cpu().numpy()
+
+    return predict_batch
+
+
+def masks_from_probabilities(probabilities: np.ndarray, groups: Sequence[int]) -> np.ndarray:
+    """Per-class 0/1 masks from class probabilities.
+
+    Parameters
+    ----------
+    probabilities
+        ``(n_classes, ...)`` probabilities, background excluded.
+    groups
+        Number of consecutive classes that share one softmax (one joint network), e.g.
+        ``[2]`` for a joint two-class model, ``[1, 1]`` for two separate binary models.
+        Within a group a pixel goes to the most probable class, background included
+        (background probability = 1 - sum of the group's class probabilities).
+    """
+    masks = np.zeros(probabilities.shape, dtype=np.uint8)
+    start = 0
+    for size in groups:
+        part = probabilities[start : start + size]
+        background = 1.0 - part.sum(axis=0, keepdims=True)
+        winner = np.argmax(np.concatenate([background, part]), axis=0)
+        for c in range(size):
+            masks[start + c] = winner == c + 1
+        start += size
+    return masks
+
+
+class Segmenter:
+    """The trained network(s) of a run, ready to segment images.
+
+    Parameters
+    ----------
+    members
+        Networks of the run; their class lists are disjoint and together give ``classes``.
+    """
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.members = list(members)
+        self.panel = self.members[0].panel
+        self.classes = tuple(c for m in self.members for c in m.classes)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Segmenter:
+        """Load the ``best`` (or ``last``) checkpoint of every member of a run directory."""
+        run_dir = Path(run_dir)
+        index = run_dir / RUN_INDEX
+        if not index.is_file():
+            raise FluosegError(f"not a fluoseg run directory (no {RUN_INDEX}); train one with 'fluoseg train'", path=run_dir)
+        try:
+            members = json.loads(index.read_text())["members"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise FluosegError(f"{RUN_INDEX} is damaged; retrain or restore it", path=index) from None
+        torch_device = resolve_device(device)
+        return cls([
+            Member.from_checkpoint(load_checkpoint(run_dir / member / f"{checkpoint}.pt"), torch_device)
+            for member in members
+        ])
+
+    def tile_geometry(self, member: Member, tile_size: int | None) -> TileGeometry:
+        """Tiling geometry of a member network for a requested input tile size."""
+        return geometry_for(member.model, tile_size or DEFAULT_TILE)
+
+    def predict_probabilities(
+        self,
+        image: Any,
+        channel_names: Sequence[str],
+        *,
+        markers: Sequence[str] | None = None,
+        pixel_size: Sequence[float] | None = None,
+        tile_size: int | None = None,
+        batch_size: int = 1,
+        out: Any = None,
+        progress: bool = False,
+        source: str | None = None,
+    ) -> Any:
+        """Class probabilities ``(n_classes, [Z], Y, X)`` for an image.
+
+        Parameters
+        ----------
+        image
+            ``(C, [Z], Y, X)`` array-like (numpy or lazy zarr); read tile by tile.
+        channel_names
+            Marker name of each image channel.
+        markers
+            Markers to use (a subset of the image's and the model's); default all channels.
+        pixel_size
+            Image pixel size in µm; when the model was trained at another pixel size the
+            image is resampled for prediction and the result resampled back.
+        tile_size
+            Network input tile size (rounded to an admissible one); default 572.
+        out
+            Optional writable ``(n_classes, [Z], Y, X)`` float32 array (e.g. zarr) to stream into.
+        """
+        use = tuple(channel_names) if markers is None else tuple(markers)
+        self.panel.parse(list(channel_names), source=source)  # unknown channel names are errors
+        missing = set(use) - set(channel_names)
+        if missing:
+            raise FluosegError(f"marker(s) {sorted(missing)} requested but the image has {list(channel_names)}", path=source)
+        spatial = tuple(image.shape[1:])
+        image, factors = self._to_model_resolution(image, pixel_size)
+        results = []
+        for member in self.members:
+            method = member.preprocess["normalization"]
+            stats = compute_stats(image, method=method, percentiles=tuple(member.preprocess["percentiles"]))
+            if not stats.is_finite:
+                raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before prediction",
+                                   path=source)
+            transform = _slot_transform(member.panel, channel_names, use, stats, method, source)
+            availability = member.panel.availability(member.panel.parse(list(use), source=source))
+            target = out if (out is not None and len(self.members) == 1 and factors is None) else None
+            result = predict_tiled(
+                make_batch_predictor(member.model, availability),
+                image,
+                geometry=self.tile_geometry(member, tile_size),
+                out_channels=len(member.classes),
+                transform=transform,
+                out=target,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            results.append(result)
+        if len(results) == 1 and factors is None:
+            return _into(results[0], out)
+        merged = np.concatenate([np.asarray(r) for r in results])
+        if factors is not None:
+            merged = resample_to_shape(merged, spatial, kind="probabilities")
+        return _into(merged, out)
+
+    def predict_masks(self, image: Any, channel_names: Sequence[str], **options: Any) -> tuple[np.ndarray, Any]:
+        """Per-class uint8 masks and the probabilities they come from."""
+        probabilities = self.predict_probabilities(image, channel_names, **options)
+        masks = masks_from_probabilities(np.asarray(probabilities), [len(m.classes) for m in self.members])
+        return masks, probabilities
+
+    def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, tuple | None]:
+        target = self.members[0].preprocess.get("pixel_size_um")
+        if target is None or pixel_size is None:
+            return image, None
+        spatial_axes = len(image.shape) - 1
+        size = tuple(pixel_size)[-2:]
+        factors = scale_factors(size, target)
+        if all(abs(f - 1.0) < 1e-6 for f in factors):
+            return image, None
+        factors = (1.0,) * (spatial_axes - 2) + tuple(factors)  # z of a stack is never resampled
+        return resample_image(np.asarray(image, dtype=np.float32), factors), factors
+
+
+def _slot_transform(panel: MarkerPanel, channel_names: Sequence[str], use: Sequence[str],
+                    stats: SampleStats, method: str, source: str | None):
+    """Per-window normalisation with the whole image's statistics, then marker-slot arrangement."""
+
+    def transform(window: np.ndarray) -> np.ndarray:
+        slots, _ = panel.arrange(normalize(window, stats, method=method), channel_names, use=use, source=source)
+        return slots
+
+    return transform
+
+
+def _into(result: Any, out: Any) -> Any:
+    if out is None or result is out:
+        return result
+    out[...] = result
+    return out

@@ -1,0 +1,131 @@
+"""Prediction on image files: the work behind ``fluoseg predict``.
+
+Outputs per input image ``NAME.*`` in the output folder:
+
+- ``NAME.tif`` (or ``.zarr``): uint8 masks ``(n_classes, [Z], Y, X)``, one channel per class,
+  the class names stored as channel names;
+- ``NAME_probabilities.tif`` (or ``.zarr``) with ``probabilities=True``: float32 class
+  probabilities of the same shape.
+
+All output paths are checked before any work starts, so a refused overwrite costs nothing
+and never leaves a partial result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fluoseg.errors import FluosegError
+from fluoseg.infer import Segmenter, masks_from_probabilities
+from fluoseg.io import ImageData, create_output, read_image, write_image
+
+MASK_SUFFIX = ""
+PROBABILITY_SUFFIX = "_probabilities"
+
+
+def image_stem(path: str | Path) -> str:
+    """File name without any of its suffixes (``a.ome.tif`` -> ``a``)."""
+    return Path(path).name.split(".")[0]
+
+
+@dataclass(frozen=True)
+class PredictionPaths:
+    """Where the outputs of one input image go."""
+
+    masks: Path
+    probabilities: Path | None
+
+
+def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool) -> list[PredictionPaths]:
+    """Output paths for every input, refusing duplicates (two inputs with the same stem)."""
+    suffix = ".zarr" if fmt == "zarr" else ".tif"
+    paths, seen = [], {}
+    for image in images:
+        stem = image_stem(image)
+        if stem in seen:
+            raise FluosegError(f"two inputs share the name {stem!r} ({seen[stem]} and {image}); their outputs would collide",
+                               path=image)
+        seen[stem] = image
+        paths.append(PredictionPaths(
+            masks=out_dir / f"{stem}{MASK_SUFFIX}{suffix}",
+            probabilities=out_dir / f"{stem}{PROBABILITY_SUFFIX}{suffix}" if probabilities else None,
+        ))
+    return paths
+
+
+def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool) -> None:
+    """Refuse up front when an output exists and ``overwrite`` is not set."""
+    if overwrite:
+        return
+    for p in paths:
+        for path in (p.masks, p.probabilities):
+            if path is not None and path.exists():
+                raise FluosegError("output exists; pass --overwrite to replace it", path=path)
+
+
+def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
+                          markers: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """Channel names of an image and the subset of markers to use.
+
+    Names come from ``channel_names`` when given, else from the file's metadata. A file
+    without names may be named by ``markers`` when it has exactly that many channels.
+    """
+    names = tuple(channel_names) if channel_names else image.channel_names
+    use = tuple(markers) if markers else None
+    if not names:
+        if use is not None and len(use) == image.n_channels:
+            return use, None
+        raise FluosegError(
+            f"the image has {image.n_channels} channel(s) but no marker names; pass --channel-names "
+            "with one name per channel", path=image.path)
+    if len(names) != image.n_channels:
+        raise FluosegError(f"{len(names)} channel names given for an image with {image.n_channels} channels; "
+                           "give one name per channel", path=image.path)
+    return names, use
+
+
+def predict_file(
+    segmenter: Segmenter,
+    image_path: Path,
+    paths: PredictionPaths,
+    *,
+    channel_names: Sequence[str] | None = None,
+    markers: Sequence[str] | None = None,
+    axes: str | None = None,
+    tile_size: int | None = None,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Segment one image file and write its outputs atomically; returns the mask path."""
+    image = read_image(image_path, axes=axes, lazy=True)
+    names, use = resolve_channel_names(image, channel_names, markers)
+    shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
+    spatial_axes = image.axes[1:]
+    streamed = paths.masks.suffix == ".zarr"
+    options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size,
+                   progress=progress, source=str(image_path))
+    groups = [len(m.classes) for m in segmenter.members]
+    meta = dict(axes="C" + spatial_axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
+    if not streamed:
+        masks, probabilities = segmenter.predict_masks(image.array, names, **options)
+        if paths.probabilities is not None:
+            write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
+        return write_image(paths.masks, masks, overwrite=overwrite, **meta)
+    # Zarr in, Zarr out: probabilities stream into an on-disk array, masks follow row band by band.
+    probability_path = paths.probabilities or paths.masks.with_name(f".{paths.masks.stem}{PROBABILITY_SUFFIX}.partial.zarr")
+    with create_output(probability_path, shape=shape, dtype="float32", overwrite=True if paths.probabilities is None else overwrite,
+                       **meta) as prob_out, create_output(paths.masks, shape=shape, dtype="uint8", overwrite=overwrite,
+                                                          **meta) as mask_out:
+        segmenter.predict_probabilities(image.array, names, out=prob_out.array, **options)
+        band = 1024
+        for y in range(0, shape[-2], band):
+            window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
+            mask_out.array[window] = masks_from_probabilities(np.asarray(prob_out.array[window]), groups)
+        if paths.probabilities is None:
+            prob_out.discard()
+    return paths.masks

@@ -1,0 +1,279 @@
+"""The training loop: patches in, checkpoints and a metrics table out, resumable.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml      resolved configuration
+    RUN_DIR/run.json         member networks (one joint model, or one per class)
+    RUN_DIR/<member>/metrics.csv, best.pt, last.pt
+
+``last.pt`` is written atomically at the end of every epoch with the model, optimiser,
+epoch, best score and every random-number-generator state, so ``--resume`` continues a
+killed run exactly where its last finished epoch left it: a resumed run produces the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from fluoseg.config import RunConfig, config_to_dict
+from fluoseg.data.augment import Augmenter
+from fluoseg.data.dataset import PatchSampler, PreparedSample, class_pixel_counts, prepare_sample
+from fluoseg.data.manifest import Manifest, load_manifest
+from fluoseg.data.split import Split, split_samples
+from fluoseg.device import resolve_device, set_threads
+from fluoseg.errors import FluosegError
+from fluoseg.infer import RUN_INDEX, make_batch_predictor, masks_from_probabilities
+from fluoseg.markers import MarkerPanel
+from fluoseg.metrics.semantic import f1_score
+from fluoseg.models import build_model, model_spec
+from fluoseg.tiling import geometry_for, predict_tiled
+from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
+from fluoseg.train.losses import WeightedCrossEntropy, log_class_weights
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """One network to train: its sub-directory and the classes it predicts."""
+
+    name: str
+    classes: tuple[str, ...]
+
+
+def plan_members(classes: Sequence[str], class_mode: str) -> list[MemberPlan]:
+    """One joint network for all classes, or one binary network per class (MS-ME's choice)."""
+    if class_mode == "separate":
+        return [MemberPlan(name=c, classes=(c,)) for c in classes]
+    return [MemberPlan(name="model", classes=tuple(classes))]
+
+
+def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPanel, tuple[str, ...]]:
+    """The model's marker panel and classes: from the config, else everything the manifest has."""
+    panel = MarkerPanel(config.data.markers or list(manifest.markers))
+    classes = tuple(config.data.classes or manifest.classes)
+    if not classes:
+        raise FluosegError("no classes to train; list them under 'classes:' in the manifest or data.classes", path=manifest.path)
+    unknown = set(classes) - set(manifest.classes)
+    if unknown:
+        raise FluosegError(f"data.classes {sorted(unknown)} not in the manifest's classes {list(manifest.classes)}", path=manifest.path)
+    unknown_markers = set(panel.names) - set(manifest.markers)
+    if unknown_markers:
+        raise FluosegError(f"data.markers {sorted(unknown_markers)} occur in no sample; the samples have {list(manifest.markers)}",
+                           path=manifest.path)
+    return panel, classes
+
+
+class Trainer:
+    """Trains the networks of one run directory.
+
+    Parameters
+    ----------
+    config
+        Validated run configuration.
+    run_dir
+        Output directory.
+    split
+        Sample ids per role; default from ``config.data.split``.
+    progress
+        Show progress bars.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, split: Split | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.manifest = load_manifest(config.data.manifest)
+        self.panel, self.classes = resolve_vocabulary(config, self.manifest)
+        s = config.data.split
+        self.split = split or split_samples(self.manifest.samples, val=s.val, test=s.test, val_fraction=s.val_fraction,
+                                            test_fraction=s.test_fraction, seed=s.seed)
+        self.device = resolve_device(config.train.device)
+        set_threads(config.train.num_threads)
+
+    def prepare(self, ids: Sequence[str], classes: Sequence[str]) -> list[PreparedSample]:
+        """Read and prepare the samples with the given ids."""
+        p = self.config.preprocess
+        return [
+            prepare_sample(self.manifest.sample(i), panel=self.panel, classes=classes, normalization=p.normalization,
+                           percentiles=p.percentiles, pixel_size_um=p.pixel_size_um)
+            for i in ids
+        ]
+
+    def run(self, *, resume: bool = False, overwrite: bool = False) -> Path:
+        """Train every member network; returns the run directory."""
+        self._claim_run_dir(resume=resume, overwrite=overwrite)
+        members = plan_members(self.classes, self.config.train.class_mode)
+        for member in members:
+            self.train_member(member, resume=resume)
+        return self.run_dir
+
+    def _claim_run_dir(self, *, resume: bool, overwrite: bool) -> None:
+        config_path = self.run_dir / "config.yaml"
+        resolved = config_to_dict(self.config)
+        resolved["split"] = {"train": list(self.split.train), "val": list(self.split.val), "test": list(self.split.test)}
+        if resume:
+            if not config_path.is_file():
+                raise FluosegError("nothing to resume: no config.yaml here; start without --resume", path=self.run_dir)
+            previous = yaml.safe_load(config_path.read_text())
+            if previous != resolved:
+                raise FluosegError("the configuration differs from the one this run started with; "
+                                   "resume with the same config or start a new run", path=self.run_dir)
+            return
+        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not overwrite:
+            raise FluosegError("run directory exists and is not empty; pass --resume to continue it or --overwrite to replace it",
+                               path=self.run_dir)
+        if self.run_dir.exists() and overwrite:
+            for stale in (RUN_INDEX, "config.yaml"):
+                (self.run_dir / stale).unlink(missing_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(config_path, yaml.safe_dump(resolved, sort_keys=False))
+        members = plan_members(self.classes, self.config.train.class_mode)
+        _write_atomic(self.run_dir / RUN_INDEX, json.dumps({"members": [m.name for m in members]}, indent=1))
+
+    def train_member(self, member: MemberPlan, *, resume: bool = False) -> dict[str, Any]:
+        """Train one network; returns its final checkpoint state."""
+        cfg = self.config.train
+        out_dir = self.run_dir / member.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+
+        train_samples = self.prepare(self.split.train, member.classes)
+        val_samples = self.prepare(self.split.val, member.classes)
+        model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=len(member.classes) + 1,
+                            **self.config.model.options).to(self.device)
+        geometry = geometry_for(model, cfg.patch_size)
+        val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
+        weights = log_class_weights(class_pixel_counts(train_samples, len(member.classes)), eps=cfg.weight_eps)
+        loss_fn = WeightedCrossEntropy(weights).to(self.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        a = cfg.augment
+        augmenter = Augmenter(flips=a.flips, rot90=a.rot90, intensity_scale=a.intensity_scale,
+                              intensity_shift=a.intensity_shift, rng=rng)
+        sampler = PatchSampler(train_samples, input_size=geometry.input_size, output_size=geometry.output_size,
+                               foreground_fraction=cfg.foreground_sampling, augmenter=augmenter, rng=rng)
+
+        rows: list[dict[str, Any]] = []
+        start_epoch, best_score = 1, -np.inf
+        if resume and (out_dir / "last.pt").is_file():
+            state = load_checkpoint(out_dir / "last.pt")
+            model.load_state_dict(state["model_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+            torch.set_rng_state(state["torch_rng"])
+            rng.bit_generator.state = state["numpy_rng"]
+            start_epoch, best_score = state["epoch"] + 1, state["best_score"]
+            rows = [row for row in _read_metrics(out_dir / "metrics.csv") if int(row["epoch"]) <= state["epoch"]]
+
+        state: dict[str, Any] = {}
+        epochs = range(start_epoch, cfg.epochs + 1)
+        bar = tqdm(total=cfg.epochs * cfg.steps_per_epoch, initial=(start_epoch - 1) * cfg.steps_per_epoch,
+                   desc=f"train {member.name}", unit="step", disable=not self.progress, dynamic_ncols=True)
+        for epoch in epochs:
+            started = time.perf_counter()
+            model.train()
+            losses = []
+            for _ in range(cfg.steps_per_epoch):
+                images, availability, targets = sampler.batch(cfg.batch_size)
+                optimizer.zero_grad(set_to_none=True)
+                logits = model(torch.as_tensor(images, device=self.device),
+                               torch.as_tensor(availability, device=self.device))
+                loss = loss_fn(logits, torch.as_tensor(targets, device=self.device))
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
+            scores = self.validate(model, val_samples, member.classes, val_geometry)
+            mean_f1 = float(np.mean(list(scores.values()))) if scores else float("nan")
+            improved = not val_samples or mean_f1 > best_score
+            if improved:
+                best_score = mean_f1 if val_samples else best_score
+            row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                   **{f"val_f1_{c}": v for c, v in scores.items()}, "val_mean_f1": mean_f1,
+                   "best": int(improved), "seconds": round(time.perf_counter() - started, 3)}
+            rows.append(row)
+            state = self._state(model, optimizer, rng, member, geometry, epoch, best_score, weights)
+            if improved:
+                save_checkpoint(state, out_dir / "best.pt")
+            save_checkpoint(state, out_dir / "last.pt")
+            _write_metrics(out_dir / "metrics.csv", rows)
+        bar.close()
+        return state
+
+    def validate(self, model: torch.nn.Module, samples: Sequence[PreparedSample], classes: Sequence[str],
+                 geometry: Any) -> dict[str, float]:
+        """Per-class F1 pooled over the validation samples, each predicted whole with tiling."""
+        if not samples:
+            return {}
+        model.eval()
+        counts = np.zeros((len(classes), 3), dtype=np.int64)  # TP, FP, FN per class
+        for sample in samples:
+            probabilities = predict_tiled(make_batch_predictor(model, sample.availability), sample.image,
+                                          geometry=geometry, out_channels=len(classes))
+            masks = masks_from_probabilities(np.asarray(probabilities), [len(classes)])
+            for c in range(len(classes)):
+                truth = sample.target == c + 1
+                pred = masks[c].astype(bool)
+                counts[c] += [np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)]
+        return {c: f1_score(*counts[i]) for i, c in enumerate(classes)}
+
+    def _state(self, model, optimizer, rng, member, geometry, epoch, best_score, weights) -> dict[str, Any]:
+        spec = model_spec(model)
+        return {
+            "model": {"name": spec["name"], "options": spec["options"], "in_channels": len(self.panel),
+                      "out_channels": len(member.classes) + 1},
+            "model_state": model.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "markers": list(self.panel.names),
+            "classes": list(member.classes),
+            "preprocess": {"normalization": self.config.preprocess.normalization,
+                           "percentiles": list(self.config.preprocess.percentiles),
+                           "pixel_size_um": self.config.preprocess.pixel_size_um},
+            "geometry": {"input_size": geometry.input_size, "output_size": geometry.output_size, "mode": geometry.mode},
+            "class_weights": [float(w) for w in weights],
+            "epoch": epoch,
+            "best_score": float(best_score),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": rng.bit_generator.state,
+        }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    temporary = path.with_name(f".{path.name}.partial")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Path:
+    """Train a run from a validated config (the Python entry point behind ``fluoseg train``)."""
+    return Trainer(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)

@@ -1,0 +1,105 @@
+"""End-to-end CLI behaviour: train -> predict -> evaluate, and one-line errors for bad input."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from fluoseg.cli import main
+from fluoseg.io import read_image, read_mask
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def test_train_predict_evaluate_end_to_end(tiny_config, tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", tiny_config, "--out", run, "--quiet") == 0
+    image = tiny_dataset.parent / "images" / "s4.tif"
+    out = tmp_path / "pred"
+    assert run_cli("predict", run, image, "--out", out, "--channel-names", "m1,m2,m3", "--probabilities", "--quiet") == 0
+    masks = read_mask(out / "s4.tif")
+    assert masks.shape == (2, 72, 72)
+    assert read_image(out / "s4.tif").channel_names == ("blob", "bar")
+    probabilities = read_image(out / "s4_probabilities.tif").array
+    assert probabilities.dtype == np.float32 and probabilities.min() >= 0 and probabilities.max() <= 1
+
+    # a subset of the trained markers, by name
+    subset = tmp_path / "pred_subset"
+    assert run_cli("predict", run, image, "--out", subset, "--channel-names", "m1,m2,m3", "--markers", "m2",
+                   "--quiet") == 0
+    assert read_mask(subset / "s4.tif").shape == (2, 72, 72)
+
+    metrics = tmp_path / "metrics.csv"
+    assert run_cli("evaluate", "--pred", out, "--truth", tiny_dataset.parent / "masks", "--out", metrics,
+                   "--classes", "blob,bar") == 0
+    rows = list(csv.DictReader(metrics.open()))
+    assert list(rows[0]) == ["image", "class", "metric", "value"]
+    assert {r["image"] for r in rows} == {"s4", "ALL"}
+    assert {r["metric"] for r in rows} >= {"f1", "iou", "precision", "recall"}
+    assert {r["class"] for r in rows} == {"blob", "bar"}
+
+    # outputs are never overwritten without --overwrite
+    before = (out / "s4.tif").read_bytes()
+    assert run_cli("predict", run, image, "--out", out, "--channel-names", "m1,m2,m3", "--quiet") == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "s4.tif").read_bytes() == before
+    assert run_cli("predict", run, image, "--out", out, "--channel-names", "m1,m2,m3", "--overwrite", "--quiet") == 0
+    assert run_cli("evaluate", "--pred", out, "--truth", tiny_dataset.parent / "masks", "--out", metrics) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+    # unknown marker: one line naming it and listing the known ones
+    assert run_cli("predict", run, image, "--out", tmp_path / "x", "--channel-names", "m1,m2,m3", "--markers", "GFP") == 2
+    err = capsys.readouterr().err
+    assert "GFP" in err and "m1" in err and err.count("\n") == 1
+
+    # wrong channel count for the given names
+    assert run_cli("predict", run, image, "--out", tmp_path / "y", "--channel-names", "m1,m2", "--quiet") == 2
+    assert "channel" in capsys.readouterr().err
+    assert not (tmp_path / "y" / "s4.tif").exists()
+
+    # NaN pixels
+    bad = tmp_path / "nan.tif"
+    data = np.ones((3, 72, 72), np.float32)
+    data[1, 5, 5] = np.nan
+    tifffile.imwrite(bad, data, photometric="minisblack")
+    assert run_cli("predict", run, bad, "--out", tmp_path / "z", "--channel-names", "m1,m2,m3", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "nan.tif" in err and "NaN" in err
+    assert not (tmp_path / "z" / "nan.tif").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"II*\x00garbage"])
+def test_empty_or_corrupt_image_is_one_line_error(tiny_config, tmp_path, capsys, content):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(content)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text('{"members": ["model"]}')
+    code = run_cli("predict", tmp_path / "run", bad, "--out", tmp_path / "out", "--channel-names", "a")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "bad.tif" in err
+    assert not (tmp_path / "out" / "bad.tif").exists()
+
+
+def test_missing_files_and_bad_config(tmp_path, tiny_dataset, capsys):
+    assert run_cli("train", tmp_path / "none.yaml", "--out", tmp_path / "r") == 2
+    assert "none.yaml" in capsys.readouterr().err
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"data: {{manifest: {tiny_dataset}}}\ntrain: {{epochz: 3}}\n")
+    assert run_cli("train", config, "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "epochz" in err and "bad.yaml" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_user_error_exit_code_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fluoseg.cli", "evaluate", "--pred", str(tmp_path / "nope"),
+                             "--truth", str(tmp_path), "--out", str(tmp_path / "m.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("fluoseg: error:") and "nope" in result.stderr

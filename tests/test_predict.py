@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from fluoseg.config import load_config
+from fluoseg.errors import FluosegError
+from fluoseg.infer import Segmenter, masks_from_probabilities
+from fluoseg.io import read_image, read_mask, write_image
+from fluoseg.predict import check_writable, output_paths, predict_file, resolve_channel_names
+from fluoseg.train.trainer import train
+
+
+@pytest.fixture()
+def segmenter(tiny_config, tmp_path):
+    run = train(load_config(tiny_config), tmp_path / "run", progress=False)
+    return Segmenter.load(run, device="cpu")
+
+
+def test_masks_from_probabilities_groups():
+    p = np.array([[[0.6, 0.2]], [[0.3, 0.3]]], np.float32)  # joint: background 0.1 / 0.5
+    assert masks_from_probabilities(p, [2]).tolist() == [[[1, 0]], [[0, 0]]]
+    assert masks_from_probabilities(p, [1, 1]).tolist() == [[[1, 0]], [[0, 0]]]
+
+
+def test_channel_order_in_file_does_not_matter(segmenter, tiny_dataset):
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
+    a = segmenter.predict_probabilities(image, ["m1", "m2", "m3"])
+    b = segmenter.predict_probabilities(image[[2, 0, 1]], ["m3", "m1", "m2"])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_subset_equals_zero_filled_missing_channel(segmenter, tiny_dataset):
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
+    subset = segmenter.predict_probabilities(image, ["m1", "m2", "m3"], markers=["m1", "m3"])
+    only_two = segmenter.predict_probabilities(image[[0, 2]], ["m1", "m3"])
+    np.testing.assert_allclose(subset, only_two, atol=1e-6)
+
+
+def test_zarr_streamed_output_equals_tiff_output(segmenter, tiny_dataset, tmp_path):
+    source = read_image(tiny_dataset.parent / "images" / "s4.tif")
+    zarr_in = write_image(tmp_path / "s4.zarr", source.array, axes="CYX", channel_names=["m1", "m2", "m3"])
+    tif_paths = output_paths([zarr_in], tmp_path / "tif", fmt="tif", probabilities=True)[0]
+    zarr_paths = output_paths([zarr_in], tmp_path / "zarr", fmt="zarr", probabilities=False)[0]
+    (tmp_path / "tif").mkdir()
+    (tmp_path / "zarr").mkdir()
+    predict_file(segmenter, zarr_in, tif_paths)
+    predict_file(segmenter, zarr_in, zarr_paths)
+    assert np.array_equal(read_mask(tif_paths.masks), read_mask(zarr_paths.masks))
+    assert read_image(zarr_paths.masks).channel_names == ("blob", "bar")
+    assert sorted(p.name for p in (tmp_path / "zarr").iterdir()) == ["s4.zarr"]  # no leftover temporaries
+
+
+def test_3d_stack_is_predicted_slice_by_slice(segmenter, tiny_dataset):
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
+    stack = np.stack([image, image[:, ::-1]], axis=1)  # (C, Z, Y, X)
+    probabilities = segmenter.predict_probabilities(stack, ["m1", "m2", "m3"])
+    assert probabilities.shape == (2, 2, 72, 72)
+    np.testing.assert_allclose(probabilities[:, 0], segmenter.predict_probabilities(image, ["m1", "m2", "m3"]), atol=1e-5)
+
+
+def test_output_path_collisions_and_overwrite(tmp_path):
+    with pytest.raises(FluosegError, match="collide"):
+        output_paths([tmp_path / "a" / "x.tif", tmp_path / "b" / "x.ome.tif"], tmp_path, fmt="tif", probabilities=False)
+    paths = output_paths([tmp_path / "x.tif"], tmp_path / "out", fmt="tif", probabilities=True)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x_probabilities.tif").write_bytes(b"")
+    with pytest.raises(FluosegError, match="--overwrite"):
+        check_writable(paths, overwrite=False)
+    check_writable(paths, overwrite=True)
+
+
+def test_file_without_names_needs_names(tmp_path, tiny_dataset):
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif", lazy=True)
+    with pytest.raises(FluosegError, match="--channel-names"):
+        resolve_channel_names(image, None, None)
+    assert resolve_channel_names(image, None, ["a", "b", "c"]) == (("a", "b", "c"), None)
+    assert resolve_channel_names(image, ["a", "b", "c"], ["b"]) == (("a", "b", "c"), ("b",))

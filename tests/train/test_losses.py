@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fluoseg.data.dataset import IGNORE_INDEX
+from fluoseg.train.losses import WeightedCrossEntropy, log_class_weights
+
+
+def test_log_class_weights_formula():
+    counts = np.array([900, 90, 10])
+    expected = np.log(1.0 + counts.sum() / (3 * counts))
+    np.testing.assert_allclose(log_class_weights(counts, eps=1.0), expected, rtol=1e-6)
+    weights = log_class_weights(counts)
+    assert weights[0] < weights[1] < weights[2]
+
+
+def test_log_class_weights_absent_class_is_finite():
+    weights = log_class_weights(np.array([100, 0]))
+    assert np.all(np.isfinite(weights)) and weights[1] > weights[0]
+
+
+def test_weighted_cross_entropy_matches_manual_and_ignores_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.randint(0, 3, (2, 4, 4))
+    target[0, 0, 0] = IGNORE_INDEX
+    weights = np.array([0.5, 1.0, 2.0], np.float32)
+    loss = WeightedCrossEntropy(weights)(logits, target)
+    valid = target != IGNORE_INDEX
+    log_probabilities = F.log_softmax(logits, 1)
+    picked = log_probabilities.permute(0, 2, 3, 1)[valid].gather(1, target[valid][:, None])[:, 0]
+    manual = -(torch.as_tensor(weights)[target[valid]] * picked).sum() / valid.sum()
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-5)

@@ -1,0 +1,85 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from fluoseg.config import load_config
+from fluoseg.errors import FluosegError
+from fluoseg.train import trainer as trainer_module
+from fluoseg.train.checkpoint import load_checkpoint
+from fluoseg.train.trainer import train
+
+
+def weights(path):
+    return load_checkpoint(path)["model_state"]
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_directory_contents(tiny_config, tmp_path):
+    run = train(load_config(tiny_config), tmp_path / "run", progress=False)
+    assert json.loads((run / "run.json").read_text()) == {"members": ["model"]}
+    assert (run / "config.yaml").is_file()
+    rows = list(csv.DictReader((run / "model" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"train_loss", "val_f1_blob", "val_f1_bar", "val_mean_f1"} <= set(rows[0])
+    state = load_checkpoint(run / "model" / "best.pt")
+    assert state["markers"] == ["m1", "m2", "m3"] and state["classes"] == ["blob", "bar"]
+    assert state["preprocess"]["normalization"] == "gaussian"
+    assert state["model"]["out_channels"] == 3
+    assert load_checkpoint(run / "model" / "last.pt")["epoch"] == 2
+
+
+def test_deterministic_given_seed(tiny_config, tmp_path):
+    a = train(load_config(tiny_config), tmp_path / "a", progress=False)
+    b = train(load_config(tiny_config), tmp_path / "b", progress=False)
+    assert same_weights(weights(a / "model" / "last.pt"), weights(b / "model" / "last.pt"))
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatch):
+    reference = train(load_config(tiny_config), tmp_path / "reference", progress=False)
+
+    original = trainer_module._write_metrics
+    calls = {"n": 0}
+
+    def die_after_first_epoch(path, rows):
+        original(path, rows)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # killed right after epoch 1 was saved
+
+    monkeypatch.setattr(trainer_module, "_write_metrics", die_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(tiny_config), tmp_path / "killed", progress=False)
+    monkeypatch.setattr(trainer_module, "_write_metrics", original)
+    assert load_checkpoint(tmp_path / "killed" / "model" / "last.pt")["epoch"] == 1
+
+    resumed = train(load_config(tiny_config), tmp_path / "killed", resume=True, progress=False)
+    assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
+    rows = list(csv.DictReader((resumed / "model" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_config, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    with pytest.raises(FluosegError, match="--overwrite"):
+        train(load_config(tiny_config), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "keep.txt").read_text() == "x"
+
+
+def test_resume_with_other_config_is_refused(make_config, tmp_path):
+    train(load_config(make_config(epochs=1)), tmp_path / "run", progress=False)
+    with pytest.raises(FluosegError, match="differs"):
+        train(load_config(make_config("other.yaml", epochs=1, learning_rate=0.5)), tmp_path / "run", resume=True,
+              progress=False)
+
+
+def test_separate_mode_trains_one_binary_model_per_class(make_config, tmp_path):
+    run = train(load_config(make_config(epochs=1, class_mode="separate")), tmp_path / "run", progress=False)
+    assert json.loads((run / "run.json").read_text()) == {"members": ["blob", "bar"]}
+    state = load_checkpoint(run / "bar" / "best.pt")
+    assert state["classes"] == ["bar"] and state["model"]["out_channels"] == 2
