@@ -81,3 +81,33 @@ def tiny_config(tiny_dataset: Path, tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(tiny_dataset)))
     return path
+
+
+def make_tiny_nuclei(seed: int, shape: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """One-channel nuclei image with instance labels, including a pair of touching nuclei."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    centres = [(20, 20), (20, 29)] + [tuple(rng.integers(8, shape[0] - 8, 2)) for _ in range(5)]
+    for i, (cy, cx) in enumerate(centres, start=1):
+        disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 25) & (labels == 0)
+        labels[disk] = i
+    image = rng.normal(15, 4, shape) + 150 * (labels > 0)
+    return np.clip(image, 0, 255).astype(np.uint8)[None], labels
+
+
+@pytest.fixture()
+def tiny_nuclei_dataset(tmp_path: Path) -> Path:
+    """Five tiny nuclei images with instance labels and a manifest."""
+    import tifffile
+
+    root = tmp_path / "nuclei"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(5):
+        image, labels = make_tiny_nuclei(i)
+        tifffile.imwrite(root / "images" / f"n{i}.tif", image[0])
+        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
+    manifest = {"markers": ["DNA"], "images": "images/*.tif", "labels": "labels/{id}.tif"}
+    (root / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    return root / "manifest.yaml"

@@ -103,3 +103,38 @@ def test_user_error_exit_code_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("fluoseg: error:") and "nope" in result.stderr
+
+
+@pytest.mark.parametrize("method, extra", [("border", {}), ("distance", {"target_diameter": 12.0})])
+def test_instance_train_predict_evaluate(tiny_nuclei_dataset, tmp_path, method, extra):
+    import yaml
+
+    from fluoseg.io import read_labels
+
+    config = {
+        "data": {"manifest": str(tiny_nuclei_dataset), "split": {"val": ["n3"], "test": ["n4"]}},
+        "task": "instance",
+        "instance": {"method": method, "min_size": 5, **extra},
+        "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "valid"}},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 60, "seed": 0, "device": "cpu",
+                  "num_threads": 1, "learning_rate": 1e-3},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert run_cli("train", path, "--out", run, "--quiet") == 0
+    image = tiny_nuclei_dataset.parent / "images" / "n4.tif"
+    out = tmp_path / "pred"
+    diameter = ["--diameter", "auto"] if extra else []
+    assert run_cli("predict", run, image, "--out", out, "--markers", "DNA", "--probabilities", "--quiet", *diameter) == 0
+    labels = read_labels(out / "n4.tif")
+    assert labels.shape == (64, 64) and labels.dtype in (np.uint16, np.uint32)
+    assert read_image(out / "n4_probabilities.tif").array.shape[0] == (3 if method == "border" else 2)
+    metrics = tmp_path / "m.csv"
+    assert run_cli("evaluate", "--task", "instance", "--pred", out, "--truth", tiny_nuclei_dataset.parent / "labels",
+                   "--out", metrics) == 0
+    rows = list(csv.DictReader(metrics.open()))
+    assert list(rows[0]) == ["image", "metric", "threshold", "value"]
+    names = {r["metric"] for r in rows}
+    assert {"precision", "recall", "f1", "accuracy", "mean_matched_iou", "pq", "aji", "us_rate", "os_rate"} <= names
+    assert any(r["image"] == "ALL" and r["metric"] == "f1" and r["threshold"] == "0.5" for r in rows)

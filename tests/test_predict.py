@@ -3,7 +3,7 @@ import pytest
 
 from fluoseg.config import load_config
 from fluoseg.errors import FluosegError
-from fluoseg.infer import Segmenter, masks_from_probabilities
+from fluoseg.infer import Segmenter
 from fluoseg.io import read_image, read_mask, write_image
 from fluoseg.predict import check_writable, output_paths, predict_file, resolve_channel_names
 from fluoseg.train.trainer import train
@@ -15,10 +15,9 @@ def segmenter(tiny_config, tmp_path):
     return Segmenter.load(run, device="cpu")
 
 
-def test_masks_from_probabilities_groups():
+def test_decode_joint_versus_separate_members(segmenter):
     p = np.array([[[0.6, 0.2]], [[0.3, 0.3]]], np.float32)  # joint: background 0.1 / 0.5
-    assert masks_from_probabilities(p, [2]).tolist() == [[[1, 0]], [[0, 0]]]
-    assert masks_from_probabilities(p, [1, 1]).tolist() == [[[1, 0]], [[0, 0]]]
+    assert segmenter.decode(p).tolist() == [[[1, 0]], [[0, 0]]]
 
 
 def test_channel_order_in_file_does_not_matter(segmenter, tiny_dataset):

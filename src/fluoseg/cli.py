@@ -21,6 +21,18 @@ def _names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def _diameter(text: str | None) -> float | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise FluosegError(f"--diameter must be a number of pixels or 'auto', got {text!r}") from None
+    if value <= 0:
+        raise FluosegError(f"--diameter must be positive, got {value}")
+    return value
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the network runs")
 
@@ -58,20 +70,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
         written = predict_file(segmenter, image, target, channel_names=_names(args.channel_names), markers=markers,
                                axes=args.axes, tile_size=args.tile_size, batch_size=args.batch_size,
-                               overwrite=args.overwrite, progress=not args.quiet)
+                               diameter=_diameter(args.diameter), overwrite=args.overwrite, progress=not args.quiet)
         print(f"{image} -> {written}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fluoseg.evaluate import evaluate_semantic, summary_table, write_rows
+    from fluoseg.evaluate import evaluate_instance, evaluate_semantic, instance_summary, summary_table, write_rows
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FluosegError("output exists; pass --overwrite to replace it", path=out)
-    rows = evaluate_semantic(args.pred, args.truth, classes=_names(args.classes))
-    write_rows(rows, out, overwrite=args.overwrite)
-    print(summary_table(rows))
+    if args.task == "instance":
+        rows = evaluate_instance(args.pred, args.truth)
+        write_rows(rows, out, overwrite=args.overwrite)
+        print(instance_summary(rows))
+    else:
+        rows = evaluate_semantic(args.pred, args.truth, classes=_names(args.classes))
+        write_rows(rows, out, overwrite=args.overwrite)
+        print(summary_table(rows))
     print(f"metrics: {out}")
     return 0
 
@@ -111,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     out_group.add_argument("--format", choices=("tif", "zarr"), default="tif", help="output format (zarr streams large images)")
     out_group.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     out_group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    out_group.add_argument("--diameter", help="instance models trained with scale normalisation: mean object "
+                           "diameter in pixels in these images, or 'auto' to estimate it from a first pass")
     run_group = p.add_argument_group("execution")
     run_group.add_argument("--tile-size", type=int, help="network input tile size (default 572)")
     run_group.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
@@ -122,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score predicted masks against ground truth")
     p.add_argument("--pred", required=True, help="folder of predicted masks")
     p.add_argument("--truth", required=True, help="folder of ground-truth masks with the same file names")
-    p.add_argument("--out", required=True, help="CSV file to write (columns image,class,metric,value)")
+    p.add_argument("--out", required=True, help="CSV file to write (semantic: image,class,metric,value; "
+                   "instance: image,metric,threshold,value)")
+    p.add_argument("--task", choices=("semantic", "instance"), default="semantic",
+                   help="masks per class, or instance label images")
     p.add_argument("--classes", help="comma-separated class names of the mask channels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     p.set_defaults(func=cmd_evaluate)

@@ -95,11 +95,26 @@ class TrainConfig(_Section):
     num_threads: int | None = Field(None, ge=1)
 
 
+class InstanceConfig(_Section):
+    """Instance segmentation targets and decoding (used with ``task: instance``)."""
+
+    method: Literal["border", "distance", "threshold"] = "border"
+    w0: float = Field(10.0, ge=0.0)
+    sigma: float = Field(5.0, gt=0.0)
+    erosion: int = Field(1, ge=1)
+    alpha: float = Field(1.0, ge=0.0)
+    h: float = Field(1.0, gt=0.0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_size: int = Field(10, ge=0)
+    target_diameter: float | None = Field(None, gt=0.0)
+
+
 class RunConfig(_Section):
     """A whole training run."""
 
     data: DataConfig
-    task: Literal["semantic"] = "semantic"
+    task: Literal["semantic", "instance"] = "semantic"
+    instance: InstanceConfig = InstanceConfig()
     model: ModelConfig = ModelConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()

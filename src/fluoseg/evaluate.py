@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.io import read_image, read_mask
+from fluoseg.io import read_image, read_labels, read_mask
+from fluoseg.metrics.instance import instance_rows
 from fluoseg.metrics.semantic import semantic_rows
 from fluoseg.predict import PROBABILITY_SUFFIX, image_stem
 
@@ -94,6 +95,21 @@ def evaluate_semantic(pred_dir: str | Path, truth_dir: str | Path, *, classes: S
     return semantic_rows(items, class_names=list(reference or ()))
 
 
+def evaluate_instance(pred_dir: str | Path, truth_dir: str | Path) -> list[dict[str, Any]]:
+    """Per-image and pooled (image ``ALL``) object-level metrics of label images.
+
+    Rows are ``{image, metric, threshold, value}``; see :func:`fluoseg.metrics.instance.instance_rows`
+    for every metric's definition (matching at IoU 0.5:0.05:0.95, AJI, Kromp's categories...).
+    """
+    items = []
+    for name, pred_path, truth_path in pair_files(pred_dir, truth_dir):
+        pred, truth = read_labels(pred_path), read_labels(truth_path)
+        if pred.shape != truth.shape:
+            raise FluosegError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}", path=pred_path)
+        items.append((name, pred, truth))
+    return instance_rows(items)
+
+
 def write_rows(rows: list[dict[str, Any]], path: str | Path, *, overwrite: bool = False) -> Path:
     """Write tidy metric rows as CSV atomically, refusing to replace a file without ``overwrite``."""
     path = Path(path)
@@ -110,6 +126,20 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path, *, overwrite: bool 
             writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     os.replace(temporary, path)
     return path
+
+
+INSTANCE_SUMMARY = (("f1", 0.5), ("accuracy", 0.5), ("f1", 0.75), ("aji", None), ("us_rate", None), ("os_rate", None))
+
+
+def instance_summary(rows: list[dict[str, Any]]) -> str:
+    """Headline pooled instance metrics as one text line per metric."""
+    lines = []
+    for metric, threshold in INSTANCE_SUMMARY:
+        for r in rows:
+            if r["image"] == "ALL" and r["metric"] == metric and r["threshold"] == threshold:
+                label = f"{metric}@{threshold}" if threshold is not None else metric
+                lines.append(f"{label:>14} {r['value']:.4f}")
+    return "\n".join(lines)
 
 
 def summary_table(rows: list[dict[str, Any]], *, metrics: Sequence[str] = ("f1", "iou", "precision", "recall")) -> str:

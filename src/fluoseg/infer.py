@@ -23,7 +23,9 @@ from fluoseg.data.resample import resample_image, resample_to_shape, scale_facto
 from fluoseg.device import resolve_device
 from fluoseg.errors import FluosegError
 from fluoseg.markers import MarkerPanel
+from fluoseg.instance.scale import estimate_diameter_from_labels, rescale_image, restore_shape
 from fluoseg.models import build_model
+from fluoseg.tasks import Task, task_from_state
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 from fluoseg.train.checkpoint import load_checkpoint
 
@@ -38,13 +40,14 @@ DEFAULT_TILE = 572
 class Member:
     """One trained network and the metadata it needs at inference.
 
-    Its output channel ``c + 1`` is the probability of ``classes[c]``; channel 0 is background.
+    Its task says how its logits are activated (e.g. softmax) and decoded (masks or labels).
     """
 
     model: nn.Module
     panel: MarkerPanel
     classes: tuple[str, ...]
     preprocess: dict[str, Any]
+    task: Task
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any], device: torch.device) -> Member:
@@ -56,11 +59,11 @@ class Member:
         model.load_state_dict(state["model_state"])
         model.to(device).eval()
         return cls(model=model, panel=MarkerPanel(state["markers"]), classes=tuple(state["classes"]),
-                   preprocess=dict(state["preprocess"]))
+                   preprocess=dict(state["preprocess"]), task=task_from_state(state["task"]))
 
 
-def make_batch_predictor(model: nn.Module, availability: np.ndarray):
-    """A numpy-in, numpy-out function giving softmax class probabilities (background dropped)."""
+def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate):
+    """A numpy-in, numpy-out function: the model's activated outputs (e.g. class probabilities)."""
     device = next(model.parameters()).device
     available = torch.as_tensor(availability, dtype=torch.float32, device=device)
 
@@ -68,34 +71,9 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray):
         with torch.inference_mode():
             x = torch.as_tensor(batch, device=device)
             logits = model(x, available.expand(x.shape[0], -1))
-            return torch.softmax(logits, dim=1)[:, 1:].float().cpu().numpy()
+            return activate(logits).float().cpu().numpy()
 
     return predict_batch
-
-
-def masks_from_probabilities(probabilities: np.ndarray, groups: Sequence[int]) -> np.ndarray:
-    """Per-class 0/1 masks from class probabilities.
-
-    Parameters
-    ----------
-    probabilities
-        ``(n_classes, ...)`` probabilities, background excluded.
-    groups
-        Number of consecutive classes that share one softmax (one joint network), e.g.
-        ``[2]`` for a joint two-class model, ``[1, 1]`` for two separate binary models.
-        Within a group a pixel goes to the most probable class, background included
-        (background probability = 1 - sum of the group's class probabilities).
-    """
-    masks = np.zeros(probabilities.shape, dtype=np.uint8)
-    start = 0
-    for size in groups:
-        part = probabilities[start : start + size]
-        background = 1.0 - part.sum(axis=0, keepdims=True)
-        winner = np.argmax(np.concatenate([background, part]), axis=0)
-        for c in range(size):
-            masks[start + c] = winner == c + 1
-        start += size
-    return masks
 
 
 class Segmenter:
@@ -111,6 +89,7 @@ class Segmenter:
         self.members = list(members)
         self.panel = self.members[0].panel
         self.classes = tuple(c for m in self.members for c in m.classes)
+        self.task_name = self.members[0].task.name
 
     @classmethod
     def load(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Segmenter:
@@ -182,10 +161,10 @@ class Segmenter:
             availability = member.panel.availability(member.panel.parse(list(use), source=source))
             target = out if (out is not None and len(self.members) == 1 and factors is None) else None
             result = predict_tiled(
-                make_batch_predictor(member.model, availability),
+                make_batch_predictor(member.model, availability, member.task.activate),
                 image,
                 geometry=self.tile_geometry(member, tile_size),
-                out_channels=len(member.classes),
+                out_channels=member.task.activated_channels(),
                 transform=transform,
                 out=target,
                 batch_size=batch_size,
@@ -199,11 +178,45 @@ class Segmenter:
             merged = resample_to_shape(merged, spatial, kind="probabilities")
         return _into(merged, out)
 
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        """Activated outputs of all members -> masks ``(n_classes, ...)`` or instance labels."""
+        parts, start = [], 0
+        for member in self.members:
+            size = member.task.activated_channels()
+            parts.append(member.task.decode(np.asarray(outputs[start : start + size])))
+            start += size
+        return parts[0] if self.task_name == "instance" else np.concatenate(parts)
+
     def predict_masks(self, image: Any, channel_names: Sequence[str], **options: Any) -> tuple[np.ndarray, Any]:
-        """Per-class uint8 masks and the probabilities they come from."""
+        """Per-class uint8 masks and the probabilities they come from (semantic tasks)."""
         probabilities = self.predict_probabilities(image, channel_names, **options)
-        masks = masks_from_probabilities(np.asarray(probabilities), [len(m.classes) for m in self.members])
-        return masks, probabilities
+        return self.decode(np.asarray(probabilities)), probabilities
+
+    def predict_labels(self, image: Any, channel_names: Sequence[str], *, diameter: float | str | None = None,
+                       **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Instance labels ``([Z], Y, X)`` and the activated maps they were decoded from.
+
+        Parameters
+        ----------
+        diameter
+            Mean object diameter in the image, in pixels, when the model was trained with
+            scale normalisation (``instance.target_diameter``): the image is rescaled so its
+            objects get the training size, and the labels are resampled back. ``"auto"``
+            estimates it from a first prediction at the original scale. ``None``: no rescaling.
+        """
+        target = self.members[0].task.state().get("target_diameter")
+        if diameter is None or not target:
+            outputs = self.predict_probabilities(image, channel_names, **options)
+            return self.decode(np.asarray(outputs)), np.asarray(outputs)
+        if diameter == "auto":
+            first, _ = self.predict_labels(image, channel_names, diameter=None, **options)
+            diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
+        factor = float(target) / float(diameter)
+        spatial = tuple(image.shape[1:])
+        scaled = rescale_image(np.asarray(image, dtype=np.float32), factor)
+        outputs = np.asarray(self.predict_probabilities(scaled, channel_names, **options))
+        labels = restore_shape(self.decode(outputs), spatial, labels=True)
+        return labels, restore_shape(outputs, spatial)
 
     def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, tuple | None]:
         target = self.members[0].preprocess.get("pixel_size_um")

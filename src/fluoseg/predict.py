@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.infer import Segmenter, masks_from_probabilities
+from fluoseg.infer import Segmenter
 from fluoseg.io import ImageData, create_output, read_image, write_image
 
 MASK_SUFFIX = ""
@@ -98,18 +98,30 @@ def predict_file(
     axes: str | None = None,
     tile_size: int | None = None,
     batch_size: int = 1,
+    diameter: float | str | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
-    """Segment one image file and write its outputs atomically; returns the mask path."""
+    """Segment one image file and write its outputs atomically; returns the mask (or label) path.
+
+    Semantic runs write per-class masks; instance runs write a label image (uint16, or
+    uint32 beyond 65535 objects) and, with probabilities, the decoded maps.
+    """
     image = read_image(image_path, axes=axes, lazy=True)
     names, use = resolve_channel_names(image, channel_names, markers)
-    shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
     spatial_axes = image.axes[1:]
-    streamed = paths.masks.suffix == ".zarr"
     options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size,
                    progress=progress, source=str(image_path))
-    groups = [len(m.classes) for m in segmenter.members]
+    if segmenter.task_name == "instance":
+        labels, outputs = segmenter.predict_labels(image.array, names, diameter=diameter, **options)
+        if paths.probabilities is not None:
+            write_image(paths.probabilities, outputs.astype(np.float32), axes="C" + spatial_axes,
+                        pixel_size=image.pixel_size, overwrite=overwrite)
+        dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+        return write_image(paths.masks, labels.astype(dtype), axes=spatial_axes, pixel_size=image.pixel_size,
+                           overwrite=overwrite)
+    shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
+    streamed = paths.masks.suffix == ".zarr"
     meta = dict(axes="C" + spatial_axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
     if not streamed:
         masks, probabilities = segmenter.predict_masks(image.array, names, **options)
@@ -125,7 +137,7 @@ def predict_file(
         band = 1024
         for y in range(0, shape[-2], band):
             window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
-            mask_out.array[window] = masks_from_probabilities(np.asarray(prob_out.array[window]), groups)
+            mask_out.array[window] = segmenter.decode(np.asarray(prob_out.array[window]))
         if paths.probabilities is None:
             prob_out.discard()
     return paths.masks

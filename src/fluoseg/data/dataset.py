@@ -11,15 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fluoseg.data.augment import Augmenter
 from fluoseg.data.normalize import compute_stats, normalize
-from fluoseg.data.resample import resample_image, resample_mask, scale_factors
+from fluoseg.data.resample import resample_image, resample_labels, resample_mask, scale_factors
 from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
+from fluoseg.instance.scale import estimate_diameter_from_labels
 from fluoseg.markers import MarkerPanel
+
+if TYPE_CHECKING:
+    from fluoseg.tasks import Task
 
 IGNORE_INDEX = -1
 """Target value of pixels that carry no annotation (outside the image); excluded from the loss."""
@@ -37,63 +42,61 @@ class PreparedSample:
         ``(K, [Z], Y, X)`` float32, normalised, in marker-slot order, zeros in missing slots.
     availability
         ``(K,)`` float32 0/1: which slots carry a marker.
-    target
-        ``([Z], Y, X)`` int64 class index: 0 background, ``c + 1`` for class ``c``.
+    targets
+        Spatial ``([Z], Y, X)`` target arrays by name, as the task defines them
+        (e.g. ``classes`` for a class-index map, ``weights`` for a loss weight map).
+    sampling_map
+        ``([Z], Y, X)`` class-index map that foreground patch sampling aims at.
+    scale
+        Factor by which the sample was resampled in Y/X (pixel and object size), 1.0 if not.
     """
 
     id: str
     image: np.ndarray
     availability: np.ndarray
-    target: np.ndarray
-
-
-def masks_to_target(masks: np.ndarray, classes: Sequence[str], *, source: object = None) -> np.ndarray:
-    """Turn ``(n_classes, ...)`` 0/1 masks into one class-index map (0 = background).
-
-    Raises
-    ------
-    FluosegError
-        If two classes claim the same pixel: a joint (softmax) model needs exclusive classes.
-    """
-    overlap = masks.sum(axis=0) > 1
-    if overlap.any():
-        raise FluosegError(
-            f"classes {list(classes)} overlap in {int(overlap.sum())} pixels; a joint model needs "
-            "exclusive classes: use 'train.class_mode: separate' to train one model per class",
-            path=source if isinstance(source, str) else None,
-        )
-    target = np.zeros(masks.shape[1:], dtype=np.int64)
-    for index in range(masks.shape[0]):
-        target[masks[index] > 0] = index + 1
-    return target
+    targets: dict[str, np.ndarray]
+    sampling_map: np.ndarray
+    scale: float = 1.0
 
 
 def prepare_sample(
     sample: Sample,
     *,
     panel: MarkerPanel,
-    classes: Sequence[str],
+    task: Task,
     normalization: str = "gaussian",
     percentiles: tuple[float, float] = (1.0, 99.8),
     pixel_size_um: float | None = None,
 ) -> PreparedSample:
-    """Read, normalise, resample and slot-arrange one annotated sample."""
+    """Read, normalise, resample and slot-arrange one annotated sample and build its targets.
+
+    Resampling brings the sample to ``pixel_size_um`` when both are known, and, for an
+    instance task with a target object diameter, further so that its objects have that mean
+    diameter (Kromp et al.'s scale normalisation).
+    """
     image = sample.read_image()
     raw = np.asarray(image.array)
-    masks = sample.read_masks(list(classes), image.spatial_shape)
+    annotation = task.read_annotation(sample, image.spatial_shape)
     stats = compute_stats(raw, method=normalization, percentiles=percentiles)
     normalised = normalize(raw, stats, method=normalization)
+    factors = [1.0] * len(image.spatial_shape)
     pixel_size = sample.pixel_size or image.pixel_size
     if pixel_size_um is not None and pixel_size is not None:
-        factors = scale_factors(_per_axis(pixel_size, len(image.spatial_shape)), pixel_size_um)
-        if any(abs(f - 1.0) > 1e-6 for f in factors):
-            normalised = resample_image(normalised, factors)
-            masks = resample_mask(masks, factors)
+        factors = list(scale_factors(_per_axis(pixel_size, len(image.spatial_shape)), pixel_size_um))
+    target_diameter = getattr(task, "target_diameter", None)
+    if target_diameter and task.annotation_kind == "labels" and annotation.max() > 0:
+        diameter = estimate_diameter_from_labels(annotation) * factors[-1]
+        factors[-2:] = [f * target_diameter / diameter for f in factors[-2:]]
+    if any(abs(f - 1.0) > 1e-6 for f in factors):
+        normalised = resample_image(normalised, factors)
+        annotation = (resample_labels(annotation, factors) if task.annotation_kind == "labels"
+                      else resample_mask(annotation, factors))
     slots, availability = panel.arrange(
         normalised, sample.channel_names, use=sample.usable_markers, source=str(sample.image_path)
     )
-    target = masks_to_target(masks, classes, source=str(sample.image_path))
-    return PreparedSample(id=sample.id, image=slots, availability=availability, target=target)
+    targets = task.make_targets(annotation, source=str(sample.image_path))
+    return PreparedSample(id=sample.id, image=slots, availability=availability, targets=targets,
+                          sampling_map=task.sampling_map(targets), scale=float(factors[-1]))
 
 
 def _per_axis(pixel_size: tuple[float, ...], n_axes: int) -> tuple[float, ...]:
@@ -107,16 +110,8 @@ def _per_axis(pixel_size: tuple[float, ...], n_axes: int) -> tuple[float, ...]:
     raise FluosegError(f"pixel size {pixel_size} does not fit {n_axes} spatial axes")
 
 
-def class_pixel_counts(samples: Sequence[PreparedSample], n_classes: int) -> np.ndarray:
-    """Pixels per class index (background first) over all training samples."""
-    counts = np.zeros(n_classes + 1, dtype=np.int64)
-    for sample in samples:
-        counts += np.bincount(sample.target.ravel(), minlength=n_classes + 1)[: n_classes + 1]
-    return counts
-
-
 class PatchSampler:
-    """Draws random training patches (input window, availability, output target window).
+    """Draws random training patches (input window, availability, output target windows).
 
     Parameters
     ----------
@@ -125,6 +120,8 @@ class PatchSampler:
     input_size, output_size
         Network input and output window sizes; their difference is twice the margin by
         which images are zero-padded.
+    fill
+        Value of each target outside the image (the loss ignores such pixels).
     foreground_fraction
         Probability that a patch is centred on a random pixel of a randomly chosen class
         present in the sample (rare classes such as arteries are otherwise seldom seen).
@@ -140,6 +137,7 @@ class PatchSampler:
         *,
         input_size: int,
         output_size: int,
+        fill: dict[str, float],
         foreground_fraction: float,
         augmenter: Augmenter | None,
         rng: np.random.Generator,
@@ -150,20 +148,21 @@ class PatchSampler:
         self.input_size = input_size
         self.output_size = output_size
         self.margin = (input_size - output_size) // 2
+        self.fill = fill
         self.foreground_fraction = foreground_fraction
         self.augmenter = augmenter
         self.rng = rng
-        self._foreground = [self._class_pixels(s.target) for s in self.samples]
+        self._foreground = [self._class_pixels(s.sampling_map) for s in self.samples]
 
     @staticmethod
-    def _class_pixels(target: np.ndarray) -> list[np.ndarray]:
-        flat = target.ravel()
-        return [np.flatnonzero(flat == c) for c in range(1, int(flat.max(initial=0)) + 1) if (flat == c).any()]
+    def _class_pixels(classes: np.ndarray) -> list[np.ndarray]:
+        flat = classes.ravel()
+        found = [np.flatnonzero(flat == c) for c in range(1, int(flat.max(initial=0)) + 1)]
+        return [pixels for pixels in found if pixels.size]
 
     def _window_origin(self, index: int) -> tuple[int, ...]:
         """Top-left (and z) of the output window in target coordinates."""
-        target = self.samples[index].target
-        spatial = target.shape
+        spatial = self.samples[index].sampling_map.shape
         size = self.output_size
         classes = self._foreground[index]
         if classes and self.rng.random() < self.foreground_fraction:
@@ -177,24 +176,29 @@ class PatchSampler:
             origin[axis] = int(np.clip(origin[axis], 0, max(spatial[axis] - size, 0)))
         return tuple(origin)
 
-    def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One patch: image ``(K, P, P)``, availability ``(K,)``, target ``(O, O)`` int64."""
+    def draw(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """One patch: image ``(K, P, P)``, availability ``(K,)``, targets ``{name: (O, O)}``."""
         index = int(self.rng.integers(len(self.samples)))
         sample = self.samples[index]
         origin = self._window_origin(index)
         z, (y, x) = origin[:-2], origin[-2:]
         image = sample.image[(slice(None), *z)] if z else sample.image
-        target = sample.target[z] if z else sample.target
         window = cut_window(image, y - self.margin, x - self.margin, self.input_size, fill=0.0)
-        labels = cut_window(target[None], y, x, self.output_size, fill=IGNORE_INDEX)[0]
+        names = list(sample.targets)
+        cut = [cut_window((sample.targets[n][z] if z else sample.targets[n])[None], y, x, self.output_size,
+                          fill=self.fill.get(n, 0))[0] for n in names]
         if self.augmenter is not None:
-            window, (labels,) = self.augmenter(window, [labels])
-        return np.ascontiguousarray(window, np.float32), sample.availability, np.ascontiguousarray(labels)
+            window, cut = self.augmenter(window, cut)
+        targets = {n: np.ascontiguousarray(t) for n, t in zip(names, cut)}
+        return np.ascontiguousarray(window, np.float32), sample.availability, targets
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Stack ``size`` patches into batch arrays."""
         patches = [self.draw() for _ in range(size)]
-        return tuple(np.stack(parts) for parts in zip(*patches))  # type: ignore[return-value]
+        images = np.stack([p[0] for p in patches])
+        availability = np.stack([p[1] for p in patches])
+        targets = {n: np.stack([p[2][n] for p in patches]) for n in patches[0][2]}
+        return images, availability, targets
 
 
 def cut_window(array: np.ndarray, y: int, x: int, size: int, *, fill: float) -> np.ndarray:

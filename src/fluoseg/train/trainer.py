@@ -30,18 +30,17 @@ from tqdm.auto import tqdm
 
 from fluoseg.config import RunConfig, config_to_dict
 from fluoseg.data.augment import Augmenter
-from fluoseg.data.dataset import PatchSampler, PreparedSample, class_pixel_counts, prepare_sample
+from fluoseg.data.dataset import PatchSampler, PreparedSample, prepare_sample
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.split import Split, split_samples
 from fluoseg.device import resolve_device, set_threads
 from fluoseg.errors import FluosegError
-from fluoseg.infer import RUN_INDEX, make_batch_predictor, masks_from_probabilities
+from fluoseg.infer import RUN_INDEX, make_batch_predictor
 from fluoseg.markers import MarkerPanel
-from fluoseg.metrics.semantic import f1_score
 from fluoseg.models import build_model, model_spec
+from fluoseg.tasks import InstanceTask, SemanticTask, Task
 from fluoseg.tiling import geometry_for, predict_tiled
 from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
-from fluoseg.train.losses import WeightedCrossEntropy, log_class_weights
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,18 @@ def plan_members(classes: Sequence[str], class_mode: str) -> list[MemberPlan]:
     return [MemberPlan(name="model", classes=tuple(classes))]
 
 
+def make_task(config: RunConfig, classes: Sequence[str]) -> Task:
+    """The task a config describes, for the classes of one member network."""
+    if config.task == "instance":
+        return InstanceTask(**config.instance.model_dump(), weight_eps=config.train.weight_eps)
+    return SemanticTask(classes, weight_eps=config.train.weight_eps)
+
+
 def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPanel, tuple[str, ...]]:
     """The model's marker panel and classes: from the config, else everything the manifest has."""
     panel = MarkerPanel(config.data.markers or list(manifest.markers))
+    if config.task == "instance":
+        return panel, ("objects",)
     classes = tuple(config.data.classes or manifest.classes)
     if not classes:
         raise FluosegError("no classes to train; list them under 'classes:' in the manifest or data.classes", path=manifest.path)
@@ -102,11 +110,11 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         set_threads(config.train.num_threads)
 
-    def prepare(self, ids: Sequence[str], classes: Sequence[str]) -> list[PreparedSample]:
+    def prepare(self, ids: Sequence[str], task: Task) -> list[PreparedSample]:
         """Read and prepare the samples with the given ids."""
         p = self.config.preprocess
         return [
-            prepare_sample(self.manifest.sample(i), panel=self.panel, classes=classes, normalization=p.normalization,
+            prepare_sample(self.manifest.sample(i), panel=self.panel, task=task, normalization=p.normalization,
                            percentiles=p.percentiles, pixel_size_um=p.pixel_size_um)
             for i in ids
         ]
@@ -150,20 +158,20 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
 
-        train_samples = self.prepare(self.split.train, member.classes)
-        val_samples = self.prepare(self.split.val, member.classes)
-        model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=len(member.classes) + 1,
+        task = make_task(self.config, member.classes)
+        train_samples = self.prepare(self.split.train, task)
+        val_samples = self.prepare(self.split.val, task)
+        task.fit([s.targets for s in train_samples])
+        model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=task.output_channels(),
                             **self.config.model.options).to(self.device)
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
-        weights = log_class_weights(class_pixel_counts(train_samples, len(member.classes)), eps=cfg.weight_eps)
-        loss_fn = WeightedCrossEntropy(weights).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
         a = cfg.augment
         augmenter = Augmenter(flips=a.flips, rot90=a.rot90, intensity_scale=a.intensity_scale,
                               intensity_shift=a.intensity_shift, rng=rng)
         sampler = PatchSampler(train_samples, input_size=geometry.input_size, output_size=geometry.output_size,
-                               foreground_fraction=cfg.foreground_sampling, augmenter=augmenter, rng=rng)
+                               fill=task.fill, foreground_fraction=cfg.foreground_sampling, augmenter=augmenter, rng=rng)
 
         rows: list[dict[str, Any]] = []
         start_epoch, best_score = 1, -np.inf
@@ -189,22 +197,22 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(torch.as_tensor(images, device=self.device),
                                torch.as_tensor(availability, device=self.device))
-                loss = loss_fn(logits, torch.as_tensor(targets, device=self.device))
+                loss = task.loss(logits, {k: torch.as_tensor(v, device=self.device) for k, v in targets.items()})
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
-            scores = self.validate(model, val_samples, member.classes, val_geometry)
-            mean_f1 = float(np.mean(list(scores.values()))) if scores else float("nan")
-            improved = not val_samples or mean_f1 > best_score
+            scores = self.validate(model, val_samples, task, val_geometry)
+            score = scores.pop("score", float("nan"))
+            improved = not val_samples or score > best_score
             if improved:
-                best_score = mean_f1 if val_samples else best_score
+                best_score = score if val_samples else best_score
             row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                   **{f"val_f1_{c}": v for c, v in scores.items()}, "val_mean_f1": mean_f1,
+                   **{f"val_{name}": value for name, value in scores.items()}, "val_score": score,
                    "best": int(improved), "seconds": round(time.perf_counter() - started, 3)}
             rows.append(row)
-            state = self._state(model, optimizer, rng, member, geometry, epoch, best_score, weights)
+            state = self._state(model, optimizer, rng, member, task, geometry, epoch, best_score)
             if improved:
                 save_checkpoint(state, out_dir / "best.pt")
             save_checkpoint(state, out_dir / "last.pt")
@@ -212,28 +220,26 @@ class Trainer:
         bar.close()
         return state
 
-    def validate(self, model: torch.nn.Module, samples: Sequence[PreparedSample], classes: Sequence[str],
+    def validate(self, model: torch.nn.Module, samples: Sequence[PreparedSample], task: Task,
                  geometry: Any) -> dict[str, float]:
-        """Per-class F1 pooled over the validation samples, each predicted whole with tiling."""
+        """Validation scores pooled over the samples, each predicted whole with tiling and decoded."""
         if not samples:
             return {}
         model.eval()
-        counts = np.zeros((len(classes), 3), dtype=np.int64)  # TP, FP, FN per class
+        counts = None
         for sample in samples:
-            probabilities = predict_tiled(make_batch_predictor(model, sample.availability), sample.image,
-                                          geometry=geometry, out_channels=len(classes))
-            masks = masks_from_probabilities(np.asarray(probabilities), [len(classes)])
-            for c in range(len(classes)):
-                truth = sample.target == c + 1
-                pred = masks[c].astype(bool)
-                counts[c] += [np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)]
-        return {c: f1_score(*counts[i]) for i, c in enumerate(classes)}
+            activated = predict_tiled(make_batch_predictor(model, sample.availability, task.activate), sample.image,
+                                      geometry=geometry, out_channels=task.activated_channels())
+            sample_counts = task.score_counts(task.decode(np.asarray(activated)), sample.targets)
+            counts = sample_counts if counts is None else counts + sample_counts
+        return task.score(counts)
 
-    def _state(self, model, optimizer, rng, member, geometry, epoch, best_score, weights) -> dict[str, Any]:
+    def _state(self, model, optimizer, rng, member, task, geometry, epoch, best_score) -> dict[str, Any]:
         spec = model_spec(model)
         return {
             "model": {"name": spec["name"], "options": spec["options"], "in_channels": len(self.panel),
-                      "out_channels": len(member.classes) + 1},
+                      "out_channels": task.output_channels()},
+            "task": task.state(),
             "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
             "markers": list(self.panel.names),
@@ -242,7 +248,6 @@ class Trainer:
                            "percentiles": list(self.config.preprocess.percentiles),
                            "pixel_size_um": self.config.preprocess.pixel_size_um},
             "geometry": {"input_size": geometry.input_size, "output_size": geometry.output_size, "mode": geometry.mode},
-            "class_weights": [float(w) for w in weights],
             "epoch": epoch,
             "best_score": float(best_score),
             "torch_rng": torch.get_rng_state(),

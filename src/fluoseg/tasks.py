@@ -1,0 +1,298 @@
+"""Tasks: what a network learns, its targets, loss, output activation and decoding.
+
+A task turns a sample's annotations into per-pixel training targets, scores network
+outputs against them, and turns the (tiled, averaged) activated outputs into the final
+result. The trainer, the tiling and the predictor are the same for every task.
+
+- ``semantic``: one softmax over background + classes; log-weighted cross-entropy (MS-ME).
+- ``instance`` with ``method``:
+    * ``border``: 3 classes background / interior / touching border with the U-Net border
+      weight map (Kromp et al.'s U-Net); decoded by seeded growth of interiors;
+    * ``distance``: a distance-map head (MSE) and a foreground head (BCE), weighted
+      ``MSE + alpha * BCE`` (in-silico-labelling paper); decoded by h-maxima watershed;
+    * ``threshold``: foreground vs background; decoded by connected components.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fluoseg.data.dataset import IGNORE_INDEX as IGNORE
+from fluoseg.data.sample import Sample
+from fluoseg.errors import FluosegError
+from fluoseg.instance import (
+    border_targets,
+    distance_targets,
+    labels_from_border_classes,
+    labels_from_distance,
+    labels_from_threshold,
+    unet_weight_map,
+)
+from fluoseg.metrics.matching import match_objects
+from fluoseg.metrics.semantic import f1_score
+from fluoseg.train.losses import WeightedCrossEntropy, log_class_weights
+
+def masks_to_target(masks: np.ndarray, classes: Sequence[str], *, source: Any = None) -> np.ndarray:
+    """Turn ``(n_classes, ...)`` 0/1 masks into one class-index map (0 = background).
+
+    Raises
+    ------
+    FluosegError
+        If two classes claim the same pixel: a joint (softmax) model needs exclusive classes.
+    """
+    overlap = masks.sum(axis=0) > 1
+    if overlap.any():
+        raise FluosegError(
+            f"classes {list(classes)} overlap in {int(overlap.sum())} pixels; a joint model needs "
+            "exclusive classes: use 'train.class_mode: separate' to train one model per class",
+            path=source,
+        )
+    target = np.zeros(masks.shape[1:], dtype=np.int64)
+    for index in range(masks.shape[0]):
+        target[masks[index] > 0] = index + 1
+    return target
+
+
+class Task(ABC):
+    """Interface of a learning task (see the module docstring)."""
+
+    name: str
+    fill: dict[str, float]
+    """Value of each target outside the image (ignored by the loss)."""
+
+    @abstractmethod
+    def output_channels(self) -> int:
+        """Number of logit channels the network needs."""
+
+    @abstractmethod
+    def activated_channels(self) -> int:
+        """Channels of :meth:`activate`'s output (what tiling averages)."""
+
+    @abstractmethod
+    def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray:
+        """The sample's raw annotation: class masks ``(n, ...)`` or instance labels ``(...)``."""
+
+    @property
+    @abstractmethod
+    def annotation_kind(self) -> str:
+        """``"mask"`` or ``"labels"``: how an annotation is resampled."""
+
+    @abstractmethod
+    def make_targets(self, annotation: np.ndarray, *, source: Any = None) -> dict[str, np.ndarray]:
+        """Per-pixel training targets (spatial arrays) from an annotation."""
+
+    def fit(self, targets: Sequence[dict[str, np.ndarray]]) -> None:
+        """Learn dataset-level constants (class weights) from the training targets."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar training loss of a batch."""
+
+    @abstractmethod
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Network logits -> the maps that are tiled, averaged and decoded (probabilities...)."""
+
+    @abstractmethod
+    def decode(self, activated: np.ndarray) -> np.ndarray:
+        """Averaged activated maps of one image -> masks ``(n, ...)`` or labels ``(...)``."""
+
+    @abstractmethod
+    def score_counts(self, decoded: np.ndarray, targets: dict[str, np.ndarray]) -> np.ndarray:
+        """Counts for validation (summed over images), e.g. TP/FP/FN per class."""
+
+    @abstractmethod
+    def score(self, counts: np.ndarray) -> dict[str, float]:
+        """Validation scores from pooled counts; the key ``"score"`` selects the best epoch."""
+
+    def sampling_map(self, targets: dict[str, np.ndarray]) -> np.ndarray:
+        """Class-index map whose non-zero classes foreground patch sampling aims at."""
+        return targets["classes"]
+
+    def state(self) -> dict[str, Any]:
+        """Constants to store in checkpoints (rebuilt with :func:`task_from_state`)."""
+        return {"name": self.name}
+
+
+class SemanticTask(Task):
+    """Exclusive classes with one softmax; the MS-ME log-weighted cross-entropy."""
+
+    name = "semantic"
+    fill = {"classes": IGNORE}
+    annotation_kind = "mask"
+
+    def __init__(self, classes: Sequence[str], *, weight_eps: float = 1.0, class_weights: Sequence[float] | None = None) -> None:
+        self.classes = tuple(classes)
+        self.weight_eps = weight_eps
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+
+    def output_channels(self) -> int:
+        return len(self.classes) + 1
+
+    def activated_channels(self) -> int:
+        return len(self.classes)
+
+    def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray:
+        return sample.read_masks(list(self.classes), spatial_shape)
+
+    def make_targets(self, annotation: np.ndarray, *, source: Any = None) -> dict[str, np.ndarray]:
+        return {"classes": masks_to_target(annotation, self.classes, source=source)}
+
+    def fit(self, targets: Sequence[dict[str, np.ndarray]]) -> None:
+        counts = np.zeros(len(self.classes) + 1, dtype=np.int64)
+        for t in targets:
+            counts += np.bincount(t["classes"].ravel(), minlength=counts.size)[: counts.size]
+        self.class_weights = log_class_weights(counts, eps=self.weight_eps)
+
+    def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.class_weights is None:
+            raise RuntimeError("fit() the task on the training targets before computing losses")
+        weights = torch.as_tensor(self.class_weights, device=logits.device)
+        return WeightedCrossEntropy(weights).to(logits.device)(logits, targets["classes"])
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)[:, 1:]
+
+    def decode(self, activated: np.ndarray) -> np.ndarray:
+        background = 1.0 - activated.sum(axis=0, keepdims=True)
+        winner = np.argmax(np.concatenate([background, activated]), axis=0)
+        return np.stack([winner == c + 1 for c in range(len(self.classes))]).astype(np.uint8)
+
+    def score_counts(self, decoded: np.ndarray, targets: dict[str, np.ndarray]) -> np.ndarray:
+        truth = targets["classes"]
+        counts = np.zeros((len(self.classes), 3), dtype=np.int64)
+        for c in range(len(self.classes)):
+            pred, gt = decoded[c].astype(bool), truth == c + 1
+            counts[c] = [np.sum(pred & gt), np.sum(pred & ~gt), np.sum(~pred & gt)]
+        return counts
+
+    def score(self, counts: np.ndarray) -> dict[str, float]:
+        scores = {f"f1_{c}": f1_score(*counts[i]) for i, c in enumerate(self.classes)}
+        scores["mean_f1"] = scores["score"] = float(np.mean(list(scores.values())))
+        return scores
+
+    def state(self) -> dict[str, Any]:
+        weights = None if self.class_weights is None else [float(w) for w in self.class_weights]
+        return {"name": self.name, "classes": list(self.classes), "weight_eps": self.weight_eps, "class_weights": weights}
+
+
+class InstanceTask(Task):
+    """Instance segmentation from label images (see the module docstring for the methods)."""
+
+    name = "instance"
+    annotation_kind = "labels"
+    METHODS = ("border", "distance", "threshold")
+
+    def __init__(self, *, method: str = "border", w0: float = 10.0, sigma: float = 5.0, erosion: int = 1,
+                 alpha: float = 1.0, h: float = 1.0, threshold: float = 0.5, min_size: int = 10,
+                 target_diameter: float | None = None, weight_eps: float = 1.0,
+                 class_weights: Sequence[float] | None = None) -> None:
+        if method not in self.METHODS:
+            raise FluosegError(f"unknown instance method {method!r}; use one of {list(self.METHODS)}")
+        self.method = method
+        self.w0, self.sigma, self.erosion, self.alpha = w0, sigma, erosion, alpha
+        self.h, self.threshold, self.min_size = h, threshold, min_size
+        self.target_diameter = target_diameter
+        self.weight_eps = weight_eps
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+        self.fill = {"border": {"classes": IGNORE, "weights": 0.0, "labels": 0},
+                     "distance": {"distance": 0.0, "foreground": IGNORE, "classes": 0, "labels": 0},
+                     "threshold": {"classes": IGNORE, "labels": 0}}[method]
+
+    def output_channels(self) -> int:
+        return {"border": 3, "distance": 2, "threshold": 2}[self.method]
+
+    def activated_channels(self) -> int:
+        return {"border": 3, "distance": 2, "threshold": 1}[self.method]
+
+    def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray:
+        return sample.read_labels(spatial_shape)
+
+    def make_targets(self, annotation: np.ndarray, *, source: Any = None) -> dict[str, np.ndarray]:
+        labels = annotation.astype(np.int64)  # kept for validation matching; not used by the loss
+        if self.method == "border":
+            return {"classes": border_targets(labels, erosion=self.erosion).astype(np.int64),
+                    "weights": unet_weight_map(labels, w0=self.w0, sigma=self.sigma).astype(np.float32),
+                    "labels": labels}
+        foreground = (labels > 0).astype(np.int64)
+        if self.method == "distance":
+            distance, _ = distance_targets(labels)
+            return {"distance": distance.astype(np.float32), "foreground": foreground, "classes": foreground.copy(),
+                    "labels": labels}
+        return {"classes": foreground, "labels": labels}
+
+    def fit(self, targets: Sequence[dict[str, np.ndarray]]) -> None:
+        if self.method == "threshold":
+            counts = np.zeros(2, dtype=np.int64)
+            for t in targets:
+                counts += np.bincount(t["classes"].ravel(), minlength=2)[:2]
+            self.class_weights = log_class_weights(counts, eps=self.weight_eps)
+
+    def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.method == "border":
+            per_pixel = F.cross_entropy(logits, targets["classes"], ignore_index=IGNORE, reduction="none")
+            valid = (targets["classes"] != IGNORE).sum().clamp_min(1)
+            return (per_pixel * targets["weights"]).sum() / valid
+        if self.method == "distance":
+            valid = targets["foreground"] != IGNORE
+            count = valid.sum().clamp_min(1)
+            mse = ((logits[:, 0] - targets["distance"]) ** 2 * valid).sum() / count
+            bce = F.binary_cross_entropy_with_logits(logits[:, 1], targets["foreground"].clamp_min(0).float(),
+                                                     reduction="none")
+            return mse + self.alpha * (bce * valid).sum() / count
+        weights = torch.as_tensor(self.class_weights, device=logits.device)
+        return WeightedCrossEntropy(weights).to(logits.device)(logits, targets["classes"])
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.method == "border":
+            return torch.softmax(logits, dim=1)
+        if self.method == "distance":
+            return torch.cat([logits[:, :1], torch.sigmoid(logits[:, 1:2])], dim=1)
+        return torch.softmax(logits, dim=1)[:, 1:]
+
+    def decode(self, activated: np.ndarray) -> np.ndarray:
+        if self.method == "border":
+            return labels_from_border_classes(activated, min_size=self.min_size)
+        if self.method == "distance":
+            return labels_from_distance(activated[0], activated[1], h=self.h, threshold=self.threshold,
+                                        min_size=self.min_size)
+        return labels_from_threshold(activated[0], threshold=self.threshold, min_size=self.min_size)
+
+    def score_counts(self, decoded: np.ndarray, targets: dict[str, np.ndarray]) -> np.ndarray:
+        truth = targets["labels"]
+        match = match_objects(truth, decoded, threshold=0.5)
+        tp = int(match.true_labels.size)
+        n_true = len(np.unique(truth[truth > 0]))
+        n_pred = len(np.unique(decoded[decoded > 0]))
+        return np.array([tp, n_pred - tp, n_true - tp], dtype=np.int64)
+
+    def score(self, counts: np.ndarray) -> dict[str, float]:
+        tp, fp, fn = (int(v) for v in counts)
+        f1 = f1_score(tp, fp, fn)
+        accuracy = tp / (tp + fp + fn) if tp + fp + fn else 1.0
+        return {"f1_at_0.5": f1, "accuracy_at_0.5": accuracy, "score": f1}
+
+    def sampling_map(self, targets: dict[str, np.ndarray]) -> np.ndarray:
+        return (targets["classes"] > 0).astype(np.int64)
+
+    def state(self) -> dict[str, Any]:
+        weights = None if self.class_weights is None else [float(w) for w in self.class_weights]
+        return {"name": self.name, "method": self.method, "w0": self.w0, "sigma": self.sigma, "erosion": self.erosion,
+                "alpha": self.alpha, "h": self.h, "threshold": self.threshold, "min_size": self.min_size,
+                "target_diameter": self.target_diameter, "weight_eps": self.weight_eps, "class_weights": weights}
+
+
+def task_from_state(state: dict[str, Any]) -> Task:
+    """Rebuild a task from :meth:`Task.state` (as stored in a checkpoint)."""
+    options = dict(state)
+    name = options.pop("name")
+    if name == "semantic":
+        return SemanticTask(options.pop("classes"), **options)
+    if name == "instance":
+        return InstanceTask(**options)
+    raise FluosegError(f"unknown task {name!r} in checkpoint; upgrade fluoseg")
