@@ -93,6 +93,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from fluoseg.synthesize import synthesize_nuclei
+
+    manifest = synthesize_nuclei(args.data, args.out, sample_ids=_names(args.samples), n_images=args.n_images,
+                                 grid=args.grid, max_offset=args.max_offset, overlap_mode=args.overlap,
+                                 shape=args.size, seed=args.seed, overwrite=args.overwrite)
+    print(f"artificial images: {manifest.parent} (add {manifest} to data.extra_train)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fluoseg.demo import run_demo
 
@@ -148,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated class names of the mask channels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("synth", help="generate artificial training images")
+    synth = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    q = synth.add_parser("nuclei", help="Kromp et al.'s artificial nuclei images from annotated samples")
+    q.add_argument("--data", required=True, help="manifest of annotated source samples (with labels)")
+    q.add_argument("--out", required=True, help="output folder (images/, labels/, manifest.yaml)")
+    q.add_argument("--samples", help="comma-separated source sample ids (use training samples only)")
+    q.add_argument("--n-images", type=int, default=100)
+    q.add_argument("--grid", type=int, default=5, help="nuclei are placed on a GRID x GRID lattice")
+    q.add_argument("--max-offset", type=int, help="largest random shift from a grid node (controls overlap)")
+    q.add_argument("--overlap", choices=("random", "replace", "add"), default="random")
+    q.add_argument("--size", type=int, default=256, help="side of the square images")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("demo", help="train, predict and evaluate on built-in simulated data")
     p.add_argument("--out", default="demo_out", help="output folder")

@@ -36,9 +36,14 @@ class SplitConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where the samples come from and which of their markers and classes the model uses."""
+    """Where the samples come from and which of their markers and classes the model uses.
+
+    ``extra_train`` lists further manifests whose samples are always training samples, e.g.
+    artificial images from ``fluoseg synth nuclei``.
+    """
 
     manifest: Path
+    extra_train: list[Path] = Field(default_factory=list)
     classes: list[str] | None = None
     markers: list[str] | None = None
     split: SplitConfig = SplitConfig()
@@ -172,6 +177,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise FluosegError(format_validation_error(exc), path=path) from None
     if not config.data.manifest.is_absolute():
         config.data.manifest = (path.parent / config.data.manifest).resolve()
+    config.data.extra_train = [p if p.is_absolute() else (path.parent / p).resolve() for p in config.data.extra_train]
     return config
 
 

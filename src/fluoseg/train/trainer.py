@@ -107,6 +107,15 @@ class Trainer:
         s = config.data.split
         self.split = split or split_samples(self.manifest.samples, val=s.val, test=s.test, val_fraction=s.val_fraction,
                                             test_fraction=s.test_fraction, seed=s.seed)
+        self.samples = {sample.id: sample for sample in self.manifest.samples}
+        extra_ids = []
+        for extra in config.data.extra_train:
+            for sample in load_manifest(extra).samples:
+                if sample.id in self.samples:
+                    raise FluosegError(f"sample id {sample.id!r} of an extra_train manifest is already used", path=extra)
+                self.samples[sample.id] = sample
+                extra_ids.append(sample.id)
+        self.split = Split(train=self.split.train + tuple(extra_ids), val=self.split.val, test=self.split.test)
         self.device = resolve_device(config.train.device)
         set_threads(config.train.num_threads)
 
@@ -114,7 +123,7 @@ class Trainer:
         """Read and prepare the samples with the given ids."""
         p = self.config.preprocess
         return [
-            prepare_sample(self.manifest.sample(i), panel=self.panel, task=task, normalization=p.normalization,
+            prepare_sample(self.samples[i], panel=self.panel, task=task, normalization=p.normalization,
                            percentiles=p.percentiles, pixel_size_um=p.pixel_size_um)
             for i in ids
         ]
