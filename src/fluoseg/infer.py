@@ -25,6 +25,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.markers import MarkerPanel
 from fluoseg.instance.scale import estimate_diameter_from_labels, rescale_image, restore_shape
 from fluoseg.models import build_model
+from fluoseg.models.pretrained import without_encoder_weights
 from fluoseg.tasks import Task, task_from_state
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 from fluoseg.train.checkpoint import load_checkpoint
@@ -53,9 +54,9 @@ class Member:
     def from_checkpoint(cls, state: dict[str, Any], device: torch.device) -> Member:
         """Rebuild the network of a checkpoint and load its weights."""
         spec = state["model"]
-        model = build_model(
-            spec["name"], in_channels=spec["in_channels"], out_channels=spec["out_channels"], **spec["options"]
-        )
+        # The checkpoint holds every trained weight: never re-download or re-read pretrained files.
+        options = without_encoder_weights(spec["options"])
+        model = build_model(spec["name"], in_channels=spec["in_channels"], out_channels=spec["out_channels"], **options)
         model.load_state_dict(state["model_state"])
         model.to(device).eval()
         return cls(model=model, panel=MarkerPanel(state["markers"]), classes=tuple(state["classes"]),

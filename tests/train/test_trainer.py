@@ -83,3 +83,28 @@ def test_separate_mode_trains_one_binary_model_per_class(make_config, tmp_path):
     assert json.loads((run / "run.json").read_text()) == {"members": ["blob", "bar"]}
     state = load_checkpoint(run / "bar" / "best.pt")
     assert state["classes"] == ["bar"] and state["model"]["out_channels"] == 2
+
+
+def test_encoder_networks_train_and_load_without_their_pretrained_file(tiny_dataset, tmp_path):
+    import yaml
+
+    from fluoseg.infer import Segmenter
+    from fluoseg.models import build_encoder
+
+    weights = tmp_path / "resnet18.pt"
+    torch.save(build_encoder("resnet18", in_channels=3).state_dict(), weights)
+    for name, options in (("unet-encoder", {"encoder": "resnet18", "encoder_weights": str(weights)}),
+                          ("unetpp", {"encoder": "resnet18", "deep_supervision": True})):
+        config = {
+            "data": {"manifest": str(tiny_dataset), "split": {"val": ["s3"], "test": ["s4"]}},
+            "model": {"name": name, "options": options},
+            "train": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "patch_size": 64, "device": "cpu",
+                      "num_threads": 1},
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        run = train(load_config(path), tmp_path / name, progress=False)
+        weights.unlink(missing_ok=True)  # prediction must not need the pretrained file any more
+        segmenter = Segmenter.load(run, device="cpu")
+        masks, _ = segmenter.predict_masks(torch.zeros(3, 72, 72).numpy(), ["m1", "m2", "m3"], tile_size=64)
+        assert masks.shape == (2, 72, 72)

@@ -13,6 +13,10 @@ from fluoseg.models.attention import (
     mean_pairwise_cosine_distance,
     widened_base_filters,
 )
+from fluoseg.models.deeplab import DeepLabV3
+from fluoseg.models.decoders import EncoderNetwork, EncoderUNet
+from fluoseg.models.encoders import Encoder, build_encoder, encoder_names
+from fluoseg.models.fcn import FCN
 from fluoseg.models.hemis import HeMIS, HeMISMS
 from fluoseg.models.marker_input import (
     MarkerInput,
@@ -24,6 +28,7 @@ from fluoseg.models.marker_input import (
     marker_input_names,
     register_marker_input,
 )
+from fluoseg.models.pretrained import LoadReport, load_encoder_weights, without_encoder_weights
 from fluoseg.models.registry import (
     attention_names,
     build_attention,
@@ -35,10 +40,17 @@ from fluoseg.models.registry import (
     register_model,
 )
 from fluoseg.models.unet import UNet
+from fluoseg.models.unetpp import UNetPlusPlus
 
 __all__ = [
+    "DeepLabV3",
+    "Encoder",
+    "EncoderNetwork",
+    "EncoderUNet",
+    "FCN",
     "HeMIS",
     "HeMISMS",
+    "LoadReport",
     "MarkerExcite",
     "MarkerInput",
     "MarkerSampling",
@@ -47,12 +59,16 @@ __all__ = [
     "MarkerZero",
     "SqueezeExcitation",
     "UNet",
+    "UNetPlusPlus",
     "attention_names",
     "availability_vectors",
     "build_attention",
+    "build_encoder",
     "build_marker_input",
     "build_model",
     "count_parameters",
+    "encoder_names",
+    "load_encoder_weights",
     "marker_input_names",
     "me_layer_outputs",
     "mean_pairwise_cosine_distance",
@@ -62,4 +78,5 @@ __all__ = [
     "register_marker_input",
     "register_model",
     "widened_base_filters",
+    "without_encoder_weights",
 ]

@@ -206,7 +206,9 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(torch.as_tensor(images, device=self.device),
                                torch.as_tensor(availability, device=self.device))
-                loss = task.loss(logits, {k: torch.as_tensor(v, device=self.device) for k, v in targets.items()})
+                batch_targets = {k: torch.as_tensor(v, device=self.device) for k, v in targets.items()}
+                heads = logits if isinstance(logits, (list, tuple)) else [logits]  # deep supervision: one per head
+                loss = torch.stack([task.loss(head, batch_targets) for head in heads]).mean()
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
