@@ -89,10 +89,15 @@ def prepare_sample(
         factors[-2:] = [f * target_diameter / diameter for f in factors[-2:]]
     if any(abs(f - 1.0) > 1e-6 for f in factors):
         normalised = resample_image(normalised, factors)
-        annotation = (resample_labels(annotation, factors) if task.annotation_kind == "labels"
-                      else resample_mask(annotation, factors))
+        resample = {"labels": resample_labels, "mask": resample_mask, "image": resample_image}[task.annotation_kind]
+        annotation = resample(annotation, factors)
+    # Channels a task predicts (in-silico labelling targets) are never network inputs, and
+    # markers left out of the model's panel (data.markers) are dropped.
+    ignored = set(getattr(task, "ignored_channels", ())) | {n for n in sample.channel_names if n not in panel.names}
+    keep = [i for i, name in enumerate(sample.channel_names) if name not in ignored]
     slots, availability = panel.arrange(
-        normalised, sample.channel_names, use=sample.usable_markers, source=str(sample.image_path)
+        normalised[keep], [sample.channel_names[i] for i in keep],
+        use=[m for m in sample.usable_markers if m not in ignored], source=str(sample.image_path)
     )
     targets = task.make_targets(annotation, source=str(sample.image_path))
     return PreparedSample(id=sample.id, image=slots, availability=availability, targets=targets,
