@@ -1,3 +1,4 @@
+import torch
 import numpy as np
 import pytest
 
@@ -73,3 +74,37 @@ def test_file_without_names_needs_names(tmp_path, tiny_dataset):
         resolve_channel_names(image, None, None)
     assert resolve_channel_names(image, None, ["a", "b", "c"]) == (("a", "b", "c"), None)
     assert resolve_channel_names(image, ["a", "b", "c"], ["b"]) == (("a", "b", "c"), ("b",))
+
+
+class _Equivariant(torch.nn.Module):
+    """A pointwise (1x1) network: equivariant to every flip and rotation."""
+
+    padding = "same"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, availability=None):
+        return self.conv(x)
+
+    def output_size(self, n):
+        return n
+
+    def valid_input_size(self, at_least):
+        return at_least
+
+
+def test_tta_leaves_an_equivariant_model_unchanged_and_changes_others(segmenter, tiny_dataset):
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
+    member = segmenter.members[0]
+    trained = member.model
+    member.model = _Equivariant()
+    plain = segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tile_size=32)
+    averaged = segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tile_size=32, tta=True)
+    np.testing.assert_allclose(plain, averaged, atol=1e-6)
+    member.model = trained
+    plain = segmenter.predict_probabilities(image, ["m1", "m2", "m3"])
+    assert not np.allclose(plain, segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tta=[0, 5]))
+    with pytest.raises(FluosegError, match="0-7"):
+        segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tta=[9])

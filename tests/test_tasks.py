@@ -87,3 +87,33 @@ def test_border_loss_is_weighted_by_the_weight_map():
     expected = float(np.log(3)) * targets["weights"].mean()
     assert task.loss(logits, batch).item() == pytest.approx(expected, rel=1e-5)
     assert IGNORE == -1
+
+
+def test_regression_task_scores_pearson_and_mae():
+    from fluoseg.tasks import RegressionTask, pearson_correlation
+
+    task = RegressionTask(["DAPI"])
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(1, 20, 20)).astype(np.float32)
+    targets = task.make_targets(truth)
+    prediction = 2 * truth + 1
+    scores = task.score(task.score_counts(prediction, targets))
+    assert scores["pearson_DAPI"] == pytest.approx(1.0) and scores["score"] == pytest.approx(1.0)
+    assert scores["mae_DAPI"] == pytest.approx(np.abs(prediction - truth).mean(), rel=1e-6)
+    noisy = truth + rng.normal(size=truth.shape)
+    pooled = task.score(task.score_counts(noisy, targets))["pearson_DAPI"]
+    assert pooled == pytest.approx(pearson_correlation(noisy, truth), rel=1e-9)
+
+
+def test_regression_loss_l1_and_l2():
+    from fluoseg.tasks import RegressionTask
+
+    truth = np.zeros((1, 4, 4), np.float32)
+    targets = {k: torch.as_tensor(v[None]) for k, v in RegressionTask(["a"]).make_targets(truth).items()}
+    logits = torch.full((1, 1, 4, 4), 2.0)
+    assert RegressionTask(["a"]).loss(logits, targets).item() == pytest.approx(2.0)
+    assert RegressionTask(["a"], loss="l2").loss(logits, targets).item() == pytest.approx(4.0)
+    targets["valid"][:] = 0
+    assert RegressionTask(["a"]).loss(logits, targets).item() == 0.0
+    with pytest.raises(FluosegError):
+        RegressionTask([])

@@ -50,10 +50,16 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Architecture by registry name plus its options (see ``fluoseg.models``)."""
+    """Architecture by registry name plus its options (see ``fluoseg.models``).
+
+    ``init_from`` starts training from the weights of an earlier run (e.g. an in-silico
+    labelling pretraining): every tensor whose name and shape match is copied, the rest (a
+    head with another number of outputs) keeps its fresh initialisation.
+    """
 
     name: str = "unet"
     options: dict[str, Any] = Field(default_factory=dict)
+    init_from: Path | None = None
 
 
 class PreprocessConfig(_Section):
@@ -114,12 +120,20 @@ class InstanceConfig(_Section):
     target_diameter: float | None = Field(None, gt=0.0)
 
 
+class RegressionConfig(_Section):
+    """In-silico labelling (``task: regression``): markers to predict from the other channels."""
+
+    targets: list[str] = Field(default_factory=list)
+    loss: Literal["l1", "l2"] = "l1"
+
+
 class RunConfig(_Section):
     """A whole training run."""
 
     data: DataConfig
-    task: Literal["semantic", "instance"] = "semantic"
+    task: Literal["semantic", "instance", "regression"] = "semantic"
     instance: InstanceConfig = InstanceConfig()
+    regression: RegressionConfig = RegressionConfig()
     model: ModelConfig = ModelConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
@@ -178,6 +192,8 @@ def load_config(path: str | Path) -> RunConfig:
     if not config.data.manifest.is_absolute():
         config.data.manifest = (path.parent / config.data.manifest).resolve()
     config.data.extra_train = [p if p.is_absolute() else (path.parent / p).resolve() for p in config.data.extra_train]
+    if config.model.init_from is not None and not config.model.init_from.is_absolute():
+        config.model.init_from = (path.parent / config.model.init_from).resolve()
     return config
 
 

@@ -63,16 +63,41 @@ class Member:
                    preprocess=dict(state["preprocess"]), task=task_from_state(state["task"]))
 
 
-def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate):
-    """A numpy-in, numpy-out function: the model's activated outputs (e.g. class probabilities)."""
+ALL_SYMMETRIES = tuple(range(8))
+"""The 8 symmetries of the square (quarter turns, each with and without a mirror image)."""
+
+
+def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Symmetry ``index`` of the last two axes, as :func:`fluoseg.data.augment.dihedral` on numpy."""
+    out = torch.rot90(x, k=index % 4, dims=(-2, -1))
+    return torch.flip(out, dims=(-1,)) if index >= 4 else out
+
+
+def _inverse_dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
+    out = torch.flip(x, dims=(-1,)) if index >= 4 else x
+    return torch.rot90(out, k=-(index % 4), dims=(-2, -1))
+
+
+def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate,
+                         symmetries: tuple[int, ...] = (0,)):
+    """A numpy-in, numpy-out function: the model's activated outputs (e.g. class probabilities).
+
+    With several ``symmetries`` (test-time augmentation) each tile is also predicted
+    flipped/rotated, every output is mapped back, and the activated outputs are averaged.
+    Tiles are square, so rotating them keeps the tiling geometry.
+    """
     device = next(model.parameters()).device
     available = torch.as_tensor(availability, dtype=torch.float32, device=device)
 
     def predict_batch(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.as_tensor(batch, device=device)
-            logits = model(x, available.expand(x.shape[0], -1))
-            return activate(logits).float().cpu().numpy()
+            vector = available.expand(x.shape[0], -1)
+            total = None
+            for index in symmetries:
+                out = _inverse_dihedral(activate(model(_dihedral(x, index), vector)), index)
+                total = out if total is None else total + out
+            return (total / len(symmetries)).float().cpu().numpy()
 
     return predict_batch
 
@@ -122,11 +147,12 @@ class Segmenter:
         pixel_size: Sequence[float] | None = None,
         tile_size: int | None = None,
         batch_size: int = 1,
+        tta: bool | Sequence[int] = False,
         out: Any = None,
         progress: bool = False,
         source: str | None = None,
     ) -> Any:
-        """Class probabilities ``(n_classes, [Z], Y, X)`` for an image.
+        """Activated outputs (class probabilities for semantic tasks) ``(n, [Z], Y, X)``.
 
         Parameters
         ----------
@@ -141,11 +167,15 @@ class Segmenter:
             image is resampled for prediction and the result resampled back.
         tile_size
             Network input tile size (rounded to an admissible one); default 572.
+        tta
+            Test-time augmentation: ``True`` averages over all 8 flips/rotations, a list of
+            indices (0-7, see :func:`fluoseg.data.augment.dihedral`) over a chosen subset.
         out
             Optional writable ``(n_classes, [Z], Y, X)`` float32 array (e.g. zarr) to stream into.
         """
-        use = tuple(channel_names) if markers is None else tuple(markers)
-        self.panel.parse(list(channel_names), source=source)  # unknown channel names are errors
+        ignored = set(getattr(self.members[0].task, "ignored_channels", ()))  # regression targets
+        use = tuple(n for n in (channel_names if markers is None else markers) if n not in ignored)
+        self.panel.parse([n for n in channel_names if n not in ignored], source=source)  # unknown names are errors
         missing = set(use) - set(channel_names)
         if missing:
             raise FluosegError(f"marker(s) {sorted(missing)} requested but the image has {list(channel_names)}", path=source)
@@ -158,11 +188,11 @@ class Segmenter:
             if not stats.is_finite:
                 raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before prediction",
                                    path=source)
-            transform = _slot_transform(member.panel, channel_names, use, stats, method, source)
+            transform = _slot_transform(member.panel, channel_names, use, stats, method, source, ignored)
             availability = member.panel.availability(member.panel.parse(list(use), source=source))
             target = out if (out is not None and len(self.members) == 1 and factors is None) else None
             result = predict_tiled(
-                make_batch_predictor(member.model, availability, member.task.activate),
+                make_batch_predictor(member.model, availability, member.task.activate, _symmetries(tta)),
                 image,
                 geometry=self.tile_geometry(member, tile_size),
                 out_channels=member.task.activated_channels(),
@@ -232,12 +262,26 @@ class Segmenter:
         return resample_image(np.asarray(image, dtype=np.float32), factors), factors
 
 
+def _symmetries(tta: bool | Sequence[int]) -> tuple[int, ...]:
+    if tta is True:
+        return ALL_SYMMETRIES
+    if not tta:
+        return (0,)
+    chosen = tuple(int(i) for i in tta)
+    if not chosen or any(i not in ALL_SYMMETRIES for i in chosen):
+        raise FluosegError(f"--tta symmetries must be indices 0-7, got {list(tta)}")
+    return chosen
+
+
 def _slot_transform(panel: MarkerPanel, channel_names: Sequence[str], use: Sequence[str],
-                    stats: SampleStats, method: str, source: str | None):
+                    stats: SampleStats, method: str, source: str | None, ignored: set[str] = frozenset()):
     """Per-window normalisation with the whole image's statistics, then marker-slot arrangement."""
+    keep = [i for i, name in enumerate(channel_names) if name not in ignored]
+    kept_names = [channel_names[i] for i in keep]
 
     def transform(window: np.ndarray) -> np.ndarray:
-        slots, _ = panel.arrange(normalize(window, stats, method=method), channel_names, use=use, source=source)
+        normalised = normalize(window, stats, method=method)[keep]
+        slots, _ = panel.arrange(normalised, kept_names, use=use, source=source)
         return slots
 
     return transform

@@ -98,6 +98,7 @@ def predict_file(
     axes: str | None = None,
     tile_size: int | None = None,
     batch_size: int = 1,
+    tta: bool | Sequence[int] = False,
     diameter: float | str | None = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -105,12 +106,13 @@ def predict_file(
     """Segment one image file and write its outputs atomically; returns the mask (or label) path.
 
     Semantic runs write per-class masks; instance runs write a label image (uint16, or
-    uint32 beyond 65535 objects) and, with probabilities, the decoded maps.
+    uint32 beyond 65535 objects) and, with probabilities, the decoded maps; regression runs
+    (in-silico labelling) write the predicted marker channels as float32.
     """
     image = read_image(image_path, axes=axes, lazy=True)
     names, use = resolve_channel_names(image, channel_names, markers)
     spatial_axes = image.axes[1:]
-    options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size,
+    options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size, tta=tta,
                    progress=progress, source=str(image_path))
     if segmenter.task_name == "instance":
         labels, outputs = segmenter.predict_labels(image.array, names, diameter=diameter, **options)
@@ -120,6 +122,10 @@ def predict_file(
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
         return write_image(paths.masks, labels.astype(dtype), axes=spatial_axes, pixel_size=image.pixel_size,
                            overwrite=overwrite)
+    if segmenter.task_name == "regression":
+        maps = np.asarray(segmenter.predict_probabilities(image.array, names, **options), np.float32)
+        return write_image(paths.masks, maps, axes="C" + spatial_axes, channel_names=list(segmenter.classes),
+                           pixel_size=image.pixel_size, overwrite=overwrite)
     shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
     streamed = paths.masks.suffix == ".zarr"
     meta = dict(axes="C" + spatial_axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)

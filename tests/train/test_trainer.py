@@ -108,3 +108,39 @@ def test_encoder_networks_train_and_load_without_their_pretrained_file(tiny_data
         segmenter = Segmenter.load(run, device="cpu")
         masks, _ = segmenter.predict_masks(torch.zeros(3, 72, 72).numpy(), ["m1", "m2", "m3"], tile_size=64)
         assert masks.shape == (2, 72, 72)
+
+
+def test_in_silico_labelling_pretraining_then_fine_tuning(tiny_dataset, tmp_path):
+    """Predict marker m1 from m2, m3; then start a segmentation model from those weights."""
+    import yaml
+
+    from fluoseg.infer import Segmenter
+    from fluoseg.io import read_image
+
+    base = {"data": {"manifest": str(tiny_dataset), "split": {"val": ["s3"], "test": ["s4"]}},
+            "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4}},
+            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 60, "device": "cpu",
+                      "num_threads": 1}}
+    pretext = dict(base, task="regression", regression={"targets": ["m1"]})
+    (tmp_path / "isl.yaml").write_text(yaml.safe_dump(pretext))
+    isl = train(load_config(tmp_path / "isl.yaml"), tmp_path / "isl", progress=False)
+    state = load_checkpoint(isl / "model" / "best.pt")
+    assert state["markers"] == ["m2", "m3"] and state["task"]["targets"] == ["m1"]
+    rows = list(csv.DictReader((isl / "model" / "metrics.csv").open()))
+    assert "val_pearson_m1" in rows[0] and "val_mae_m1" in rows[0]
+
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
+    predicted = Segmenter.load(isl, device="cpu").predict_probabilities(image, ["m1", "m2", "m3"])
+    assert predicted.shape == (1, 72, 72)
+
+    fine = dict(base, data=dict(base["data"], markers=["m2", "m3"]))
+    fine["model"] = dict(base["model"], init_from=str(isl))
+    (tmp_path / "fine.yaml").write_text(yaml.safe_dump(fine))
+    from fluoseg.train.trainer import transfer_weights
+    from fluoseg.models import build_model
+
+    model = build_model("unet", in_channels=2, out_channels=3, depth=2, base_filters=4)
+    copied, total = transfer_weights(model, isl)
+    assert 0 < copied < total  # everything but the new head
+    run = train(load_config(tmp_path / "fine.yaml"), tmp_path / "fine", progress=False)
+    assert load_checkpoint(run / "model" / "best.pt")["task"]["name"] == "semantic"

@@ -38,7 +38,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.infer import RUN_INDEX, make_batch_predictor
 from fluoseg.markers import MarkerPanel
 from fluoseg.models import build_model, model_spec
-from fluoseg.tasks import InstanceTask, SemanticTask, Task
+from fluoseg.tasks import InstanceTask, RegressionTask, SemanticTask, Task
 from fluoseg.tiling import geometry_for, predict_tiled
 from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -62,11 +62,24 @@ def make_task(config: RunConfig, classes: Sequence[str]) -> Task:
     """The task a config describes, for the classes of one member network."""
     if config.task == "instance":
         return InstanceTask(**config.instance.model_dump(), weight_eps=config.train.weight_eps)
+    if config.task == "regression":
+        return RegressionTask(config.regression.targets, loss=config.regression.loss,
+                              normalization=config.preprocess.normalization, percentiles=config.preprocess.percentiles)
     return SemanticTask(classes, weight_eps=config.train.weight_eps)
 
 
 def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPanel, tuple[str, ...]]:
     """The model's marker panel and classes: from the config, else everything the manifest has."""
+    if config.task == "regression":
+        targets = tuple(config.regression.targets)
+        missing = set(targets) - set(manifest.markers)
+        if not targets or missing:
+            raise FluosegError(f"regression.targets must name markers of the samples {list(manifest.markers)}; "
+                               f"got {list(targets)}", path=manifest.path)
+        inputs = [m for m in (config.data.markers or manifest.markers) if m not in targets]
+        if not inputs:
+            raise FluosegError("no input markers left once the regression targets are removed", path=manifest.path)
+        return MarkerPanel(inputs), targets
     panel = MarkerPanel(config.data.markers or list(manifest.markers))
     if config.task == "instance":
         return panel, ("objects",)
@@ -173,6 +186,8 @@ class Trainer:
         task.fit([s.targets for s in train_samples])
         model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=task.output_channels(),
                             **self.config.model.options).to(self.device)
+        if self.config.model.init_from is not None:
+            transfer_weights(model, self.config.model.init_from)
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
@@ -264,6 +279,31 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": rng.bit_generator.state,
         }
+
+
+def transfer_weights(model: torch.nn.Module, run_dir: Path) -> tuple[int, int]:
+    """Copy every tensor of an earlier run's best checkpoint whose name and shape match.
+
+    The earlier network's encoder and decoder carry over; a head with another number of
+    outputs (regression -> segmentation) keeps its fresh initialisation. Returns
+    ``(copied, total)`` tensor counts.
+
+    Raises
+    ------
+    FluosegError
+        If the run has no checkpoint or no tensor matches (a different architecture).
+    """
+    members = json.loads((run_dir / RUN_INDEX).read_text())["members"] if (run_dir / RUN_INDEX).is_file() else None
+    if not members:
+        raise FluosegError("init_from is not a fluoseg run directory (no run.json)", path=run_dir)
+    source = load_checkpoint(run_dir / members[0] / "best.pt")["model_state"]
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise FluosegError("init_from: no weight matches this model; use a run of the same architecture", path=run_dir)
+    own.update(matching)
+    model.load_state_dict(own)
+    return len(matching), len(own)
 
 
 def _write_atomic(path: Path, text: str) -> None:
