@@ -21,16 +21,30 @@ def _names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def _tta(text: str | None) -> bool | list[int]:
+    """``--tta`` alone: all 8 symmetries; ``--tta 0,4``: those symmetries."""
+    if text is None:
+        return False
+    if text == "all":
+        return True
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise FluosegError(f"--tta takes 'all' or symmetry indices 0-7 such as 0,2,4; got {text!r}") from None
+
+
 def _diameter(text: str | None) -> float | str | None:
+    """``--diameter``: pixels (``12``), micrometres (``6.5um``, converted per image) or ``auto``."""
     if text is None or text == "auto":
         return text
+    number = text[:-2] if text.endswith("um") else text
     try:
-        value = float(text)
+        value = float(number)
     except ValueError:
-        raise FluosegError(f"--diameter must be a number of pixels or 'auto', got {text!r}") from None
+        raise FluosegError(f"--diameter must be pixels (12), micrometres (6.5um) or 'auto', got {text!r}") from None
     if value <= 0:
-        raise FluosegError(f"--diameter must be positive, got {value}")
-    return value
+        raise FluosegError(f"--diameter must be positive, got {text}")
+    return f"{value}um" if text.endswith("um") else value
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +84,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
         written = predict_file(segmenter, image, target, channel_names=_names(args.channel_names), markers=markers,
                                axes=args.axes, tile_size=args.tile_size, batch_size=args.batch_size,
-                               diameter=_diameter(args.diameter), overwrite=args.overwrite, progress=not args.quiet)
+                               tta=_tta(args.tta), diameter=_diameter(args.diameter), overwrite=args.overwrite,
+                               progress=not args.quiet)
         print(f"{image} -> {written}")
     return 0
 
@@ -139,10 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     out_group.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     out_group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out_group.add_argument("--diameter", help="instance models trained with scale normalisation: mean object "
-                           "diameter in pixels in these images, or 'auto' to estimate it from a first pass")
+                           "diameter in these images, in pixels (12) or micrometres (6.5um, needs the pixel size "
+                           "in the file), or 'auto' to estimate it from a first pass")
     run_group = p.add_argument_group("execution")
     run_group.add_argument("--tile-size", type=int, help="network input tile size (default 572)")
     run_group.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    run_group.add_argument("--tta", nargs="?", const="all", default=None,
+                           help="test-time augmentation: average over all 8 flips/rotations, or over the listed "
+                           "symmetry indices (e.g. --tta 0,4)")
     run_group.add_argument("--checkpoint", choices=("best", "last"), default="best")
     run_group.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(run_group)
@@ -181,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(p)
     p.set_defaults(func=cmd_demo)
+
+    from fluoseg.experiments.cli import add_experiment_parser  # its commands load their modules lazily
+
+    add_experiment_parser(sub)
     return parser
 
 

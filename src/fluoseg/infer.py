@@ -254,7 +254,7 @@ class Segmenter:
         if target is None or pixel_size is None:
             return image, None
         spatial_axes = len(image.shape) - 1
-        size = tuple(pixel_size)[-2:]
+        size = tuple(pixel_size)[-2:] if len(pixel_size) >= 2 else tuple(pixel_size) * 2  # isotropic shorthand
         factors = scale_factors(size, target)
         if all(abs(f - 1.0) < 1e-6 for f in factors):
             return image, None

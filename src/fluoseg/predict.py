@@ -99,7 +99,7 @@ def predict_file(
     tile_size: int | None = None,
     batch_size: int = 1,
     tta: bool | Sequence[int] = False,
-    diameter: float | str | None = None,
+    diameter: float | str | None = None,  # pixels, "<n>um" or "auto"
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -115,6 +115,11 @@ def predict_file(
     options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size, tta=tta,
                    progress=progress, source=str(image_path))
     if segmenter.task_name == "instance":
+        if isinstance(diameter, str) and diameter.endswith("um"):
+            if not image.pixel_size:
+                raise FluosegError("--diameter in micrometres needs the pixel size, but the file has none; "
+                                   "give the diameter in pixels", path=image_path)
+            diameter = float(diameter[:-2]) / float(image.pixel_size[-1])
         labels, outputs = segmenter.predict_labels(image.array, names, diameter=diameter, **options)
         if paths.probabilities is not None:
             write_image(paths.probabilities, outputs.astype(np.float32), axes="C" + spatial_axes,

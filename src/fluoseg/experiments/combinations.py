@@ -1,0 +1,196 @@
+"""All-combination evaluation: a trained run scored on every marker subset of its test samples.
+
+MS-ME Methods ("Marker combination strategies"): test samples are ablated to every
+non-empty marker combination ``m_G``, and each is segmented and scored. Here a sample's
+combinations are the non-empty subsets of the markers it was stained with
+(:attr:`Sample.usable_markers`) that the model knows; the model receives exactly the
+subset (:meth:`Segmenter.predict_masks` with ``markers=subset``), the other slots zero
+and unavailable. Scores go into the long results table of :mod:`.results`.
+
+Work is cached per sample (``samples/<id>.csv`` next to the tables), so an interrupted
+evaluation resumes with the samples it had not finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fluoseg.data.manifest import Manifest, load_manifest
+from fluoseg.data.sample import Sample
+from fluoseg.errors import FluosegError
+from fluoseg.experiments.results import read_results, result_row, write_csv, write_tables
+from fluoseg.experiments.runs import run_split
+from fluoseg.markers import MarkerPanel
+from fluoseg.metrics.semantic import per_class_confusion
+
+SAMPLE_CACHE = "samples"
+"""Sub-folder of an evaluation's output holding one finished CSV per sample."""
+
+
+def sample_combinations(panel: MarkerPanel, sample: Sample,
+                        only: Collection[tuple[str, ...]] | None = None) -> list[tuple[str, ...]]:
+    """Marker subsets a sample can be evaluated with, in the panel's subset order.
+
+    Parameters
+    ----------
+    panel
+        The model's marker panel.
+    sample
+        The test sample; its usable markers that the panel knows define the subsets.
+    only
+        Keep only these subsets (each a tuple of names in panel order), e.g. the one
+        combination of an upper-bound model.
+    """
+    usable = [m for m in panel.names if m in sample.usable_markers and m in sample.channel_names]
+    if not usable:
+        return []
+    subsets = MarkerPanel(usable).subsets()
+    return [s for s in subsets if only is None or s in only]
+
+
+def _pixel_size(sample: Sample, image_pixel_size: tuple[float, ...] | None, n_spatial: int) -> tuple[float, ...] | None:
+    size = sample.pixel_size or image_pixel_size
+    if size is None:
+        return None
+    size = tuple(size)
+    if len(size) == 1:  # an isotropic size from the manifest: one value per spatial axis
+        size = size * n_spatial
+    return size
+
+
+def evaluate_sample(segmenter: Any, sample: Sample, subsets: Sequence[tuple[str, ...]], *, method: str, fold: int,
+                    tile_size: int | None = None, batch_size: int = 1, bar: Any = None) -> list[dict[str, Any]]:
+    """Rows of one sample: every class on every subset in ``subsets``.
+
+    The image is read once; channels the model does not know are left out before
+    prediction (they could not be used anyway), and the masks of the model's classes are
+    read from the sample.
+    """
+    panel = segmenter.panel
+    image = sample.read_image()
+    keep = [i for i, name in enumerate(sample.channel_names) if name in panel.names]
+    array = np.asarray(image.array)[keep]
+    names = [sample.channel_names[i] for i in keep]
+    spatial = tuple(array.shape[1:])
+    truth = sample.read_masks(list(segmenter.classes), spatial)
+    pixel_size = _pixel_size(sample, image.pixel_size, len(spatial))
+    rows = []
+    for subset in subsets:
+        masks, _ = segmenter.predict_masks(array, names, markers=subset, pixel_size=pixel_size, tile_size=tile_size,
+                                           batch_size=batch_size, source=str(sample.image_path))
+        code = panel.subset_code(subset)
+        for class_name, counts in zip(segmenter.classes, per_class_confusion(masks, truth)):
+            rows.append(result_row(method=method, class_name=class_name, combination=code, markers=subset, fold=fold,
+                                   sample=sample.id, tp=counts.tp, fp=counts.fp, fn=counts.fn))
+        if bar is not None:
+            bar.update(1)
+    return rows
+
+
+def evaluate_combinations(
+    segmenter: Any,
+    samples: Sequence[Sample],
+    *,
+    method: str,
+    fold: int = 0,
+    only: Collection[tuple[str, ...]] | None = None,
+    cache_dir: str | Path | None = None,
+    tile_size: int | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score a segmenter on every marker combination of every sample.
+
+    Parameters
+    ----------
+    segmenter
+        A loaded :class:`fluoseg.infer.Segmenter` of a semantic run.
+    samples
+        Test samples with masks for the segmenter's classes.
+    method, fold
+        Written into every row.
+    only
+        Restrict to these marker subsets (tuples of names in panel order).
+    cache_dir
+        Folder for one finished CSV per sample; samples found there are not recomputed.
+    tile_size, batch_size
+        Network input tile and tiles per forward pass.
+    progress
+        Show a progress bar over (sample, combination).
+
+    Returns
+    -------
+    list of dict
+        Long-table rows (see :mod:`.results`).
+    """
+    from tqdm.auto import tqdm
+
+    if segmenter.task_name != "semantic":
+        raise FluosegError("combination evaluation scores semantic masks, "
+                           f"but this run's task is {segmenter.task_name!r}")
+    plans = [(s, sample_combinations(segmenter.panel, s, only)) for s in samples]
+    cache = Path(cache_dir) if cache_dir is not None else None
+    todo = [(s, subsets) for s, subsets in plans if cache is None or not (cache / f"{s.id}.csv").is_file()]
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=sum(len(c) for _, c in todo), desc=f"evaluate {method} fold {fold}", unit="combination",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for sample, subsets in plans:
+            cached = cache / f"{sample.id}.csv" if cache is not None else None
+            if cached is not None and cached.is_file():
+                # The cache holds scores; labels follow the current call (a renamed method stays consistent).
+                rows.extend({**row, "method": method, "fold": fold} for row in read_results(cached))
+                continue
+            sample_rows = evaluate_sample(segmenter, sample, subsets, method=method, fold=fold, tile_size=tile_size,
+                                          batch_size=batch_size, bar=bar)
+            if cached is not None:
+                write_csv(sample_rows, cached)
+            rows.extend(sample_rows)
+    return rows
+
+
+def select_samples(manifest: Manifest, ids: Sequence[str] | None, *, default: Sequence[str] = ()) -> list[Sample]:
+    """Samples by id (``ids``, else ``default``), refusing an empty selection."""
+    chosen = list(ids) if ids else list(default)
+    if not chosen:
+        raise FluosegError("no test samples to evaluate: the run has no test split; name them with --samples",
+                           path=manifest.path)
+    return [manifest.sample(i) for i in chosen]
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    sample_ids: Sequence[str] | None = None,
+    fold: int = 0,
+    method: str | None = None,
+    checkpoint: str = "best",
+    device: str = "auto",
+    tile_size: int | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """The work behind ``fluoseg experiment combinations``: evaluate a run directory.
+
+    Writes ``combinations.csv`` (long table) and ``combinations_summary.csv`` (mean/sd F1
+    per class and combination) into ``out_dir``; per-sample results are cached in
+    ``out_dir/samples/``. Samples default to the run's test split.
+    """
+    from fluoseg.infer import Segmenter  # deferred: loads torch
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    data = load_manifest(manifest)
+    samples = select_samples(data, sample_ids, default=run_split(run_dir)["test"])
+    segmenter = Segmenter.load(run_dir, checkpoint=checkpoint, device=device)
+    rows = evaluate_combinations(segmenter, samples, method=method or run_dir.name, fold=fold,
+                                 cache_dir=out_dir / SAMPLE_CACHE, tile_size=tile_size, batch_size=batch_size,
+                                 progress=progress)
+    if not rows:
+        raise FluosegError("no sample has any marker of this model; nothing was evaluated", path=data.path)
+    write_tables(rows, out_dir)
+    return rows
