@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from fluoseg.device import set_threads
     from fluoseg.infer import Segmenter
     from fluoseg.io import read_image
     from fluoseg.predict import check_writable, output_paths, predict_file
@@ -78,6 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_writable(paths, overwrite=args.overwrite)
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
+    set_threads(args.threads)
     segmenter = Segmenter.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     markers = segmenter.panel.parse(args.markers) if args.markers else None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="test-time augmentation: average over all 8 flips/rotations, or over the listed "
                            "symmetry indices (e.g. --tta 0,4)")
     run_group.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    run_group.add_argument("--threads", type=int, help="CPU threads for the network (default: torch's choice)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device(run_group)
     p.set_defaults(func=cmd_predict)

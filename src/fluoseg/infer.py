@@ -242,7 +242,8 @@ class Segmenter:
         if diameter == "auto":
             first, _ = self.predict_labels(image, channel_names, diameter=None, **options)
             diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
-        factor = float(target) / float(diameter)
+        # A first pass that shatters objects would otherwise ask for a huge upscaling.
+        factor = float(np.clip(float(target) / float(diameter), 0.25, 4.0))
         spatial = tuple(image.shape[1:])
         scaled = rescale_image(np.asarray(image, dtype=np.float32), factor)
         outputs = np.asarray(self.predict_probabilities(scaled, channel_names, **options))
