@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fluoseg.experiments.cli import add_experiment_parser  # its commands load their modules lazily
 
     add_experiment_parser(sub)
+    from fluoseg.crossval import add_crossval_parser
+
+    add_crossval_parser(sub)
     return parser
 
 

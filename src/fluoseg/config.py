@@ -87,9 +87,30 @@ class AugmentConfig(_Section):
     intensity_shift: float = Field(0.1, ge=0.0)
 
 
+RESERVED_LOSS_OPTIONS = ("from_logits", "ignore_index")
+"""Loss options the semantic task sets itself (logits in, outside-the-image pixels ignored)."""
+
+
 class TrainConfig(_Section):
     """Optimisation settings. ``patch_size`` is the network input size, rounded up to one
-    the network accepts."""
+    the network accepts.
+
+    The defaults are MS-ME's: Adam at a constant learning rate, the log-weighted
+    cross-entropy, and the epoch with the best validation score kept as ``best.pt``.
+
+    - ``optimizer``: ``adam`` or ``sgd`` (with ``momentum``, the transfer-learning study's
+      0.9 by default); ``weight_decay`` is an L2 penalty for either.
+    - ``schedule``: learning rate per epoch; ``step`` multiplies it by ``gamma`` every
+      ``step_size`` epochs, ``cosine`` anneals it to 0 over ``epochs``, ``plateau`` multiplies
+      it by ``gamma`` after ``patience`` epochs without a better selection value.
+    - ``select_by``: ``best.pt`` is the epoch with the best validation ``metric`` (the task's
+      score) or the lowest validation ``loss`` (the study's rule).
+    - ``loss`` (semantic tasks only): ``ce-log`` (MS-ME), or ``bce``, ``dice``,
+      ``bce-dice``, ``jaccard``, ``focal`` built by :func:`fluoseg.train.segmentation_losses.build_loss`
+      with ``loss_options`` (e.g. ``pos_weight: 9``, ``eps: 1``, ``mode: softmax``). These
+      are per-class sigmoid losses unless ``mode: softmax`` (see
+      :class:`fluoseg.tasks.SemanticTask`).
+    """
 
     class_mode: Literal["joint", "separate"] = "joint"
     epochs: int = Field(50, ge=1)
@@ -104,6 +125,34 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["none", "step", "cosine", "plateau"] = "none"
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(5, ge=0)
+    select_by: Literal["metric", "loss"] = "metric"
+    loss: Literal["ce-log", "bce", "dice", "bce-dice", "jaccard", "focal"] = "ce-log"
+    loss_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_loss_options(self) -> TrainConfig:
+        if self.loss == "ce-log":
+            if self.loss_options:
+                raise ValueError("loss_options apply to train.loss bce, dice, bce-dice, jaccard or focal, not ce-log; "
+                                 "the MS-ME loss is tuned with train.weight_eps")
+            return self
+        reserved = sorted(set(self.loss_options) & set(RESERVED_LOSS_OPTIONS))
+        if reserved:
+            raise ValueError(f"loss_options {reserved} are set by fluoseg itself; remove them")
+        from fluoseg.train.segmentation_losses import build_loss  # deferred: needs torch
+
+        try:
+            build_loss(self.loss, **self.loss_options)
+        except FluosegError as error:
+            raise ValueError(error.message) from None
+        return self
 
 
 class InstanceConfig(_Section):
@@ -144,6 +193,13 @@ class RunConfig(_Section):
 
         if self.model.name not in model_names():
             raise ValueError(f"unknown model {self.model.name!r}; available: {model_names()}")
+        return self
+
+    @model_validator(mode="after")
+    def _loss_fits_task(self) -> RunConfig:
+        if self.train.loss != "ce-log" and self.task != "semantic":
+            raise ValueError(f"train.loss {self.train.loss!r} applies to task semantic only; "
+                             f"task {self.task!r} has its own loss")
         return self
 
 

@@ -4,7 +4,9 @@ A task turns a sample's annotations into per-pixel training targets, scores netw
 outputs against them, and turns the (tiled, averaged) activated outputs into the final
 result. The trainer, the tiling and the predictor are the same for every task.
 
-- ``semantic``: one softmax over background + classes; log-weighted cross-entropy (MS-ME).
+- ``semantic``: one softmax over background + classes with the log-weighted cross-entropy
+  (MS-ME), or per-class sigmoids / softmax with a loss of the transfer-learning study
+  (``train.loss``: BCE, Dice, BCE + Dice, Jaccard, focal).
 - ``instance`` with ``method``:
     * ``border``: 3 classes background / interior / touching border with the U-Net border
       weight map (Kromp et al.'s U-Net); decoded by seeded growth of interiors;
@@ -120,19 +122,59 @@ class Task(ABC):
 
 
 class SemanticTask(Task):
-    """Exclusive classes with one softmax; the MS-ME log-weighted cross-entropy."""
+    """Exclusive classes; the MS-ME log-weighted cross-entropy or a loss chosen by name.
+
+    Parameters
+    ----------
+    classes
+        Class names (background is implicit).
+    weight_eps, class_weights
+        MS-ME class weights (``ce-log`` only; fitted on the training targets).
+    loss
+        ``"ce-log"`` (default, MS-ME) or a name of :func:`fluoseg.train.segmentation_losses.build_loss`:
+        ``"bce"``, ``"dice"``, ``"bce-dice"``, ``"jaccard"``, ``"focal"``.
+    loss_options
+        Options of that loss (``pos_weight``, ``eps``, ``gamma``, ``alpha``, ``mode``...).
+
+    Notes
+    -----
+    The loss decides the network's output layout:
+
+    - **softmax** (``ce-log``, or ``mode: softmax``): ``n_classes + 1`` logits, background
+      first; targets are class indices; the activated maps are the class probabilities and a
+      pixel goes to the most probable of background and classes.
+    - **sigmoid** (``bce`` always, and ``dice``/``bce-dice``/``jaccard``/``focal`` by default,
+      the study's binary set-up): ``n_classes`` logits, one independent binary problem per
+      class with 0/1 targets; a pixel goes to the most probable class if that probability
+      exceeds 0.5 (classes stay exclusive), else to background. With one class this is the
+      usual ``p > 0.5``.
+    """
 
     name = "semantic"
     fill = {"classes": IGNORE}
     annotation_kind = "mask"
+    LOSSES = ("ce-log", "bce", "dice", "bce-dice", "jaccard", "focal")
 
-    def __init__(self, classes: Sequence[str], *, weight_eps: float = 1.0, class_weights: Sequence[float] | None = None) -> None:
+    def __init__(self, classes: Sequence[str], *, weight_eps: float = 1.0, class_weights: Sequence[float] | None = None,
+                 loss: str = "ce-log", loss_options: dict[str, Any] | None = None) -> None:
+        if loss not in self.LOSSES:
+            raise FluosegError(f"unknown semantic loss {loss!r}; use one of {list(self.LOSSES)}")
         self.classes = tuple(classes)
         self.weight_eps = weight_eps
         self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+        self.loss_name = loss
+        self.loss_options = dict(loss_options or {})
+        if loss == "ce-log" and self.loss_options:
+            raise FluosegError("loss options apply to the losses bce, dice, bce-dice, jaccard and focal, not ce-log")
+        self.criterion = None
+        if loss != "ce-log":
+            from fluoseg.train.segmentation_losses import build_loss
+
+            self.criterion = build_loss(loss, **self.loss_options)
+        self.mode = "softmax" if loss == "ce-log" else self.loss_options.get("mode", "sigmoid")
 
     def output_channels(self) -> int:
-        return len(self.classes) + 1
+        return len(self.classes) + (1 if self.mode == "softmax" else 0)
 
     def activated_channels(self) -> int:
         return len(self.classes)
@@ -150,16 +192,34 @@ class SemanticTask(Task):
         self.class_weights = log_class_weights(counts, eps=self.weight_eps)
 
     def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        classes = targets["classes"]
+        if self.criterion is not None:
+            criterion = self.criterion.to(logits.device)
+            if self.mode == "softmax":
+                return criterion(logits, classes)
+            return criterion(logits, self._binary_targets(classes))
         if self.class_weights is None:
             raise RuntimeError("fit() the task on the training targets before computing losses")
         weights = torch.as_tensor(self.class_weights, device=logits.device)
-        return WeightedCrossEntropy(weights).to(logits.device)(logits, targets["classes"])
+        return WeightedCrossEntropy(weights).to(logits.device)(logits, classes)
+
+    def _binary_targets(self, classes: torch.Tensor) -> torch.Tensor:
+        """Class-index map ``(N, H, W)`` -> per-class 0/1 ``(N, C, H, W)``, ignored pixels kept ignored."""
+        index = torch.arange(1, len(self.classes) + 1, device=classes.device).view(1, -1, 1, 1)
+        binary = (classes.unsqueeze(1) == index).long()
+        return torch.where(classes.unsqueeze(1) == IGNORE, torch.full_like(binary, IGNORE), binary)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.mode == "sigmoid":
+            return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)[:, 1:]
 
     def decode(self, activated: np.ndarray) -> np.ndarray:
-        background = 1.0 - activated.sum(axis=0, keepdims=True)
+        if self.mode == "sigmoid":
+            # Independent class probabilities: background competes as a constant 0.5.
+            background = np.full((1, *activated.shape[1:]), 0.5, dtype=activated.dtype)
+        else:
+            background = 1.0 - activated.sum(axis=0, keepdims=True)
         winner = np.argmax(np.concatenate([background, activated]), axis=0)
         return np.stack([winner == c + 1 for c in range(len(self.classes))]).astype(np.uint8)
 
@@ -178,7 +238,11 @@ class SemanticTask(Task):
 
     def state(self) -> dict[str, Any]:
         weights = None if self.class_weights is None else [float(w) for w in self.class_weights]
-        return {"name": self.name, "classes": list(self.classes), "weight_eps": self.weight_eps, "class_weights": weights}
+        state = {"name": self.name, "classes": list(self.classes), "weight_eps": self.weight_eps,
+                 "class_weights": weights}
+        if self.loss_name != "ce-log":  # older checkpoints have no loss entry: they are all ce-log
+            state.update(loss=self.loss_name, loss_options=dict(self.loss_options))
+        return state
 
 
 class InstanceTask(Task):

@@ -144,3 +144,157 @@ def test_in_silico_labelling_pretraining_then_fine_tuning(tiny_dataset, tmp_path
     assert 0 < copied < total  # everything but the new head
     run = train(load_config(tmp_path / "fine.yaml"), tmp_path / "fine", progress=False)
     assert load_checkpoint(run / "model" / "best.pt")["task"]["name"] == "semantic"
+
+
+# ---- optimisers, schedules, selection by validation loss, selectable semantic losses ----------
+
+
+def metric_rows(run, member="model"):
+    return list(csv.DictReader((run / member / "metrics.csv").open()))
+
+
+def kill_after_first_epoch(monkeypatch):
+    original = trainer_module._write_metrics
+    calls = {"n": 0}
+
+    def die(path, rows):
+        original(path, rows)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module, "_write_metrics", die)
+    return original
+
+
+def test_sgd_with_a_step_schedule_logs_the_learning_rate(make_config, tmp_path):
+    run = train(load_config(make_config(epochs=3, steps_per_epoch=1, optimizer="sgd", momentum=0.9,
+                                        schedule="step", step_size=1, gamma=0.5)), tmp_path / "run", progress=False)
+    assert [float(r["lr"]) for r in metric_rows(run)] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    state = load_checkpoint(run / "model" / "last.pt")
+    assert state["optimizer_state"]["param_groups"][0]["momentum"] == 0.9
+    assert any("momentum_buffer" in s for s in state["optimizer_state"]["state"].values())
+    assert state["schedule_state"]["name"] == "step"
+
+
+def test_killed_run_with_a_schedule_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
+    # step_size 2 decays after epoch 2: a resumed run that restarted the schedule would not.
+    settings = dict(epochs=3, steps_per_epoch=2, optimizer="sgd", schedule="step", step_size=2, gamma=0.5)
+    reference = train(load_config(make_config(**settings)), tmp_path / "reference", progress=False)
+    original = kill_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(make_config(**settings)), tmp_path / "killed", progress=False)
+    monkeypatch.setattr(trainer_module, "_write_metrics", original)
+    resumed = train(load_config(make_config(**settings)), tmp_path / "killed", resume=True, progress=False)
+    assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
+    assert [float(r["lr"]) for r in metric_rows(resumed)] == pytest.approx([1e-3, 1e-3, 5e-4])
+
+
+def test_select_by_loss_keeps_the_epoch_with_the_lowest_validation_loss(make_config, tmp_path):
+    run = train(load_config(make_config(epochs=4, steps_per_epoch=1, learning_rate=0.05, select_by="loss")),
+                tmp_path / "run", progress=False)
+    rows = metric_rows(run)
+    losses = [float(r["val_loss"]) for r in rows]
+    assert all(loss > 0 for loss in losses)
+    expected_best = [int(loss < min(losses[:i], default=float("inf"))) for i, loss in enumerate(losses)]
+    assert [int(r["best"]) for r in rows] == expected_best and 0 in expected_best  # the loss went up once
+    best_epoch = losses.index(min(losses)) + 1
+    assert load_checkpoint(run / "model" / "best.pt")["epoch"] == best_epoch
+    assert load_checkpoint(run / "model" / "best.pt")["best_score"] == pytest.approx(-min(losses))
+
+
+def test_validation_loss_is_the_task_loss_of_the_whole_sample(make_config, tmp_path):
+    """Stitched tile logits give the same loss as one forward pass over the zero-padded sample."""
+    import numpy as np
+
+    from fluoseg.train.trainer import Trainer, make_task
+
+    config = load_config(make_config(epochs=1, steps_per_epoch=1))
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    task = make_task(config, trainer.classes)
+    samples = trainer.prepare(trainer.split.val, task)
+    task.fit([s.targets for s in trainer.prepare(trainer.split.train, task)])
+    model = trainer_module.build_model("unet", in_channels=3, out_channels=3, depth=2, base_filters=4).eval()
+    geometry = trainer_module.geometry_for(model, 60)
+    loss = trainer.validate(model, samples, task, geometry)["loss"]
+    image = samples[0].image
+    size = model.valid_input_size(image.shape[-1] + 2 * geometry.margin)
+    padded = np.zeros((1, 3, size, size), np.float32)
+    padded[0, :, geometry.margin: geometry.margin + 72, geometry.margin: geometry.margin + 72] = image
+    with torch.no_grad():
+        logits = model(torch.as_tensor(padded), torch.as_tensor(samples[0].availability)[None])[..., :72, :72]
+        direct = task.loss(logits, {k: torch.as_tensor(v)[None] for k, v in samples[0].targets.items()})
+    assert loss == pytest.approx(float(direct), rel=1e-4)
+
+
+@pytest.mark.parametrize(("loss", "options", "channels"), [
+    ("bce", {"pos_weight": 9}, 2),
+    ("dice", {}, 2),
+    ("dice", {"mode": "softmax", "include_background": False}, 3),
+    ("bce-dice", {}, 2),
+    ("jaccard", {}, 2),
+    ("focal", {"alpha": 0.25}, 2),
+    ("focal", {"mode": "softmax"}, 3),
+])
+def test_each_semantic_loss_trains_and_predicts(make_config, tmp_path, loss, options, channels):
+    import numpy as np
+
+    from fluoseg.infer import Segmenter
+
+    run = train(load_config(make_config(epochs=1, steps_per_epoch=1, loss=loss, loss_options=options)),
+                tmp_path / "run", progress=False)
+    state = load_checkpoint(run / "model" / "best.pt")
+    assert state["model"]["out_channels"] == channels and state["task"]["loss"] == loss
+    assert np.isfinite(float(metric_rows(run)[0]["train_loss"])) and np.isfinite(float(metric_rows(run)[0]["val_loss"]))
+    masks, probabilities = Segmenter.load(run, device="cpu").predict_masks(
+        np.random.default_rng(0).random((3, 72, 72), np.float32), ["m1", "m2", "m3"], tile_size=60)
+    assert masks.shape == (2, 72, 72) and probabilities.shape == (2, 72, 72) and masks.sum(axis=0).max() <= 1
+
+
+def test_sigmoid_decoding_keeps_classes_exclusive():
+    import numpy as np
+
+    from fluoseg.tasks import SemanticTask, task_from_state
+
+    task = SemanticTask(["a", "b"], loss="bce")
+    probabilities = np.array([[[0.9, 0.6, 0.2]], [[0.7, 0.8, 0.4]]], np.float32)  # (2 classes, 1, 3)
+    assert task.decode(probabilities)[:, 0].tolist() == [[1, 0, 0], [0, 1, 0]]
+    assert task.output_channels() == 2 and task_from_state(task.state()).loss_name == "bce"
+    targets = {"classes": torch.tensor([[[0, 1, 2, -1]]])}
+    logits = torch.zeros(1, 2, 1, 4, requires_grad=True)
+    task.loss(logits, targets).backward()
+    assert torch.all(logits.grad[..., 3] == 0)  # outside-the-image pixels are ignored
+
+
+@pytest.mark.parametrize(("train", "task", "message"), [
+    ({"loss": "dice"}, "instance", "semantic only"),
+    ({"loss_options": {"pos_weight": 9}}, "semantic", "not ce-log"),
+    ({"loss": "bce", "loss_options": {"mode": "softmax"}}, "semantic", "mode"),
+    ({"loss": "dice", "loss_options": {"from_logits": False}}, "semantic", "set by fluoseg"),
+    ({"optimizer": "rmsprop"}, "semantic", "train.optimizer"),
+])
+def test_invalid_optimisation_settings_are_user_errors(make_config, train, task, message):
+    import yaml
+
+    path = make_config("bad.yaml", **train)
+    path.write_text(yaml.safe_dump(dict(yaml.safe_load(path.read_text()), task=task)))
+    with pytest.raises(FluosegError, match=message):
+        load_config(path)
+
+
+def test_run_started_before_the_new_keys_still_resumes(make_config, tmp_path):
+    import yaml
+
+    from fluoseg.config import TrainConfig
+
+    run = train(load_config(make_config(epochs=1, steps_per_epoch=1)), tmp_path / "run", progress=False)
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("optimizer", "momentum", "weight_decay", "schedule", "step_size", "gamma", "patience", "select_by",
+                "loss", "loss_options"):
+        assert key in TrainConfig.model_fields
+        stored["train"].pop(key)
+    (run / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    train(load_config(make_config(epochs=1, steps_per_epoch=1)), run, resume=True, progress=False)
+    with pytest.raises(FluosegError, match="differs"):
+        train(load_config(make_config(epochs=1, steps_per_epoch=1, optimizer="sgd")), run, resume=True,
+              progress=False)

@@ -7,9 +7,15 @@ Run directory layout::
     RUN_DIR/<member>/metrics.csv, best.pt, last.pt
 
 ``last.pt`` is written atomically at the end of every epoch with the model, optimiser,
-epoch, best score and every random-number-generator state, so ``--resume`` continues a
-killed run exactly where its last finished epoch left it: a resumed run produces the same
-weights as an uninterrupted one.
+learning-rate schedule, epoch, best selection value and every random-number-generator
+state, so ``--resume`` continues a killed run exactly where its last finished epoch left
+it: a resumed run produces the same weights as an uninterrupted one.
+
+``metrics.csv`` has one row per epoch: ``train_loss``, the task's validation scores
+(``val_*``, ``val_score``), ``val_loss`` (the training loss of the task on the validation
+samples, see :meth:`Trainer.validate`), the learning rate ``lr`` used in the epoch, and
+``best`` (1 where ``best.pt`` was written: best ``val_score``, or lowest ``val_loss`` with
+``train.select_by: loss``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from fluoseg.models import build_model, model_spec
 from fluoseg.tasks import InstanceTask, RegressionTask, SemanticTask, Task
 from fluoseg.tiling import geometry_for, predict_tiled
 from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
+from fluoseg.train.optim import build_optimizer, build_schedule
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,8 @@ def make_task(config: RunConfig, classes: Sequence[str]) -> Task:
     if config.task == "regression":
         return RegressionTask(config.regression.targets, loss=config.regression.loss,
                               normalization=config.preprocess.normalization, percentiles=config.preprocess.percentiles)
-    return SemanticTask(classes, weight_eps=config.train.weight_eps)
+    return SemanticTask(classes, weight_eps=config.train.weight_eps, loss=config.train.loss,
+                        loss_options=config.train.loss_options)
 
 
 def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPanel, tuple[str, ...]]:
@@ -156,7 +164,7 @@ class Trainer:
         if resume:
             if not config_path.is_file():
                 raise FluosegError("nothing to resume: no config.yaml here; start without --resume", path=self.run_dir)
-            previous = yaml.safe_load(config_path.read_text())
+            previous = _with_new_defaults(yaml.safe_load(config_path.read_text()), resolved)
             if previous != resolved:
                 raise FluosegError("the configuration differs from the one this run started with; "
                                    "resume with the same config or start a new run", path=self.run_dir)
@@ -190,7 +198,10 @@ class Trainer:
             transfer_weights(model, self.config.model.init_from)
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        optimizer = build_optimizer(model.parameters(), cfg.optimizer, learning_rate=cfg.learning_rate,
+                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        schedule = build_schedule(optimizer, cfg.schedule, epochs=cfg.epochs, step_size=cfg.step_size,
+                                  gamma=cfg.gamma, patience=cfg.patience)
         a = cfg.augment
         augmenter = Augmenter(flips=a.flips, rot90=a.rot90, intensity_scale=a.intensity_scale,
                               intensity_shift=a.intensity_shift, rng=rng)
@@ -203,6 +214,8 @@ class Trainer:
             state = load_checkpoint(out_dir / "last.pt")
             model.load_state_dict(state["model_state"])
             optimizer.load_state_dict(state["optimizer_state"])
+            if "schedule_state" in state:  # checkpoints from before schedules have none (constant rate)
+                schedule.load_state_dict(state["schedule_state"])
             torch.set_rng_state(state["torch_rng"])
             rng.bit_generator.state = state["numpy_rng"]
             start_epoch, best_score = state["epoch"] + 1, state["best_score"]
@@ -214,6 +227,7 @@ class Trainer:
                    desc=f"train {member.name}", unit="step", disable=not self.progress, dynamic_ncols=True)
         for epoch in epochs:
             started = time.perf_counter()
+            learning_rate = schedule.learning_rate
             model.train()
             losses = []
             for _ in range(cfg.steps_per_epoch):
@@ -231,14 +245,21 @@ class Trainer:
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
             scores = self.validate(model, val_samples, task, val_geometry)
             score = scores.pop("score", float("nan"))
-            improved = not val_samples or score > best_score
+            val_loss = scores.pop("loss", float("nan"))
+            # Selection value, higher is better: the task's score, or minus the validation loss.
+            selection = -val_loss if cfg.select_by == "loss" else score
+            improved = not val_samples or selection > best_score
             if improved:
-                best_score = score if val_samples else best_score
+                best_score = selection if val_samples else best_score
             row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                    **{f"val_{name}": value for name, value in scores.items()}, "val_score": score,
-                   "best": int(improved), "seconds": round(time.perf_counter() - started, 3)}
+                   "val_loss": val_loss, "lr": learning_rate, "best": int(improved),
+                   "seconds": round(time.perf_counter() - started, 3)}
             rows.append(row)
+            schedule.step(selection if val_samples else -float(np.mean(losses)))
             state = self._state(model, optimizer, rng, member, task, geometry, epoch, best_score)
+            state["schedule_state"] = schedule.state_dict()
+            state["select_by"] = cfg.select_by
             if improved:
                 save_checkpoint(state, out_dir / "best.pt")
             save_checkpoint(state, out_dir / "last.pt")
@@ -248,17 +269,31 @@ class Trainer:
 
     def validate(self, model: torch.nn.Module, samples: Sequence[PreparedSample], task: Task,
                  geometry: Any) -> dict[str, float]:
-        """Validation scores pooled over the samples, each predicted whole with tiling and decoded."""
+        """Validation scores pooled over the samples, each predicted whole with tiling and decoded.
+
+        Also returns ``"loss"``: the task's training loss of each whole validation sample,
+        averaged over the samples. It costs no extra forward pass: the tiles' raw logits
+        are stitched alongside the activated maps (which stay exactly as before), and the
+        loss is evaluated once on the stitched logits of the sample.
+        """
         if not samples:
             return {}
         model.eval()
         counts = None
+        losses = []
+        n_activated = task.activated_channels()
+
+        def activate_and_keep_logits(logits: torch.Tensor) -> torch.Tensor:
+            return torch.cat([task.activate(logits), logits], dim=1)
+
         for sample in samples:
-            activated = predict_tiled(make_batch_predictor(model, sample.availability, task.activate), sample.image,
-                                      geometry=geometry, out_channels=task.activated_channels())
-            sample_counts = task.score_counts(task.decode(np.asarray(activated)), sample.targets)
+            stitched = predict_tiled(make_batch_predictor(model, sample.availability, activate_and_keep_logits),
+                                     sample.image, geometry=geometry, out_channels=n_activated + task.output_channels())
+            stitched = np.asarray(stitched)
+            sample_counts = task.score_counts(task.decode(stitched[:n_activated]), sample.targets)
             counts = sample_counts if counts is None else counts + sample_counts
-        return task.score(counts)
+            losses.append(_whole_sample_loss(task, stitched[n_activated:], sample.targets))
+        return {**task.score(counts), "loss": float(np.mean(losses))}
 
     def _state(self, model, optimizer, rng, member, task, geometry, epoch, best_score) -> dict[str, Any]:
         spec = model_spec(model)
@@ -279,6 +314,39 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": rng.bit_generator.state,
         }
+
+
+def _whole_sample_loss(task: Task, logits: np.ndarray, targets: dict[str, np.ndarray]) -> float:
+    """The task's loss of stitched logits ``(O, [Z], Y, X)`` against a sample's whole targets.
+
+    A stack's z slices form the batch, as they were predicted slice by slice.
+    """
+    with torch.no_grad():
+        if logits.ndim == 3:
+            batch_logits = torch.as_tensor(logits)[None]
+            batch_targets = {k: torch.as_tensor(v)[None] for k, v in targets.items()}
+        else:
+            batch_logits = torch.as_tensor(logits).movedim(1, 0)
+            batch_targets = {k: torch.as_tensor(v) for k, v in targets.items()}
+        return float(task.loss(batch_logits, batch_targets))
+
+
+def _with_new_defaults(previous: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored config with train keys added since it started filled in at their defaults.
+
+    A run started before a key existed was trained with that key's default behaviour, so it
+    resumes under a config that leaves the key at its default.
+    """
+    from fluoseg.config import TrainConfig
+
+    if not isinstance(previous, dict) or not isinstance(previous.get("train"), dict):
+        return previous
+    defaults = TrainConfig().model_dump(mode="json")
+    train = dict(previous["train"])
+    for key, value in resolved.get("train", {}).items():
+        if key not in train and value == defaults.get(key):
+            train[key] = value
+    return {**previous, "train": train}
 
 
 def transfer_weights(model: torch.nn.Module, run_dir: Path) -> tuple[int, int]:
