@@ -66,19 +66,14 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
+from fluoseg.metrics.ratios import ObjectCountScores, safe_ratio
 from fluoseg.metrics.overlap import LabelOverlap, label_overlap
 
 __all__ = ["KrompCounts", "kromp_object_counts", "pool_kromp"]
 
 
-def _safe(numerator: float, denominator: float, *, both_empty: bool) -> float:
-    if denominator == 0:
-        return 1.0 if both_empty else 0.0
-    return float(numerator / denominator)
-
-
 @dataclass(frozen=True)
-class KrompCounts:
+class KrompCounts(ObjectCountScores):
     """Kromp et al. object categories of one image (or pooled over images).
 
     Attributes
@@ -107,53 +102,24 @@ class KrompCounts:
     sum_tp_dice: float
 
     @property
-    def fp(self) -> int:
-        """Predictions not in a TP pair."""
-        return self.n_pred - self.tp
-
-    @property
-    def fn(self) -> int:
-        """Truth objects that are not TP."""
-        return self.n_true - self.tp
-
-    @property
-    def _empty(self) -> bool:
-        return self.n_true == 0 and self.n_pred == 0
-
-    @property
-    def precision(self) -> float:
-        """``tp / (tp + fp)``."""
-        return _safe(self.tp, self.n_pred, both_empty=self._empty)
-
-    @property
-    def recall(self) -> float:
-        """``tp / (tp + fn)``."""
-        return _safe(self.tp, self.n_true, both_empty=self._empty)
-
-    @property
-    def f1(self) -> float:
-        """``2 tp / (2 tp + fp + fn)`` (= 2 P R / (P + R))."""
-        return _safe(2 * self.tp, self.n_true + self.n_pred, both_empty=self._empty)
-
-    @property
     def us_rate(self) -> float:
         """Under-segmentation rate ``us / n_true`` (0.0 without truth objects)."""
-        return _safe(self.us, self.n_true, both_empty=False)
+        return safe_ratio(self.us, self.n_true, both_empty=False)
 
     @property
     def os_rate(self) -> float:
         """Over-segmentation rate ``os / n_true`` (0.0 without truth objects)."""
-        return _safe(self.os, self.n_true, both_empty=False)
+        return safe_ratio(self.os, self.n_true, both_empty=False)
 
     @property
     def mean_tp_jaccard(self) -> float:
         """Mean IoU of the TP pairs (the reference's ``OL_MEAN_JI``)."""
-        return _safe(self.sum_tp_jaccard, self.tp, both_empty=self._empty)
+        return safe_ratio(self.sum_tp_jaccard, self.tp, both_empty=self._empty)
 
     @property
     def mean_tp_dice(self) -> float:
         """Mean Dice ``2|G ∩ P| / (|G| + |P|)`` of the TP pairs (the reference's ``OL_MEAN_DICE``)."""
-        return _safe(self.sum_tp_dice, self.tp, both_empty=self._empty)
+        return safe_ratio(self.sum_tp_dice, self.tp, both_empty=self._empty)
 
 
 def pool_kromp(results: Iterable[KrompCounts]) -> KrompCounts:

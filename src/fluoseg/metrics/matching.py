@@ -51,6 +51,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fluoseg.errors import FluosegError
+from fluoseg.metrics.ratios import ObjectCountScores, safe_ratio
 from fluoseg.metrics.overlap import LabelOverlap, label_overlap
 
 __all__ = [
@@ -85,14 +86,8 @@ def check_thresholds(thresholds: float | Iterable[float]) -> tuple[float, ...]:
     return values
 
 
-def _safe(numerator: float, denominator: float, *, both_empty: bool) -> float:
-    if denominator == 0:
-        return 1.0 if both_empty else 0.0
-    return float(numerator / denominator)
-
-
 @dataclass(frozen=True)
-class MatchingResult:
+class MatchingResult(ObjectCountScores):
     """Counts of an IoU matching at one threshold, and the scores derived from them.
 
     Counts add up over images (``pool_matching``); the ratios are properties.
@@ -116,48 +111,19 @@ class MatchingResult:
     sum_matched_iou: float
 
     @property
-    def fp(self) -> int:
-        """Unmatched predictions, ``n_pred - tp``."""
-        return self.n_pred - self.tp
-
-    @property
-    def fn(self) -> int:
-        """Unmatched truth objects, ``n_true - tp``."""
-        return self.n_true - self.tp
-
-    @property
-    def _empty(self) -> bool:
-        return self.n_true == 0 and self.n_pred == 0
-
-    @property
-    def precision(self) -> float:
-        """``tp / (tp + fp)``."""
-        return _safe(self.tp, self.n_pred, both_empty=self._empty)
-
-    @property
-    def recall(self) -> float:
-        """``tp / (tp + fn)``."""
-        return _safe(self.tp, self.n_true, both_empty=self._empty)
-
-    @property
-    def f1(self) -> float:
-        """``2 tp / (2 tp + fp + fn)``; also the recognition quality RQ of panoptic quality."""
-        return _safe(2 * self.tp, self.n_true + self.n_pred, both_empty=self._empty)
-
-    @property
     def accuracy(self) -> float:
         """``tp / (tp + fp + fn)`` (StarDist "accuracy", Cellpose/DSB2018 "AP")."""
-        return _safe(self.tp, self.tp + self.fp + self.fn, both_empty=self._empty)
+        return safe_ratio(self.tp, self.tp + self.fp + self.fn, both_empty=self._empty)
 
     @property
     def mean_matched_iou(self) -> float:
         """Mean IoU of the matched pairs (SQ, StarDist ``mean_matched_score``)."""
-        return _safe(self.sum_matched_iou, self.tp, both_empty=self._empty)
+        return safe_ratio(self.sum_matched_iou, self.tp, both_empty=self._empty)
 
     @property
     def pq(self) -> float:
         """Panoptic quality ``sum matched IoU / (tp + fp/2 + fn/2)`` = SQ * RQ."""
-        return _safe(self.sum_matched_iou, self.tp + 0.5 * self.fp + 0.5 * self.fn, both_empty=self._empty)
+        return safe_ratio(self.sum_matched_iou, self.tp + 0.5 * self.fp + 0.5 * self.fn, both_empty=self._empty)
 
     def as_dict(self) -> dict[str, int | float]:
         """The values of :data:`MATCHING_METRICS`."""

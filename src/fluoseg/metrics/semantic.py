@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
+from fluoseg.metrics.ratios import safe_ratio
 
 __all__ = [
     "ALL_IMAGES",
@@ -63,38 +64,31 @@ SEMANTIC_METRICS = ("tp", "fp", "fn", "tn", "precision", "recall", "f1", "iou")
 _RATIO_METRICS = ("precision", "recall", "f1", "iou")
 
 
-def _ratio(numerator: int, denominator: int, *, both_empty: bool) -> float:
-    """``numerator / denominator``; 0/0 is 1.0 when truth and prediction are empty, else 0.0."""
-    if denominator == 0:
-        return 1.0 if both_empty else 0.0
-    return numerator / denominator
-
-
 def precision_score(tp: int, fp: int, fn: int) -> float:
     """Precision TP / (TP + FP) from pixel (or object) counts.
 
     0/0 is 1.0 when TP = FP = FN = 0 and 0.0 otherwise (see the module notes).
     """
     tp, fp, fn = int(tp), int(fp), int(fn)
-    return _ratio(tp, tp + fp, both_empty=tp + fp + fn == 0)
+    return safe_ratio(tp, tp + fp, both_empty=tp + fp + fn == 0)
 
 
 def recall_score(tp: int, fp: int, fn: int) -> float:
     """Recall TP / (TP + FN) from counts; 0/0 is 1.0 only when TP = FP = FN = 0."""
     tp, fp, fn = int(tp), int(fp), int(fn)
-    return _ratio(tp, tp + fn, both_empty=tp + fp + fn == 0)
+    return safe_ratio(tp, tp + fn, both_empty=tp + fp + fn == 0)
 
 
 def f1_score(tp: int, fp: int, fn: int) -> float:
     """F1 score (Dice coefficient) 2 TP / (2 TP + FP + FN) from counts; 1.0 when all are 0."""
     tp, fp, fn = int(tp), int(fp), int(fn)
-    return _ratio(2 * tp, 2 * tp + fp + fn, both_empty=tp + fp + fn == 0)
+    return safe_ratio(2 * tp, 2 * tp + fp + fn, both_empty=tp + fp + fn == 0)
 
 
 def iou_score(tp: int, fp: int, fn: int) -> float:
     """Intersection over union (Jaccard index) TP / (TP + FP + FN) from counts; 1.0 when all are 0."""
     tp, fp, fn = int(tp), int(fp), int(fn)
-    return _ratio(tp, tp + fp + fn, both_empty=tp + fp + fn == 0)
+    return safe_ratio(tp, tp + fp + fn, both_empty=tp + fp + fn == 0)
 
 
 @dataclass(frozen=True)
