@@ -111,37 +111,52 @@ def predict_file(
     """
     image = read_image(image_path, axes=axes, lazy=True)
     names, use = resolve_channel_names(image, channel_names, markers)
-    spatial_axes = image.axes[1:]
     options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size, tta=tta,
                    progress=progress, source=str(image_path))
     if segmenter.task_name == "instance":
-        if isinstance(diameter, str) and diameter.endswith("um"):
-            if not image.pixel_size:
-                raise FluosegError("--diameter in micrometres needs the pixel size, but the file has none; "
-                                   "give the diameter in pixels", path=image_path)
-            diameter = float(diameter[:-2]) / float(image.pixel_size[-1])
-        labels, outputs = segmenter.predict_labels(image.array, names, diameter=diameter, **options)
-        if paths.probabilities is not None:
-            write_image(paths.probabilities, outputs.astype(np.float32), axes="C" + spatial_axes,
-                        pixel_size=image.pixel_size, overwrite=overwrite)
-        dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-        return write_image(paths.masks, labels.astype(dtype), axes=spatial_axes, pixel_size=image.pixel_size,
-                           overwrite=overwrite)
+        return _write_instance(segmenter, image, names, paths, _diameter_pixels(diameter, image), options, overwrite)
     if segmenter.task_name == "regression":
         maps = np.asarray(segmenter.predict_probabilities(image.array, names, **options), np.float32)
-        return write_image(paths.masks, maps, axes="C" + spatial_axes, channel_names=list(segmenter.classes),
+        return write_image(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
                            pixel_size=image.pixel_size, overwrite=overwrite)
+    if paths.masks.suffix == ".zarr":
+        return _write_semantic_streamed(segmenter, image, names, paths, options, overwrite)
+    meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
+    masks, probabilities = segmenter.predict_masks(image.array, names, **options)
+    if paths.probabilities is not None:
+        write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
+    return write_image(paths.masks, masks, overwrite=overwrite, **meta)
+
+
+def _diameter_pixels(diameter: float | str | None, image: ImageData) -> float | str | None:
+    """Object diameter in pixels (``"6.5um"`` is converted with the image's pixel size)."""
+    if not (isinstance(diameter, str) and diameter.endswith("um")):
+        return diameter
+    if not image.pixel_size:
+        raise FluosegError("--diameter in micrometres needs the pixel size, but the file has none; "
+                           "give the diameter in pixels", path=image.path)
+    return float(diameter[:-2]) / float(image.pixel_size[-1])
+
+
+def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
+                    diameter: float | str | None, options: dict, overwrite: bool) -> Path:
+    labels, outputs = segmenter.predict_labels(image.array, names, diameter=diameter, **options)
+    if paths.probabilities is not None:
+        write_image(paths.probabilities, outputs.astype(np.float32), axes=image.axes, pixel_size=image.pixel_size,
+                    overwrite=overwrite)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    return write_image(paths.masks, labels.astype(dtype), axes=image.axes[1:], pixel_size=image.pixel_size,
+                       overwrite=overwrite)
+
+
+def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
+                             options: dict, overwrite: bool) -> Path:
+    """Zarr in, Zarr out: probabilities stream into an on-disk array, masks follow band by band."""
     shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
-    streamed = paths.masks.suffix == ".zarr"
-    meta = dict(axes="C" + spatial_axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
-    if not streamed:
-        masks, probabilities = segmenter.predict_masks(image.array, names, **options)
-        if paths.probabilities is not None:
-            write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
-        return write_image(paths.masks, masks, overwrite=overwrite, **meta)
-    # Zarr in, Zarr out: probabilities stream into an on-disk array, masks follow row band by band.
+    meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
+    keep_probabilities = paths.probabilities is not None
     probability_path = paths.probabilities or paths.masks.with_name(f".{paths.masks.stem}{PROBABILITY_SUFFIX}.partial.zarr")
-    with create_output(probability_path, shape=shape, dtype="float32", overwrite=True if paths.probabilities is None else overwrite,
+    with create_output(probability_path, shape=shape, dtype="float32", overwrite=overwrite or not keep_probabilities,
                        **meta) as prob_out, create_output(paths.masks, shape=shape, dtype="uint8", overwrite=overwrite,
                                                           **meta) as mask_out:
         segmenter.predict_probabilities(image.array, names, out=prob_out.array, **options)
@@ -149,6 +164,6 @@ def predict_file(
         for y in range(0, shape[-2], band):
             window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
             mask_out.array[window] = segmenter.decode(np.asarray(prob_out.array[window]))
-        if paths.probabilities is None:
+        if not keep_probabilities:
             prob_out.discard()
     return paths.masks
