@@ -1,0 +1,105 @@
+"""Helpers shared by the job scripts that run inside the peers' own virtual environments.
+
+Only the standard library, numpy and tifffile are used here (both peer venvs have them);
+nothing of fluoseg is imported: these scripts never run in fluoseg's venv.
+
+Protocol: ``python JOB.py COMMAND SPEC.json``; the spec is written by ``bench/peers.py`` and
+names the data, ids, thread count, deadlines and output paths; the job writes its result
+JSON (``spec["result"]``) atomically at the end. The budget clock of a training job starts
+when the process starts (:data:`PROCESS_START`), so imports and data preparation count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PROCESS_START = time.time()
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load_spec() -> tuple[str, dict[str, Any]]:
+    if len(sys.argv) != 3:
+        raise SystemExit(f"usage: {sys.argv[0]} COMMAND SPEC.json")
+    return sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
+
+
+def write_result(spec: dict[str, Any], result: dict[str, Any]) -> None:
+    path = Path(spec["result"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(result, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def read_pairs(data: str, ids: list[str]):
+    """(image, labels) numpy arrays of the given ids, as stored (uint8 images, uint16 labels)."""
+    import tifffile
+
+    root = Path(data)
+    images = [tifffile.imread(root / "images" / f"{i}.tif") for i in ids]
+    labels = [tifffile.imread(root / "labels" / f"{i}.tif") for i in ids]
+    return images, labels
+
+
+def read_images(data: str, ids: list[str]):
+    import tifffile
+
+    return [tifffile.imread(Path(data) / "images" / f"{i}.tif") for i in ids]
+
+
+def write_labels(path: Path, labels) -> None:
+    import numpy as np
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = np.asarray(labels)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    tmp = path.with_name(f".{path.name}.partial.tif")
+    tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+    os.replace(tmp, path)
+
+
+def time_runs(run, image, *, repeats: int, warmup_image, max_seconds: float | None = None) -> dict[str, Any]:
+    """Warm up on a small image, then time ``run(image)`` ``repeats`` times.
+
+    With ``max_seconds``, no further run starts once the timed runs so far plus one more
+    would exceed it (at least one run is always made).
+
+    Returns the times, their median, megapixels per second, the object count of the last run
+    and the peak resident memory of the process (after warm-up and after the timed runs).
+    """
+    import numpy as np
+
+    started = time.perf_counter()
+    run(warmup_image)
+    warmup_s = time.perf_counter() - started
+    rss_after_warmup = peak_rss_mb()
+    times, n_objects = [], None
+    for _ in range(repeats):
+        if times and max_seconds is not None and sum(times) + times[-1] > max_seconds:
+            break
+        started = time.perf_counter()
+        labels = run(image)
+        times.append(time.perf_counter() - started)
+        n_objects = int(len(np.unique(labels)) - 1)
+        del labels
+    median = float(np.median(times))
+    megapixels = image.shape[-1] * image.shape[-2] / 1e6
+    return {"times_s": [round(t, 3) for t in times], "median_s": median, "megapixels": megapixels,
+            "mp_per_s": megapixels / median, "n_objects": n_objects, "warmup_s": warmup_s,
+            "peak_rss_mb_after_warmup": rss_after_warmup, "peak_rss_mb": peak_rss_mb(),
+            "load_avg_1min": os.getloadavg()[0]}
