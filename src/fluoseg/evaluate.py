@@ -16,20 +16,18 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.io import read_image, read_labels, read_mask
+from fluoseg.io import read_image, read_labels, read_mask, supported_suffixes
 from fluoseg.metrics.instance import instance_rows
 from fluoseg.metrics.semantic import semantic_rows
 from fluoseg.predict import PROBABILITY_SUFFIX, image_stem
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".zarr", ".h5", ".hdf5")
-
 
 def _image_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise FluosegError("folder not found; check the path", path=folder)
     files = {}
+    suffixes = supported_suffixes()  # the io registry decides what counts as an image
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not any(path.name.lower().endswith(s) for s in IMAGE_SUFFIXES):
+        if path.name.startswith(".") or not any(path.name.lower().endswith(s) for s in suffixes):
             continue
         stem = image_stem(path)
         if stem.endswith(PROBABILITY_SUFFIX):
