@@ -26,10 +26,13 @@ U-Net fine-tuned on 1 to 500 images), on this CPU:
 2. **ISL pretraining** (``task: regression`` + ``model.init_from``). Pretext: restore a
    *degraded* dsb2018 image (Gaussian blur sigma 2 px plus Gaussian noise of 10% of the
    1-99.8 percentile range) to the clean one, on 100 dsb2018 images disjoint from those
-   used below. Then the same U-Net, from the pretext weights or from scratch, is
-   fine-tuned for instance segmentation (border method) on N = 1, 10 and 50 images (nested
+   used below, with intensities normalised to [0, 1]. Then the same U-Net, from the
+   pretext weights or from scratch, is fine-tuned on N = 1, 10 and 50 images (nested
    subsets; ``fluoseg crossval --train-sizes``) of a pool of 110 other dsb2018 crops, in
-   2 folds (55 test images each).
+   2 folds (55 test images each), twice: for instance segmentation (border method, fresh
+   output layer) and in the paper's own set-up (nucleus foreground, one sigmoid output,
+   Jaccard loss), where the pretext output layer is kept behind the paper's shifted
+   sigmoid (``init_head: auto`` -> ``shifted-sigmoid``).
 
 Everything is resumable: the work folder (``bench/work/architectures/``, git-ignored) holds
 the prepared data, configs and one crossval folder per part; rerunning skips finished folds
@@ -75,6 +78,9 @@ ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 VESSEL_MARKERS = ["DAPI", "endomucin", "endoglin", "collagen", "CXCL12-GFP"]
 VESSEL_CLASSES = ["sinusoids", "arteries"]
+# The ISL part normalises to [0, 1] (1-99.8 percentiles), so the pretext predicts intensities in
+# the range the paper's shifted sigmoid f(x) = 1 / (1 + exp(-(x - 0.5))) is centred on.
+ISL_PREPROCESS = {"normalization": "percentile"}
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,11 @@ SMOKE = Plan(dsb_images=8, isl_images=12, pretext_images=6, crop=128, vessels_pi
 # and 1.0 s (DeepLabv3 OS 16): 6.1 s for the five. Inference of one 192x192 image 0.06-0.17 s at
 # 128x128 -> ~0.24 s at 192x192, ~1 s at 384x384. Full run: 2 datasets x 2 folds x 80 steps x 6.1 s
 # = 33 min of architecture training; predictions (1 + 8 TTA passes) 60 dsb images x 5 networks
-# ~11 min and 8 vessels5 samples ~6 min; ISL 13 U-Net trainings x 80-120 steps x 0.45 s ~ 9 min +
-# 660 predictions ~ 2 min; data, validation and start-up ~ 5 min: about 65 min at 1 thread.
+# ~11 min and 8 vessels5 samples ~6 min; ISL 1 + 24 U-Net trainings x 80-120 steps x 0.45 s ~ 17 min +
+# 1320 predictions ~ 4 min; data, validation and start-up ~ 5 min: about 75 min at 1 thread.
 SIZING_NOTE = ("Planned from a probe at load ~3.5 on the 2 shared cores, 1 thread: training steps of batch 4 x "
                "128x128 take 0.43 s (U-Net), 1.0 s (U-Net ResNet34), 1.7 s (U-Net++), 1.9 s (FCN) and 1.0 s "
-               "(DeepLabv3), so about 65 min in all.")
+               "(DeepLabv3), so about 75 min in all.")
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -197,14 +203,16 @@ def prepare_dsb(work: Path, name: str, ids: list[str], crop: int, *, pretext: bo
         if pretext:
             tifffile.imwrite(folder / "images" / f"{image_id}.tif", np.stack([degrade(image, k), image]),
                              photometric="minisblack")
-        else:
+        else:  # instance labels, and their foreground as the one-class mask of the semantic set-up
             (folder / "labels").mkdir(exist_ok=True)
+            (folder / "masks").mkdir(exist_ok=True)
             labels = centre_crop(tifffile.imread(DSB / "labels" / f"{image_id}.tif"), crop)
             tifffile.imwrite(folder / "images" / f"{image_id}.tif", image)
             tifffile.imwrite(folder / "labels" / f"{image_id}.tif", relabel_sequential(labels)[0].astype(np.uint16))
+            tifffile.imwrite(folder / "masks" / f"{image_id}.tif", (labels > 0).astype(np.uint8))
     content = {"markers": ["degraded", "DNA"] if pretext else ["DNA"], "images": "images/*.tif"}
     if not pretext:
-        content["labels"] = "labels/{id}.tif"
+        content.update(labels="labels/{id}.tif", classes=["nuclei"], masks="masks/{id}.tif")
     write_text(manifest, yaml.safe_dump(content, sort_keys=False))  # last: marks the folder as complete
     return manifest
 
@@ -275,6 +283,7 @@ def pretext(work: Path, plan: Plan, manifest: Path) -> Path:
     config = write_config(work / "configs" / "isl" / "pretext.yaml", {
         "data": {"manifest": str(manifest), "split": {"val_fraction": 0.1, "seed": 0}}, "task": "regression",
         "regression": {"targets": ["DNA"], "loss": "l1"}, "model": model_section("unet"),
+        "preprocess": ISL_PREPROCESS,
         "train": train_section(plan, epochs=plan.pretext_epochs, val_tile=plan.crop)})
     run = work / "isl" / "pretext"
     if training_finished(run, plan.pretext_epochs):
@@ -290,13 +299,23 @@ def pretext(work: Path, plan: Plan, manifest: Path) -> Path:
     return run
 
 
-def isl_configs(work: Path, plan: Plan, manifest: Path, pretext_run: Path) -> list[Path]:
-    base = {"data": {"manifest": str(manifest)}, "task": "instance",
-            "instance": {"method": "border", "w0": 10.0, "sigma": 5.0, "min_size": 10},
-            "model": model_section("unet"), "train": train_section(plan, val_tile=plan.crop)}
+def isl_configs(work: Path, plan: Plan, manifest: Path, pretext_run: Path, part: str) -> list[Path]:
+    """From-scratch and ISL-pretrained fine-tuning configs of one ISL part.
+
+    ``isl``: instance segmentation (border method; the pretext head cannot serve 3 softmax
+    classes, so ``init_head: auto`` gives a fresh head). ``isl_semantic``: the paper's own
+    set-up, nucleus foreground with one sigmoid output and the Jaccard loss, where ``auto``
+    keeps the pretext head behind the shifted sigmoid of its eq. (1).
+    """
+    if part == "isl":
+        task = {"task": "instance", "instance": {"method": "border", "w0": 10.0, "sigma": 5.0, "min_size": 10}}
+    else:
+        task = {"task": "semantic"}
+    base = {"data": {"manifest": str(manifest)}, **task, "model": model_section("unet"), "preprocess": ISL_PREPROCESS,
+            "train": dict(train_section(plan, val_tile=plan.crop), **({} if part == "isl" else {"loss": "jaccard"}))}
     pretrained = dict(base, model=dict(base["model"], init_from=str(pretext_run)))
-    return [write_config(work / "configs" / "isl" / "scratch.yaml", base),
-            write_config(work / "configs" / "isl" / "isl-pretrained.yaml", pretrained)]
+    return [write_config(work / "configs" / part / "scratch.yaml", base),
+            write_config(work / "configs" / part / "isl-pretrained.yaml", pretrained)]
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -380,28 +399,44 @@ def arch_section(work: Path, part: str, title: str, columns: tuple[tuple[str, st
     return lines + [""]
 
 
+ISL_PARTS = {  # part -> (title, columns, how the fine-tuned network starts)
+    "isl": ("instance segmentation, border method", INSTANCE_COLUMNS[:3],
+            "all but the output layer (3 softmax classes: a fresh head)"),
+    "isl_semantic": ("the paper's set-up: nucleus foreground, one sigmoid output, Jaccard loss",
+                     (("F1 nuclei", "f1_nuclei"), ("IoU nuclei", "mean_iou")),
+                     "all layers, the output behind the shifted sigmoid of the paper's eq. (1), "
+                     "f(x) = 1 / (1 + exp(-(x - 0.5)))"),
+}
+
+
 def isl_section(work: Path, plan: Plan) -> list[str]:
-    folder = work / "isl"
-    summary = _summary(folder, "")
-    if not summary:
-        return ["## ISL pretraining", "", "(not run yet)", ""]
     pretext_rows = read_rows(work / "isl" / "pretext" / "model" / "metrics.csv")
     best = [r for r in pretext_rows if r.get("best") == "1"]
     pearson = f"{float(best[-1]['val_pearson_DNA']):.3f}" if best else "–"
-    lines = ["## In-silico-labelling pretraining vs from scratch (dsb2018, border method)", "",
+    lines = ["## In-silico-labelling pretraining vs from scratch (dsb2018)", "",
              f"Pretext: degraded -> clean dsb2018 image, {plan.pretext_images} images, {plan.pretext_epochs} x "
-             f"{plan.steps} steps; validation Pearson correlation of the kept epoch {pearson}. Fine-tuning: the same "
-             f"U-Net from the pretext weights (all but the output layer) or from scratch, on N nested training "
-             f"images per fold, {plan.epochs} x {plan.steps} steps, 2 folds of a {plan.isl_images}-image pool.", "",
-             "| N | " + " | ".join(f"{c} scratch | {c} ISL | Δ" for c, _ in INSTANCE_COLUMNS[:3]) + " |",
-             "|---|" + "---|---|---|" * 3]
-    for size in dict.fromkeys(r_size for r_size, _, _ in summary):
-        cells = []
-        for _, metric in INSTANCE_COLUMNS[:3]:
-            cells += [_cell(summary, size, "scratch", metric), _cell(summary, size, "isl-pretrained", metric),
-                      _paired(folder, metric, "isl-pretrained", size, reference="scratch")]
-        lines.append(f"| {size} | " + " | ".join(cells) + " |")
-    lines += ["", "Δ: mean paired per-image difference ISL - scratch with two-sided Wilcoxon stars.", ""]
+             f"{plan.steps} steps, intensities normalised to [0, 1] (1-99.8 percentiles); validation Pearson "
+             f"correlation of the kept epoch {pearson}. Fine-tuning: the same U-Net from the pretext weights or from "
+             f"scratch, on N nested training images per fold, {plan.epochs} x {plan.steps} steps, 2 folds of a "
+             f"{plan.isl_images}-image pool. Δ: mean paired per-image difference ISL - scratch with two-sided "
+             "Wilcoxon stars.", ""]
+    for part, (title, columns, start) in ISL_PARTS.items():
+        folder = work / part
+        summary = _summary(folder, "")
+        lines += [f"### {title.capitalize()}", ""]
+        if not summary:
+            lines += ["(not run yet)", ""]
+            continue
+        lines += [f"ISL network starts from {start}.", "",
+                  "| N | " + " | ".join(f"{c} scratch | {c} ISL | Δ" for c, _ in columns) + " |",
+                  "|---|" + "---|---|---|" * len(columns)]
+        for size in dict.fromkeys(r_size for r_size, _, _ in summary):
+            cells = []
+            for _, metric in columns:
+                cells += [_cell(summary, size, "scratch", metric), _cell(summary, size, "isl-pretrained", metric),
+                          _paired(folder, metric, "isl-pretrained", size, reference="scratch")]
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -497,8 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         isl_manifest = prepare_dsb(work, "isl", pools["isl"], plan.crop)
         add_wall(work, "data", time.perf_counter() - started)
         pretext_run = pretext(work, plan, pretext_manifest)
-        run_part(work, "isl", isl_configs(work, plan, isl_manifest, pretext_run), plan, tta_too=False,
-                 train_sizes=plan.train_sizes)
+        for part in ("isl", "isl_semantic"):
+            run_part(work, part, isl_configs(work, plan, isl_manifest, pretext_run, part), plan, tta_too=False,
+                     train_sizes=plan.train_sizes)
+            write_report(work, plan, archs, args.threads, report, smoke=smoke)
     write_report(work, plan, archs, args.threads, report, smoke=smoke)
     log(f"report: {report}")
     return 0

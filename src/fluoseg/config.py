@@ -53,13 +53,16 @@ class ModelConfig(_Section):
     """Architecture by registry name plus its options (see ``fluoseg.models``).
 
     ``init_from`` starts training from the weights of an earlier run (e.g. an in-silico
-    labelling pretraining): every tensor whose name and shape match is copied, the rest (a
-    head with another number of outputs) keeps its fresh initialisation.
+    labelling pretraining): every tensor of the network body whose name and shape match is
+    copied; ``init_head`` says what happens to the output layer: ``fresh`` (new head),
+    ``copy``, ``shifted-sigmoid`` (the ISL paper's eq. 1 from a regression run) or ``auto``
+    (see :mod:`fluoseg.train.transfer`).
     """
 
     name: str = "unet"
     options: dict[str, Any] = Field(default_factory=dict)
     init_from: Path | None = None
+    init_head: Literal["auto", "fresh", "copy", "shifted-sigmoid"] = "auto"
 
 
 class PreprocessConfig(_Section):

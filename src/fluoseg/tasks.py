@@ -112,6 +112,10 @@ class Task(ABC):
     def score(self, counts: np.ndarray) -> dict[str, float]:
         """Validation scores from pooled counts; the key ``"score"`` selects the best epoch."""
 
+    def sigmoid_channels(self) -> tuple[int, ...]:
+        """Output channels that are independent sigmoid logits (probability = sigmoid(logit))."""
+        return ()
+
     def sampling_map(self, targets: dict[str, np.ndarray]) -> np.ndarray:
         """Class-index map whose non-zero classes foreground patch sampling aims at."""
         return targets["classes"]
@@ -178,6 +182,9 @@ class SemanticTask(Task):
 
     def activated_channels(self) -> int:
         return len(self.classes)
+
+    def sigmoid_channels(self) -> tuple[int, ...]:
+        return tuple(range(len(self.classes))) if self.mode == "sigmoid" else ()
 
     def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray:
         return sample.read_masks(list(self.classes), spatial_shape)
@@ -273,6 +280,9 @@ class InstanceTask(Task):
 
     def activated_channels(self) -> int:
         return {"border": 3, "distance": 2, "threshold": 1}[self.method]
+
+    def sigmoid_channels(self) -> tuple[int, ...]:
+        return (1,) if self.method == "distance" else ()
 
     def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray:
         return sample.read_labels(spatial_shape)

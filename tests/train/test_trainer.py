@@ -136,14 +136,17 @@ def test_in_silico_labelling_pretraining_then_fine_tuning(tiny_dataset, tmp_path
     fine = dict(base, data=dict(base["data"], markers=["m2", "m3"]))
     fine["model"] = dict(base["model"], init_from=str(isl))
     (tmp_path / "fine.yaml").write_text(yaml.safe_dump(fine))
-    from fluoseg.train.trainer import transfer_weights
-    from fluoseg.models import build_model
-
-    model = build_model("unet", in_channels=2, out_channels=3, depth=2, base_filters=4)
-    copied, total = transfer_weights(model, isl)
-    assert 0 < copied < total  # everything but the new head
     run = train(load_config(tmp_path / "fine.yaml"), tmp_path / "fine", progress=False)
     assert load_checkpoint(run / "model" / "best.pt")["task"]["name"] == "semantic"
+    # ce-log gives 2 softmax logits for 1 class: the regression head cannot carry over.
+    assert json.loads((run / "model" / "init_from.json").read_text())["head"] == "fresh"
+
+    # One sigmoid class with the ISL paper's Jaccard loss: the regression head carries over, shifted.
+    shifted = dict(fine, data=dict(fine["data"], classes=["blob"]), train=dict(fine["train"], loss="jaccard"))
+    (tmp_path / "shifted.yaml").write_text(yaml.safe_dump(shifted))
+    run = train(load_config(tmp_path / "shifted.yaml"), tmp_path / "shifted", progress=False)
+    record = json.loads((run / "model" / "init_from.json").read_text())
+    assert (record["head"], record["shift"]) == ("shifted-sigmoid", 0.0)  # gaussian-normalised target
 
 
 # ---- optimisers, schedules, selection by validation loss, selectable semantic losses ----------

@@ -163,6 +163,10 @@ class EncoderNetwork(nn.Module):
         """Input sizes must be multiples of this (the encoder's total downsampling)."""
         return self.encoder.output_stride
 
+    def output_layers(self) -> list[nn.Conv2d]:  # pragma: no cover
+        """The convolution(s) producing the output logits (one row of weights per channel)."""
+        raise NotImplementedError
+
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor | list[Tensor]:  # pragma: no cover
         """Logits of size ``size`` from the encoder's feature maps."""
         raise NotImplementedError
@@ -289,6 +293,10 @@ class EncoderUNet(EncoderNetwork):
         self.head = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
         initialise_decoder(self.blocks)
         initialise_head(self.head)
+
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The convolution(s) producing the output logits (one row of weights per channel)."""
+        return [self.head]
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
         x = features[-1]

@@ -84,5 +84,9 @@ class FCN(EncoderNetwork):
         )
         self.classifier = fcn_head(self.encoder.feature_channels[-1], out_channels, dropout=dropout)
 
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The convolution(s) producing the output logits (one row of weights per channel)."""
+        return [self.classifier[-1]]
+
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
         return F.interpolate(self.classifier(features[-1]), size=size, mode="bilinear", align_corners=False)

@@ -178,6 +178,10 @@ class HeMIS(nn.Module):
         """Pixels the backends trim from each spatial size (0 with same padding)."""
         return _SHRINK_PER_CONV * self.backend_layers if self.padding == "valid" else 0
 
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The convolution(s) producing the output logits (one row of weights per channel)."""
+        return self.frontend.output_layers()
+
     def forward(self, x: Tensor, availability: Tensor | None = None) -> Tensor:
         """Logits for a batch of marker-slot images.
 

@@ -219,6 +219,10 @@ class UNet(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The convolution(s) producing the output logits (one row of weights per channel)."""
+        return [self.head]
+
     def forward(self, x: Tensor, availability: Tensor | None = None) -> Tensor:
         """Logits for a batch of marker-slot images.
 

@@ -113,6 +113,10 @@ class UNetPlusPlus(EncoderNetwork):
         for head in self.heads:
             initialise_head(head)
 
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The convolution(s) producing the output logits (one row of weights per channel)."""
+        return list(self.heads)
+
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor | list[Tensor]:
         grid: dict[tuple[int, int], Tensor] = {(i, 0): f for i, f in enumerate(features)}
         for j in range(1, _LEVELS + 1):

@@ -48,6 +48,7 @@ from fluoseg.tasks import InstanceTask, RegressionTask, SemanticTask, Task
 from fluoseg.tiling import geometry_for, predict_tiled
 from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
 from fluoseg.train.optim import build_optimizer, build_schedule
+from fluoseg.train.transfer import transfer_weights
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,10 @@ class Trainer:
         task.fit([s.targets for s in train_samples])
         model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=task.output_channels(),
                             **self.config.model.options).to(self.device)
-        if self.config.model.init_from is not None:
-            transfer_weights(model, self.config.model.init_from)
+        if self.config.model.init_from is not None and not (resume and (out_dir / "last.pt").is_file()):
+            report = transfer_weights(model, self.config.model.init_from, task, head=self.config.model.init_head)
+            _write_atomic(out_dir / "init_from.json",
+                          json.dumps(dict(report.as_dict(), run=str(self.config.model.init_from)), indent=1))
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
         optimizer = build_optimizer(model.parameters(), cfg.optimizer, learning_rate=cfg.learning_rate,
@@ -347,31 +350,6 @@ def _with_new_defaults(previous: dict[str, Any], resolved: dict[str, Any]) -> di
         if key not in train and value == defaults.get(key):
             train[key] = value
     return {**previous, "train": train}
-
-
-def transfer_weights(model: torch.nn.Module, run_dir: Path) -> tuple[int, int]:
-    """Copy every tensor of an earlier run's best checkpoint whose name and shape match.
-
-    The earlier network's encoder and decoder carry over; a head with another number of
-    outputs (regression -> segmentation) keeps its fresh initialisation. Returns
-    ``(copied, total)`` tensor counts.
-
-    Raises
-    ------
-    FluosegError
-        If the run has no checkpoint or no tensor matches (a different architecture).
-    """
-    members = json.loads((run_dir / RUN_INDEX).read_text())["members"] if (run_dir / RUN_INDEX).is_file() else None
-    if not members:
-        raise FluosegError("init_from is not a fluoseg run directory (no run.json)", path=run_dir)
-    source = load_checkpoint(run_dir / members[0] / "best.pt")["model_state"]
-    own = model.state_dict()
-    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    if not matching:
-        raise FluosegError("init_from: no weight matches this model; use a run of the same architecture", path=run_dir)
-    own.update(matching)
-    model.load_state_dict(own)
-    return len(matching), len(own)
 
 
 def _write_atomic(path: Path, text: str) -> None:
