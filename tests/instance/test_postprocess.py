@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from fluoseg.errors import FluosegError
-from fluoseg.instance.postprocess import labels_from_border_classes, labels_from_distance, labels_from_threshold
+from fluoseg.instance.postprocess import (
+    h_maxima_per_object,
+    labels_from_border_classes,
+    labels_from_distance,
+    labels_from_threshold,
+)
 from fluoseg.instance.targets import border_targets, distance_targets
 from fluoseg.metrics.matching import match_objects
 
@@ -111,3 +116,36 @@ def test_round_trip_on_real_dsb_image() -> None:
     from_distance = labels_from_distance(distance, foreground, min_size=0)
     for pred in (from_border, from_distance):
         assert len(ious(truth, pred)) > 0.95 * n_true
+
+
+def random_height_map(seed: int, shape=(96, 96)) -> tuple[np.ndarray, np.ndarray]:
+    """Blurred noise cut into blobs: many objects, some touching the edges, some low, plateaus."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.normal(size=shape), rng.uniform(1.5, 4))
+    mask = field > np.quantile(field, rng.uniform(0.3, 0.8))
+    height = ndi.distance_transform_edt(mask) * rng.uniform(0.2, 1.5) + rng.normal(0, 0.3, shape) * mask
+    if seed % 3 == 0:  # plateaus and exact ties
+        height = np.round(height * 2) / 2
+    return np.where(mask, np.maximum(height, 0.0), 0.0), mask
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_h_maxima_per_object_equals_the_whole_image_computation(seed):
+    from skimage.morphology import h_maxima
+
+    height, mask = random_height_map(seed)
+    for h in (0.3, 1.0, 2.5):
+        expected = h_maxima(height, h).astype(bool) & mask
+        np.testing.assert_array_equal(h_maxima_per_object(height, mask, h), expected)
+
+
+def test_h_maxima_per_object_without_background_and_without_objects():
+    from skimage.morphology import h_maxima
+
+    yy, xx = np.mgrid[:20, :20]
+    height = 5.0 - np.hypot(yy - 10, xx - 10) / 4 + (yy == 3) * (xx == 3) * 3.0  # two maxima, no background
+    full = np.ones(height.shape, bool)
+    np.testing.assert_array_equal(h_maxima_per_object(height, full, 1.0), h_maxima(height, 1.0).astype(bool))
+    assert not h_maxima_per_object(np.zeros((8, 8)), np.zeros((8, 8), bool), 1.0).any()

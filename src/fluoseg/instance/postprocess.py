@@ -200,6 +200,49 @@ def labels_from_border_classes(class_probabilities: Any, *, min_size: int = DEFA
     return _stack_slices([one(array[:, z]) for z in range(array.shape[1])])
 
 
+def h_maxima_per_object(distance: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
+    """``skimage.morphology.h_maxima(distance, h) & mask``, computed object by object.
+
+    ``distance`` is 0 outside ``mask`` and >= 0 inside. The morphological reconstruction
+    behind h-maxima sorts every pixel of the image, background included, which made it 80 %
+    of the decoding time of a 2048^2 image; here it runs on each 8-connected object's
+    bounding box (other objects zeroed, a zero ring around). The result is the same: values
+    reaching an object through the background are <= 0, and inside an object whose peak is
+    >= h the reconstruction is >= 0 everywhere, so the surroundings never matter. An object
+    whose peak is < h has no h-maximum in the whole image either (the caller seeds it at its
+    maximum). Up to ties within float resolution of ``h`` the seeds are identical (tested
+    against the whole-image computation).
+
+    Parameters
+    ----------
+    distance
+        2D distance (or any height) map, 0 outside ``mask``.
+    mask
+        Foreground of the objects.
+    h
+        Minimal dynamic of a maximum.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean map of the h-maxima inside ``mask``.
+    """
+    if mask.all():  # no background: the argument above needs some
+        return h_maxima(distance, h).astype(bool) & mask
+    objects = connected_components(mask, connectivity=2)
+    peaks = np.zeros(distance.shape, bool)
+    for index, window in enumerate(ndi.find_objects(objects), start=1):
+        if window is None:
+            continue
+        own = objects[window] == index
+        crop = np.where(own, distance[window], 0.0)
+        if crop.max() < h:
+            continue
+        found = h_maxima(np.pad(crop, 1), h)[1:-1, 1:-1].astype(bool)
+        peaks[window] |= found & own
+    return peaks
+
+
 def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float = 1.0,
                          threshold: float = 0.5, min_size: int = DEFAULT_MIN_SIZE,
                          smooth_sigma: float = 0.0, connectivity: int = 1) -> np.ndarray:
@@ -277,15 +320,18 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
             d = ndi.gaussian_filter(d, smooth_sigma)
         d = np.where(mask, np.maximum(d, 0.0), 0.0)
         # Full connectivity for plateaus: a flat-topped maximum touching only diagonally is one peak.
-        peaks = h_maxima(d, float(h)).astype(bool) & mask
+        peaks = h_maxima_per_object(d, mask, float(h))
         markers = connected_components(peaks, connectivity=2)
         components = connected_components(mask, connectivity=connectivity)
         unseeded = np.setdiff1d(np.unique(components[mask]), np.unique(components[markers > 0]))
-        if unseeded.size:
-            top = ndi.maximum_position(d, labels=components, index=unseeded)
+        if unseeded.size:  # seeded at their maximum (first in raster order), like ndi.maximum_position
+            windows = ndi.find_objects(components)
             next_id = int(markers.max()) + 1
-            for offset, position in enumerate(top):
-                markers[position] = next_id + offset
+            for offset, index in enumerate(unseeded):
+                window = windows[index - 1]
+                local = np.where(components[window] == index, d[window], -np.inf)
+                position = np.unravel_index(np.argmax(local), local.shape)
+                markers[tuple(s.start + q for s, q in zip(window, position))] = next_id + offset
         grown = watershed(-d, markers=markers, mask=mask, connectivity=footprint)
         return _finalise(grown, min_size)
 
