@@ -325,10 +325,17 @@ def fluoseg_versions() -> dict[str, str]:
     for name in ("fluoseg", "zarr", "scikit-image", "scipy", "tifffile"):
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
-    with contextlib.suppress(Exception):
-        out["fluoseg_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                               text=True).stdout.strip()
+    out["fluoseg_commit"] = git_commit()
     return out
+
+
+def git_commit() -> str:
+    """The checked-out fluoseg commit (recorded with each training and measurement)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip() or "?"
+    except OSError:
+        return "?"
 
 
 def machine() -> dict[str, Any]:
@@ -489,6 +496,7 @@ def train_fluoseg(settings: Settings) -> dict[str, Any]:
     epochs = len(metrics)
     return {
         "tool": "fluoseg", "variant": variant.name, "run": str(run), "train_wall_s": wall, "stopped_at_budget": stopped,
+        "fluoseg_commit": git_commit(),
         "epochs_done": epochs, "steps_done": epochs * settings.fluoseg_steps, "batch_size": nuclei.BATCH,
         "images_seen": epochs * settings.fluoseg_steps * nuclei.BATCH, "patch": nuclei.PATCH,
         "epoch_seconds_median": float(np.median([float(r["seconds"]) for r in metrics])),
@@ -714,7 +722,7 @@ def stage_speed(settings: Settings, failures: list[str]) -> None:
             log(f"speed {name}: warm-up {settings.warmup}^2, then {case['repeats']} run(s) at {size}^2")
             deadline = time.time() + 3 * limit + 600  # a hung measurement must not block the run
             result = run_job(tool, "speed", spec, settings, name=f"speed-{name}", deadline=deadline)
-            result.update(case, estimated=False)
+            result.update(case, estimated=False, fluoseg_commit=git_commit())
             if case["case"].startswith("probabilities"):
                 result["n_objects"] = None  # no instances decoded
             write_json(path, result)
@@ -746,6 +754,7 @@ def stage_scaling(settings: Settings, failures: list[str]) -> None:
                         "warmup_image": str(data / f"speed_{settings.warmup}.npy")}
                 log(f"scaling {name}: Zarr {size}^2 in -> Zarr out ({mode})")
                 result = run_job("fluoseg", "stream", spec, settings, name=f"scaling-{name}")
+                result["fluoseg_commit"] = git_commit()
                 shutil.rmtree(out, ignore_errors=True)
                 write_json(path, result)
                 log(f"scaling {name}: {result['seconds']:.1f} s ({result['mp_per_s']:.3f} MP/s), "
@@ -861,7 +870,7 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
         f"{m.get('memory_gib', '?')} GiB RAM; shared with other jobs (the 1-minute load average at each measurement "
         "is in the CSV/JSON). Every tool ran with "
         f"{settings.threads} thread(s) (`OMP_NUM_THREADS`, `torch.set_num_threads`, TF intra-op threads; inter-op 1).",
-        f"- fluoseg: " + ", ".join(f"{k} {val}" for k, val in v.get("fluoseg", {}).items()),
+        f"- fluoseg: " + ", ".join(f"{k} {val}" for k, val in v.get("fluoseg", {}).items()) + commits_line(report),
     ]
     for peer in PEERS:
         info = v.get(peer)
@@ -994,7 +1003,7 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
                          f"({fl['tile_forward_gflops']:.1f} GFLOP/s) in torch's default memory format, "
                          f"{fl['tile_forward_channels_last_s']:.2f} s ({fl['tile_forward_channels_last_gflops']:.1f} GFLOP/s) "
                          f"with `channels_last` (x{fl['tile_forward_s'] / fl['tile_forward_channels_last_s']:.2f}); "
-                         "fluoseg's inference uses the default format.")
+                         "fluoseg's inference runs in `channels_last` (`make_batch_predictor`).")
         if fl.get("cellpose"):
             c = fl["cellpose"]
             lines.append(f"- For comparison, the Cellpose 3 network ({c['params']:,} parameters): "
@@ -1050,6 +1059,14 @@ def reproduction(settings: Settings, report: dict[str, Any]) -> list[str]:
             lines.append(f"| {s['tool']} | MP/s at {s['size']}^2 ({s['case']}) | {s['mp_per_s']:.3f} | "
                          f"{twin['mp_per_s']:.3f} | {100 * (twin['mp_per_s'] / s['mp_per_s'] - 1):+.0f}% |")
     return lines + [""]
+
+
+def commits_line(report: dict[str, Any]) -> str:
+    """Which fluoseg commits the cached training and measurements were made with (when recorded)."""
+    train = (report["tools"]["fluoseg"]["train"] or {}).get("fluoseg_commit")
+    measured = sorted({s["fluoseg_commit"] for s in report["speed"] if s["tool"] == "fluoseg" and s.get("fluoseg_commit")})
+    parts = ([f"trained at {train}"] if train else []) + ([f"speed measured at {', '.join(measured)}"] if measured else [])
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def reading(settings: Settings, report: dict[str, Any]) -> list[str]:
