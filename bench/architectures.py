@@ -68,6 +68,7 @@ VESSELS = Path("/work/shared/data/vessels5")
 DEFAULT_WORK = ROOT / "bench" / "work" / "architectures"
 SMOKE_WORK = ROOT / "bench" / "work" / "architectures_smoke"
 RESULTS = ROOT / "bench" / "results"
+NOTES = ROOT / "bench" / "notes" / "architectures.md"
 
 ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
     "unet": ("unet", {"depth": 4, "base_filters": 16, "padding": "same"}, "U-Net (MS-ME)"),
@@ -423,7 +424,7 @@ def isl_section(work: Path, plan: Plan) -> list[str]:
     for part, (title, columns, start) in ISL_PARTS.items():
         folder = work / part
         summary = _summary(folder, "")
-        lines += [f"### {title.capitalize()}", ""]
+        lines += [f"### {title[0].upper()}{title[1:]}", ""]
         if not summary:
             lines += ["(not run yet)", ""]
             continue
@@ -466,6 +467,8 @@ def write_report(work: Path, plan: Plan, archs: list[str], threads: int, path: P
     lines += arch_section(work, "vessels", "vessels5: semantic segmentation of sinusoids and arteries",
                           SEMANTIC_COLUMNS, "mean_f1", archs)
     lines += isl_section(work, plan)
+    if NOTES.is_file() and not smoke:  # the judgement a person adds after reading the tables
+        lines += [NOTES.read_text().strip(), ""]
     lines += ["Raw results: `bench/work/architectures*/{dsb,vessels,isl,isl_semantic}/` (`per_sample*.csv`, `per_fold*.csv`, "
               "`summary*.csv`, `comparison*.csv`, per-fold `timing*.json`).", ""]
     return write_text(path, "\n".join(lines))

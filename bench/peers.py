@@ -68,7 +68,7 @@ DEFAULT_RESULTS = BENCH / "results"
 DEFAULT_DATA = Path("/work/shared/data/dsb2018_fluo")
 SPLIT_PATH = BENCH / "splits" / "dsb2018_fluo.json"
 CONSTRAINTS = ROOT / "constraints.txt"
-NOTES = JOBS / "notes.md"        # hand-written judgement, appended to the report's mechanical reading
+NOTES = BENCH / "notes" / "peers.md"   # hand-written judgement, appended to the report's mechanical reading
 MARKER = "DNA"
 
 TOOLS = ("fluoseg", "cellpose", "stardist")
