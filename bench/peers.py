@@ -1032,8 +1032,14 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
     lines += ["", "## Reproduce", "", "```bash",
               "# full run (venvs once, then every stage; cached and resumable: rerun the same command after an interruption)",
               "nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &",
+              "# the second run, in its own work folder (training and 2048^2 speed)",
+              ".venv/bin/python bench/peers.py --work bench/work/peers/full2 --results bench/work/peers/full2/results "
+              "--speed-sizes 2048 --stages data,train,predict,evaluate,speed,report",
+              "# the 16384^2 scaling row",
+              ".venv/bin/python bench/peers.py --stages data,scaling,report --max-size 16384",
               "# this report from the caches",
-              ".venv/bin/python bench/peers.py --stages report" + (" --smoke" if settings.smoke else ""),
+              ".venv/bin/python bench/peers.py --stages report" + (" --smoke" if settings.smoke else "")
+              + (f" --reference {_rel(settings.reference)}" if settings.reference else ""),
               "```", "", f"This report's run: `{report['command']}`", ""]
     return "\n".join(lines)
 
