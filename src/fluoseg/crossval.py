@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from fluoseg.config import RunConfig, config_to_dict, load_config
 from fluoseg.data.manifest import load_manifest
 from fluoseg.data.split import Split, kfold_splits
 from fluoseg.errors import FluosegError
+from fluoseg.io import write_csv_atomically, write_text_atomically
 from fluoseg.metrics.stats import paired_wilcoxon
 
 ALL = "ALL"
@@ -276,28 +276,8 @@ def _regression_rows(name: str, scores: dict[str, float]) -> list[dict[str, Any]
 # ---- files ----------------------------------------------------------------------------------
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows as CSV atomically (columns in order of first appearance)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
-    return path
-
-
 def read_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV written by :func:`write_csv`, with ``value`` as float."""
+    """Rows of a CSV written by :func:`~fluoseg.io.write_csv_atomically`, with ``value`` as float."""
     with path.open(newline="", encoding="utf-8") as handle:
         return [dict(row, value=float(row["value"])) if "value" in row else dict(row) for row in csv.DictReader(handle)]
 
@@ -312,7 +292,7 @@ def _claim(out: Path, names: Sequence[str], configs: Sequence[RunConfig], folds:
             raise FluosegError("this folder holds folds made with another --folds, --seed or other samples; "
                                "use a new --out", path=out)
     else:
-        _write_text(path, json.dumps(record, indent=1))
+        write_text_atomically(path, json.dumps(record, indent=1))
     for name, config in zip(names, configs):
         stored = out / name / "config.yaml"
         resolved = config_to_dict(config)
@@ -321,7 +301,7 @@ def _claim(out: Path, names: Sequence[str], configs: Sequence[RunConfig], folds:
                 raise FluosegError(f"config {name!r} differs from the one its folds were run with; "
                                    "give the new config another file name or use a new --out", path=stored)
         else:
-            _write_text(stored, yaml.safe_dump(resolved, sort_keys=False))
+            write_text_atomically(stored, yaml.safe_dump(resolved, sort_keys=False))
 
 
 # ---- summary and comparison ------------------------------------------------------------------
@@ -452,8 +432,8 @@ def run_crossval(config_paths: Sequence[str | Path], out: str | Path, *, folds: 
                 train_job(job, run_dir, progress=progress)
             log(f"{where}: predicting {len(job.split.test)} test samples{' with TTA' if tta else ''}")
             rows, seconds = score_job(job, run_dir, tta=tta, tile_size=tile_size)
-            _write_text(folder / f"timing{suffix}.json", json.dumps(_timing(run_dir, seconds, len(job.split.test))))
-            write_csv(scores_path, rows)  # written last: its presence marks the fold as done
+            write_text_atomically(folder / f"timing{suffix}.json", json.dumps(_timing(run_dir, seconds, len(job.split.test))))
+            write_csv_atomically(scores_path, rows)  # written last: its presence marks the fold as done
         else:
             log(f"{where}: done before, skipped")
         for row in read_csv(scores_path):
@@ -461,11 +441,11 @@ def run_crossval(config_paths: Sequence[str | Path], out: str | Path, *, folds: 
             (per_fold if row["sample"] == ALL else per_sample).append(tagged)
     summary = summarize(per_fold)
     comparison = compare(per_sample, names)
-    write_csv(out / f"per_sample{suffix}.csv", per_sample)
-    write_csv(out / f"per_fold{suffix}.csv", per_fold)
-    write_csv(out / f"summary{suffix}.csv", summary)
-    write_csv(out / f"comparison{suffix}.csv", comparison)
-    _write_text(out / f"summary{suffix}.md", summary_markdown(summary, comparison, names=names, folds=folds, tta=tta))
+    write_csv_atomically(out / f"per_sample{suffix}.csv", per_sample)
+    write_csv_atomically(out / f"per_fold{suffix}.csv", per_fold)
+    write_csv_atomically(out / f"summary{suffix}.csv", summary)
+    write_csv_atomically(out / f"comparison{suffix}.csv", comparison)
+    write_text_atomically(out / f"summary{suffix}.md", summary_markdown(summary, comparison, names=names, folds=folds, tta=tta))
     log(f"summary: {out / f'summary{suffix}.md'}")
     return CrossvalResult(out=out, per_sample=per_sample, per_fold=per_fold, summary=summary, comparison=comparison)
 

@@ -8,10 +8,13 @@ place with one rename on the same file system.
 
 from __future__ import annotations
 
+import csv
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fluoseg.errors import FluosegError
 
@@ -82,4 +85,28 @@ def commit(tmp: Path, path: Path, overwrite: bool) -> Path:
             "permissions of the output folder",
             path,
         ) from exc
+    return path
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write a small text file (config, JSON, table) so readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def write_csv_atomically(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write rows as CSV atomically; columns in order of first appearance (``empty`` if none)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
+    temporary = path.with_name(f".{path.name}.partial")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
     return path

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from fluoseg.data.split import Split, split_samples
 from fluoseg.device import resolve_device, set_threads
 from fluoseg.errors import FluosegError
 from fluoseg.infer import RUN_INDEX, make_batch_predictor
+from fluoseg.io import write_csv_atomically, write_text_atomically
 from fluoseg.markers import MarkerPanel
 from fluoseg.models import build_model, model_spec
 from fluoseg.tasks import InstanceTask, RegressionTask, SemanticTask, Task
@@ -177,9 +177,9 @@ class Trainer:
             for stale in (RUN_INDEX, "config.yaml"):
                 (self.run_dir / stale).unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(config_path, yaml.safe_dump(resolved, sort_keys=False))
+        write_text_atomically(config_path, yaml.safe_dump(resolved, sort_keys=False))
         members = plan_members(self.classes, self.config.train.class_mode)
-        _write_atomic(self.run_dir / RUN_INDEX, json.dumps({"members": [m.name for m in members]}, indent=1))
+        write_text_atomically(self.run_dir / RUN_INDEX, json.dumps({"members": [m.name for m in members]}, indent=1))
 
     def train_member(self, member: MemberPlan, *, resume: bool = False) -> dict[str, Any]:
         """Train one network; returns its final checkpoint state."""
@@ -197,7 +197,7 @@ class Trainer:
                             **self.config.model.options).to(self.device)
         if self.config.model.init_from is not None and not (resume and (out_dir / "last.pt").is_file()):
             report = transfer_weights(model, self.config.model.init_from, task, head=self.config.model.init_head)
-            _write_atomic(out_dir / "init_from.json",
+            write_text_atomically(out_dir / "init_from.json",
                           json.dumps(dict(report.as_dict(), run=str(self.config.model.init_from)), indent=1))
         # NHWC weights make the convolutions pick oneDNN/cuDNN's fast kernels (1.4x per training step
         # of the U-Net on 2 CPU cores); done before the first step so a resumed run trains alike.
@@ -355,20 +355,7 @@ def _with_new_defaults(previous: dict[str, Any], resolved: dict[str, Any]) -> di
     return {**previous, "train": train}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
+_write_metrics = write_csv_atomically  # a module attribute: tests patch it to simulate a kill
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
