@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROCESS_START, log, load_spec, peak_rss_mb, read_images, read_pairs, time_runs, write_labels, write_result  # noqa: E402
+from common import (  # noqa: E402
+    PROCESS_START, log, load_spec, peak_rss_mb, predict_test_images, read_pairs, time_speed_image, write_result,
+)
 
 
 class BudgetExhausted(Exception):
@@ -151,28 +153,14 @@ def _segment(model, image):
 
 
 def predict(spec):
-    import numpy as np
-
     model = _load(spec)
-    out = Path(spec["pred_dir"])
-    started = time.perf_counter()
-    n = 0
-    for image_id, image in zip(spec["test"], read_images(spec["data"], spec["test"])):
-        write_labels(out / f"{image_id}.tif", _segment(model, np.asarray(image)))
-        n += 1
-    write_result(spec, {"predict_s": time.perf_counter() - started, "images": n, "peak_rss_mb": peak_rss_mb()})
+    predict_test_images(spec, lambda image: _segment(model, image))
 
 
 def speed(spec):
-    import numpy as np
-
     logging.disable(logging.INFO)
     model = _load(spec)
-    image = np.load(spec["image"])
-    warm = np.load(spec["warmup_image"])
-    result = time_runs(lambda x: _segment(model, x), image, repeats=spec["repeats"], warmup_image=warm,
-                        max_seconds=spec.get("max_s"))
-    write_result(spec, result)
+    time_speed_image(spec, lambda image: _segment(model, image))
 
 
 def flops(spec):

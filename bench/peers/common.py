@@ -103,3 +103,25 @@ def time_runs(run, image, *, repeats: int, warmup_image, max_seconds: float | No
             "mp_per_s": megapixels / median, "n_objects": n_objects, "warmup_s": warmup_s,
             "peak_rss_mb_after_warmup": rss_after_warmup, "peak_rss_mb": peak_rss_mb(),
             "load_avg_1min": os.getloadavg()[0]}
+
+
+def predict_test_images(spec: dict[str, Any], segment) -> None:
+    """Label every test image with ``segment(image)``, write the TIFFs and the timing result."""
+    import numpy as np
+
+    out = Path(spec["pred_dir"])
+    started = time.perf_counter()
+    n = 0
+    for image_id, image in zip(spec["test"], read_images(spec["data"], spec["test"])):
+        write_labels(out / f"{image_id}.tif", segment(np.asarray(image)))
+        n += 1
+    write_result(spec, {"predict_s": time.perf_counter() - started, "images": n, "peak_rss_mb": peak_rss_mb()})
+
+
+def time_speed_image(spec: dict[str, Any], segment) -> None:
+    """Time ``segment`` on the speed image after a warm-up (:func:`time_runs`) and write the result."""
+    import numpy as np
+
+    result = time_runs(segment, np.load(spec["image"]), repeats=spec["repeats"],
+                       warmup_image=np.load(spec["warmup_image"]), max_seconds=spec.get("max_s"))
+    write_result(spec, result)
