@@ -195,10 +195,11 @@ class Trainer:
         task.fit([s.targets for s in train_samples])
         model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=task.output_channels(),
                             **self.config.model.options).to(self.device)
-        if self.config.model.init_from is not None and not (resume and (out_dir / "last.pt").is_file()):
+        resuming = resume and (out_dir / "last.pt").is_file()
+        if self.config.model.init_from is not None and not resuming:
             report = transfer_weights(model, self.config.model.init_from, task, head=self.config.model.init_head)
             write_text_atomically(out_dir / "init_from.json",
-                          json.dumps(dict(report.as_dict(), run=str(self.config.model.init_from)), indent=1))
+                                  json.dumps(dict(report.as_dict(), run=str(self.config.model.init_from)), indent=1))
         # NHWC weights make the convolutions pick oneDNN/cuDNN's fast kernels (1.4x per training step
         # of the U-Net on 2 CPU cores); done before the first step so a resumed run trains alike.
         model.to(memory_format=torch.channels_last)
@@ -216,7 +217,7 @@ class Trainer:
 
         rows: list[dict[str, Any]] = []
         start_epoch, best_score = 1, -np.inf
-        if resume and (out_dir / "last.pt").is_file():
+        if resuming:
             state = load_checkpoint(out_dir / "last.pt")
             model.load_state_dict(state["model_state"])
             optimizer.load_state_dict(state["optimizer_state"])
