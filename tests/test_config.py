@@ -38,9 +38,29 @@ def test_missing_required_key(tmp_path):
         load_config(write(tmp_path, {"train": {}}))
 
 
-def test_unknown_model_lists_available(tmp_path):
-    with pytest.raises(FluosegError, match="unknown model 'resnet9000'.*unet"):
-        load_config(write(tmp_path, {"data": {"manifest": "m.yaml"}, "model": {"name": "resnet9000"}}))
+@pytest.mark.parametrize("section, message", [
+    ({"model": {"name": "resnet9000"}}, "model.name: unknown model 'resnet9000'; available: .*unet"),
+    ({"train": {"loss": "focus"}}, "unknown loss 'focus'; available: .*bce"),
+    ({"task": "instance", "instance": {"method": "magic"}}, "unknown instance method 'magic'; choose one of .*border"),
+])
+def test_registry_names_are_checked_when_training_starts(tmp_path, section, message):
+    from fluoseg.train.trainer import check_names
+
+    path = write(tmp_path, {"data": {"manifest": "m.yaml"}, **section})
+    config = load_config(path)  # the schema holds registry names as plain strings
+    with pytest.raises(FluosegError, match=message) as info:
+        check_names(config, ("a",))
+    assert info.value.path == path and "\n" not in str(info.value)
+
+
+def test_loading_a_config_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, {"data": {"manifest": "m.yaml"}, "train": {"loss": "dice"}})
+    code = f"import sys, fluoseg; fluoseg.load_config({str(path)!r}); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("text", ["data: [unclosed", "- just\n- a list\n", ""])

@@ -6,6 +6,7 @@ from fluoseg.config import load_config
 from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter
 from fluoseg.io import read_image, read_mask, write_image
+from fluoseg.infer import PredictOptions
 from fluoseg.predict import check_writable, output_paths, predict_file, resolve_channel_names
 from fluoseg.train.trainer import train
 
@@ -42,8 +43,8 @@ def test_zarr_streamed_output_equals_tiff_output(segmenter, tiny_dataset, tmp_pa
     zarr_paths = output_paths([zarr_in], tmp_path / "zarr", fmt="zarr", probabilities=False)[0]
     (tmp_path / "tif").mkdir()
     (tmp_path / "zarr").mkdir()
-    predict_file(segmenter, zarr_in, tif_paths)
-    predict_file(segmenter, zarr_in, zarr_paths)
+    predict_file(segmenter, zarr_in, tif_paths, PredictOptions())
+    predict_file(segmenter, zarr_in, zarr_paths, PredictOptions())
     assert np.array_equal(read_mask(tif_paths.masks), read_mask(zarr_paths.masks))
     assert read_image(zarr_paths.masks).channel_names == ("blob", "bar")
     assert sorted(p.name for p in (tmp_path / "zarr").iterdir()) == ["s4.zarr"]  # no leftover temporaries
@@ -72,8 +73,21 @@ def test_file_without_names_needs_names(tmp_path, tiny_dataset):
     image = read_image(tiny_dataset.parent / "images" / "s4.tif", lazy=True)
     with pytest.raises(FluosegError, match="--channel-names"):
         resolve_channel_names(image, None, None)
-    assert resolve_channel_names(image, None, ["a", "b", "c"]) == (("a", "b", "c"), None)
-    assert resolve_channel_names(image, ["a", "b", "c"], ["b"]) == (("a", "b", "c"), ("b",))
+    assert resolve_channel_names(image, None, ["a", "b", "c"]) == ("a", "b", "c")
+    assert resolve_channel_names(image, ["a", "b", "c"], ["b"]) == ("a", "b", "c")
+    with pytest.raises(FluosegError, match="2 channel names given for an image with 3"):
+        resolve_channel_names(image, ["a", "b"], None)
+
+
+def test_one_unnamed_channel_is_the_marker_of_a_one_marker_model(tmp_path):
+    import tifffile
+
+    path = tmp_path / "grey.tif"
+    tifffile.imwrite(path, np.zeros((8, 9), np.uint8))
+    image = read_image(path, lazy=True)
+    assert resolve_channel_names(image, None, None, panel=("DNA",)) == ("DNA",)
+    with pytest.raises(FluosegError, match="no marker names"):
+        resolve_channel_names(image, None, None, panel=("DNA", "actin"))
 
 
 class _Equivariant(torch.nn.Module):

@@ -4,17 +4,31 @@ A run is described by one YAML file with the sections ``data``, ``task``, ``mode
 ``preprocess`` and ``train``. Every section is a pydantic model that forbids unknown
 keys, so a typo such as ``epoch:`` is an error naming the key instead of a silent default.
 Relative paths are resolved against the folder of the YAML file that contains them.
+
+This module holds schemas only and imports no torch: loading a YAML file is fast and
+needs no network library. Names that registries own (``model.name``, ``train.loss``,
+``instance.method``) are plain strings here and are checked, with the same one-line errors,
+when training starts (:func:`fluoseg.train.trainer.check_names`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from fluoseg.data.normalize import DEFAULT_PERCENTILES
 from fluoseg.errors import FluosegError
+
+TaskName = Literal["semantic", "instance", "regression"]
+TASK_NAMES: tuple[str, ...] = get_args(TaskName)
+"""Values of ``task``: what a run learns (see :mod:`fluoseg.tasks`)."""
+
+InitHead = Literal["auto", "fresh", "copy", "shifted-sigmoid"]
+HEAD_MODES: tuple[str, ...] = get_args(InitHead)
+"""Values of ``model.init_head`` (see :mod:`fluoseg.train.transfer`)."""
 
 
 class _Section(BaseModel):
@@ -62,14 +76,14 @@ class ModelConfig(_Section):
     name: str = "unet"
     options: dict[str, Any] = Field(default_factory=dict)
     init_from: Path | None = None
-    init_head: Literal["auto", "fresh", "copy", "shifted-sigmoid"] = "auto"
+    init_head: InitHead = "auto"
 
 
 class PreprocessConfig(_Section):
     """Intensity normalisation (per whole sample) and resampling to a working pixel size."""
 
     normalization: Literal["gaussian", "percentile"] = "gaussian"
-    percentiles: tuple[float, float] = (1.0, 99.8)
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     pixel_size_um: float | None = Field(None, gt=0)
 
     @field_validator("percentiles")
@@ -90,10 +104,6 @@ class AugmentConfig(_Section):
     intensity_shift: float = Field(0.1, ge=0.0)
 
 
-RESERVED_LOSS_OPTIONS = ("from_logits", "ignore_index")
-"""Loss options the semantic task sets itself (logits in, outside-the-image pixels ignored)."""
-
-
 class TrainConfig(_Section):
     """Optimisation settings. ``patch_size`` is the network input size, rounded up to one
     the network accepts.
@@ -109,7 +119,7 @@ class TrainConfig(_Section):
     - ``select_by``: ``best.pt`` is the epoch with the best validation ``metric`` (the task's
       score) or the lowest validation ``loss`` (the study's rule).
     - ``loss`` (semantic tasks only): ``ce-log`` (MS-ME), or ``bce``, ``dice``,
-      ``bce-dice``, ``jaccard``, ``focal`` built by :func:`fluoseg.train.segmentation_losses.build_loss`
+      ``bce-dice``, ``jaccard``, ``focal`` built by :func:`fluoseg.tasks.losses.build_semantic_loss`
       with ``loss_options`` (e.g. ``pos_weight: 9``, ``eps: 1``, ``mode: softmax``). These
       are per-class sigmoid losses unless ``mode: softmax`` (see
       :class:`fluoseg.tasks.SemanticTask`).
@@ -136,32 +146,14 @@ class TrainConfig(_Section):
     gamma: float = Field(0.1, gt=0.0, lt=1.0)
     patience: int = Field(5, ge=0)
     select_by: Literal["metric", "loss"] = "metric"
-    loss: Literal["ce-log", "bce", "dice", "bce-dice", "jaccard", "focal"] = "ce-log"
+    loss: str = "ce-log"
     loss_options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _valid_loss_options(self) -> TrainConfig:
-        if self.loss == "ce-log":
-            if self.loss_options:
-                raise ValueError("loss_options apply to train.loss bce, dice, bce-dice, jaccard or focal, not ce-log; "
-                                 "the MS-ME loss is tuned with train.weight_eps")
-            return self
-        reserved = sorted(set(self.loss_options) & set(RESERVED_LOSS_OPTIONS))
-        if reserved:
-            raise ValueError(f"loss_options {reserved} are set by fluoseg itself; remove them")
-        from fluoseg.train.segmentation_losses import build_loss  # deferred: needs torch
-
-        try:
-            build_loss(self.loss, **self.loss_options)
-        except FluosegError as error:
-            raise ValueError(error.message) from None
-        return self
 
 
 class InstanceConfig(_Section):
     """Instance segmentation targets and decoding (used with ``task: instance``)."""
 
-    method: Literal["border", "distance", "threshold"] = "border"
+    method: str = "border"
     w0: float = Field(10.0, ge=0.0)
     sigma: float = Field(5.0, gt=0.0)
     erosion: int = Field(1, ge=1)
@@ -183,20 +175,18 @@ class RunConfig(_Section):
     """A whole training run."""
 
     data: DataConfig
-    task: Literal["semantic", "instance", "regression"] = "semantic"
+    task: TaskName = "semantic"
     instance: InstanceConfig = InstanceConfig()
     regression: RegressionConfig = RegressionConfig()
     model: ModelConfig = ModelConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
+    _source: Path | None = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _known_model(self) -> RunConfig:
-        from fluoseg.models import model_names  # deferred: config parsing must not need torch first
-
-        if self.model.name not in model_names():
-            raise ValueError(f"unknown model {self.model.name!r}; available: {model_names()}")
-        return self
+    @property
+    def source(self) -> Path | None:
+        """The YAML file the config was loaded from (``None`` when built in code)."""
+        return self._source
 
     @model_validator(mode="after")
     def _loss_fits_task(self) -> RunConfig:
@@ -253,9 +243,22 @@ def load_config(path: str | Path) -> RunConfig:
     config.data.extra_train = [p if p.is_absolute() else (path.parent / p).resolve() for p in config.data.extra_train]
     if config.model.init_from is not None and not config.model.init_from.is_absolute():
         config.model.init_from = (path.parent / config.model.init_from).resolve()
+    config._source = path
     return config
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """A plain, YAML-ready dict of a config (paths as strings)."""
     return config.model_dump(mode="json")
+
+
+def upgrade_config_dict(previous: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config with ``train`` keys added to the schema since then set to their defaults.
+
+    A run started before a key existed was trained with that key's default behaviour, so it
+    resumes under a config that leaves the key at its default.
+    """
+    if not isinstance(previous, dict) or not isinstance(previous.get("train"), dict):
+        return previous
+    defaults = TrainConfig().model_dump(mode="json")
+    return {**previous, "train": {**defaults, **previous["train"]}}

@@ -24,7 +24,8 @@ from fluoseg.config import load_config
 from fluoseg.data.synth.vessels import simulate_tissue
 from fluoseg.errors import FluosegError
 from fluoseg.evaluate import evaluate_semantic, summary_table, write_rows
-from fluoseg.infer import Segmenter
+from fluoseg.metrics.semantic import ALL_IMAGES
+from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.io import read_mask, write_image
 from fluoseg.predict import output_paths, predict_file
 from fluoseg.report import segmentation_figure
@@ -100,14 +101,14 @@ def run_demo(out: Path, *, overwrite: bool = False, epochs: int | None = None, d
         pred_dir.mkdir()
         started = time.perf_counter()
         for image, paths in zip(test_images, output_paths(test_images, pred_dir, fmt="tif", probabilities=False)):
-            predict_file(segmenter, image, paths, markers=markers)
+            predict_file(segmenter, image, paths, PredictOptions(markers=markers))
         rows = evaluate_semantic(pred_dir, out / "data" / "masks")
         write_rows(rows, out / f"scores_{label}.csv")
         used = ",".join(markers or MARKERS)
         print(f"[demo] test sample(s) {TEST}, markers {used}, predicted in {time.perf_counter() - started:.1f} s")
         print(summary_table(rows))
         for r in rows:
-            if r["image"] == "ALL" and r["metric"] == "f1":
+            if r["image"] == ALL_IMAGES and r["metric"] == "f1":
                 results[f"{label}/{r['class']}"] = float(r["value"])
 
     from fluoseg.io import read_image

@@ -7,8 +7,6 @@ against ``truth/s1.tif`` or ``truth/s1.ome.tif``. Prediction files ending in
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.io import read_image, read_labels, read_mask, supported_suffixes
+from fluoseg.io import read_image, read_labels, read_mask, supported_suffixes, write_csv_atomically
 from fluoseg.metrics.instance import instance_rows
-from fluoseg.metrics.semantic import semantic_rows
+from fluoseg.metrics.semantic import ALL_IMAGES, semantic_rows
 from fluoseg.predict import PROBABILITY_SUFFIX, image_stem
+
+TASKS = ("semantic", "instance")
 
 def _image_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
@@ -108,6 +108,32 @@ def evaluate_instance(pred_dir: str | Path, truth_dir: str | Path) -> list[dict[
     return instance_rows(items)
 
 
+def evaluate(pred_dir: str | Path, truth_dir: str | Path, *, task: str = "semantic",
+             classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Score a folder of predictions against a folder of ground truth (files paired by name).
+
+    Parameters
+    ----------
+    pred_dir, truth_dir
+        Folders of predicted and true masks (``task="semantic"``, one channel per class) or
+        instance label images (``task="instance"``).
+    task
+        ``"semantic"`` (:func:`evaluate_semantic`) or ``"instance"`` (:func:`evaluate_instance`).
+    classes
+        Semantic only: the class names of the prediction channels.
+
+    Returns
+    -------
+    list of dict
+        Tidy rows per image and pooled over images (image ``ALL``).
+    """
+    if task not in TASKS:
+        raise FluosegError(f"unknown evaluation task {task!r}; use one of {list(TASKS)}")
+    if task == "instance":
+        return evaluate_instance(pred_dir, truth_dir)
+    return evaluate_semantic(pred_dir, truth_dir, classes=classes)
+
+
 def write_rows(rows: list[dict[str, Any]], path: str | Path, *, overwrite: bool = False) -> Path:
     """Write tidy metric rows as CSV atomically, refusing to replace a file without ``overwrite``."""
     path = Path(path)
@@ -115,15 +141,7 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path, *, overwrite: bool 
         raise FluosegError("output exists; pass --overwrite to replace it", path=path)
     if not rows:
         raise FluosegError("nothing to write: no metric rows", path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    os.replace(temporary, path)
-    return path
+    return write_csv_atomically(path, rows)
 
 
 INSTANCE_SUMMARY = (("f1", 0.5), ("accuracy", 0.5), ("f1", 0.75), ("aji", None), ("us_rate", None), ("os_rate", None))
@@ -134,7 +152,7 @@ def instance_summary(rows: list[dict[str, Any]]) -> str:
     lines = []
     for metric, threshold in INSTANCE_SUMMARY:
         for r in rows:
-            if r["image"] == "ALL" and r["metric"] == metric and r["threshold"] == threshold:
+            if r["image"] == ALL_IMAGES and r["metric"] == metric and r["threshold"] == threshold:
                 label = f"{metric}@{threshold}" if threshold is not None else metric
                 lines.append(f"{label:>14} {r['value']:.4f}")
     return "\n".join(lines)
@@ -142,7 +160,7 @@ def instance_summary(rows: list[dict[str, Any]]) -> str:
 
 def summary_table(rows: list[dict[str, Any]], *, metrics: Sequence[str] = ("f1", "iou", "precision", "recall")) -> str:
     """The pooled rows as a small text table for the terminal."""
-    pooled = [r for r in rows if r["image"] == "ALL" and r["metric"] in metrics]
+    pooled = [r for r in rows if r["image"] == ALL_IMAGES and r["metric"] in metrics]
     classes = list(dict.fromkeys(r["class"] for r in pooled))
     lines = ["class".ljust(14) + "".join(m.rjust(11) for m in metrics)]
     for c in classes:

@@ -9,6 +9,7 @@ zero-filled, and the availability vector tells the network which slots carry sig
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -101,17 +102,9 @@ class MarkerPanel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Place an image's channels into the panel's slots by name.
 
-        Parameters
-        ----------
-        image
-            Channel-first array ``(C, ...)``.
-        channel_names
-            Name of each of the ``C`` channels.
-        use
-            Markers to feed the model; default all channels of the image. Channels not in
-            ``use`` are left out (their slot stays zero), which is how a marker subset is chosen.
-        source
-            File the image came from, for error messages.
+        A one-off shorthand for :meth:`MarkerSelection.resolve` followed by
+        :meth:`MarkerSelection.arrange`; resolve once and reuse the selection when many
+        windows of one image are arranged.
 
         Returns
         -------
@@ -119,26 +112,8 @@ class MarkerPanel:
             ``(K, ...)`` float32 array with zeros in the slots of missing markers, and the
             ``(K,)`` availability vector.
         """
-        if image.shape[0] != len(channel_names):
-            raise FluosegError(
-                f"image has {image.shape[0]} channels but {len(channel_names)} marker names "
-                f"{list(channel_names)} were given; give one name per channel",
-                path=source,
-            )
-        wanted = set(self.parse(list(channel_names) if use is None else list(use), source=source))
-        missing = wanted - set(channel_names)
-        if missing:
-            raise FluosegError(
-                f"marker(s) {sorted(missing)} requested but the image only has {list(channel_names)}",
-                path=source,
-            )
-        slots = np.zeros((len(self),) + tuple(image.shape[1:]), dtype=np.float32)
-        for channel, name in enumerate(channel_names):
-            if name in wanted:
-                slots[self.index(name, source=source)] = image[channel]
-            else:
-                self.index(name, source=source)  # unknown names are errors even when unused
-        return slots, self.availability(wanted)
+        selection = MarkerSelection.resolve(self, channel_names, use=use, source=source)
+        return selection.arrange(image, source=source), selection.availability
 
     def subsets(self) -> list[tuple[str, ...]]:
         """All 2^K - 1 non-empty marker subsets, smallest first, each in panel order."""
@@ -152,3 +127,92 @@ class MarkerPanel:
         """Short code of a subset in the paper's notation: 1-based slot numbers, e.g. ``"m_135"``."""
         slots = sorted(self.index(n) for n in subset)
         return "m_" + "".join(str(i + 1) for i in slots)
+
+
+@dataclass(frozen=True)
+class MarkerSelection:
+    """How the channels of one image feed a model: resolved once, applied to every window.
+
+    Attributes
+    ----------
+    panel
+        The model's marker panel.
+    channel_names
+        Marker name of every image channel, in file order.
+    used
+        The markers fed to the network, in panel order.
+    channel_slots
+        For every image channel, the panel slot it fills, or ``None`` when it is not fed
+        (not selected, or ignored).
+    availability
+        ``(K,)`` float32 0/1 vector of the used slots (Marker Excite's input).
+    """
+
+    panel: MarkerPanel
+    channel_names: tuple[str, ...]
+    used: tuple[str, ...]
+    channel_slots: tuple[int | None, ...]
+    availability: np.ndarray
+
+    @classmethod
+    def resolve(
+        cls,
+        panel: MarkerPanel,
+        channel_names: Sequence[str],
+        *,
+        use: Iterable[str] | None = None,
+        ignore: Iterable[str] = (),
+        source: str | Path | None = None,
+    ) -> MarkerSelection:
+        """Match an image's channels to the panel by name.
+
+        Parameters
+        ----------
+        panel
+            The model's markers.
+        channel_names
+            Marker name of each image channel.
+        use
+            Markers to feed the model (a subset of the image's and the panel's); default
+            every channel that is not ignored.
+        ignore
+            Channel names that are never inputs and need not be known to the panel (e.g.
+            in-silico-labelling targets, or markers left out of a model's panel).
+        source
+            File the image came from, for error messages.
+
+        Raises
+        ------
+        FluosegError
+            For an unknown channel name (not ignored), an empty or unknown selection, or a
+            selected marker the image lacks.
+        """
+        names = tuple(channel_names)
+        ignored = set(ignore)
+        for name in names:
+            if name not in ignored:
+                panel.index(name, source=source)  # unknown names are errors even when unused
+        candidates = [n for n in names if n not in ignored] if use is None else list(use)
+        used = panel.parse(candidates, source=source)
+        missing = set(used) - set(names)
+        if missing:
+            raise FluosegError(f"marker(s) {sorted(missing)} requested but the image only has {list(names)}",
+                               path=source)
+        chosen = set(used) - ignored
+        slots = tuple(panel.index(n) if n in chosen else None for n in names)
+        return cls(panel=panel, channel_names=names, used=used, channel_slots=slots,
+                   availability=panel.availability(used, source=source))
+
+    def arrange(self, image: np.ndarray, *, source: str | Path | None = None) -> np.ndarray:
+        """``(C, ...)`` image -> ``(K, ...)`` float32 slots, zeros where a marker is not used."""
+        if image.shape[0] != len(self.channel_names):
+            raise FluosegError(
+                f"image has {image.shape[0]} channels but {len(self.channel_names)} marker names "
+                f"{list(self.channel_names)} were given; give one name per channel",
+                path=source,
+            )
+        slots = np.zeros((len(self.panel),) + tuple(image.shape[1:]), dtype=np.float32)
+        for channel, slot in enumerate(self.channel_slots):
+            if slot is not None:
+                slots[slot] = image[channel]
+        return slots

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.infer import Segmenter
-from fluoseg.io import ImageData, create_output, read_image, write_image
+from fluoseg.infer import PredictOptions, Segmenter
+from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_image
 
 MASK_SUFFIX = ""
 PROBABILITY_SUFFIX = "_probabilities"
@@ -38,6 +38,34 @@ class PredictionPaths:
 
     masks: Path
     probabilities: Path | None
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files of the given paths: files as they are, folders replaced by their image files.
+
+    A folder that is itself an image (``.zarr``) stays one input. Files in a folder are
+    taken in name order; hidden files and files of unsupported formats are skipped.
+
+    Raises
+    ------
+    FluosegError
+        For a path that does not exist, or a folder without images.
+    """
+    suffixes = supported_suffixes()
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FluosegError("input not found; check the path", path=path)
+        is_image = any(path.name.lower().endswith(s) for s in suffixes)
+        if path.is_dir() and not is_image:
+            images = sorted(p for p in path.iterdir()
+                            if not p.name.startswith(".") and any(p.name.lower().endswith(s) for s in suffixes))
+            if not images:
+                raise FluosegError(f"no images in this folder (supported: {', '.join(suffixes)})", path=path)
+            found.extend(images)
+        else:
+            found.append(path)
+    return found
 
 
 def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool) -> list[PredictionPaths]:
@@ -68,79 +96,84 @@ def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool) -> None
 
 
 def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
-                          markers: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-    """Channel names of an image and the subset of markers to use.
+                          markers: Sequence[str] | None, panel: Sequence[str] = ()) -> tuple[str, ...]:
+    """Channel names of an image file.
 
     Names come from ``channel_names`` when given, else from the file's metadata. A file
-    without names may be named by ``markers`` when it has exactly that many channels.
+    without names may be named by ``markers`` when it has exactly that many channels, and a
+    single unnamed channel given to a one-marker model (``panel``) is that marker.
     """
     names = tuple(channel_names) if channel_names else image.channel_names
-    use = tuple(markers) if markers else None
     if not names:
-        if use is not None and len(use) == image.n_channels:
-            return use, None
+        if markers and len(markers) == image.n_channels:
+            return tuple(markers)
+        if image.n_channels == 1 and len(panel) == 1:
+            return tuple(panel)
         raise FluosegError(
             f"the image has {image.n_channels} channel(s) but no marker names; pass --channel-names "
             "with one name per channel", path=image.path)
     if len(names) != image.n_channels:
         raise FluosegError(f"{len(names)} channel names given for an image with {image.n_channels} channels; "
                            "give one name per channel", path=image.path)
-    return names, use
+    return names
 
 
 def predict_file(
     segmenter: Segmenter,
     image_path: Path,
     paths: PredictionPaths,
+    options: PredictOptions,
     *,
     channel_names: Sequence[str] | None = None,
-    markers: Sequence[str] | None = None,
     axes: str | None = None,
-    tile_size: int | None = None,
-    batch_size: int = 1,
-    tta: bool | Sequence[int] = False,
-    diameter: float | str | None = None,  # pixels, "<n>um" or "auto"
+    diameter_um: float | None = None,
     overwrite: bool = False,
-    progress: bool = False,
 ) -> Path:
     """Segment one image file and write its outputs atomically; returns the mask (or label) path.
 
     Semantic runs write per-class masks; instance runs write a label image (uint16, or
     uint32 beyond 65535 objects) and, with probabilities, the decoded maps; regression runs
     (in-silico labelling) write the predicted marker channels as float32.
+
+    Parameters
+    ----------
+    options
+        How to predict; the file's pixel size and name are filled in here.
+    diameter_um
+        Object diameter in micrometres, converted with the file's pixel size (overrides
+        ``options.diameter``).
     """
     image = read_image(image_path, axes=axes, lazy=True)
-    names, use = resolve_channel_names(image, channel_names, markers)
-    options = dict(markers=use, pixel_size=image.pixel_size, tile_size=tile_size, batch_size=batch_size, tta=tta,
-                   progress=progress, source=str(image_path))
+    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names)
+    options = options.replace(pixel_size=image.pixel_size, source=str(image_path))
+    if diameter_um is not None:
+        options = options.replace(diameter=_diameter_pixels(diameter_um, image))
     if segmenter.task_name == "instance":
-        return _write_instance(segmenter, image, names, paths, _diameter_pixels(diameter, image), options, overwrite)
+        return _write_instance(segmenter, image, names, paths, options, overwrite)
     if segmenter.task_name == "regression":
-        maps = np.asarray(segmenter.predict_probabilities(image.array, names, **options), np.float32)
+        maps = np.asarray(segmenter.predict_probabilities(image.array, names, options), np.float32)
         return write_image(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
                            pixel_size=image.pixel_size, overwrite=overwrite)
     if paths.masks.suffix == ".zarr":
         return _write_semantic_streamed(segmenter, image, names, paths, options, overwrite)
     meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
-    masks, probabilities = segmenter.predict_masks(image.array, names, **options)
+    masks, probabilities = segmenter.predict_masks(image.array, names, options)
     if paths.probabilities is not None:
         write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
     return write_image(paths.masks, masks, overwrite=overwrite, **meta)
 
 
-def _diameter_pixels(diameter: float | str | None, image: ImageData) -> float | str | None:
-    """Object diameter in pixels (``"6.5um"`` is converted with the image's pixel size)."""
-    if not (isinstance(diameter, str) and diameter.endswith("um")):
-        return diameter
+def _diameter_pixels(diameter_um: float, image: ImageData) -> float:
+    """An object diameter in micrometres as pixels of this image."""
     if not image.pixel_size:
         raise FluosegError("--diameter in micrometres needs the pixel size, but the file has none; "
                            "give the diameter in pixels", path=image.path)
-    return float(diameter[:-2]) / float(image.pixel_size[-1])
+    return float(diameter_um) / float(image.pixel_size[-1])
 
 
 def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
-                    diameter: float | str | None, options: dict, overwrite: bool) -> Path:
-    labels, outputs = segmenter.predict_labels(image.array, names, diameter=diameter, **options)
+                    options: PredictOptions, overwrite: bool) -> Path:
+    labels, outputs = segmenter.predict_labels(image.array, names, options)
     if paths.probabilities is not None:
         write_image(paths.probabilities, outputs.astype(np.float32), axes=image.axes, pixel_size=image.pixel_size,
                     overwrite=overwrite)
@@ -150,7 +183,7 @@ def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str]
 
 
 def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
-                             options: dict, overwrite: bool) -> Path:
+                             options: PredictOptions, overwrite: bool) -> Path:
     """Zarr in, Zarr out: probabilities stream into an on-disk array, masks follow band by band."""
     shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
     meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
@@ -159,7 +192,7 @@ def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequ
     with create_output(probability_path, shape=shape, dtype="float32", overwrite=overwrite or not keep_probabilities,
                        **meta) as prob_out, create_output(paths.masks, shape=shape, dtype="uint8", overwrite=overwrite,
                                                           **meta) as mask_out:
-        segmenter.predict_probabilities(image.array, names, out=prob_out.array, **options)
+        segmenter.predict_probabilities(image.array, names, options, out=prob_out.array)
         band = 1024
         for y in range(0, shape[-2], band):
             window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))

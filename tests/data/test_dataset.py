@@ -1,6 +1,7 @@
 import numpy as np
 
-from fluoseg.data.dataset import IGNORE_INDEX, PatchSampler, PreparedSample, cut_window, prepare_sample
+from fluoseg.tasks import IGNORE_INDEX
+from fluoseg.data.dataset import PatchSampler, PreparedSample, cut_window, prepare_sample
 from fluoseg.data.manifest import load_manifest
 from fluoseg.markers import MarkerPanel
 from fluoseg.tasks import SemanticTask

@@ -8,7 +8,8 @@ import pytest
 from fluoseg.cli import main
 from fluoseg.errors import FluosegError
 from fluoseg.experiments import crossval as crossval_module
-from fluoseg.experiments.crossval import crossval_splits, fold_config, run_crossval
+from fluoseg.experiments.combinations import crossval_combinations as run_crossval
+from fluoseg.experiments.crossval import Unit, case_config, shared_folds
 
 MS = {"marker_input": "ms"}
 
@@ -43,13 +44,14 @@ def test_every_sample_is_once_in_test_and_folds_merge(experiment_config, tmp_pat
 def test_same_folds_for_every_method_given_the_seed(experiment_config):
     _, a = experiment_config("a.yaml")
     _, b = experiment_config("b.yaml", options=MS)
-    assert crossval_splits(a, 2) == crossval_splits(b, 2)
+    assert shared_folds([a], folds=2, seed=0) == shared_folds([b], folds=2, seed=0)
+    assert shared_folds([a], folds=2, seed=0) != shared_folds([a], folds=2, seed=1)
 
 
 def test_case_panels_go_to_training_samples_only(experiment_config, tmp_path):
     _, config = experiment_config()
-    split = crossval_splits(config, 2)[1]
-    cfg, notes = fold_config(config, split, 1, tmp_path / "fold1", case=1, case_seed=5, epochs=None)
+    split = shared_folds([config], folds=2, seed=0)[1]
+    cfg, notes = case_config(Unit("m", config, 1, "all", split), tmp_path / "fold1", case=1, case_seed=5)
     assert set(notes["panels"]) == set(split.train) and all(len(p) == 1 for p in notes["panels"].values())
     from fluoseg.data.manifest import load_manifest
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from fluoseg.experiments.panels import write_manifest_with_available
-from fluoseg.train import trainer as trainer_module
+from fluoseg import run as run_module
 from fluoseg.train.trainer import train
 
 MS = {"marker_input": "ms"}
@@ -21,7 +21,7 @@ def test_marker_sampling_draws_only_from_available_markers(experiment_config, ti
     manifest = write_manifest_with_available(tiny_dataset, PANELS, tmp_path / "het.yaml")
     _, config = experiment_config(options=MS, manifest=manifest, epochs=2, steps_per_epoch=3)
     seen = []
-    original = trainer_module.build_model
+    original = run_module.build_model
 
     def spied_build_model(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -34,7 +34,7 @@ def test_marker_sampling_draws_only_from_available_markers(experiment_config, ti
         model.marker_input.register_forward_hook(spy)
         return model
 
-    monkeypatch.setattr(trainer_module, "build_model", spied_build_model)
+    monkeypatch.setattr(run_module, "build_model", spied_build_model)
     train(config, tmp_path / "run", progress=False)
 
     training = [s for s in seen if s[0]]

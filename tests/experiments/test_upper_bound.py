@@ -11,7 +11,7 @@ from fluoseg.experiments import runs
 from fluoseg.experiments.panels import write_manifest_with_available
 from fluoseg.experiments.upper_bound import parse_combinations, plan_upper_bound, run_upper_bound, spread
 from fluoseg.markers import MarkerPanel
-from fluoseg.train.checkpoint import load_checkpoint
+from fluoseg.run import read_checkpoint_dict as load_checkpoint
 
 MS_ME = {"marker_input": "ms", "attention": "me"}
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from fluoseg.errors import FluosegError
+from fluoseg.data.resample import resample_image, resample_labels, resample_to_shape
 from fluoseg.instance.scale import (
+    MAX_SCALE,
+    MIN_SCALE,
     estimate_diameter_from_labels,
     mean_object_diameter,
     object_diameters,
-    rescale_image,
-    rescale_labels,
-    restore_shape,
     scale_factor,
 )
 
@@ -48,36 +48,36 @@ def test_mean_object_diameter_pools_objects_over_images() -> None:
         estimate_diameter_from_labels(small, statistic="mode")  # type: ignore[arg-type]
 
 
-def test_scale_factor() -> None:
+def test_scale_factor_is_clipped_the_same_for_training_and_prediction() -> None:
     assert scale_factor(10.0, 25.0) == pytest.approx(2.5)
+    assert scale_factor(1.0, 25.0) == MAX_SCALE == 4.0  # a shattered first pass cannot ask for 25x
+    assert scale_factor(500.0, 10.0) == MIN_SCALE == 0.125
+    assert scale_factor(95.4, 14.6) == pytest.approx(14.6 / 95.4)  # the largest dsb2018 nuclei are not clipped
     with pytest.raises(FluosegError):
         scale_factor(0.0, 25.0)
     with pytest.raises(FluosegError):
         scale_factor(10.0, float("nan"))
 
 
-def test_rescale_labels_there_and_back_keeps_labels() -> None:
+def test_diameter_rescaling_there_and_back_keeps_labels() -> None:
     labels = disks(7)
-    up = rescale_labels(labels, 2.0)
+    up = resample_labels(labels, (2.0, 2.0))
     assert up.shape == (200, 200) and up.dtype == labels.dtype
-    assert np.array_equal(restore_shape(up, labels.shape, labels=True), labels)
+    assert np.array_equal(resample_to_shape(up, labels.shape, kind="labels"), labels)
     # A non-integer factor: back to the exact shape, objects nearly unchanged, diameter scaled.
-    down = rescale_labels(labels, 0.63)
+    down = resample_labels(labels, (0.63, 0.63))
     assert estimate_diameter_from_labels(down) == pytest.approx(0.63 * 14, rel=0.08)
-    back = restore_shape(down, labels.shape, labels=True)
+    back = resample_to_shape(down, labels.shape, kind="labels")
     assert back.shape == labels.shape
     for k in range(1, 17):
         a, b = labels == k, back == k
         assert (a & b).sum() / (a | b).sum() > 0.7  # blocky after 0.63x and back
 
 
-def test_rescale_image_keeps_leading_axes() -> None:
+def test_diameter_rescaling_of_images_keeps_leading_axes() -> None:
     image = np.random.default_rng(0).random((2, 3, 40, 50)).astype(np.float32)
-    scaled = rescale_image(image, 1.5)
+    scaled = resample_image(image, (1.0, 1.5, 1.5))
     assert scaled.shape == (2, 3, 60, 75) and scaled.dtype == np.float32
-    back = restore_shape(scaled, image.shape)
-    assert back.shape == image.shape
-    constant = rescale_image(np.full((2, 10, 10), 5, np.uint8), 0.5)
-    np.testing.assert_allclose(constant, 5.0)
-    with pytest.raises(FluosegError):
-        rescale_image(image, -1.0)
+    assert resample_to_shape(scaled, image.shape[1:], kind="probabilities").shape == image.shape
+    constant = resample_image(np.full((2, 10, 10), 5, np.float32), (0.5, 0.5))
+    np.testing.assert_allclose(constant, 5.0, rtol=1e-6)

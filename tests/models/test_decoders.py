@@ -11,7 +11,7 @@ from torch import nn
 from fluoseg.errors import FluosegError
 from fluoseg.models import build_model, count_parameters, model_names, model_spec
 from fluoseg.tiling import geometry_for
-from fluoseg.train.segmentation_losses import build_loss
+from fluoseg.tasks.segmentation_losses import build_loss
 
 ARCHITECTURES = ("unet-encoder", "unetpp", "fcn", "deeplabv3")
 

@@ -7,7 +7,7 @@ import torch
 from fluoseg.config import load_config
 from fluoseg.errors import FluosegError
 from fluoseg.train import trainer as trainer_module
-from fluoseg.train.checkpoint import load_checkpoint
+from fluoseg.run import read_checkpoint_dict as load_checkpoint
 from fluoseg.train.trainer import train
 
 
@@ -45,8 +45,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatc
     original = trainer_module._write_metrics
     calls = {"n": 0}
 
-    def die_after_first_epoch(path, rows):
-        original(path, rows)
+    def die_after_first_epoch(run, member, rows):
+        original(run, member, rows)
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyboardInterrupt  # killed right after epoch 1 was saved
@@ -160,8 +160,8 @@ def kill_after_first_epoch(monkeypatch):
     original = trainer_module._write_metrics
     calls = {"n": 0}
 
-    def die(path, rows):
-        original(path, rows)
+    def die(run, member, rows):
+        original(run, member, rows)
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyboardInterrupt
@@ -210,14 +210,16 @@ def test_validation_loss_is_the_task_loss_of_the_whole_sample(make_config, tmp_p
     """Stitched tile logits give the same loss as one forward pass over the zero-padded sample."""
     import numpy as np
 
-    from fluoseg.train.trainer import Trainer, make_task
+    from fluoseg.models import build_model
+    from fluoseg.tasks import make_task
+    from fluoseg.train.trainer import Trainer
 
     config = load_config(make_config(epochs=1, steps_per_epoch=1))
     trainer = Trainer(config, tmp_path / "run", progress=False)
     task = make_task(config, trainer.classes)
     samples = trainer.prepare(trainer.split.val, task)
     task.fit([s.targets for s in trainer.prepare(trainer.split.train, task)])
-    model = trainer_module.build_model("unet", in_channels=3, out_channels=3, depth=2, base_filters=4).eval()
+    model = build_model("unet", in_channels=3, out_channels=3, depth=2, base_filters=4).eval()
     geometry = trainer_module.geometry_for(model, 60)
     loss = trainer.validate(model, samples, task, geometry)["loss"]
     image = samples[0].image
@@ -276,13 +278,14 @@ def test_sigmoid_decoding_keeps_classes_exclusive():
     ({"loss": "dice", "loss_options": {"from_logits": False}}, "semantic", "set by fluoseg"),
     ({"optimizer": "rmsprop"}, "semantic", "train.optimizer"),
 ])
-def test_invalid_optimisation_settings_are_user_errors(make_config, train, task, message):
+def test_invalid_optimisation_settings_are_user_errors(make_config, train, task, message, tmp_path):
     import yaml
 
     path = make_config("bad.yaml", **train)
     path.write_text(yaml.safe_dump(dict(yaml.safe_load(path.read_text()), task=task)))
-    with pytest.raises(FluosegError, match=message):
-        load_config(path)
+    with pytest.raises(FluosegError, match=message) as info:  # at loading, or when training starts
+        trainer_module.train(load_config(path), tmp_path / "run", progress=False)
+    assert info.value.path == path and not (tmp_path / "run").exists()
 
 
 def test_run_started_before_the_new_keys_still_resumes(make_config, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,8 @@ from torch import nn
 
 from fluoseg.errors import FluosegError
 from fluoseg.models import build_model, model_names
-from fluoseg.tasks import InstanceTask, RegressionTask, SemanticTask
-from fluoseg.train.checkpoint import save_checkpoint
+from fluoseg.tasks import RegressionTask, SemanticTask, build_instance_task
+from fluoseg.run import Checkpoint, ModelSpec, RunDir
 from fluoseg.train.transfer import output_parameter_names, resolve_head_mode, sigmoid_shift, transfer_weights
 
 SMALL = {"unet": {"depth": 2, "base_filters": 4, "padding": "same"},
@@ -37,8 +36,11 @@ def small(name: str, out_channels: int, seed: int) -> nn.Module:
 
 def fake_run(folder: Path, model: nn.Module, task_state: dict) -> Path:
     """A run directory as the trainer writes it, holding ``model`` as its best checkpoint."""
-    save_checkpoint({"model_state": model.state_dict(), "task": task_state}, folder / "model" / "best.pt")
-    (folder / "run.json").write_text(json.dumps({"members": ["model"]}))
+    run = RunDir(folder)
+    run.path.mkdir(parents=True)
+    run.write_index(["model"])
+    run.save("model", "best", Checkpoint(model=ModelSpec.of(model), weights=model.state_dict(), task=task_state,
+                                         markers=("a", "b"), classes=("x",)))
     return folder
 
 
@@ -84,7 +86,7 @@ def test_distance_method_takes_the_pretrained_rows_on_its_foreground_channel_onl
     run = fake_run(tmp_path / "isl", pretrained, regression_state())
     model = small("unet", 2, seed=2)
     fresh_distance_row = model.head.weight[0].clone()
-    report = transfer_weights(model, run, InstanceTask(method="distance"))
+    report = transfer_weights(model, run, build_instance_task("distance"))
     assert report.head == "shifted-sigmoid"
     assert torch.equal(model.head.weight[1], pretrained.head.weight[0])
     assert torch.equal(model.head.weight[0], fresh_distance_row)
@@ -95,13 +97,13 @@ def test_auto_keeps_a_fresh_head_where_the_shift_does_not_apply(tmp_path):
     run = fake_run(tmp_path / "isl", small("unet", 1, seed=1), regression_state())
     model = small("unet", 3, seed=2)
     fresh = model.head.weight.clone()
-    report = transfer_weights(model, run, InstanceTask(method="border"))
+    report = transfer_weights(model, run, build_instance_task("border"))
     assert report.head == "fresh" and report.copied == report.total - 2
     assert torch.equal(model.head.weight, fresh)
     with pytest.raises(FluosegError, match="shifted-sigmoid"):
-        transfer_weights(small("unet", 3, seed=2), run, InstanceTask(method="border"), head="shifted-sigmoid")
+        transfer_weights(small("unet", 3, seed=2), run, build_instance_task("border"), head="shifted-sigmoid")
     with pytest.raises(FluosegError, match="'copy'"):
-        transfer_weights(small("unet", 3, seed=2), run, InstanceTask(method="border"), head="copy")
+        transfer_weights(small("unet", 3, seed=2), run, build_instance_task("border"), head="copy")
 
 
 def test_same_task_copies_the_head_and_fresh_is_honoured(tmp_path):

@@ -11,23 +11,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from fluoseg.data.augment import Augmenter
-from fluoseg.data.normalize import compute_stats, normalize
+from fluoseg.data.normalize import DEFAULT_PERCENTILES, compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_labels, resample_mask, scale_factors
 from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
-from fluoseg.instance.scale import estimate_diameter_from_labels
-from fluoseg.markers import MarkerPanel
+from fluoseg.instance.scale import estimate_diameter_from_labels, scale_factor
+from fluoseg.markers import MarkerPanel, MarkerSelection
 
-if TYPE_CHECKING:
-    from fluoseg.tasks import Task
 
-IGNORE_INDEX = -1
-"""Target value of pixels that carry no annotation (outside the image); excluded from the loss."""
+
+class TargetMaker(Protocol):
+    """What sample preparation needs of a task (:class:`fluoseg.tasks.Task` provides it).
+
+    Declared here so that data preparation does not depend on the task layer above it.
+    """
+
+    annotation_kind: str
+
+    @property
+    def target_diameter(self) -> float | None: ...
+
+    @property
+    def ignored_channels(self) -> tuple[str, ...]: ...
+
+    def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray: ...
+
+    def make_targets(self, annotation: np.ndarray, *, source: Any = None) -> dict[str, np.ndarray]: ...
+
+    def sampling_map(self, targets: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
 @dataclass
@@ -63,9 +79,9 @@ def prepare_sample(
     sample: Sample,
     *,
     panel: MarkerPanel,
-    task: Task,
+    task: TargetMaker,
     normalization: str = "gaussian",
-    percentiles: tuple[float, float] = (1.0, 99.8),
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     pixel_size_um: float | None = None,
 ) -> PreparedSample:
     """Read, normalise, resample and slot-arrange one annotated sample and build its targets.
@@ -83,22 +99,21 @@ def prepare_sample(
     pixel_size = sample.pixel_size or image.pixel_size
     if pixel_size_um is not None and pixel_size is not None:
         factors = list(scale_factors(_per_axis(pixel_size, len(image.spatial_shape)), pixel_size_um))
-    target_diameter = getattr(task, "target_diameter", None)
+    target_diameter = task.target_diameter
     if target_diameter and task.annotation_kind == "labels" and annotation.max() > 0:
         diameter = estimate_diameter_from_labels(annotation) * factors[-1]
-        factors[-2:] = [f * target_diameter / diameter for f in factors[-2:]]
+        factors[-2:] = [f * scale_factor(diameter, target_diameter) for f in factors[-2:]]
     if any(abs(f - 1.0) > 1e-6 for f in factors):
         normalised = resample_image(normalised, factors)
         resample = {"labels": resample_labels, "mask": resample_mask, "image": resample_image}[task.annotation_kind]
         annotation = resample(annotation, factors)
     # Channels a task predicts (in-silico labelling targets) are never network inputs, and
     # markers left out of the model's panel (data.markers) are dropped.
-    ignored = set(getattr(task, "ignored_channels", ())) | {n for n in sample.channel_names if n not in panel.names}
-    keep = [i for i, name in enumerate(sample.channel_names) if name not in ignored]
-    slots, availability = panel.arrange(
-        normalised[keep], [sample.channel_names[i] for i in keep],
-        use=[m for m in sample.usable_markers if m not in ignored], source=str(sample.image_path)
-    )
+    ignored = set(task.ignored_channels) | {n for n in sample.channel_names if n not in panel.names}
+    selection = MarkerSelection.resolve(panel, sample.channel_names, ignore=ignored,
+                                        use=[m for m in sample.usable_markers if m not in ignored],
+                                        source=str(sample.image_path))
+    slots, availability = selection.arrange(normalised, source=str(sample.image_path)), selection.availability
     targets = task.make_targets(annotation, source=str(sample.image_path))
     return PreparedSample(id=sample.id, image=slots, availability=availability, targets=targets,
                           sampling_map=task.sampling_map(targets), scale=float(factors[-1]))

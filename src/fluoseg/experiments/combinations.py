@@ -14,16 +14,18 @@ evaluation resumes with the samples it had not finished.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fluoseg.config import RunConfig
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
+from fluoseg.experiments.crossval import Log, Unit, run_crossval
 from fluoseg.experiments.results import read_results, result_row, write_csv, write_tables
-from fluoseg.experiments.runs import run_split
 from fluoseg.markers import MarkerPanel
 from fluoseg.metrics.semantic import per_class_confusion
 
@@ -182,15 +184,101 @@ def evaluate_run(
     ``out_dir/samples/``. Samples default to the run's test split.
     """
     from fluoseg.infer import Segmenter  # deferred: loads torch
+    from fluoseg.run import RunDir
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     data = load_manifest(manifest)
-    samples = select_samples(data, sample_ids, default=run_split(run_dir)["test"])
+    samples = select_samples(data, sample_ids, default=RunDir.open(run_dir).split()["test"])
     segmenter = Segmenter.load(run_dir, checkpoint=checkpoint, device=device)
     rows = evaluate_combinations(segmenter, samples, method=method or run_dir.name, fold=fold,
                                  cache_dir=out_dir / SAMPLE_CACHE, tile_size=tile_size, batch_size=batch_size,
                                  progress=progress)
     if not rows:
         raise FluosegError("no sample has any marker of this model; nothing was evaluated", path=data.path)
+    write_tables(rows, out_dir)
+    return rows
+
+
+@dataclass(frozen=True)
+class CombinationScorer:
+    """Every marker combination of every test sample (the MS-ME paper's evaluation).
+
+    Parameters
+    ----------
+    method
+        Method name written into the rows (default: the unit's config name).
+    tile_size, batch_size
+        Evaluation tiles.
+    """
+
+    method: str | None = None
+    tile_size: int | None = None
+    batch_size: int = 1
+
+    RESULTS = "combinations.csv"
+
+    def done(self, folder: Path) -> bool:
+        return (folder / self.RESULTS).is_file()
+
+    def read(self, unit: Unit, folder: Path) -> list[dict[str, Any]]:
+        method = self.method or unit.name
+        return [{**row, "method": method} for row in read_results(folder / self.RESULTS)]
+
+    def score(self, unit: Unit, run_dir: Path, folder: Path, *, progress: bool = False) -> list[dict[str, Any]]:
+        from fluoseg.infer import Segmenter  # deferred: loads torch
+
+        segmenter = Segmenter.load(run_dir, device=unit.config.train.device)
+        manifest = load_manifest(unit.config.data.manifest)
+        rows = evaluate_combinations(segmenter, [manifest.sample(i) for i in unit.split.test],
+                                     method=self.method or unit.name, fold=unit.fold, cache_dir=folder / SAMPLE_CACHE,
+                                     tile_size=self.tile_size, batch_size=self.batch_size, progress=progress)
+        write_csv(rows, folder / self.RESULTS)  # written last: marks the unit as done
+        return rows
+
+
+def crossval_combinations(config: RunConfig, out_dir: str | Path, *, folds: int = 4, method: str = "model",
+                          seed: int | None = None, case: int | None = None, case_seed: int = 0,
+                          epochs: int | None = None, tile_size: int | None = None, batch_size: int = 1,
+                          progress: bool = True, log: Log = print) -> list[dict[str, Any]]:
+    """Train a config once per fold and evaluate every marker combination of each fold's test samples.
+
+    The work behind ``fluoseg experiment crossval``: :func:`fluoseg.experiments.crossval.run_crossval`
+    with :class:`CombinationScorer`, the units filed under ``OUT/<method>/fold<k>/``, and the
+    merged ``OUT/combinations.csv`` / ``combinations_summary.csv``.
+
+    Parameters
+    ----------
+    config
+        Run configuration (its ``data.split`` val/test lists are replaced by the folds).
+    out_dir
+        Output folder.
+    folds
+        Number of folds; every sample (group) is in exactly one fold's test split.
+    method
+        Method name in the results (and the folder of its units).
+    seed
+        Seed of the fold shuffle; default the config's ``data.split.seed``, so every method
+        run with the same config seed gets the same folds.
+    case, case_seed
+        Heterogeneous training panels (Cases 1-6) and the seed of their shuffle.
+    epochs
+        Override ``train.epochs``.
+    tile_size, batch_size
+        Evaluation tiles.
+    log
+        Where progress lines go.
+
+    Returns
+    -------
+    list of dict
+        Long-table rows of all folds (see :mod:`.results`).
+    """
+    if epochs is not None:
+        config = config.model_copy(deep=True)
+        config.train.epochs = epochs
+    scorer = CombinationScorer(method=method, tile_size=tile_size, batch_size=batch_size)
+    rows = run_crossval({method: config}, out_dir, scorer, folds=folds,
+                        seed=config.data.split.seed if seed is None else seed, case=case, case_seed=case_seed,
+                        progress=progress, log=log)
     write_tables(rows, out_dir)
     return rows

@@ -36,7 +36,6 @@ marker occurs). For K = 5: Case 1 5/31, 2 10/31, 3 20/31, 4 30/31, 5 13/31, 6 19
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fluoseg.config import read_yaml
+from fluoseg.config import RunConfig, read_yaml
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.errors import FluosegError
+from fluoseg.io import atomic_path
 from fluoseg.markers import MarkerPanel
 
 CASES: dict[int, str] = {
@@ -184,16 +184,10 @@ def write_manifest_with_available(manifest: str | Path, available: Mapping[str, 
         # A per-sample 'available' wins over the mapping in the reader, so it is set there too.
         if isinstance(entry, dict) and "image" in entry and _entry_id(entry) in available:
             entry["available"] = list(available[_entry_id(entry)])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.partial")
     header = "".join(f"# {line}\n" for line in (comment or "").splitlines())
-    temporary.write_text(header + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    try:
-        load_manifest(temporary)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, out)
+    with atomic_path(out, overwrite=True) as temporary:
+        temporary.write_text(header + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        load_manifest(temporary)  # relative paths must still resolve from the new folder
     return out
 
 
@@ -227,3 +221,8 @@ def make_case_manifest(manifest: str | Path, case: int, out: str | Path, *, seed
                f"Case {case}: {CASES[case]}")
     write_manifest_with_available(manifest, assignment, out, overwrite=overwrite, comment=comment)
     return assignment, ub_ratio(assignment.values(), data.markers)
+
+
+def panel_of(config: RunConfig, manifest: Manifest) -> MarkerPanel:
+    """The marker panel a run of ``config`` would have (``data.markers``, else every marker of the manifest)."""
+    return MarkerPanel(config.data.markers or list(manifest.markers))

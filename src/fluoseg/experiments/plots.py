@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,15 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fluoseg.io import atomic_path
+
 
 def _save(figure: Figure, path: str | Path) -> Path:
     """Render to PNG atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    temporary = path.with_name(f".{path.name}.partial")
-    figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
-    os.replace(temporary, path)
+    with atomic_path(path, overwrite=True) as temporary:
+        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
     return path
 
 

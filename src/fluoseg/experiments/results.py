@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.metrics.semantic import f1_score
+from fluoseg.io import write_csv_atomically
+from fluoseg.metrics.semantic import ALL_IMAGES, f1_score
 
 RESULT_FIELDS = ("method", "class", "combination", "markers", "n_markers", "fold", "sample", "tp", "fp", "fn", "f1")
 """Columns of the long results table, in file order."""
@@ -35,7 +35,7 @@ RESULT_FIELDS = ("method", "class", "combination", "markers", "n_markers", "fold
 SUMMARY_FIELDS = ("method", "class", "combination", "markers", "n_markers", "n", "mean_f1", "sd_f1")
 """Columns of the per-combination summary."""
 
-POOLED_SAMPLE = "ALL"
+POOLED_SAMPLE = ALL_IMAGES
 """Sample name of rows whose counts are summed over the test samples of a fold."""
 
 _INTEGER_FIELDS = ("n_markers", "fold", "tp", "fp", "fn")
@@ -57,16 +57,7 @@ def combination_sort_key(row: dict[str, Any]) -> tuple[int, str]:
 
 def write_csv(rows: Iterable[dict[str, Any]], path: str | Path, fields: Sequence[str] = RESULT_FIELDS) -> Path:
     """Write rows atomically (temporary file, then rename), so a killed run never leaves half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _format(row.get(k)) for k in fields})
-    os.replace(temporary, path)
-    return path
+    return write_csv_atomically(path, [{k: _format(row.get(k)) for k in fields} for row in rows], fields=fields)
 
 
 def _format(value: Any) -> Any:

@@ -9,29 +9,17 @@ random state, so the result equals an uninterrupted run).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fluoseg.config import RunConfig, config_to_dict
 from fluoseg.data.split import Split
 from fluoseg.errors import FluosegError
+from fluoseg.io import write_json_atomically
 
 TRAINED = "trained.json"
 """Record a finished training run leaves in its run directory."""
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
 
 
 def read_json(path: str | Path) -> Any:
@@ -93,15 +81,5 @@ def train_unit(config: RunConfig, run_dir: str | Path, *, split: Split, progress
     started = time.perf_counter()
     Trainer(config, run_dir, split=split, progress=progress).run(resume=resume, overwrite=not resume)
     record = {**expected, "seconds": round(time.perf_counter() - started, 3), "resumed": resume}
-    write_json(run_dir / TRAINED, record)
+    write_json_atomically(run_dir / TRAINED, record)
     return record
-
-
-def run_split(run_dir: str | Path) -> dict[str, list[str]]:
-    """The train/val/test sample ids a run directory was trained with (from its ``config.yaml``)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FluosegError("not a fluoseg run directory (no config.yaml); train one with 'fluoseg train'",
-                           path=run_dir)
-    split = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("split") or {}
-    return {role: list(split.get(role) or []) for role in ("train", "val", "test")}

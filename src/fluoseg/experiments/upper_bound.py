@@ -34,7 +34,7 @@ from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.split import Split, kfold_splits, split_samples
 from fluoseg.errors import FluosegError
 from fluoseg.experiments.combinations import evaluate_combinations
-from fluoseg.experiments.panels import total_combinations, trainable_combinations, write_manifest_with_available
+from fluoseg.experiments.panels import panel_of, total_combinations, trainable_combinations, write_manifest_with_available
 from fluoseg.experiments.results import read_results, write_csv, write_tables
 from fluoseg.experiments.runs import fold_name, train_unit
 from fluoseg.markers import MarkerPanel
@@ -114,11 +114,6 @@ def fold_splits(config: RunConfig, manifest: Manifest, folds: int | None) -> lis
         return kfold_splits(manifest.samples, folds=folds, seed=s.seed)
     return [split_samples(manifest.samples, val=s.val, test=s.test, val_fraction=s.val_fraction,
                           test_fraction=s.test_fraction, seed=s.seed)]
-
-
-def panel_of(config: RunConfig, manifest: Manifest) -> MarkerPanel:
-    """The marker panel a run of ``config`` would have."""
-    return MarkerPanel(config.data.markers or list(manifest.markers))
 
 
 def has_all(manifest: Manifest, sample_id: str, combination: Sequence[str]) -> bool:

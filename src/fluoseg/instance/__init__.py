@@ -4,7 +4,7 @@
   3-class border map, the U-Net weight map of Ronneberger et al., the ISL distance map.
 * :mod:`fluoseg.instance.postprocess` — network outputs -> label images: threshold +
   connected components, border classes + watershed, distance h-maxima + watershed.
-* :mod:`fluoseg.instance.scale` — Kromp et al.'s rescaling to an equal mean object size.
+* :mod:`fluoseg.instance.scale` — object diameters and Kromp et al.'s scale factor to an equal mean object size.
 
 Only numpy, scipy and scikit-image are used (no torch).
 """
@@ -16,11 +16,7 @@ from fluoseg.instance.scale import (
     estimate_diameter_from_labels,
     mean_object_diameter,
     object_diameters,
-    rescale_image,
-    rescale_labels,
-    restore_shape,
     scale_factor,
-    scaled_shape,
 )
 from fluoseg.instance.targets import (
     BACKGROUND,
@@ -45,10 +41,6 @@ __all__ = [
     "labels_from_threshold",
     "mean_object_diameter",
     "object_diameters",
-    "rescale_image",
-    "rescale_labels",
-    "restore_shape",
     "scale_factor",
-    "scaled_shape",
     "unet_weight_map",
 ]

@@ -11,7 +11,7 @@ tifffile, zarr, h5py and Pillow are imported when a file of their format is used
 
 from __future__ import annotations
 
-from fluoseg.io._atomic import write_csv_atomically, write_text_atomically
+from fluoseg.io._atomic import atomic_path, write_csv_atomically, write_json_atomically, write_text_atomically
 from fluoseg.io._lazy import LazyView, StackedChannels
 from fluoseg.io._read import ImageData, check_finite, read_image, read_labels, read_mask
 from fluoseg.io._registry import (
@@ -36,6 +36,7 @@ del _fmt
 
 __all__ = [
     "ImageData",
+    "atomic_path",
     "ImageFormat",
     "LazyView",
     "OutputArray",
@@ -55,5 +56,6 @@ __all__ = [
     "write_hdf5_sample",
     "write_csv_atomically",
     "write_image",
+    "write_json_atomically",
     "write_text_atomically",
 ]

@@ -9,10 +9,12 @@ place with one rename on the same file system.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,23 +92,50 @@ def commit(tmp: Path, path: Path, overwrite: bool) -> Path:
 
 def write_text_atomically(path: Path, text: str) -> Path:
     """Write a small text file (config, JSON, table) so readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    with atomic_path(path, overwrite=True) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
-def write_csv_atomically(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows as CSV atomically; columns in order of first appearance (``empty`` if none)."""
+def write_csv_atomically(path: Path, rows: Sequence[dict[str, Any]], *, fields: Sequence[str] | None = None) -> Path:
+    """Write rows as CSV atomically.
+
+    Columns are ``fields`` (keys of a row outside them are left out), else every key in
+    order of first appearance (``empty`` when there are no rows).
+    """
+    columns = list(fields) if fields is not None else list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
+    with atomic_path(path, overwrite=True) as temporary:
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; committed by rename when the block succeeds.
+
+    Any exception inside the block (a full disk, Ctrl-C) removes the temporary and leaves an
+    existing ``path`` untouched. Works for any writer that takes a path, e.g.
+    ``with atomic_path(p, overwrite=True) as tmp: torch.save(state, tmp)``.
+
+    Raises
+    ------
+    FluosegError
+        When ``path`` exists and ``overwrite`` is False.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
-    return path
+    refuse_existing(path, overwrite)
+    temporary = temporary_sibling(path)
+    try:
+        yield temporary
+    except BaseException:
+        remove(temporary)
+        raise
+    commit(temporary, path, overwrite)
+
+
+def write_json_atomically(path: Path, data: Any) -> Path:
+    """Write a JSON record (indented) atomically."""
+    return write_text_atomically(path, json.dumps(data, indent=1))

@@ -1,10 +1,7 @@
 """The training loop: patches in, checkpoints and a metrics table out, resumable.
 
-Run directory layout::
-
-    RUN_DIR/config.yaml      resolved configuration
-    RUN_DIR/run.json         member networks (one joint model, or one per class)
-    RUN_DIR/<member>/metrics.csv, best.pt, last.pt
+A run directory (:class:`fluoseg.run.RunDir`) gets the resolved config, the member index,
+a ``train.log``, and per member network ``best.pt``, ``last.pt`` and ``metrics.csv``.
 
 ``last.pt`` is written atomically at the end of every epoch with the model, optimiser,
 learning-rate schedule, epoch, best selection value and every random-number-generator
@@ -20,35 +17,35 @@ samples, see :meth:`Trainer.validate`), the learning rate ``lr`` used in the epo
 
 from __future__ import annotations
 
-import csv
-import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
-from fluoseg.config import RunConfig, config_to_dict
+from fluoseg.config import RunConfig, config_to_dict, upgrade_config_dict
 from fluoseg.data.augment import Augmenter
 from fluoseg.data.dataset import PatchSampler, PreparedSample, prepare_sample
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.split import Split, split_samples
 from fluoseg.device import resolve_device, set_threads
 from fluoseg.errors import FluosegError
-from fluoseg.infer import RUN_INDEX, make_batch_predictor
-from fluoseg.io import write_csv_atomically, write_text_atomically
 from fluoseg.markers import MarkerPanel
-from fluoseg.models import build_model, model_spec
-from fluoseg.tasks import InstanceTask, RegressionTask, SemanticTask, Task
-from fluoseg.tiling import geometry_for, predict_tiled
-from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
+from fluoseg.models import model_names
+from fluoseg.predictor import make_batch_predictor
+from fluoseg.run import Checkpoint, ModelSpec, Preprocessing, RunDir, TrainingState
+from fluoseg.tasks import Task, make_task
+from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 from fluoseg.train.optim import build_optimizer, build_schedule
 from fluoseg.train.transfer import transfer_weights
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,15 +63,23 @@ def plan_members(classes: Sequence[str], class_mode: str) -> list[MemberPlan]:
     return [MemberPlan(name="model", classes=tuple(classes))]
 
 
-def make_task(config: RunConfig, classes: Sequence[str]) -> Task:
-    """The task a config describes, for the classes of one member network."""
-    if config.task == "instance":
-        return InstanceTask(**config.instance.model_dump(), weight_eps=config.train.weight_eps)
-    if config.task == "regression":
-        return RegressionTask(config.regression.targets, loss=config.regression.loss,
-                              normalization=config.preprocess.normalization, percentiles=config.preprocess.percentiles)
-    return SemanticTask(classes, weight_eps=config.train.weight_eps, loss=config.train.loss,
-                        loss_options=config.train.loss_options)
+def check_names(config: RunConfig, classes: Sequence[str] = ("objects",)) -> Task:
+    """Check the registry names of a config (model, loss, instance method) and build its task.
+
+    The config schema holds these names as strings (loading a YAML file imports no torch);
+    this is where they are checked, before any data is read.
+
+    Raises
+    ------
+    FluosegError
+        Naming the config file, the key and the accepted names.
+    """
+    try:
+        if config.model.name not in model_names():
+            raise FluosegError(f"model.name: unknown model {config.model.name!r}; available: {model_names()}")
+        return make_task(config, classes)
+    except FluosegError as error:
+        raise FluosegError(error.message, path=config.source or error.path) from None
 
 
 def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPanel, tuple[str, ...]]:
@@ -105,6 +110,25 @@ def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPan
     return panel, classes
 
 
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Also write fluoseg's log records of this block to ``path`` (the run's ``train.log``)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    package = logging.getLogger("fluoseg")
+    previous = package.level
+    package.addHandler(handler)
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+        handler.close()
+
+
 class Trainer:
     """Trains the networks of one run directory.
 
@@ -122,10 +146,11 @@ class Trainer:
 
     def __init__(self, config: RunConfig, run_dir: str | Path, *, split: Split | None = None, progress: bool = True) -> None:
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.directory = RunDir(run_dir)
         self.progress = progress
         self.manifest = load_manifest(config.data.manifest)
         self.panel, self.classes = resolve_vocabulary(config, self.manifest)
+        check_names(config, self.classes)
         s = config.data.split
         self.split = split or split_samples(self.manifest.samples, val=s.val, test=s.test, val_fraction=s.val_fraction,
                                             test_fraction=s.test_fraction, seed=s.seed)
@@ -141,6 +166,10 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         set_threads(config.train.num_threads)
 
+    @property
+    def run_dir(self) -> Path:
+        return self.directory.path
+
     def prepare(self, ids: Sequence[str], task: Task) -> list[PreparedSample]:
         """Read and prepare the samples with the given ids."""
         p = self.config.preprocess
@@ -152,40 +181,23 @@ class Trainer:
 
     def run(self, *, resume: bool = False, overwrite: bool = False) -> Path:
         """Train every member network; returns the run directory."""
-        self._claim_run_dir(resume=resume, overwrite=overwrite)
         members = plan_members(self.classes, self.config.train.class_mode)
-        for member in members:
-            self.train_member(member, resume=resume)
-        return self.run_dir
-
-    def _claim_run_dir(self, *, resume: bool, overwrite: bool) -> None:
-        config_path = self.run_dir / "config.yaml"
         resolved = config_to_dict(self.config)
         resolved["split"] = {"train": list(self.split.train), "val": list(self.split.val), "test": list(self.split.test)}
-        if resume:
-            if not config_path.is_file():
-                raise FluosegError("nothing to resume: no config.yaml here; start without --resume", path=self.run_dir)
-            previous = _with_new_defaults(yaml.safe_load(config_path.read_text()), resolved)
-            if previous != resolved:
-                raise FluosegError("the configuration differs from the one this run started with; "
-                                   "resume with the same config or start a new run", path=self.run_dir)
-            return
-        if self.run_dir.exists() and any(self.run_dir.iterdir()) and not overwrite:
-            raise FluosegError("run directory exists and is not empty; pass --resume to continue it or --overwrite to replace it",
-                               path=self.run_dir)
-        if self.run_dir.exists() and overwrite:
-            for stale in (RUN_INDEX, "config.yaml"):
-                (self.run_dir / stale).unlink(missing_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(config_path, yaml.safe_dump(resolved, sort_keys=False))
-        members = plan_members(self.classes, self.config.train.class_mode)
-        write_text_atomically(self.run_dir / RUN_INDEX, json.dumps({"members": [m.name for m in members]}, indent=1))
+        self.directory.start(resolved, [m.name for m in members], resume=resume, overwrite=overwrite,
+                       upgrade=upgrade_config_dict)
+        with _log_to(self.directory.path / RunDir.LOG):
+            logger.info("%s %s: %d training, %d validation samples; members %s", "resuming" if resume else "training",
+                        self.directory.path, len(self.split.train), len(self.split.val), [m.name for m in members])
+            for member in members:
+                self.train_member(member, resume=resume)
+            logger.info("finished %s", self.directory.path)
+        return self.directory.path
 
-    def train_member(self, member: MemberPlan, *, resume: bool = False) -> dict[str, Any]:
-        """Train one network; returns its final checkpoint state."""
+    def train_member(self, member: MemberPlan, *, resume: bool = False) -> Checkpoint:
+        """Train one network; returns its final checkpoint."""
         cfg = self.config.train
-        out_dir = self.run_dir / member.name
-        out_dir.mkdir(parents=True, exist_ok=True)
+        self.directory.member_dir(member.name).mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
 
@@ -193,13 +205,13 @@ class Trainer:
         train_samples = self.prepare(self.split.train, task)
         val_samples = self.prepare(self.split.val, task)
         task.fit([s.targets for s in train_samples])
-        model = build_model(self.config.model.name, in_channels=len(self.panel), out_channels=task.output_channels(),
-                            **self.config.model.options).to(self.device)
-        resuming = resume and (out_dir / "last.pt").is_file()
+        spec = ModelSpec(self.config.model.name, dict(self.config.model.options), len(self.panel), task.output_channels())
+        model = spec.build().to(self.device)
+        spec = ModelSpec.of(model)  # every option, defaults included
+        resuming = resume and self.directory.can_resume(member.name)
         if self.config.model.init_from is not None and not resuming:
             report = transfer_weights(model, self.config.model.init_from, task, head=self.config.model.init_head)
-            write_text_atomically(out_dir / "init_from.json",
-                                  json.dumps(dict(report.as_dict(), run=str(self.config.model.init_from)), indent=1))
+            report.write(self.directory.member_dir(member.name), source=self.config.model.init_from)
         # NHWC weights make the convolutions pick oneDNN/cuDNN's fast kernels (1.4x per training step
         # of the U-Net on 2 CPU cores); done before the first step so a resumed run trains alike.
         model.to(memory_format=torch.channels_last)
@@ -218,21 +230,24 @@ class Trainer:
         rows: list[dict[str, Any]] = []
         start_epoch, best_score = 1, -np.inf
         if resuming:
-            state = load_checkpoint(out_dir / "last.pt")
-            model.load_state_dict(state["model_state"])
-            optimizer.load_state_dict(state["optimizer_state"])
-            if "schedule_state" in state:  # checkpoints from before schedules have none (constant rate)
-                schedule.load_state_dict(state["schedule_state"])
-            torch.set_rng_state(state["torch_rng"])
-            rng.bit_generator.state = state["numpy_rng"]
-            start_epoch, best_score = state["epoch"] + 1, state["best_score"]
-            rows = [row for row in _read_metrics(out_dir / "metrics.csv") if int(row["epoch"]) <= state["epoch"]]
+            previous = self.directory.load(member.name, "last")
+            state = previous.training
+            if state is None:
+                raise FluosegError("last.pt holds no training state; start a new run", path=self.directory.path)
+            model.load_state_dict(previous.weights)
+            optimizer.load_state_dict(state.optimizer)
+            if state.schedule is not None:  # checkpoints from before schedules have none (constant rate)
+                schedule.load_state_dict(state.schedule)
+            torch.set_rng_state(state.torch_rng)
+            rng.bit_generator.state = state.numpy_rng
+            start_epoch, best_score = state.epoch + 1, state.best_score
+            rows = [row for row in self.directory.metrics(member.name) if int(row["epoch"]) <= state.epoch]
+            logger.info("%s: resuming after epoch %d", member.name, state.epoch)
 
-        state: dict[str, Any] = {}
-        epochs = range(start_epoch, cfg.epochs + 1)
+        checkpoint = None
         bar = tqdm(total=cfg.epochs * cfg.steps_per_epoch, initial=(start_epoch - 1) * cfg.steps_per_epoch,
                    desc=f"train {member.name}", unit="step", disable=not self.progress, dynamic_ncols=True)
-        for epoch in epochs:
+        for epoch in range(start_epoch, cfg.epochs + 1):
             started = time.perf_counter()
             learning_rate = schedule.learning_rate
             model.train()
@@ -264,18 +279,30 @@ class Trainer:
                    "seconds": round(time.perf_counter() - started, 3)}
             rows.append(row)
             schedule.step(selection if val_samples else -float(np.mean(losses)))
-            state = self._state(model, optimizer, rng, member, task, geometry, epoch, best_score)
-            state["schedule_state"] = schedule.state_dict()
-            state["select_by"] = cfg.select_by
+            checkpoint = Checkpoint(
+                model=spec, weights=model.state_dict(), task=task.state(), markers=self.panel.names,
+                classes=member.classes, preprocess=self._preprocessing(),
+                geometry={"input_size": geometry.input_size, "output_size": geometry.output_size, "mode": geometry.mode},
+                training=TrainingState(optimizer=optimizer.state_dict(), epoch=epoch, best_score=float(best_score),
+                                       torch_rng=torch.get_rng_state(), numpy_rng=rng.bit_generator.state,
+                                       schedule=schedule.state_dict(), select_by=cfg.select_by))
             if improved:
-                save_checkpoint(state, out_dir / "best.pt")
-            save_checkpoint(state, out_dir / "last.pt")
-            _write_metrics(out_dir / "metrics.csv", rows)
+                self.directory.save(member.name, "best", checkpoint)
+            self.directory.save(member.name, "last", checkpoint)
+            _write_metrics(self.directory, member.name, rows)
+            logger.info("%s epoch %d/%d: train loss %.4f, val score %.4f, val loss %.4f, lr %.3g, %.1f s%s",
+                        member.name, epoch, cfg.epochs, row["train_loss"], score, val_loss, learning_rate,
+                        row["seconds"], " (best)" if improved else "")
         bar.close()
-        return state
+        return checkpoint if checkpoint is not None else self.directory.load(member.name, "last")
+
+    def _preprocessing(self) -> Preprocessing:
+        p = self.config.preprocess
+        return Preprocessing(normalization=p.normalization, percentiles=tuple(p.percentiles),
+                             pixel_size_um=p.pixel_size_um)
 
     def validate(self, model: torch.nn.Module, samples: Sequence[PreparedSample], task: Task,
-                 geometry: Any) -> dict[str, float]:
+                 geometry: TileGeometry) -> dict[str, float]:
         """Validation scores pooled over the samples, each predicted whole with tiling and decoded.
 
         Also returns ``"loss"``: the task's training loss of each whole validation sample,
@@ -302,26 +329,6 @@ class Trainer:
             losses.append(_whole_sample_loss(task, stitched[n_activated:], sample.targets))
         return {**task.score(counts), "loss": float(np.mean(losses))}
 
-    def _state(self, model, optimizer, rng, member, task, geometry, epoch, best_score) -> dict[str, Any]:
-        spec = model_spec(model)
-        return {
-            "model": {"name": spec["name"], "options": spec["options"], "in_channels": len(self.panel),
-                      "out_channels": task.output_channels()},
-            "task": task.state(),
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "markers": list(self.panel.names),
-            "classes": list(member.classes),
-            "preprocess": {"normalization": self.config.preprocess.normalization,
-                           "percentiles": list(self.config.preprocess.percentiles),
-                           "pixel_size_um": self.config.preprocess.pixel_size_um},
-            "geometry": {"input_size": geometry.input_size, "output_size": geometry.output_size, "mode": geometry.mode},
-            "epoch": epoch,
-            "best_score": float(best_score),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": rng.bit_generator.state,
-        }
-
 
 def _whole_sample_loss(task: Task, logits: np.ndarray, targets: dict[str, np.ndarray]) -> float:
     """The task's loss of stitched logits ``(O, [Z], Y, X)`` against a sample's whole targets.
@@ -338,35 +345,31 @@ def _whole_sample_loss(task: Task, logits: np.ndarray, targets: dict[str, np.nda
         return float(task.loss(batch_logits, batch_targets))
 
 
-def _with_new_defaults(previous: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
-    """A run's stored config with train keys added since it started filled in at their defaults.
-
-    A run started before a key existed was trained with that key's default behaviour, so it
-    resumes under a config that leaves the key at its default.
-    """
-    from fluoseg.config import TrainConfig
-
-    if not isinstance(previous, dict) or not isinstance(previous.get("train"), dict):
-        return previous
-    defaults = TrainConfig().model_dump(mode="json")
-    train = dict(previous["train"])
-    for key, value in resolved.get("train", {}).items():
-        if key not in train and value == defaults.get(key):
-            train[key] = value
-    return {**previous, "train": train}
-
-
-_write_metrics = write_csv_atomically  # a module attribute: tests patch it to simulate a kill
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+_write_metrics = RunDir.write_metrics  # a module attribute: tests patch it to simulate a kill
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> Path:
-    """Train a run from a validated config (the Python entry point behind ``fluoseg train``)."""
-    return Trainer(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)
+          progress: bool = True, split: Split | None = None) -> Path:
+    """Train a run from a validated config (the Python entry point behind ``fluoseg train``).
+
+    Parameters
+    ----------
+    config
+        Validated run configuration (:func:`fluoseg.config.load_config`).
+    run_dir
+        Run directory to create (or to continue with ``resume``).
+    resume
+        Continue an interrupted run from its ``last.pt`` checkpoints.
+    overwrite
+        Replace an existing, non-empty run directory.
+    progress
+        Show progress bars.
+    split
+        Sample ids per role; default from ``config.data.split``.
+
+    Returns
+    -------
+    pathlib.Path
+        The run directory.
+    """
+    return Trainer(config, run_dir, split=split, progress=progress).run(resume=resume, overwrite=overwrite)

@@ -26,19 +26,20 @@ other output channels (the distance map) stay fresh.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from fluoseg.config import HEAD_MODES
 from fluoseg.errors import FluosegError
-from fluoseg.infer import RUN_INDEX
+from fluoseg.io import write_json_atomically
+from fluoseg.run import RunDir
 from fluoseg.tasks import Task
-from fluoseg.train.checkpoint import load_checkpoint
 
-HEAD_MODES = ("auto", "fresh", "copy", "shifted-sigmoid")
+REPORT_FILE = "init_from.json"
+"""What :func:`transfer_weights` did, written into the member's folder of the new run."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class TransferReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"copied": self.copied, "total": self.total, "head": self.head, "shift": self.shift}
+
+    def write(self, folder: Path, *, source: Path) -> Path:
+        """Record the report (and the source run) as ``init_from.json`` in ``folder``."""
+        return write_json_atomically(Path(folder) / REPORT_FILE, dict(self.as_dict(), run=str(source)))
 
 
 def output_parameter_names(model: nn.Module) -> dict[str, nn.Conv2d]:
@@ -126,12 +131,11 @@ def transfer_weights(model: nn.Module, run_dir: Path, task: Task, *, head: str =
         If ``run_dir`` is not a run, no body tensor matches (another architecture), or ``head``
         cannot apply.
     """
-    index = Path(run_dir) / RUN_INDEX
-    members = json.loads(index.read_text())["members"] if index.is_file() else None
-    if not members:
-        raise FluosegError("init_from is not a fluoseg run directory (no run.json)", path=run_dir)
-    checkpoint = load_checkpoint(Path(run_dir) / members[0] / "best.pt")
-    source, source_task = checkpoint["model_state"], checkpoint.get("task", {})
+    if not (Path(run_dir) / RunDir.INDEX).is_file():
+        raise FluosegError(f"init_from is not a fluoseg run directory (no {RunDir.INDEX})", path=run_dir)
+    earlier = RunDir(run_dir)
+    checkpoint = earlier.load(earlier.members()[0], "best")
+    source, source_task = checkpoint.weights, checkpoint.task
     own = model.state_dict()
     heads = output_parameter_names(model)
     head_keys = {f"{prefix}.{p}" for prefix, layer in heads.items() for p, _ in layer.named_parameters()}

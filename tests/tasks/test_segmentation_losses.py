@@ -1,4 +1,4 @@
-"""Tests of fluoseg.train.segmentation_losses against hand-computed values."""
+"""Tests of fluoseg.tasks.segmentation_losses against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fluoseg.errors import FluosegError
-from fluoseg.train.segmentation_losses import (
+from fluoseg.tasks.segmentation_losses import (
     BCEDiceLoss,
     BCEWithLogits,
     DeepSupervisionLoss,

@@ -6,9 +6,11 @@ import shutil
 import pytest
 import yaml
 
-from fluoseg import crossval
-from fluoseg.crossval import nested_subsets, run_crossval
+from fluoseg.cli import main
 from fluoseg.errors import FluosegError
+from fluoseg.experiments import config_comparison
+from fluoseg.experiments.config_comparison import compare_configs as run_crossval
+from fluoseg.experiments.crossval import nested_subsets
 
 TINY = {"epochs": 1, "steps_per_epoch": 1}
 
@@ -68,8 +70,9 @@ def test_rerun_skips_finished_folds_and_rescoring_reuses_training(make_config, t
 
     monkeypatch.setattr(trainer.Trainer, "run", no_training)
     scored = []
-    original = crossval.score_job
-    monkeypatch.setattr(crossval, "score_job", lambda job, *a, **k: scored.append(job.fold) or original(job, *a, **k))
+    original = config_comparison.TestSetScorer.predict_and_score
+    monkeypatch.setattr(config_comparison.TestSetScorer, "predict_and_score",
+                        lambda self, unit, *a: scored.append(unit.fold) or original(self, unit, *a))
     lines = []
     run_crossval([config], out, folds=2, progress=False, log=lines.append)
     assert scored == [1] and sum("skipped" in line for line in lines) == 1
@@ -81,7 +84,7 @@ def test_other_folds_or_a_changed_config_are_refused(make_config, tmp_path):
     config = make_config("a.yaml", **TINY)
     out = tmp_path / "cv"
     run_crossval([config], out, folds=2, progress=False, log=lambda line: None)
-    with pytest.raises(FluosegError, match="another --folds"):
+    with pytest.raises(FluosegError, match="another folds"):
         run_crossval([config], out, folds=2, seed=1, progress=False, log=lambda line: None)
     with pytest.raises(FluosegError, match="differs"):
         run_crossval([make_config("a.yaml", learning_rate=0.5, **TINY)], out, folds=2, progress=False,
@@ -135,12 +138,6 @@ def test_instance_and_regression_metrics(tiny_nuclei_dataset, tiny_dataset, tmp_
 
 
 def test_command_line(make_config, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    crossval.add_crossval_parser(parser.add_subparsers())
-    args = parser.parse_args(["crossval", str(make_config("a.yaml", **TINY)), "--folds", "2", "--out",
-                              str(tmp_path / "cv"), "--seed", "1", "--quiet"])
-    assert args.func(args) == 0
+    assert main(["crossval", str(make_config("a.yaml", **TINY)), "--folds", "2", "--out", str(tmp_path / "cv"),
+                 "--seed", "1", "--quiet"]) == 0
     assert "# Cross-validation (2 folds)" in capsys.readouterr().out
-    args = parser.parse_args(["crossval", "a.yaml", "--folds", "2", "--out", "x", "--train-sizes", "1,ten"])
-    with pytest.raises(FluosegError, match="train-sizes"):
-        args.func(args)

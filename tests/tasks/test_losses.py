@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fluoseg.data.dataset import IGNORE_INDEX
-from fluoseg.train.losses import WeightedCrossEntropy, log_class_weights
+from fluoseg.tasks import IGNORE_INDEX
+from fluoseg.tasks.losses import WeightedCrossEntropy, log_class_weights
 
 
 def test_log_class_weights_formula():

@@ -23,7 +23,7 @@ Conventions shared by all of them, ``loss(logits, target, valid=None) -> scalar`
 - ``mode="softmax"``: mutually exclusive classes; ``target`` ``(N, H, W)`` holds class
   indices ``0..C-1``.
 - Excluded pixels: target value ``ignore_index`` (-1, fluoseg's outside-the-image label,
-  :data:`fluoseg.data.dataset.IGNORE_INDEX`), and pixels where the optional ``valid`` mask
+  :data:`fluoseg.tasks.base.IGNORE_INDEX`), and pixels where the optional ``valid`` mask
   ``(N, [1|C,] H, W)`` is 0. They contribute nothing to the value or the gradient.
 - ``logits`` may be a list of tensors (U-Net++ deep supervision): the loss is the mean of
   the per-output losses. :class:`DeepSupervisionLoss` does the same for any other loss.
@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fluoseg.data.dataset import IGNORE_INDEX
 from fluoseg.errors import FluosegError
 from fluoseg.models.registry import Registry
+from fluoseg.tasks.base import IGNORE_INDEX
 
 T = TypeVar("T", bound=type)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fluoseg.errors import FluosegError
-from fluoseg.train.checkpoint import load_checkpoint, save_checkpoint
+from fluoseg.run import read_checkpoint_dict as load_checkpoint, write_checkpoint_dict as save_checkpoint
 
 
 def test_round_trip_with_safe_loading(tmp_path):

@@ -1,7 +1,6 @@
 """``fluoseg experiment ...``: the MS-ME paper's experiments from the command line.
 
-:func:`add_experiment_parser` is the only thing :mod:`fluoseg.cli` imports from here; the
-commands load their modules (and torch) only when they run.
+The commands load their modules (and torch) only when they run.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import fluoseg.cli._args as _args
 
-def _names(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+_positive = _args.positive_int
 
 
 def _load_config(path: str, device: str) -> Any:
@@ -22,16 +21,6 @@ def _load_config(path: str, device: str) -> Any:
     if device != "auto":
         config.train.device = device
     return config
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def cmd_upper_bound(args: argparse.Namespace) -> int:
@@ -53,7 +42,7 @@ def cmd_combinations(args: argparse.Namespace) -> int:
     from fluoseg.experiments.combinations import evaluate_run
     from fluoseg.experiments.results import mean_table
 
-    rows = evaluate_run(args.run_dir, args.data, args.out, sample_ids=_names(args.samples), fold=args.fold,
+    rows = evaluate_run(args.run_dir, args.data, args.out, sample_ids=args.samples, fold=args.fold,
                         method=args.method, checkpoint=args.checkpoint, device=args.device, tile_size=args.tile_size,
                         batch_size=args.batch_size, progress=not args.quiet)
     for (method, class_name), (mean, sd, n) in mean_table(rows).items():
@@ -66,7 +55,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fluoseg.experiments.compare import compare_results, format_tests
 
     found = compare_results(args.results, args.reference, args.out, unit=args.unit,
-                            marker_effects=_names(args.marker_effect) or (), plot=not args.no_plot)
+                            marker_effects=args.marker_effect or (), plot=not args.no_plot)
     print(format_tests(found["tests"]))
     for e in found["effects"]:
         print(f"{e['method']:<12}{e['class']:<14} with {e['marker']}: {e['mean_with']:.4f} (n={e['n_with']}), "
@@ -79,7 +68,7 @@ def cmd_panels(args: argparse.Namespace) -> int:
     from fluoseg.experiments.panels import CASES, make_case_manifest
 
     assignment, (n_ub, n_total) = make_case_manifest(args.manifest, args.case, args.out, seed=args.seed,
-                                                     sample_ids=_names(args.samples), overwrite=args.overwrite)
+                                                     sample_ids=args.samples, overwrite=args.overwrite)
     print(f"case {args.case}: {CASES[args.case]}")
     for sample_id, markers in assignment.items():
         print(f"  {sample_id}: {', '.join(markers)}")
@@ -90,13 +79,13 @@ def cmd_panels(args: argparse.Namespace) -> int:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    from fluoseg.experiments.crossval import run_crossval
+    from fluoseg.experiments.combinations import crossval_combinations
     from fluoseg.experiments.results import mean_table
 
     config = _load_config(args.config, args.device)
-    rows = run_crossval(config, args.out, folds=args.folds, method=args.method or Path(args.config).stem,
-                        case=args.case, case_seed=args.case_seed, epochs=args.epochs, tile_size=args.tile_size,
-                        batch_size=args.batch_size, progress=not args.quiet)
+    rows = crossval_combinations(config, args.out, folds=args.folds, method=args.method or Path(args.config).stem,
+                                 seed=args.seed, case=args.case, case_seed=args.case_seed, epochs=args.epochs,
+                                 tile_size=args.tile_size, batch_size=args.batch_size, progress=not args.quiet)
     for (method, class_name), (mean, sd, n) in mean_table(rows).items():
         print(f"{method:<12}{class_name:<14} mean F1 {mean:.4f} (sd {sd:.4f}, n={n})")
     print(f"results: {Path(args.out) / 'combinations.csv'}")
@@ -116,16 +105,16 @@ def cmd_me_analysis(args: argparse.Namespace) -> int:
 
 def _add_execution(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("execution")
-    group.add_argument("--tile-size", type=_positive, help="network input tile size for evaluation (default 572)")
-    group.add_argument("--batch-size", type=_positive, default=1, help="tiles per forward pass")
-    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the network runs")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    _args.add_tiles(group, "evaluation")
+    _args.add_device(group)
+    _args.add_verbosity(group)
 
 
-def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
+def add_parser(sub: Any) -> None:
     """Add ``experiment`` and its subcommands to the subparsers ``sub`` of the main CLI."""
     parser = sub.add_parser("experiment", help="marker-combination experiments of the MS-ME paper")
-    commands = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    commands = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT",
+                                     parser_class=_args.Parser)
 
     p = commands.add_parser("upper-bound", help="one network per trainable marker combination (UB)")
     p.add_argument("config", help="run configuration (YAML); its network becomes the UB network (MZ, no attention)")
@@ -144,10 +133,10 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run directory written by 'fluoseg train'")
     p.add_argument("--data", required=True, help="dataset manifest holding the test samples")
     p.add_argument("--out", required=True, help="output folder (combinations.csv, combinations_summary.csv)")
-    p.add_argument("--samples", help="comma-separated sample ids (default: the run's test split)")
+    p.add_argument("--samples", type=_args.names, help="comma-separated sample ids (default: the run's test split)")
     p.add_argument("--fold", type=int, default=0, help="fold number written into the results")
     p.add_argument("--method", help="method name written into the results (default: the run folder's name)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
     _add_execution(p)
     p.set_defaults(func=cmd_combinations)
 
@@ -157,7 +146,7 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for tables and boxplots")
     p.add_argument("--unit", choices=("sample", "fold"), default="sample",
                    help="pair per sample, or per fold with counts pooled over its test samples (the paper's unit)")
-    p.add_argument("--marker-effect", help="comma-separated markers: F1 of combinations with vs without each "
+    p.add_argument("--marker-effect", type=_args.names, help="comma-separated markers: F1 of combinations with vs without each "
                    "(Mann-Whitney U)")
     p.add_argument("--no-plot", action="store_true", help="tables only")
     p.set_defaults(func=cmd_compare)
@@ -167,7 +156,8 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--case", type=int, required=True, choices=range(1, 7), metavar="{1..6}", help="which case")
     p.add_argument("--out", required=True, help="manifest to write (a copy with 'available' per sample)")
     p.add_argument("--seed", type=int, default=0, help="shuffle of samples to panels")
-    p.add_argument("--samples", help="comma-separated samples receiving panels (the training samples; default all)")
+    p.add_argument("--samples", type=_args.names,
+                   help="comma-separated samples receiving panels (the training samples; default all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output manifest")
     p.set_defaults(func=cmd_panels)
 
@@ -176,6 +166,7 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (resumable: finished folds are skipped)")
     p.add_argument("--folds", type=_positive, default=4, help="number of folds (default 4)")
     p.add_argument("--method", help="method name in the results (default: the config file's name)")
+    p.add_argument("--seed", type=int, help="seed of the fold shuffle (default: the config's data.split.seed)")
     p.add_argument("--case", type=int, choices=range(1, 7), metavar="{1..6}",
                    help="train with the heterogeneous panels of this case, reshuffled per fold")
     p.add_argument("--case-seed", type=int, default=0, help="seed of the case's shuffle (fold k uses seed + k)")
@@ -186,8 +177,7 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     p = commands.add_parser("me-analysis", help="recalibration strength of Marker Excite layers (Supp. Fig. 6)")
     p.add_argument("run_dir", help="run directory of a model with Marker Excite attention")
     p.add_argument("--out", required=True, help="output folder (me_layers.csv, me_layers.png)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default best)")
     p.add_argument("--no-plot", action="store_true", help="table only")
     p.set_defaults(func=cmd_me_analysis)
-    return parser
 

@@ -138,17 +138,3 @@ def test_instance_train_predict_evaluate(tiny_nuclei_dataset, tmp_path, method, 
     names = {r["metric"] for r in rows}
     assert {"precision", "recall", "f1", "accuracy", "mean_matched_iou", "pq", "aji", "us_rate", "os_rate"} <= names
     assert any(r["image"] == "ALL" and r["metric"] == "f1" and r["threshold"] == "0.5" for r in rows)
-
-
-def test_diameter_option_parsing():
-    from fluoseg.cli import _diameter, _tta
-    from fluoseg.errors import FluosegError
-
-    assert _diameter(None) is None and _diameter("auto") == "auto"
-    assert _diameter("12") == 12.0 and _diameter("6.5um") == "6.5um"
-    for bad in ("-3", "big", "0um"):
-        with pytest.raises(FluosegError, match="--diameter"):
-            _diameter(bad)
-    assert _tta(None) is False and _tta("all") is True and _tta("0,4") == [0, 4]
-    with pytest.raises(FluosegError, match="--tta"):
-        _tta("x")

@@ -1,0 +1,7 @@
+"""``python -m fluoseg``: the command line."""
+
+import sys
+
+from fluoseg.cli.main import main
+
+sys.exit(main())

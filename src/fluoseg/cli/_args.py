@@ -1,0 +1,125 @@
+"""Argument helpers shared by every command: value types, option groups, errors and logging.
+
+Every value is checked by argparse before a command loads data or a model, and a bad value
+is one line on stderr with exit status 2 (:class:`Parser`), like every other user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import NoReturn
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``fluoseg CMD: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def tile_size(text: str) -> int:
+    """A network input tile size: an integer of at least 8 pixels."""
+    value = positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"tile sizes start at 8 pixels, got {value}")
+    return value
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of names (``a,b,c``), at least one."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names such as a,b; got {text!r}")
+    return items
+
+
+def integers(text: str) -> list[int]:
+    """A comma-separated list of positive integers (``1,10,50``)."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,10,50; got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def tta(text: str) -> bool | list[int]:
+    """``all`` (the 8 flips/rotations) or symmetry indices 0-7 such as ``0,4``."""
+    if text == "all":
+        return True
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tta takes 'all' or symmetry indices 0-7 such as 0,2,4; got {text!r}") from None
+    if not values or any(not 0 <= v <= 7 for v in values):
+        raise argparse.ArgumentTypeError(f"--tta symmetry indices must lie in 0-7, got {text!r}")
+    return values
+
+
+def diameter(text: str) -> float | str:
+    """``--diameter``: pixels (``12``), micrometres (``6.5um``, kept as ``"6.5um"``) or ``auto``."""
+    if text == "auto":
+        return text
+    number = text[:-2] if text.endswith("um") else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--diameter must be pixels (12), micrometres (6.5um) or 'auto', "
+                                         f"got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--diameter must be a positive size, got {text}")
+    return f"{value}um" if text.endswith("um") else value
+
+
+def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the network runs (auto: a CUDA GPU when present)")
+
+
+def add_threads(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for the network (default: torch's choice)")
+
+
+def add_tiles(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "prediction") -> None:
+    parser.add_argument("--tile-size", type=tile_size, help=f"network input tile size for {what} (default 572, "
+                        "rounded to one the network accepts)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="tiles per forward pass (default 1)")
+
+
+def add_verbosity(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", "-v", action="count", default=0,
+                        help="log what happens (-v: steps, -vv: details) on stderr")
+
+
+def add_overwrite(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "existing outputs") -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def configure_logging(verbose: int) -> None:
+    """Send fluoseg's log records to stderr: warnings by default, more with ``-v``/``-vv``."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    package = logging.getLogger("fluoseg")
+    package.setLevel(level)
+    if not any(getattr(h, "_fluoseg_cli", False) for h in package.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fluoseg: %(message)s"))
+        handler._fluoseg_cli = True  # type: ignore[attr-defined]
+        package.addHandler(handler)

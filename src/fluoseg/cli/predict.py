@@ -1,0 +1,73 @@
+"""``fluoseg predict``: segment image files (or folders of them) with a trained run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import fluoseg.cli._args as _args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="segment images with a trained run",
+                       description="Segment images of any size with any subset of the trained markers. Each input "
+                       "NAME gives OUT/NAME.tif (masks, labels or predicted channels); existing outputs are kept "
+                       "unless --overwrite is given.")
+    p.add_argument("run_dir", help="run directory written by 'fluoseg train'")
+    p.add_argument("images", nargs="+", help="image files or folders of them (TIFF, OME-TIFF, PNG, NPY, Zarr, HDF5)")
+    p.add_argument("--out", required=True, help="output folder")
+    inputs = p.add_argument_group("input channels")
+    inputs.add_argument("--markers", type=_args.names, help="comma-separated markers to use (a subset of the trained "
+                        "ones); names the channels of files without channel names")
+    inputs.add_argument("--channel-names", type=_args.names,
+                        help="comma-separated marker name of every channel, in file order")
+    inputs.add_argument("--axes", help="axis order of the files, e.g. CYX, YXC, CZYX (default: from metadata)")
+    outputs = p.add_argument_group("output")
+    outputs.add_argument("--format", choices=("tif", "zarr"), default="tif",
+                         help="output format (zarr streams large images)")
+    outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    _args.add_overwrite(outputs)
+    outputs.add_argument("--diameter", type=_args.diameter,
+                         help="instance models trained with scale normalisation: mean object diameter in these "
+                         "images, in pixels (12) or micrometres (6.5um, needs the pixel size in the file), or "
+                         "'auto' to estimate it from a first pass")
+    execution = p.add_argument_group("execution")
+    _args.add_tiles(execution)
+    execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
+                           help="test-time augmentation: average over all 8 flips/rotations, or over the listed "
+                           "symmetry indices (e.g. --tta 0,4)")
+    execution.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                           help="which checkpoint of the run to use (default best)")
+    _args.add_threads(execution)
+    _args.add_device(execution)
+    _args.add_verbosity(execution)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from fluoseg.device import set_threads
+    from fluoseg.infer import PredictOptions, Segmenter
+    from fluoseg.io import read_image
+    from fluoseg.predict import check_writable, expand_inputs, output_paths, predict_file
+
+    images = expand_inputs(args.images)
+    out_dir = Path(args.out)
+    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities)
+    check_writable(paths, overwrite=args.overwrite)
+    for image in images:  # fail on an unreadable input before the model is loaded
+        read_image(image, axes=args.axes, lazy=True)
+    set_threads(args.threads)
+    segmenter = Segmenter.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    diameter_um = float(args.diameter[:-2]) if isinstance(args.diameter, str) and args.diameter.endswith("um") else None
+    options = PredictOptions(
+        markers=segmenter.panel.parse(args.markers) if args.markers else None, tile_size=args.tile_size,
+        batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
+        diameter=None if diameter_um is not None else args.diameter)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
+        written = predict_file(segmenter, image, target, options, channel_names=args.channel_names, axes=args.axes,
+                               diameter_um=diameter_um, overwrite=args.overwrite)
+        print(f"{image} -> {written}")
+    return 0

@@ -1,0 +1,35 @@
+"""``fluoseg train``: train a model from a YAML config into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+import fluoseg.cli._args as _args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train the network(s) a run configuration describes. The run directory gets the "
+                       "resolved config, train.log, and per network best.pt, last.pt and metrics.csv.")
+    p.add_argument("config", help="run configuration (YAML)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    _args.add_overwrite(p, "an existing run directory")
+    p.add_argument("--epochs", type=_args.positive_int, help="override train.epochs")
+    _args.add_device(p)
+    _args.add_verbosity(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fluoseg.config import load_config
+    from fluoseg.train.trainer import train
+
+    config = load_config(args.config)
+    if args.device != "auto":
+        config.train.device = args.device
+    if args.epochs is not None:
+        config.train.epochs = args.epochs
+    run_dir = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"trained: {run_dir}")
+    return 0

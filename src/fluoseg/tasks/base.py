@@ -1,0 +1,110 @@
+"""The :class:`Task` interface: what a network learns and how its outputs become results.
+
+A task turns a sample's annotation into per-pixel training targets, computes the training
+loss, activates logits into the maps that tiling averages, decodes those maps into the final
+result (masks, labels, intensities) and scores validation predictions. The trainer, the
+tiling and the predictor are the same for every task; only a task knows its targets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fluoseg.data.sample import Sample
+
+IGNORE_INDEX = -1
+"""Target value of pixels that carry no annotation (outside the image); excluded from every loss."""
+
+
+class Task(ABC):
+    """Interface of a learning task.
+
+    Class attributes
+    ----------------
+    name
+        Registry name stored in checkpoints (``semantic``, ``instance``, ``regression``).
+    annotation_kind
+        ``"mask"``, ``"labels"`` or ``"image"``: what :meth:`read_annotation` returns, and so
+        how an annotation is resampled.
+    fill
+        Value of each target outside the image (ignored by the loss).
+    """
+
+    name: str
+    annotation_kind: str
+    fill: dict[str, float]
+
+    @property
+    def target_diameter(self) -> float | None:
+        """Object diameter (pixels) every image is rescaled to, or ``None`` for no scale normalisation."""
+        return None
+
+    @property
+    def ignored_channels(self) -> tuple[str, ...]:
+        """Image channels that are never network inputs (e.g. in-silico-labelling targets)."""
+        return ()
+
+    @abstractmethod
+    def output_channels(self) -> int:
+        """Number of logit channels the network needs."""
+
+    @abstractmethod
+    def activated_channels(self) -> int:
+        """Channels of :meth:`activate`'s output (what tiling averages)."""
+
+    @abstractmethod
+    def read_annotation(self, sample: Sample, spatial_shape: tuple[int, ...]) -> np.ndarray:
+        """The sample's raw annotation: class masks ``(n, ...)``, instance labels ``(...)`` or target channels."""
+
+    @abstractmethod
+    def make_targets(self, annotation: np.ndarray, *, source: Any = None) -> dict[str, np.ndarray]:
+        """Per-pixel training targets (spatial arrays) from an annotation."""
+
+    def fit(self, targets: Sequence[dict[str, np.ndarray]]) -> None:
+        """Learn dataset-level constants (class weights) from the training targets."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar training loss of a batch."""
+
+    @abstractmethod
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Network logits -> the maps that are tiled, averaged and decoded (probabilities...)."""
+
+    @abstractmethod
+    def decode(self, activated: np.ndarray) -> np.ndarray:
+        """Averaged activated maps of one image -> masks ``(n, ...)``, labels ``(...)`` or values."""
+
+    @abstractmethod
+    def score_counts(self, decoded: np.ndarray, targets: dict[str, np.ndarray]) -> np.ndarray:
+        """Counts for validation (summed over images), e.g. TP/FP/FN per class."""
+
+    @abstractmethod
+    def score(self, counts: np.ndarray) -> dict[str, float]:
+        """Validation scores from pooled counts; the key ``"score"`` selects the best epoch."""
+
+    def sigmoid_channels(self) -> tuple[int, ...]:
+        """Output channels that are independent sigmoid logits (probability = sigmoid(logit))."""
+        return ()
+
+    def sampling_map(self, targets: dict[str, np.ndarray]) -> np.ndarray:
+        """Class-index map whose non-zero classes foreground patch sampling aims at."""
+        return targets["classes"]
+
+    def state(self) -> dict[str, Any]:
+        """Constants to store in checkpoints (rebuilt with :func:`fluoseg.tasks.task_from_state`)."""
+        return {"name": self.name}
+
+
+def pooled_class_counts(targets: Sequence[dict[str, np.ndarray]], n_classes: int) -> np.ndarray:
+    """Pixel count of each class index ``0..n_classes-1`` in the ``classes`` targets (ignored pixels left out)."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for t in targets:
+        classes = t["classes"].ravel()
+        counts += np.bincount(classes[classes >= 0], minlength=n_classes)[:n_classes]
+    return counts

@@ -1,0 +1,58 @@
+"""Option values are checked before a command loads anything: one line, exit status 2."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from fluoseg.cli import _args, main
+
+
+def test_diameter_and_tta_values():
+    assert _args.diameter("auto") == "auto"
+    assert _args.diameter("12") == 12.0 and _args.diameter("6.5um") == "6.5um"
+    for bad in ("-3", "big", "0um", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--diameter"):
+            _args.diameter(bad)
+    assert _args.tta("all") is True and _args.tta("0,4") == [0, 4]
+    for bad in ("x", "8", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--tta"):
+            _args.tta(bad)
+
+
+def test_numbers_and_names():
+    assert _args.positive_int("3") == 3 and _args.tile_size("64") == 64
+    assert _args.names(" a, b ,") == ["a", "b"] and _args.integers("1,10") == [1, 10]
+    for parse, bad in ((_args.positive_int, "0"), (_args.positive_int, "x"), (_args.tile_size, "4"),
+                       (_args.names, " , "), (_args.integers, "1,ten"), (_args.integers, "0")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "run", "img.tif", "--out", "o", "--tta", "foo"],
+    ["predict", "run", "img.tif", "--out", "o", "--tile-size", "-5"],
+    ["predict", "run", "img.tif", "--out", "o", "--batch-size", "0"],
+    ["crossval", "a.yaml", "--folds", "2", "--out", "o", "--train-sizes", "1,ten"],
+    ["train", "c.yaml", "--out", "o", "--epochs", "0"],
+    ["experiment", "crossval", "c.yaml", "--out", "o", "--folds", "zero"],
+    ["nonsense"],
+])
+def test_bad_values_are_one_line_errors_before_anything_loads(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "error:" in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_version_and_help_texts():
+    result = subprocess.run([sys.executable, "-m", "fluoseg", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("fluoseg ")
+    parser = main.__globals__["build_parser"]()
+    for action in parser._subparsers._group_actions[0].choices.values():
+        for option in action._actions:
+            if option.dest not in ("help", "version") and not isinstance(option, argparse._SubParsersAction):
+                assert option.help, f"{action.prog} {option.dest} has no help text"

@@ -1,0 +1,80 @@
+"""Tests of fluoseg.tasks.instance."""
+
+import numpy as np
+import pytest
+import torch
+
+from fluoseg.errors import FluosegError
+
+from fluoseg.tasks import IGNORE_INDEX, build_instance_task, instance_method_names, task_from_state
+
+
+def two_touching_disks(shape=(40, 40)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int64)
+    labels[(yy - 20) ** 2 + (xx - 13) ** 2 <= 36] = 1
+    labels[((yy - 20) ** 2 + (xx - 24) ** 2 <= 36) & (labels == 0)] = 2
+    return labels
+
+
+@pytest.mark.parametrize("method", instance_method_names())
+def test_instance_targets_decode_back_to_objects(method):
+    task = build_instance_task(method, min_size=5)
+    labels = two_touching_disks()
+    targets = task.make_targets(labels)
+    task.fit([targets])
+    # ideal activated outputs from the targets
+    if method == "border":
+        ideal = np.eye(3, dtype=np.float32)[targets["classes"]].transpose(2, 0, 1)
+    elif method == "distance":
+        ideal = np.stack([targets["distance"], targets["foreground"].astype(np.float32)])
+    else:
+        ideal = targets["classes"][None].astype(np.float32)
+    decoded = task.decode(ideal)
+    expected_objects = 1 if method == "threshold" else 2  # thresholding cannot split touching nuclei
+    assert len(np.unique(decoded[decoded > 0])) == expected_objects
+    counts = task.score_counts(decoded, targets)
+    if method == "threshold":  # the merged object still overlaps one disk with IoU > 0.5
+        assert counts.tolist() == [1, 0, 1] and task.score(counts)["score"] == pytest.approx(2 / 3)
+    else:
+        assert counts.tolist() == [2, 0, 0] and task.score(counts)["score"] == 1.0
+
+
+@pytest.mark.parametrize("method", instance_method_names())
+def test_instance_loss_is_finite_ignores_outside_and_round_trips(method):
+    task = build_instance_task(method)
+    targets = task.make_targets(two_touching_disks())
+    task.fit([targets])
+    batch = {k: torch.as_tensor(v[None]) for k, v in targets.items()}
+    for key, value in task.fill.items():
+        if key in batch:
+            batch[key][0, :5] = value  # outside the image
+    logits = torch.randn(1, task.output_channels(), 40, 40, requires_grad=True)
+    loss = task.loss(logits, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.all(logits.grad[0, :, :5] == 0)
+    assert task.activate(logits).shape[1] == task.activated_channels()
+    rebuilt = task_from_state(task.state())
+    assert rebuilt.state() == task.state()
+
+
+def test_border_loss_is_weighted_by_the_weight_map():
+    task = build_instance_task("border")
+    targets = task.make_targets(two_touching_disks())
+    logits = torch.zeros(1, 3, 40, 40)
+    batch = {k: torch.as_tensor(v[None]) for k, v in targets.items()}
+    expected = float(np.log(3)) * targets["weights"].mean()
+    assert task.loss(logits, batch).item() == pytest.approx(expected, rel=1e-5)
+    assert IGNORE_INDEX == -1
+
+
+def test_methods_are_registered_classes_and_old_states_load():
+    assert instance_method_names() == ["border", "distance", "threshold"]
+    with pytest.raises(FluosegError, match="unknown instance method 'watershed'; choose one of"):
+        build_instance_task("watershed")
+    # a checkpoint written when one class served every method holds every option
+    old = {"name": "instance", "method": "distance", "w0": 10.0, "sigma": 5.0, "erosion": 1, "alpha": 2.0, "h": 3.0,
+           "threshold": 0.4, "min_size": 7, "target_diameter": 15.0, "weight_eps": 1.0, "class_weights": None}
+    task = task_from_state(old)
+    assert type(task).__name__ == "DistanceTask" and (task.alpha, task.h, task.threshold) == (2.0, 3.0, 0.4)
+    assert task.min_size == 7 and task.target_diameter == 15.0 and task.ignored_channels == ()
