@@ -8,6 +8,18 @@ import numpy as np
 import pytest
 import yaml
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test runs torch on one thread: the networks are tiny, and CI has two cores for
+    everything (threads beyond that only add contention)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MARKERS = ("m1", "m2", "m3")
 CLASSES = ("blob", "bar")

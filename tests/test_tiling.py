@@ -17,13 +17,6 @@ from fluoseg.tiling import TileGeometry, geometry_for, plan_tiles, predict_tiled
 RNG = np.random.default_rng(7)
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def torch_predictor(net):
     def predict_batch(batch: np.ndarray) -> np.ndarray:

@@ -21,13 +21,6 @@ SMALL = {"unet": {"depth": 2, "base_filters": 4, "padding": "same"},
          "fcn": {"encoder": "resnet18"}, "deeplabv3": {"encoder": "resnet18"}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def small(name: str, out_channels: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
