@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from fluoseg.data.normalize import DEFAULT_PERCENTILES
+from fluoseg.data.normalize import DEFAULT_PERCENTILES, NormalizationName
 from fluoseg.errors import FluosegError
 
 TaskName = Literal["semantic", "instance", "regression"]
@@ -29,6 +29,12 @@ TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 InitHead = Literal["auto", "fresh", "copy", "shifted-sigmoid"]
 HEAD_MODES: tuple[str, ...] = get_args(InitHead)
 """Values of ``model.init_head`` (see :mod:`fluoseg.train.transfer`)."""
+
+OptimizerName = Literal["adam", "sgd"]
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+ScheduleName = Literal["none", "step", "cosine", "plateau"]
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
+"""Values of ``train.optimizer`` and ``train.schedule`` (see :mod:`fluoseg.train.optim`)."""
 
 
 class _Section(BaseModel):
@@ -82,7 +88,7 @@ class ModelConfig(_Section):
 class PreprocessConfig(_Section):
     """Intensity normalisation (per whole sample) and resampling to a working pixel size."""
 
-    normalization: Literal["gaussian", "percentile"] = "gaussian"
+    normalization: NormalizationName = "gaussian"
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     pixel_size_um: float | None = Field(None, gt=0)
 
@@ -138,10 +144,10 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: OptimizerName = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    schedule: Literal["none", "step", "cosine", "plateau"] = "none"
+    schedule: ScheduleName = "none"
     step_size: int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0.0, lt=1.0)
     patience: int = Field(5, ge=0)

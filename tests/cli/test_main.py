@@ -18,7 +18,10 @@ def run_cli(*args: str) -> int:
 
 def test_train_predict_evaluate_end_to_end(tiny_config, tiny_dataset, tmp_path, capsys):
     run = tmp_path / "run"
-    assert run_cli("train", tiny_config, "--out", run, "--quiet") == 0
+    assert run_cli("train", tiny_config, "--out", run, "--quiet", "--verbose") == 0
+    log = (run / "train.log").read_text()
+    assert "model epoch 2/2: train loss" in log and "finished" in log
+    assert "epoch 1/2" in capsys.readouterr().err  # --verbose: the same records on stderr
     image = tiny_dataset.parent / "images" / "s4.tif"
     out = tmp_path / "pred"
     assert run_cli("predict", run, image, "--out", out, "--channel-names", "m1,m2,m3", "--probabilities", "--quiet") == 0
@@ -138,3 +141,17 @@ def test_instance_train_predict_evaluate(tiny_nuclei_dataset, tmp_path, method, 
     names = {r["metric"] for r in rows}
     assert {"precision", "recall", "f1", "accuracy", "mean_matched_iou", "pq", "aji", "us_rate", "os_rate"} <= names
     assert any(r["image"] == "ALL" and r["metric"] == "f1" and r["threshold"] == "0.5" for r in rows)
+
+
+def test_predict_takes_folders_of_images(tiny_config, tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", tiny_config, "--out", run, "--quiet") == 0
+    folder = tiny_dataset.parent / "images"
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred"
+    assert run_cli("predict", run, folder, "--out", out, "--channel-names", "m1,m2,m3", "--quiet") == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"s{i}.tif" for i in range(5)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("predict", run, empty, "--out", tmp_path / "pred2", "--quiet") == 2
+    assert not (tmp_path / "pred2").exists()

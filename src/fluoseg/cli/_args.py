@@ -113,13 +113,24 @@ def add_overwrite(parser: argparse.ArgumentParser | argparse._ArgumentGroup, wha
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (it may be replaced meanwhile)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(verbose: int) -> None:
     """Send fluoseg's log records to stderr: warnings by default, more with ``-v``/``-vv``."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     package = logging.getLogger("fluoseg")
     package.setLevel(level)
-    if not any(getattr(h, "_fluoseg_cli", False) for h in package.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in package.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("fluoseg: %(message)s"))
-        handler._fluoseg_cli = True  # type: ignore[attr-defined]
         package.addHandler(handler)

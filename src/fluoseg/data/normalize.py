@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -42,7 +42,8 @@ __all__ = [
     "standardize",
 ]
 
-METHODS = ("gaussian", "percentile")
+NormalizationName = Literal["gaussian", "percentile"]
+METHODS: tuple[str, ...] = get_args(NormalizationName)
 DEFAULT_PERCENTILES = (1.0, 99.8)
 FLOAT_HISTOGRAM_BINS = 1 << 16
 """Bins of the streamed histogram behind approximate (float) percentiles."""

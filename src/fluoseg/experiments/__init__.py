@@ -1,6 +1,7 @@
 """Experiments of the MS-ME paper: marker combinations, upper bound, cross-validation, panels.
 
-Modules (each also reachable as a ``fluoseg experiment`` subcommand, see :mod:`.cli`):
+Modules (reachable as ``fluoseg experiment`` and ``fluoseg crossval`` subcommands, see
+:mod:`fluoseg.cli.experiment`):
 
 - :mod:`.results`: the long results table (one row per method, class, marker
   combination, fold and sample) and its per-combination summary;
@@ -10,7 +11,9 @@ Modules (each also reachable as a ``fluoseg experiment`` subcommand, see :mod:`.
 - :mod:`.panels`: heterogeneous training panels, the paper's Cases 1-6, and the
   ``|M^UB| / |M^total|`` ratio;
 - :mod:`.upper_bound`: one plain network per trainable marker combination (UB);
-- :mod:`.crossval`: k-fold cross-validation by sample with the all-combination evaluation;
+- :mod:`.crossval`: the one k-fold cross-validation by sample, with pluggable scorers:
+  :class:`.combinations.CombinationScorer` (all marker combinations) and
+  :class:`.config_comparison.TestSetScorer` (per-sample metrics, config comparisons);
 - :mod:`.me_analysis`: recalibration strength of Marker Excite layers (Supplementary Fig. 6);
 - :mod:`.runs`: resumable training units shared by the above; :mod:`.plots`: figures.
 

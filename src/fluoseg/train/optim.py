@@ -25,10 +25,8 @@ from typing import Any
 
 import torch
 
+from fluoseg.config import OPTIMIZERS, SCHEDULES
 from fluoseg.errors import FluosegError
-
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("none", "step", "cosine", "plateau")
 
 
 def build_optimizer(
