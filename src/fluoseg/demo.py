@@ -8,6 +8,7 @@ demo runs anywhere without downloads. It writes into one folder::
     run/            the trained run (checkpoints, metrics.csv)
     pred_all/, pred_subset/     predictions with all markers and with a subset
     scores_all.csv, scores_subset.csv   F1 / IoU / precision / recall for both
+    scores.json     the headline numbers: pooled F1 per (markers, class), epochs, training time
     demo.png        markers, truth, prediction and errors for one test sample
 """
 
@@ -26,7 +27,8 @@ from fluoseg.errors import FluosegError
 from fluoseg.evaluate import evaluate_semantic, summary_table, write_rows
 from fluoseg.metrics.semantic import ALL_IMAGES
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.io import read_mask, write_image
+from fluoseg import __version__
+from fluoseg.io import read_mask, write_image, write_json_atomically
 from fluoseg.predict import output_paths, predict_file
 from fluoseg.report import segmentation_figure
 from fluoseg.train.trainer import train
@@ -37,6 +39,8 @@ SUBSET = ("endomucin", "collagen")
 SAMPLE_SHAPE = (256, 256)
 N_SAMPLES = 8
 VAL, TEST = ["demo_06"], ["demo_07"]
+DEFAULT_EPOCHS = 14
+STEPS_PER_EPOCH = 20
 
 
 def make_demo_data(folder: Path) -> Path:
@@ -69,7 +73,7 @@ def demo_config(manifest: Path, *, epochs: int, device: str) -> dict:
         "model": {"name": "unet", "options": {"depth": 3, "base_filters": 16, "padding": "valid",
                                               "marker_input": "ms", "attention": "me"}},
         "preprocess": {"normalization": "gaussian"},
-        "train": {"epochs": epochs, "steps_per_epoch": 20, "batch_size": 4, "patch_size": 188,
+        "train": {"epochs": epochs, "steps_per_epoch": STEPS_PER_EPOCH, "batch_size": 4, "patch_size": 188,
                   "learning_rate": 1e-3, "seed": 0, "device": device, "val_tile_size": 268},
     }
 
@@ -85,7 +89,7 @@ def run_demo(out: Path, *, overwrite: bool = False, epochs: int | None = None, d
     clock = time.perf_counter()
     manifest = make_demo_data(out / "data")
     config_path = out / "config.yaml"
-    config_path.write_text(yaml.safe_dump(demo_config(manifest.resolve(), epochs=epochs or 14, device=device), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(demo_config(manifest.resolve(), epochs=epochs or DEFAULT_EPOCHS, device=device), sort_keys=False))
     print(f"[demo] simulated {N_SAMPLES} samples of {SAMPLE_SHAPE[0]}x{SAMPLE_SHAPE[1]} px with markers {list(MARKERS)}")
 
     started = time.perf_counter()
@@ -119,6 +123,10 @@ def run_demo(out: Path, *, overwrite: bool = False, epochs: int | None = None, d
     figure = segmentation_figure(out / "demo.png", np.asarray(image), MARKERS, truth, prediction, CLASSES,
                                  used_markers=SUBSET, scores={c: results[f"subset/{c}"] for c in CLASSES},
                                  title=f"fluoseg demo: {TEST[0]} segmented with {', '.join(SUBSET)} only")
+    write_json_atomically(out / "scores.json", {
+        "f1": results, "epochs": epochs or DEFAULT_EPOCHS, "steps_per_epoch": STEPS_PER_EPOCH,
+        "train_seconds": round(train_seconds, 1), "markers_subset": list(SUBSET), "test_samples": TEST,
+        "fluoseg": __version__})
     print(f"[demo] figure: {figure}")
     print(f"[demo] done in {time.perf_counter() - clock:.0f} s; outputs in {out}")
     return results

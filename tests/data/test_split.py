@@ -31,7 +31,8 @@ def test_fraction_split_is_reproducible_and_disjoint():
     b = split_samples(samples(10), val_fraction=0.2, test_fraction=0.2, seed=3)
     assert a == b
     assert len(a.val) == 2 and len(a.test) == 2
-    assert not set(a.train) & set(a.val) and not set(a.val) & set(a.test)
+    assert not set(a.train) & set(a.val) and not set(a.val) & set(a.test) and not set(a.train) & set(a.test)
+    assert sorted(a.train + a.val + a.test) == sorted(f"s{i}" for i in range(10))
 
 
 def test_group_id_selects_whole_group():
@@ -62,3 +63,12 @@ def test_kfold_every_sample_tested_once():
 def test_kfold_bounds():
     with pytest.raises(FluosegError, match="--folds"):
         kfold_splits(samples(3), folds=4)
+
+
+def test_kfold_keeps_groups_whole():
+    data = samples(9, {0: "g", 1: "g", 2: "g", 3: "h", 4: "h"})
+    for seed in range(5):
+        for fold in kfold_splits(data, folds=3, seed=seed):
+            for group in ({"s0", "s1", "s2"}, {"s3", "s4"}):
+                roles = [set(r) & group for r in (fold.train, fold.val, fold.test)]
+                assert sum(bool(r) for r in roles) == 1 and group in roles  # one role holds the whole group

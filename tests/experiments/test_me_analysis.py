@@ -23,7 +23,10 @@ def test_one_row_per_me_layer(experiment_config, tmp_path, capsys):
     assert [r["layer"] for r in rows] == layers
     # depth 2, E+B+D: encoder level 1, bottleneck (level 2), decoders at levels 1 and 0
     assert [r["label"] for r in rows] == ["Encoder 1", "Bottleneck 2", "Decoder 1", "Decoder 0"]
-    assert all(r["n_combinations"] == 7 and r["mean_cosine_distance"] >= 0 for r in rows)
+    assert all(r["n_combinations"] == 7 for r in rows)
+    # the untrained-enough ME layers still recalibrate: some combination moves the features
+    assert all(0 < r["mean_cosine_distance"] <= 2 for r in rows)
+    assert all(r["sd_cosine_distance"] >= 0 for r in rows)
     written = list(csv.DictReader((tmp_path / "me" / "me_layers.csv").open()))
     assert len(written) == len(layers) and (tmp_path / "me" / "me_layers.png").is_file()
 

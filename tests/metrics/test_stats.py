@@ -2,7 +2,20 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from fluoseg.metrics.stats import mann_whitney, paired_wilcoxon, stars
+from itertools import combinations, product
+from math import erfc, sqrt
+
+from fluoseg.metrics.stats import holm, mann_whitney, paired_t_test, paired_wilcoxon, stars
+
+
+def exact_wilcoxon_p(differences) -> float:
+    """Two-sided exact p of the signed-rank statistic by enumerating all 2^n sign patterns."""
+    ranks = scipy_stats.rankdata(np.abs(differences))
+    observed = ranks[np.asarray(differences) > 0].sum()
+    total = ranks.sum()
+    sums = [sum(r for r, s in zip(ranks, signs) if s) for signs in product((0, 1), repeat=len(ranks))]
+    low, high = min(observed, total - observed), max(observed, total - observed)
+    return min(1.0, sum(1 for w in sums if w <= low or w >= high) / len(sums))
 
 
 @pytest.mark.parametrize("p, expected", [(0.0005, "***"), (0.001, "***"), (0.005, "**"), (0.05, "*"),
@@ -21,12 +34,39 @@ def test_paired_wilcoxon_hand_case_exact_p():
     assert result.significance == "*"
 
 
-def test_paired_wilcoxon_matches_scipy_on_random_data():
+@pytest.mark.parametrize("seed", range(5))
+def test_paired_wilcoxon_equals_exact_enumeration_for_small_samples(seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(10), rng.random(10) + 0.1 * seed
+    assert paired_wilcoxon(a, b).p_value == pytest.approx(exact_wilcoxon_p(a - b))
+
+
+def test_paired_wilcoxon_large_samples_use_the_normal_approximation():
     rng = np.random.default_rng(0)
     a, b = rng.random(124), rng.random(124)
-    expected = scipy_stats.wilcoxon(a, b)
+    d = a - b
+    ranks = scipy_stats.rankdata(np.abs(d))
+    w_plus = ranks[d > 0].sum()
+    n = d.size
+    z = (w_plus - n * (n + 1) / 4) / sqrt(n * (n + 1) * (2 * n + 1) / 24)
     result = paired_wilcoxon(a, b)
-    assert result.p_value == pytest.approx(expected.pvalue) and result.statistic == pytest.approx(expected.statistic)
+    assert result.statistic == pytest.approx(min(w_plus, n * (n + 1) / 2 - w_plus))
+    assert result.p_value == pytest.approx(erfc(abs(z) / sqrt(2)), rel=1e-6)
+
+
+def test_paired_t_test_hand_case():
+    # differences 1, 2, 3, 4: mean 2.5, sd 1.2910, t = 2.5 / (1.2910 / 2) = 3.8730, 3 df: p = 0.03047
+    result = paired_t_test([2, 4, 6, 8], [1, 2, 3, 4])
+    assert result.n == 4 and result.statistic == pytest.approx(3.8730, abs=1e-4)
+    assert result.p_value == pytest.approx(0.03047, abs=1e-4) and result.significance == "*"
+    assert np.isnan(paired_t_test([1.0], [0.0]).p_value) and np.isnan(paired_t_test([1, 2], [0, 1]).p_value)
+
+
+def test_holm_hand_case():
+    adjusted = holm([0.01, 0.04, 0.03, 0.005, float("nan")])
+    np.testing.assert_allclose(adjusted[:4], [0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(adjusted[4])
+    assert holm([0.5, 0.6]).tolist() == [1.0, 1.0] and holm([]).size == 0
 
 
 def test_paired_wilcoxon_degenerate_cases():
@@ -36,10 +76,16 @@ def test_paired_wilcoxon_degenerate_cases():
         paired_wilcoxon([1, 2], [1])
 
 
-def test_mann_whitney_matches_scipy():
+def test_mann_whitney_equals_exact_enumeration_for_small_groups():
     rng = np.random.default_rng(1)
-    a, b = rng.normal(0, 1, 30), rng.normal(0.5, 1, 40)
+    a, b = rng.normal(0, 1, 5), rng.normal(1.0, 1, 6)
     u, p = mann_whitney(a, b)
-    expected = scipy_stats.mannwhitneyu(a, b, alternative="two-sided")
-    assert u == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+    values = np.concatenate([a, b])
+    assert u == sum(x > y for x in a for y in b)  # U of the first group, counted by hand
+    # every way of choosing which 5 of the 11 values form group a is equally likely under H0
+    us = [sum(values[i] > values[j] for i in chosen for j in set(range(11)) - set(chosen))
+          for chosen in combinations(range(11), 5)]
+    centre = 5 * 6 / 2
+    expected = np.mean([abs(x - centre) >= abs(u - centre) for x in us])
+    assert p == pytest.approx(expected)
     assert np.isnan(mann_whitney([], [1.0])[1])

@@ -9,8 +9,9 @@ from fluoseg.tasks.losses import WeightedCrossEntropy, log_class_weights
 
 def test_log_class_weights_formula():
     counts = np.array([900, 90, 10])
-    expected = np.log(1.0 + counts.sum() / (3 * counts))
-    np.testing.assert_allclose(log_class_weights(counts, eps=1.0), expected, rtol=1e-6)
+    # W_c = log(1 + 1000 / (3 |Y_c|)), by hand: log(1.3704), log(4.7037), log(34.333)
+    np.testing.assert_allclose(log_class_weights(counts, eps=1.0), [0.31508, 1.54835, 3.53612], atol=1e-5)
+    np.testing.assert_allclose(log_class_weights(counts, eps=2.0)[0], np.log(2.37037), atol=1e-5)
     weights = log_class_weights(counts)
     assert weights[0] < weights[1] < weights[2]
 
