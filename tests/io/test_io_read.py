@@ -105,6 +105,55 @@ def test_non_numeric_npy(tmp_path):
         read_image(tmp_path / "c.npy")
 
 
+def _write_raw(path, array):
+    """Store ``array`` as it is, bypassing write_image (which would check it)."""
+    if path.suffix == ".npy":
+        np.save(path, array)
+    elif path.suffix == ".tif":
+        with pytest.warns(UserWarning, match="zero-size"):
+            tifffile.imwrite(path, array)
+    elif path.suffix == ".zarr":
+        import zarr
+
+        zarr.create_array(str(path), shape=array.shape, dtype=array.dtype)
+    else:
+        import h5py
+
+        with h5py.File(path, "w") as handle:
+            handle.create_group("Sample_1").create_dataset("DAPI", data=array)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".zarr", ".h5"])
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0, 4), (2, 4, 0)])
+@pytest.mark.parametrize("reader", [read_image, read_mask, read_labels])
+def test_zero_size_image_is_refused_naming_the_file(tmp_path, suffix, shape, reader):
+    path = tmp_path / f"empty{suffix}"
+    _write_raw(path, np.zeros(shape, np.uint8))
+    member = {"key": "Sample_1/DAPI"} if suffix == ".h5" else {}
+    with pytest.raises(FluosegError, match=rf"empty{suffix}: holds an empty image \(shape .*0"):
+        reader(path, **member)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".npy", ".zarr", ".h5"])
+@pytest.mark.parametrize("shape", [(5, 1), (1, 5), (1, 1)])
+def test_one_pixel_wide_images_read_with_their_shape(tmp_path, suffix, shape):
+    data = (np.arange(np.prod(shape)).reshape(shape) % 2).astype(np.uint8)
+    path = tmp_path / f"thin{suffix}"
+    if suffix == ".h5":
+        write_hdf5_sample(path, "Sample_1", {"DAPI": data, "nuclei_label": data})
+    else:
+        write_image(path, data, axes="YX")
+    assert np.array_equal(read_image(path).array, data[np.newaxis])
+    assert np.array_equal(read_mask(path), data[np.newaxis])
+    assert np.array_equal(read_labels(path), data)
+
+
+def test_empty_channel_selection_is_refused(tmp_path):
+    path = _valid(tmp_path / "a.tif")
+    with pytest.raises(FluosegError, match=r"a\.tif: channels=\[\] selects no channel"):
+        read_image(path, channels=[])
+
+
 def test_channels_without_names(tmp_path):
     path = _valid(tmp_path / "a.tif")
     with pytest.raises(FluosegError, match=r"a\.tif: the file does not name its channels"):

@@ -271,6 +271,10 @@ def _request(
         )
     if isinstance(channels, str):
         channels = [channels]
+    if channels is not None and not list(channels):
+        raise FluosegError(
+            "channels=[] selects no channel; name at least one or drop channels=...", path
+        )
     return ReadRequest(
         key=key,
         channels=None if channels is None else tuple(channels),
@@ -288,8 +292,15 @@ def _read_raw(path: Path, request: ReadRequest) -> RawImage:
         raise FluosegError(
             f"holds {dtype} data, not numbers; convert it to an integer or float image", path
         )
-    if len(raw.array.shape) < 2:
-        raise FluosegError(f"holds a {len(raw.array.shape)}D array, not an image", path)
+    shape = tuple(int(n) for n in raw.array.shape)
+    if len(shape) < 2:
+        raise FluosegError(f"holds a {len(shape)}D array, not an image", path)
+    if 0 in shape:
+        # later steps (statistics, tiling) would fail on it without naming the file
+        raise FluosegError(
+            f"holds an empty image (shape {shape}: no pixels); export it again with its pixels",
+            path,
+        )
     return raw
 
 
