@@ -222,3 +222,25 @@ def test_check_finite_ignores_integers_and_finds_inf():
     check_finite(np.zeros((3, 3), np.int64))
     with pytest.raises(FluosegError, match=r"x\.npy: .*infinite"):
         check_finite(np.array([[1.0, np.inf]]), "x.npy")
+
+
+def test_damaged_chunk_of_a_lazy_read_names_the_file_when_sliced(tmp_path):
+    path = write_image(tmp_path / "a.zarr", np.ones((2, 8, 8), np.uint8), axes="CYX")
+    chunk = next(p for p in (path / "0").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"not zstd data")
+    image = read_image(path)  # lazy: only the metadata is read here
+    with pytest.raises(FluosegError, match=r"a\.zarr: not a readable image \(corrupt"):
+        np.asarray(image.array[0, :4, :4])
+
+
+def test_name_too_long_and_unreadable_files_are_machine_errors(tmp_path, monkeypatch):
+    with pytest.raises(FluosegError, match="cannot read: the name is too long"):
+        read_image(tmp_path / ("a" * 300 + ".tif"))
+    path = _valid(tmp_path / "a.npy")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "load", denied)
+    with pytest.raises(FluosegError, match=r"a\.npy: cannot read: permission denied; check the perm"):
+        read_image(path)

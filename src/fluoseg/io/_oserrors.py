@@ -241,8 +241,9 @@ def _problem(
         kind = "folder" if in_the_way is not None and in_the_way.is_dir() else "file"
         return f"a {kind} of this name already exists", "remove it or choose another name"
     if code in (errno.EACCES, errno.EPERM):
-        verb = "read" if reading else "write to"
-        return "permission denied", f"choose a location you can {verb} or change its permissions"
+        if reading:
+            return "permission denied", "check the permissions of the file and its folders"
+        return "permission denied", "choose a location you can write to or change its permissions"
     if code == errno.EROFS:
         return "the file system is read-only", "choose an output location on a writable disk"
     if code == errno.ENOENT:
@@ -257,6 +258,8 @@ def _problem(
         return "it is in use by another program", "close that program or choose another name"
     if code in (errno.EMFILE, errno.ENFILE):
         return "too many files are open", "raise the limit (ulimit -n) or process fewer files at once"
+    if code == errno.ENOMEM:
+        return "out of memory", "close other programs or process smaller images"
     if code == errno.EIO:
         return "the disk reported an input/output error", "check the disk or use another location"
     detail = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0]

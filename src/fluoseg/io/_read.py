@@ -18,7 +18,7 @@ from fluoseg.io._axes import (
     spatial_pixel_size,
     to_channel_first,
 )
-from fluoseg.io._lazy import LazyView, StackedChannels, iter_windows
+from fluoseg.io._lazy import LazyView, StackedChannels, _LazyBase, iter_windows
 from fluoseg.io._registry import (
     RawImage,
     ReadRequest,
@@ -137,6 +137,8 @@ def read_image(
     path = Path(path)
     request = _request(path, key=key, channels=channels, lazy=lazy, role="image")
     raw = _read_raw(path, request)
+    if request.lazy and not isinstance(raw.array, np.ndarray):
+        raw.array = FileWindows(raw.array, path)
     resolved = resolve_axes(raw.array.shape, raw.axes, axes, defaults=IMAGE_DEFAULTS, path=path)
     array, cf_axes = to_channel_first(raw.array, resolved)
     names = raw.channel_names
@@ -251,6 +253,33 @@ def check_finite(array: Any, path: str | Path | None = None) -> None:
                 "in the source image before using it",
                 path,
             )
+
+
+class FileWindows(_LazyBase):
+    """An on-disk array (zarr, TIFF-as-zarr, HDF5) whose window reads name the file on failure.
+
+    A lazy read only opens the file; a damaged chunk shows when a window is sliced, long
+    after :func:`read_image` returned, in the middle of tiled prediction. This wrapper
+    turns the codec and library errors of that moment into a one-line FluosegError naming
+    the file, as an eager read would have.
+
+    Parameters
+    ----------
+    source
+        The stored array; anything with ``shape``, ``dtype`` and basic slicing.
+    path
+        The file it comes from.
+    """
+
+    def __init__(self, source: Any, path: Path) -> None:
+        self.source = source
+        self.path = path
+        self.shape = tuple(int(n) for n in source.shape)
+        self.dtype = np.dtype(source.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with read_errors(self.path, "image"):
+            return np.asarray(self.source[key])
 
 
 @dataclass
