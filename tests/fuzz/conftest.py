@@ -65,10 +65,40 @@ def outcome(call: Callable[[], Any], *, path: str | Path | None = None) -> Any:
         return error
 
 
+def edit(document: Any, path: list[Any], operation: str, value: Any) -> Any:
+    """Change a parsed YAML document in place at ``path`` (dict keys or list positions).
+
+    ``operation`` is ``"set"`` (missing dict levels are created), ``"delete"`` or
+    ``"wrap"`` (the value becomes a one-item list); a path that does not fit is ignored.
+    Returns the document, for chaining.
+    """
+    node = document
+    for key in path[:-1]:
+        if isinstance(node, dict):
+            if key not in node and operation != "set":
+                return document
+            node = node.setdefault(key, {})
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            node = node[key]
+        else:
+            return document
+    last = path[-1]
+    if isinstance(node, list) and isinstance(last, int) and last < len(node):
+        node[last] = value if operation == "set" else [node[last]]
+    elif isinstance(node, dict):
+        if operation == "set":
+            node[last] = value
+        elif operation == "delete":
+            node.pop(last, None)
+        elif last in node:
+            node[last] = [node[last]]
+    return document
+
+
 @pytest.fixture(scope="session")
 def fuzz() -> SimpleNamespace:
-    """The fuzz helpers ``example`` (count an example) and ``outcome`` (check one call)."""
-    return SimpleNamespace(example=example, outcome=outcome)
+    """The fuzz helpers: ``example`` (count one), ``outcome`` (check a call), ``edit``."""
+    return SimpleNamespace(example=example, outcome=outcome, edit=edit)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -6,7 +6,6 @@ The property (see conftest): a valid RunConfig or a one-line FluosegError naming
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,27 +62,6 @@ def _base() -> dict[str, Any]:
     }
 
 
-def _mutate(document: dict[str, Any], edits: list[tuple[list[str], str, Any]]) -> dict[str, Any]:
-    """Apply ``(key path, operation, value)`` edits: set, delete or wrap a value in a list."""
-    document = copy.deepcopy(document)
-    for path, operation, value in edits:
-        node: Any = document
-        for key in path[:-1]:
-            if not isinstance(node, dict):
-                break
-            node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            continue
-        last = path[-1]
-        if operation == "set":
-            node[last] = value
-        elif operation == "delete":
-            node.pop(last, None)
-        elif last in node:
-            node[last] = [node[last]]
-    return document
-
-
 PATHS = st.lists(st.sampled_from(KEYS) | TEXT, min_size=1, max_size=3)
 EDITS = st.lists(st.tuples(PATHS, st.sampled_from(["set", "delete", "wrap"]), VALUES), max_size=4)
 
@@ -107,7 +85,10 @@ def _models_imported() -> None:
 @given(edits=EDITS)
 def test_valid_config_with_random_edits(fuzz, edits):
     fuzz.example()
-    _load(yaml.safe_dump(_mutate(_base(), edits)), fuzz)
+    document = _base()
+    for path, operation, value in edits:
+        fuzz.edit(document, path, operation, value)
+    _load(yaml.safe_dump(document), fuzz)
 
 
 @FUZZ

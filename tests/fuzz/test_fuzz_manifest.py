@@ -56,29 +56,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _edit(document: Any, path: list[Any], operation: str, value: Any) -> Any:
-    """Set, delete or wrap in a list the value at ``path`` (dict keys or list positions)."""
-    node = document
-    for key in path[:-1]:
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-            node = node[key]
-        else:
-            return document
-    last = path[-1]
-    if isinstance(node, list) and isinstance(last, int) and last < len(node):
-        node[last] = value if operation == "set" else [node[last]]
-    elif isinstance(node, dict):
-        if operation == "set":
-            node[last] = value
-        elif operation == "delete":
-            node.pop(last, None)
-        elif last in node:
-            node[last] = [node[last]]
-    return document
-
-
 PATHS = st.lists(st.sampled_from(KEYS) | st.integers(0, 1) | st.sampled_from(["c"]),
                  min_size=1, max_size=4)
 
@@ -91,7 +68,7 @@ def test_valid_manifest_with_random_edits(fuzz, dataset, base, edits):
     fuzz.example()
     document = copy.deepcopy(BASES[base])
     for path, operation, value in edits:
-        document = _edit(document, path, operation, value)
+        fuzz.edit(document, path, operation, value)
     with tempfile.TemporaryDirectory() as folder:
         for file in dataset.iterdir():
             shutil.copy(file, folder)
