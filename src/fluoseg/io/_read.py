@@ -18,7 +18,7 @@ from fluoseg.io._axes import (
     spatial_pixel_size,
     to_channel_first,
 )
-from fluoseg.io._lazy import LazyView, StackedChannels, _LazyBase, iter_windows
+from fluoseg.io._lazy import FileWindows, LazyView, StackedChannels, iter_windows
 from fluoseg.io._registry import (
     RawImage,
     ReadRequest,
@@ -253,33 +253,6 @@ def check_finite(array: Any, path: str | Path | None = None) -> None:
                 "in the source image before using it",
                 path,
             )
-
-
-class FileWindows(_LazyBase):
-    """An on-disk array (zarr, TIFF-as-zarr, HDF5) whose window reads name the file on failure.
-
-    A lazy read only opens the file; a damaged chunk shows when a window is sliced, long
-    after :func:`read_image` returned, in the middle of tiled prediction. This wrapper
-    turns the codec and library errors of that moment into a one-line FluosegError naming
-    the file, as an eager read would have.
-
-    Parameters
-    ----------
-    source
-        The stored array; anything with ``shape``, ``dtype`` and basic slicing.
-    path
-        The file it comes from.
-    """
-
-    def __init__(self, source: Any, path: Path) -> None:
-        self.source = source
-        self.path = path
-        self.shape = tuple(int(n) for n in source.shape)
-        self.dtype = np.dtype(source.dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        with read_errors(self.path, "image"):
-            return np.asarray(self.source[key])
 
 
 @dataclass
