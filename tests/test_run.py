@@ -26,13 +26,17 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
 
     def explode(*args, **kwargs):
-        raise OSError("disk full")
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", explode)
-    with pytest.raises(OSError):
+    with pytest.raises(FluosegError, match="last.pt.*disk is full") as info:
         save_checkpoint({"epoch": 2}, path)
+    assert "\n" not in str(info.value)
+    monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
-    assert not list(tmp_path.glob("*.partial"))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
 
 
 def test_rejects_foreign_and_corrupt_files(tmp_path):

@@ -23,5 +23,21 @@ class FluosegError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else Path(path)
-        self.message = message
-        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+        # user text (a file name, a YAML value) may hold line breaks; the error must
+        # still print as one line, so control characters are shown escaped
+        self.message = one_line(str(message))
+        shown = self.message if self.path is None else f"{one_line(str(self.path))}: {self.message}"
+        super().__init__(shown)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks, tabs and other unprintable characters escaped as in ``repr``.
+
+    Parameters
+    ----------
+    text
+        Any text; printable text comes back unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

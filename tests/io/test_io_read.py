@@ -105,6 +105,55 @@ def test_non_numeric_npy(tmp_path):
         read_image(tmp_path / "c.npy")
 
 
+def _write_raw(path, array):
+    """Store ``array`` as it is, bypassing write_image (which would check it)."""
+    if path.suffix == ".npy":
+        np.save(path, array)
+    elif path.suffix == ".tif":
+        with pytest.warns(UserWarning, match="zero-size"):
+            tifffile.imwrite(path, array)
+    elif path.suffix == ".zarr":
+        import zarr
+
+        zarr.create_array(str(path), shape=array.shape, dtype=array.dtype)
+    else:
+        import h5py
+
+        with h5py.File(path, "w") as handle:
+            handle.create_group("Sample_1").create_dataset("DAPI", data=array)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".zarr", ".h5"])
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0, 4), (2, 4, 0)])
+@pytest.mark.parametrize("reader", [read_image, read_mask, read_labels])
+def test_zero_size_image_is_refused_naming_the_file(tmp_path, suffix, shape, reader):
+    path = tmp_path / f"empty{suffix}"
+    _write_raw(path, np.zeros(shape, np.uint8))
+    member = {"key": "Sample_1/DAPI"} if suffix == ".h5" else {}
+    with pytest.raises(FluosegError, match=rf"empty{suffix}: holds an empty image \(shape .*0"):
+        reader(path, **member)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".npy", ".zarr", ".h5"])
+@pytest.mark.parametrize("shape", [(5, 1), (1, 5), (1, 1)])
+def test_one_pixel_wide_images_read_with_their_shape(tmp_path, suffix, shape):
+    data = (np.arange(np.prod(shape)).reshape(shape) % 2).astype(np.uint8)
+    path = tmp_path / f"thin{suffix}"
+    if suffix == ".h5":
+        write_hdf5_sample(path, "Sample_1", {"DAPI": data, "nuclei_label": data})
+    else:
+        write_image(path, data, axes="YX")
+    assert np.array_equal(read_image(path).array, data[np.newaxis])
+    assert np.array_equal(read_mask(path), data[np.newaxis])
+    assert np.array_equal(read_labels(path), data)
+
+
+def test_empty_channel_selection_is_refused(tmp_path):
+    path = _valid(tmp_path / "a.tif")
+    with pytest.raises(FluosegError, match=r"a\.tif: channels=\[\] selects no channel"):
+        read_image(path, channels=[])
+
+
 def test_channels_without_names(tmp_path):
     path = _valid(tmp_path / "a.tif")
     with pytest.raises(FluosegError, match=r"a\.tif: the file does not name its channels"):
@@ -173,3 +222,25 @@ def test_check_finite_ignores_integers_and_finds_inf():
     check_finite(np.zeros((3, 3), np.int64))
     with pytest.raises(FluosegError, match=r"x\.npy: .*infinite"):
         check_finite(np.array([[1.0, np.inf]]), "x.npy")
+
+
+def test_damaged_chunk_of_a_lazy_read_names_the_file_when_sliced(tmp_path):
+    path = write_image(tmp_path / "a.zarr", np.ones((2, 8, 8), np.uint8), axes="CYX")
+    chunk = next(p for p in (path / "0").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"not zstd data")
+    image = read_image(path)  # lazy: only the metadata is read here
+    with pytest.raises(FluosegError, match=r"a\.zarr: not a readable image \(corrupt"):
+        np.asarray(image.array[0, :4, :4])
+
+
+def test_name_too_long_and_unreadable_files_are_machine_errors(tmp_path, monkeypatch):
+    with pytest.raises(FluosegError, match="cannot read: the name is too long"):
+        read_image(tmp_path / ("a" * 300 + ".tif"))
+    path = _valid(tmp_path / "a.npy")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "load", denied)
+    with pytest.raises(FluosegError, match=r"a\.npy: cannot read: permission denied; check the perm"):
+        read_image(path)

@@ -23,15 +23,18 @@ Paths are relative to ``root``, which is relative to the manifest file.
 
 from __future__ import annotations
 
+import math
+import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fluoseg.config import format_validation_error, read_yaml
 from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
-from fluoseg.io import read_image
+from fluoseg.io import os_errors_as_user_errors, read_image
 
 
 class _Entry(BaseModel):
@@ -101,10 +104,57 @@ class Manifest:
         )
 
 
-def _pixel_size(value: float | list[float] | None) -> tuple[float, ...] | None:
+def _pixel_size(value: float | list[float] | None, manifest: Path) -> tuple[float, ...] | None:
     if value is None:
         return None
-    return tuple(float(v) for v in value) if isinstance(value, list) else (float(value),)
+    sizes = tuple(float(v) for v in value) if isinstance(value, list) else (float(value),)
+    if not 1 <= len(sizes) <= 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
+        raise FluosegError(
+            f"pixel_size_um {value!r} must be a positive size in µm, or one per spatial axis "
+            "([y, x] or [z, y, x])",
+            path=manifest,
+        )
+    return sizes
+
+
+def _fill(template: str, sample_id: str, key: str, manifest: Path) -> str:
+    """``template`` with ``{id}`` replaced by the sample id; other placeholders are mistakes."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        if fields <= {"id"}:
+            return template.format(id=sample_id)
+        problem = f"uses {{{sorted(fields - {'id'})[0]}}}"
+    except ValueError as exc:  # unbalanced braces, bad format spec
+        problem = f"is not a valid pattern ({exc})"
+    raise FluosegError(
+        f"'{key}: {template}' {problem}; only {{id}} (the sample id) can be filled in, "
+        "write other braces twice ({{ }})",
+        path=manifest,
+    )
+
+
+def _glob(root: Path, pattern: str, manifest: Path) -> list[Path]:
+    try:
+        with os_errors_as_user_errors(root, "read"):  # e.g. a name too long for the disk
+            return sorted(root.glob(pattern))
+    except (ValueError, NotImplementedError) as exc:  # empty, absolute or malformed pattern
+        raise FluosegError(
+            f"'images: {pattern}' is not a usable pattern ({exc}); give a glob relative to "
+            "root, e.g. images/*.tif",
+            path=manifest,
+        ) from None
+
+
+def _refuse_nul(value: Any, manifest: Path, where: str = "") -> None:
+    """Raise for a NUL character anywhere: no file name can hold one, and os calls reject it."""
+    if isinstance(value, str) and "\x00" in value:
+        raise FluosegError(
+            f"{where or 'the manifest'} holds a NUL character (\\x00); remove it", path=manifest
+        )
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _refuse_nul(key, manifest, where)
+        _refuse_nul(item, manifest, f"{where}.{key}" if where else str(key))
 
 
 def _mask_sources(
@@ -118,9 +168,10 @@ def _mask_sources(
                 "a single mask file per sample needs 'classes:' listing the class of each channel",
                 path=manifest,
             )
-        path = root / spec.format(id=sample_id)
+        path = root / _fill(spec, sample_id, "masks", manifest)
         return {name: (path, i) for i, name in enumerate(classes)}
-    return {name: (root / template.format(id=sample_id), None) for name, template in spec.items()}
+    return {name: (root / _fill(template, sample_id, f"masks.{name}", manifest), None)
+            for name, template in spec.items()}
 
 
 def _channel_names(declared: list[str] | None, image_path: Path, key: str | None, axes: str | None,
@@ -161,8 +212,9 @@ def _build_sample(entry: SampleEntry, model: ManifestModel, root: Path, manifest
         group=entry.group or model.groups.get(sample_id, ""),
         available=available,
         masks=masks,
-        labels_path=root / labels_template.format(id=sample_id) if labels_template else None,
-        pixel_size=_pixel_size(entry.pixel_size_um if entry.pixel_size_um is not None else model.pixel_size_um),
+        labels_path=root / _fill(labels_template, sample_id, "labels", manifest) if labels_template else None,
+        pixel_size=_pixel_size(entry.pixel_size_um if entry.pixel_size_um is not None else model.pixel_size_um,
+                               manifest),
         axes=axes,
     )
 
@@ -177,6 +229,7 @@ def load_manifest(path: str | Path) -> Manifest:
     """
     path = Path(path).resolve()
     raw = read_yaml(path)
+    _refuse_nul(raw, path)
     try:
         model = ManifestModel.model_validate(raw)
     except ValidationError as exc:
@@ -184,7 +237,7 @@ def load_manifest(path: str | Path) -> Manifest:
     root = (path.parent / model.root).resolve()
     entries = list(model.samples)
     if model.images is not None:
-        found = sorted(root.glob(model.images))
+        found = _glob(root, model.images, path)
         if not found:
             raise FluosegError(f"'images: {model.images}' matches no file under {root}", path=path)
         entries += [SampleEntry(image=str(p.relative_to(root))) for p in found]
@@ -197,7 +250,9 @@ def load_manifest(path: str | Path) -> Manifest:
         files = [sample.image_path, *(p for p, _ in sample.masks.values())]
         files += [sample.labels_path] if sample.labels_path else []
         for file in files:
-            if not file.exists():
+            with os_errors_as_user_errors(file, "read"):  # e.g. a name too long for the disk
+                found_file = file.exists()
+            if not found_file:
                 raise FluosegError(f"sample {sample.id!r}: file {file} not found; fix the manifest", path=path)
     classes = model.classes or list(dict.fromkeys(c for s in samples for c in s.masks))
     return Manifest(path=path, samples=tuple(samples), classes=tuple(classes))

@@ -11,9 +11,12 @@ tiled processing needs and nothing more: ``shape``, ``dtype``, ``ndim``, ``len()
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fluoseg.io._registry import read_errors
 
 Index = int | slice
 
@@ -198,6 +201,33 @@ class StackedChannels(_LazyBase):
             window = np.empty(self.shape[1:], self.dtype)[rest]
             return np.empty((0, *window.shape), self.dtype)
         return np.stack([np.asarray(p[rest], dtype=self.dtype) for p in chosen])
+
+
+class FileWindows(_LazyBase):
+    """An on-disk array (zarr, TIFF-as-zarr, HDF5) whose window reads name the file on failure.
+
+    A lazy read only opens the file; a damaged chunk shows when a window is sliced, long
+    after :func:`read_image` returned, in the middle of tiled prediction. This wrapper
+    turns the codec and library errors of that moment into a one-line FluosegError naming
+    the file, as an eager read would have.
+
+    Parameters
+    ----------
+    source
+        The stored array; anything with ``shape``, ``dtype`` and basic slicing.
+    path
+        The file it comes from.
+    """
+
+    def __init__(self, source: Any, path: Path) -> None:
+        self.source = source
+        self.path = path
+        self.shape = tuple(int(n) for n in source.shape)
+        self.dtype = np.dtype(source.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with read_errors(self.path, "image"):
+            return np.asarray(self.source[key])
 
 
 def iter_windows(shape: Sequence[int], block: int = 1024) -> Iterator[tuple[Index, ...]]:

@@ -18,7 +18,7 @@ from fluoseg.io._axes import (
     spatial_pixel_size,
     to_channel_first,
 )
-from fluoseg.io._lazy import LazyView, StackedChannels, iter_windows
+from fluoseg.io._lazy import FileWindows, LazyView, StackedChannels, iter_windows
 from fluoseg.io._registry import (
     RawImage,
     ReadRequest,
@@ -137,6 +137,8 @@ def read_image(
     path = Path(path)
     request = _request(path, key=key, channels=channels, lazy=lazy, role="image")
     raw = _read_raw(path, request)
+    if request.lazy and not isinstance(raw.array, np.ndarray):
+        raw.array = FileWindows(raw.array, path)
     resolved = resolve_axes(raw.array.shape, raw.axes, axes, defaults=IMAGE_DEFAULTS, path=path)
     array, cf_axes = to_channel_first(raw.array, resolved)
     names = raw.channel_names
@@ -271,6 +273,10 @@ def _request(
         )
     if isinstance(channels, str):
         channels = [channels]
+    if channels is not None and not list(channels):
+        raise FluosegError(
+            "channels=[] selects no channel; name at least one or drop channels=...", path
+        )
     return ReadRequest(
         key=key,
         channels=None if channels is None else tuple(channels),
@@ -288,8 +294,15 @@ def _read_raw(path: Path, request: ReadRequest) -> RawImage:
         raise FluosegError(
             f"holds {dtype} data, not numbers; convert it to an integer or float image", path
         )
-    if len(raw.array.shape) < 2:
-        raise FluosegError(f"holds a {len(raw.array.shape)}D array, not an image", path)
+    shape = tuple(int(n) for n in raw.array.shape)
+    if len(shape) < 2:
+        raise FluosegError(f"holds a {len(shape)}D array, not an image", path)
+    if 0 in shape:
+        # later steps (statistics, tiling) would fail on it without naming the file
+        raise FluosegError(
+            f"holds an empty image (shape {shape}: no pixels); export it again with its pixels",
+            path,
+        )
     return raw
 
 

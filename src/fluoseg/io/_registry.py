@@ -7,6 +7,7 @@ A format is a plain record of functions, so supporting a new suffix is one call 
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fluoseg.errors import FluosegError
+from fluoseg.io._oserrors import describe_os_error, os_errors_as_user_errors
+
+# Errors of the machine, not of the file's content: reported as such, not as "corrupt".
+# (A missing part inside a store, ENOENT, is damage: the store itself was found.)
+_MACHINE_ERRNOS = frozenset({
+    errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP, errno.EIO, errno.EMFILE,
+    errno.ENFILE, errno.ENOMEM,
+})
 
 Role = Literal["image", "mask", "labels"]
 
@@ -173,6 +182,12 @@ def format_for(path: str | Path) -> ImageFormat:
 
 def check_readable(path: Path, fmt: ImageFormat) -> None:
     """Raise a FluosegError when ``path`` is missing, empty or the wrong kind of entry."""
+    # a name too long or a folder without permission makes even stat() fail
+    with os_errors_as_user_errors(path, "read"):
+        _check_entry(path, fmt)
+
+
+def _check_entry(path: Path, fmt: ImageFormat) -> None:
     if not path.exists():
         raise FluosegError("file not found; check the path (and the manifest that names it)", path)
     if fmt.directory:
@@ -208,10 +223,17 @@ def read_errors(path: Path, what: str) -> Iterator[None]:
         yield
     except (FluosegError, MemoryError, KeyboardInterrupt):
         raise
+    except OSError as exc:
+        if exc.errno not in _MACHINE_ERRNOS:
+            raise FluosegError(_unreadable(exc, what), path) from exc
+        raise describe_os_error(exc, path, "read") from exc
     except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FluosegError(
-            f"not a readable {what} (corrupt, truncated or unsupported: {detail}); "
-            "check that the file is complete (copy or export it again)",
-            path,
-        ) from exc
+        raise FluosegError(_unreadable(exc, what), path) from exc
+
+
+def _unreadable(exc: Exception, what: str) -> str:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"not a readable {what} (corrupt, truncated or unsupported: {detail}); "
+        "check that the file is complete (copy or export it again)"
+    )

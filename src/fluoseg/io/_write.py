@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.io._atomic import commit, refuse_existing, remove, temporary_sibling
+from fluoseg.io._atomic import atomic_path, commit, refuse_existing, remove, temporary_sibling
 from fluoseg.io._axes import canonical, parse_axes, reorder_for_writing
+from fluoseg.io._oserrors import describe_os_error
 from fluoseg.io._registry import ImageFormat, WriteMeta, format_for, writable_suffixes
 
 
@@ -68,10 +69,10 @@ def write_image(
     _check_ndim(given, tuple(array.shape), path)
     array, stored_axes = reorder_for_writing(array, given)
     meta = _meta(path, stored_axes, tuple(array.shape), channel_names, pixel_size, None)
-    refuse_existing(path, overwrite)
-    tmp = temporary_sibling(path)
-    _run_writer(fmt, tmp, array, meta, path)
-    return commit(tmp, path, overwrite)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        assert fmt.writer is not None
+        fmt.writer(tmp, array, meta)
+    return path
 
 
 class OutputArray:
@@ -226,6 +227,9 @@ def create_output(
     tmp = temporary_sibling(path)
     try:
         array = fmt.create(tmp, shape, dtype, meta)
+    except OSError as exc:
+        remove(tmp)
+        raise describe_os_error(exc, path, "create the output") from exc
     except BaseException:
         remove(tmp)
         raise
@@ -293,23 +297,3 @@ def _meta(
         pixel_size=sizes,
         chunks=None if chunks is None else tuple(int(c) for c in chunks),
     )
-
-
-def _run_writer(fmt: ImageFormat, tmp: Path, array: Any, meta: WriteMeta, path: Path) -> None:
-    assert fmt.writer is not None
-    try:
-        fmt.writer(tmp, array, meta)
-    except FluosegError as exc:
-        remove(tmp)
-        # writers only know the temporary name; report the path the user asked for
-        raise FluosegError(exc.message, path) from exc
-    except OSError as exc:
-        remove(tmp)
-        raise FluosegError(
-            f"writing failed ({exc.strerror or exc}); check free disk space and that the "
-            "folder is writable",
-            path,
-        ) from exc
-    except BaseException:
-        remove(tmp)
-        raise

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.io._atomic import commit, remove, temporary_sibling
+from fluoseg.io._atomic import atomic_path
+from fluoseg.io._oserrors import os_errors_as_user_errors
 from fluoseg.io._lazy import StackedChannels
 from fluoseg.io._registry import ImageFormat, RawImage, ReadRequest, read_errors
 
@@ -210,19 +211,14 @@ def write_hdf5_sample(
     arrays = {name: np.asarray(a) for name, a in datasets.items()}
     label_names = set(labels) if labels is not None else {n for n in arrays if "label" in n.lower()}
     _check_sample(path, arrays, label_names, pixel_size)
-    fresh = not path.exists()
-    target = temporary_sibling(path) if fresh else path
-    try:
-        with read_errors(path, "HDF5 file"):
-            handle = h5py.File(target, "w" if fresh else "a")
-        with handle:
+    if not path.exists():
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
             _add_group(handle, group, arrays, label_names, attrs, pixel_size, overwrite, path)
-    except BaseException:
-        if fresh:
-            remove(target)
-        raise
-    if fresh:
-        commit(target, path, overwrite=False)
+        return path
+    with read_errors(path, "HDF5 file"):
+        handle = h5py.File(path, "a")
+    with os_errors_as_user_errors(path, "add the sample to the file"), handle:
+        _add_group(handle, group, arrays, label_names, attrs, pixel_size, overwrite, path)
     return path
 
 
