@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
+from support import CLASSES, MARKERS, SHARED_DATA, make_tiny_sample, tiny_config_dict, unprivileged  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Every test runs torch on one thread: the networks are tiny, and CI has two cores for
@@ -18,31 +21,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MARKERS = ("m1", "m2", "m3")
-CLASSES = ("blob", "bar")
-
-
-def make_tiny_sample(seed: int, shape: tuple[int, int] = (72, 72)) -> tuple[np.ndarray, np.ndarray]:
-    """A 3-marker image with two exclusive classes: bright discs (seen in m2) and bars (seen in m3)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    blob = np.zeros(shape, bool)
-    for _ in range(4):
-        cy, cx, r = rng.integers(8, shape[0] - 8), rng.integers(8, shape[1] - 8), rng.integers(4, 8)
-        blob |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-    bar = np.zeros(shape, bool)
-    row = int(rng.integers(5, shape[0] - 5))
-    bar[row - 2 : row + 2, 5:-5] = True
-    bar &= ~blob
-    image = rng.normal(20, 5, (3,) + shape)
-    image[1][blob] += 120
-    image[2][bar] += 120
-    image[0] += 40 * (blob | bar)
-    masks = np.stack([blob, bar]).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8), masks
 
 
 @pytest.fixture()
@@ -61,18 +39,6 @@ def tiny_dataset(tmp_path: Path) -> Path:
                 "images": "images/*.tif", "masks": "masks/{id}.tif"}
     (root / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     return root / "manifest.yaml"
-
-
-def tiny_config_dict(manifest: Path, **train: object) -> dict:
-    """A config for a depth-2, 4-filter U-Net that trains a few steps in about a second."""
-    settings = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 60, "learning_rate": 1e-3,
-                "seed": 0, "device": "cpu", "val_tile_size": 60, "num_threads": 1}
-    settings.update(train)
-    return {
-        "data": {"manifest": str(manifest), "split": {"val": ["s3"], "test": ["s4"]}},
-        "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "valid"}},
-        "train": settings,
-    }
 
 
 @pytest.fixture()

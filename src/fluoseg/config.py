@@ -55,6 +55,14 @@ class SplitConfig(_Section):
     seed: int = 0
 
 
+def _no_nul(value: Any) -> Any:
+    """Paths with a NUL character cannot exist on any file system; say so instead of crashing."""
+    items = value if isinstance(value, list) else [value]
+    if any(item is not None and "\x00" in str(item) for item in items):
+        raise ValueError("a path contains a NUL character; fix the path")
+    return value
+
+
 class DataConfig(_Section):
     """Where the samples come from and which of their markers and classes the model uses.
 
@@ -67,6 +75,8 @@ class DataConfig(_Section):
     classes: list[str] | None = None
     markers: list[str] | None = None
     split: SplitConfig = SplitConfig()
+
+    _paths = field_validator("manifest", "extra_train", mode="before")(_no_nul)
 
 
 class ModelConfig(_Section):
@@ -83,6 +93,8 @@ class ModelConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     init_from: Path | None = None
     init_head: InitHead = "auto"
+
+    _paths = field_validator("init_from", mode="before")(_no_nul)
 
 
 class PreprocessConfig(_Section):
@@ -205,14 +217,25 @@ class RunConfig(_Section):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line :class:`FluosegError`."""
     path = Path(path)
-    if not path.is_file():
-        raise FluosegError("file not found; check the path", path=path)
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        if not path.is_file():
+            raise FluosegError("file not found; check the path", path=path)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:  # a name too long, a NUL in the name, permissions
+        raise FluosegError(f"cannot read this file ({getattr(exc, 'strerror', None) or exc}); check the path",
+                           path=path) from None
+    except UnicodeDecodeError:
+        raise FluosegError("not a UTF-8 text file; save the YAML as UTF-8", path=path) from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise FluosegError(f"not valid YAML{line}; fix the syntax", path=path) from None
+    except RecursionError:
+        raise FluosegError("YAML nested too deeply; flatten the document", path=path) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. !!timestamp 2020-13-45, !!float xyz
+        raise FluosegError(f"a YAML value cannot be read ({exc}); fix or quote it", path=path) from None
     if not isinstance(content, dict):
         raise FluosegError("expected a YAML mapping of keys to values at the top level", path=path)
     return content
@@ -244,6 +267,8 @@ def load_config(path: str | Path) -> RunConfig:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise FluosegError(format_validation_error(exc), path=path) from None
+    except RecursionError:
+        raise FluosegError("the configuration is nested too deeply; check its structure", path=path) from None
     if not config.data.manifest.is_absolute():
         config.data.manifest = (path.parent / config.data.manifest).resolve()
     config.data.extra_train = [p if p.is_absolute() else (path.parent / p).resolve() for p in config.data.extra_train]

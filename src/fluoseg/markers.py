@@ -33,12 +33,16 @@ class MarkerPanel:
     [0.0, 0.0, 1.0]
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
-        cleaned = tuple(str(n).strip() for n in names)
+    def __init__(self, names: Sequence[str] | str) -> None:
+        cleaned = (names.strip(),) if isinstance(names, str) else tuple(str(n).strip() for n in names)
         if not cleaned:
             raise FluosegError("a marker panel needs at least one marker name")
         if any(not n for n in cleaned):
-            raise FluosegError(f"empty marker name in {list(names)}; give every channel a name")
+            raise FluosegError(f"empty marker name in {list(cleaned)}; give every channel a name")
+        commas = [n for n in cleaned if "," in n]
+        if commas:
+            raise FluosegError(f"marker names cannot contain commas (selections such as 'a,b' are comma-separated); "
+                               f"rename {commas}")
         duplicates = sorted({n for n in cleaned if cleaned.count(n) > 1})
         if duplicates:
             raise FluosegError(f"duplicate marker names {duplicates}; marker names must be unique")
@@ -78,8 +82,8 @@ class MarkerPanel:
 
         Returns the names in panel order, without duplicates.
         """
-        names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-        names = [n for n in names if n]
+        names = spec.split(",") if isinstance(spec, str) else list(spec)
+        names = [n for n in (str(n).strip() for n in names) if n]
         if not names:
             raise FluosegError("the marker selection is empty; name at least one marker", path=source)
         slots = sorted({self.index(n, source=source) for n in names})
@@ -189,9 +193,13 @@ class MarkerSelection:
         """
         names = tuple(channel_names)
         ignored = set(ignore)
-        for name in names:
-            if name not in ignored:
-                panel.index(name, source=source)  # unknown names are errors even when unused
+        used_names = [n for n in names if n not in ignored]
+        repeated = sorted({n for n in used_names if used_names.count(n) > 1})
+        if repeated:
+            raise FluosegError(f"channel name(s) {repeated} occur more than once; give every channel its own name",
+                               path=source)
+        for name in used_names:
+            panel.index(name, source=source)  # unknown names are errors even when unused
         candidates = [n for n in names if n not in ignored] if use is None else list(use)
         used = panel.parse(candidates, source=source)
         missing = set(used) - set(names)

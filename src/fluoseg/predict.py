@@ -118,6 +118,19 @@ def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
     return names
 
 
+def check_inputs(segmenter: Segmenter, images: Sequence[Path], options: PredictOptions, *,
+                 channel_names: Sequence[str] | None = None, axes: str | None = None) -> None:
+    """Check every input's channels against the model before any prediction starts.
+
+    A mistake in the tenth file of a folder (an unknown marker, a missing name) then costs
+    nothing, and no output of the first nine is written in vain.
+    """
+    for path in images:
+        image = read_image(path, axes=axes, lazy=True)
+        names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names)
+        segmenter.select_markers(names, options.markers, source=str(path))
+
+
 def predict_file(
     segmenter: Segmenter,
     image_path: Path,

@@ -61,8 +61,7 @@ def test_selections_of_panel_names_round_trip(fuzz, names, data):
 
 @FUZZ
 @given(panel_names=st.lists(PLAIN, min_size=1, max_size=4, unique=True),
-       # repeated channel names are a known failure (below), kept out of random examples
-       channel_names=st.lists(NAME, max_size=4, unique_by=str.strip),
+       channel_names=st.lists(NAME, max_size=4),
        use=st.none() | st.lists(NAME, max_size=3))
 def test_arrange_with_random_channel_names(fuzz, panel_names, channel_names, use):
     fuzz.example()
@@ -79,7 +78,7 @@ def test_arrange_with_random_channel_names(fuzz, panel_names, channel_names, use
 
 
 def _string_panel_is_one_marker() -> bool:
-    return MarkerPanel("DAPI").names == ("DAPI",)  # today: ("D", "A", "P", "I")
+    return MarkerPanel("DAPI").names == ("DAPI",)  # was ("D", "A", "P", "I")
 
 
 def _comma_names_are_refused_or_selectable() -> bool:
@@ -87,11 +86,11 @@ def _comma_names_are_refused_or_selectable() -> bool:
         panel = MarkerPanel(["a,b", "c"])
     except FluosegError:
         return True
-    return panel.parse("a,b,c") == ("a,b", "c")  # today: unknown marker 'a'
+    return panel.parse("a,b,c") == ("a,b", "c")  # was: unknown marker 'a'
 
 
 def _list_selections_are_stripped_like_text() -> bool:
-    return MarkerPanel(["DAPI"]).parse([" DAPI"]) == ("DAPI",)  # today: unknown marker ' DAPI'
+    return MarkerPanel(["DAPI"]).parse([" DAPI"]) == ("DAPI",)  # was: unknown marker ' DAPI'
 
 
 def _repeated_channel_names_are_refused() -> bool:
@@ -100,7 +99,7 @@ def _repeated_channel_names_are_refused() -> bool:
         MarkerPanel(["DAPI"]).arrange(image, ["DAPI", "DAPI"])
     except FluosegError:
         return True
-    return False  # today: the second channel silently overwrites the first in the slot
+    return False  # was: the second channel silently overwrote the first
 
 
 KNOWN = [
@@ -114,8 +113,7 @@ KNOWN = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="markers.py (read only for this branch); see the case ids")
 @pytest.mark.parametrize("behaves", KNOWN)
-def test_known_marker_failures(fuzz, behaves):
+def test_cases_fuzzing_found(fuzz, behaves):
     fuzz.example()
     assert fuzz.outcome(behaves) is True

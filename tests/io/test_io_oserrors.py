@@ -13,6 +13,8 @@ import pytest
 
 import fluoseg.errors
 from fluoseg.errors import FluosegError
+
+from support import unprivileged
 from fluoseg.io import (
     check_output_file,
     describe_os_error,
@@ -159,17 +161,6 @@ def test_check_output_file(tmp_path):
         check_output_file(tmp_path, overwrite=True)
 
 
-def _unprivileged(command: list[str]) -> list[str]:
-    """``command`` run without the root powers that ignore file permissions."""
-    if os.geteuid() != 0:
-        return command
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root and setpriv (util-linux) is missing to drop privileges")
-    caps = "-dac_override,-dac_read_search"
-    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "--", *command]
-
-
 def test_permission_denied_is_reported_before_work_and_during_it(tmp_path):
     """A real unwritable folder, checked by a subprocess without root's override powers."""
     locked = tmp_path / "locked"
@@ -189,7 +180,7 @@ def test_permission_denied_is_reported_before_work_and_during_it(tmp_path):
     )
     try:
         done = subprocess.run(
-            _unprivileged([sys.executable, "-c", code]), capture_output=True, text=True,
+            unprivileged([sys.executable, "-c", code]), capture_output=True, text=True,
             timeout=60, env={**os.environ, "PYTHONPATH": SRC},
         )
     finally:

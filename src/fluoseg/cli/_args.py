@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import NoReturn
 
 EXIT_USER_ERROR = 2
@@ -125,12 +126,20 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings (a stale lock taken over, objects touching a block's halo) as one line each."""
+    print(f"fluoseg: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def configure_logging(verbose: int) -> None:
     """Send fluoseg's log records to stderr: warnings by default, more with ``-v``/``-vv``."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     package = logging.getLogger("fluoseg")
     package.setLevel(level)
-    if not any(isinstance(h, _StderrHandler) for h in package.handlers):
+    handler = next((h for h in package.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("fluoseg: %(message)s"))
         package.addHandler(handler)
+    handler.setLevel(level)  # a run's train.log may lower the logger's level; stderr keeps this one
+    warnings.showwarning = _show_warning

@@ -26,8 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fluoseg.experiments.config_comparison import compare_configs
+    from fluoseg.io import OutputLock, prepare_output_dir
 
-    result = compare_configs(args.configs, args.out, folds=args.folds, seed=args.seed, train_sizes=args.train_sizes,
-                             tta=args.tta, tile_size=args.tile_size, progress=not args.quiet)
+    prepare_output_dir(args.out, overwrite=True, what="cross-validation folder")  # a rerun resumes it
+    with OutputLock(args.out, what="cross-validation folder"):
+        result = compare_configs(args.configs, args.out, folds=args.folds, seed=args.seed,
+                                 train_sizes=args.train_sizes, tta=args.tta, tile_size=args.tile_size,
+                                 progress=not args.quiet)
     print((result.out / f"summary{'_tta' if args.tta else ''}.md").read_text())
     return 0

@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fluoseg.demo import run_demo
+    from fluoseg.io import prepare_output_dir
 
+    prepare_output_dir(args.out, overwrite=args.overwrite, what="demo folder")
     run_demo(Path(args.out), overwrite=args.overwrite, epochs=args.epochs, device=args.device, progress=not args.quiet)
     return 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import fluoseg.cli._args as _args
 
 
@@ -25,11 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fluoseg.evaluate import evaluate, instance_summary, summary_table, write_rows
-    from fluoseg.errors import FluosegError
+    from fluoseg.io import check_output_file
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FluosegError("output exists; pass --overwrite to replace it", path=out)
+    out = check_output_file(args.out, overwrite=args.overwrite, what="metrics file")
     rows = evaluate(args.pred, args.truth, task=args.task, classes=args.classes)
     write_rows(rows, out, overwrite=args.overwrite)
     print(instance_summary(rows) if args.task == "instance" else summary_table(rows))

@@ -14,6 +14,14 @@ import fluoseg.cli._args as _args
 _positive = _args.positive_int
 
 
+def _claim_folder(path: str, what: str) -> Any:
+    """Check an output folder before work (it may hold results to resume) and lock it while writing."""
+    from fluoseg.io import OutputLock, prepare_output_dir
+
+    prepare_output_dir(path, overwrite=True, what=what)
+    return OutputLock(path, what=what)
+
+
 def _load_config(path: str, device: str) -> Any:
     from fluoseg.config import load_config
 
@@ -27,9 +35,10 @@ def cmd_upper_bound(args: argparse.Namespace) -> int:
     from fluoseg.experiments.upper_bound import run_upper_bound
 
     config = _load_config(args.config, args.device)
-    rows, plans = run_upper_bound(config, args.out, folds=args.folds, combinations=args.combinations,
-                                  max_combinations=args.max_combinations, epochs=args.epochs, method=args.method,
-                                  tile_size=args.tile_size, batch_size=args.batch_size, progress=not args.quiet)
+    with _claim_folder(args.out, "experiment folder"):
+        rows, plans = run_upper_bound(config, args.out, folds=args.folds, combinations=args.combinations,
+                                      max_combinations=args.max_combinations, epochs=args.epochs, method=args.method,
+                                      tile_size=args.tile_size, batch_size=args.batch_size, progress=not args.quiet)
     for plan in plans:
         print(f"fold {plan.fold}: trainable {len(plan.trainable)} of {plan.total} combinations "
               f"(|M^UB|/|M^total| = {plan.ratio:.2f}), trained {len(plan.chosen)}")
@@ -42,9 +51,10 @@ def cmd_combinations(args: argparse.Namespace) -> int:
     from fluoseg.experiments.combinations import evaluate_run
     from fluoseg.experiments.results import mean_table
 
-    rows = evaluate_run(args.run_dir, args.data, args.out, sample_ids=args.samples, fold=args.fold,
-                        method=args.method, checkpoint=args.checkpoint, device=args.device, tile_size=args.tile_size,
-                        batch_size=args.batch_size, progress=not args.quiet)
+    with _claim_folder(args.out, "evaluation folder"):
+        rows = evaluate_run(args.run_dir, args.data, args.out, sample_ids=args.samples, fold=args.fold,
+                            method=args.method, checkpoint=args.checkpoint, device=args.device, tile_size=args.tile_size,
+                            batch_size=args.batch_size, progress=not args.quiet)
     for (method, class_name), (mean, sd, n) in mean_table(rows).items():
         print(f"{method:<12}{class_name:<14} mean F1 {mean:.4f} (sd {sd:.4f}, n={n})")
     print(f"results: {Path(args.out) / 'combinations.csv'} and {Path(args.out) / 'combinations_summary.csv'}")
@@ -54,8 +64,9 @@ def cmd_combinations(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fluoseg.experiments.compare import compare_results, format_tests
 
-    found = compare_results(args.results, args.reference, args.out, unit=args.unit,
-                            marker_effects=args.marker_effect or (), plot=not args.no_plot)
+    with _claim_folder(args.out, "comparison folder"):
+        found = compare_results(args.results, args.reference, args.out, unit=args.unit,
+                                marker_effects=args.marker_effect or (), plot=not args.no_plot)
     print(format_tests(found["tests"]))
     for e in found["effects"]:
         print(f"{e['method']:<12}{e['class']:<14} with {e['marker']}: {e['mean_with']:.4f} (n={e['n_with']}), "
@@ -66,7 +77,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_panels(args: argparse.Namespace) -> int:
     from fluoseg.experiments.panels import CASES, make_case_manifest
+    from fluoseg.io import check_output_file
 
+    check_output_file(args.out, overwrite=args.overwrite, what="manifest")
     assignment, (n_ub, n_total) = make_case_manifest(args.manifest, args.case, args.out, seed=args.seed,
                                                      sample_ids=args.samples, overwrite=args.overwrite)
     print(f"case {args.case}: {CASES[args.case]}")
@@ -83,9 +96,10 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from fluoseg.experiments.results import mean_table
 
     config = _load_config(args.config, args.device)
-    rows = crossval_combinations(config, args.out, folds=args.folds, method=args.method or Path(args.config).stem,
-                                 seed=args.seed, case=args.case, case_seed=args.case_seed, epochs=args.epochs,
-                                 tile_size=args.tile_size, batch_size=args.batch_size, progress=not args.quiet)
+    with _claim_folder(args.out, "cross-validation folder"):
+        rows = crossval_combinations(config, args.out, folds=args.folds, method=args.method or Path(args.config).stem,
+                                     seed=args.seed, case=args.case, case_seed=args.case_seed, epochs=args.epochs,
+                                     tile_size=args.tile_size, batch_size=args.batch_size, progress=not args.quiet)
     for (method, class_name), (mean, sd, n) in mean_table(rows).items():
         print(f"{method:<12}{class_name:<14} mean F1 {mean:.4f} (sd {sd:.4f}, n={n})")
     print(f"results: {Path(args.out) / 'combinations.csv'}")
@@ -95,7 +109,8 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 def cmd_me_analysis(args: argparse.Namespace) -> int:
     from fluoseg.experiments.me_analysis import analyse_run
 
-    rows, files = analyse_run(args.run_dir, args.out, checkpoint=args.checkpoint, plot=not args.no_plot)
+    with _claim_folder(args.out, "analysis folder"):
+        rows, files = analyse_run(args.run_dir, args.out, checkpoint=args.checkpoint, plot=not args.no_plot)
     for r in rows:
         print(f"{r['member']:<10}{r['label']:<14} mean cosine distance {r['mean_cosine_distance']:.4f} "
               f"(sd {r['sd_cosine_distance']:.4f})")

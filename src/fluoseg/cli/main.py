@@ -34,17 +34,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status.
+
+    This is the one place where failures of the machine (an ``OSError`` anywhere, or
+    torch's short-write ``RuntimeError`` on a full disk) become one-line errors with exit
+    status 2, like every user mistake; other exceptions are bugs and keep their traceback.
+    """
+    from fluoseg.io import describe_os_error, is_torch_write_failure
+
     args = build_parser().parse_args(argv)
     _args.configure_logging(getattr(args, "verbose", 0))
     try:
         return args.func(args)
     except FluosegError as error:
-        print(f"fluoseg: error: {error}", file=sys.stderr)
-        return _args.EXIT_USER_ERROR
+        return _fail(error)
+    except OSError as error:
+        return _fail(describe_os_error(error))
+    except RuntimeError as error:
+        if not is_torch_write_failure(error):
+            raise
+        return _fail(describe_os_error(error))
     except KeyboardInterrupt:
         print("fluoseg: interrupted", file=sys.stderr)
         return _args.EXIT_INTERRUPTED
+
+
+def _fail(error: FluosegError) -> int:
+    print(f"fluoseg: error: {error}", file=sys.stderr)
+    return _args.EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import fluoseg.cli._args as _args
 
 
@@ -49,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     from fluoseg.device import set_threads
     from fluoseg.infer import PredictOptions, Segmenter
-    from fluoseg.io import read_image
-    from fluoseg.predict import check_writable, expand_inputs, output_paths, predict_file
+    from fluoseg.io import OutputLock, prepare_output_dir, read_image
+    from fluoseg.predict import check_inputs, check_writable, expand_inputs, output_paths, predict_file
 
     images = expand_inputs(args.images)
-    out_dir = Path(args.out)
+    out_dir = prepare_output_dir(args.out, overwrite=True, what="output folder")  # other files may stay there
     paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities)
     check_writable(paths, overwrite=args.overwrite)
     for image in images:  # fail on an unreadable input before the model is loaded
@@ -65,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
         markers=segmenter.panel.parse(args.markers) if args.markers else None, tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
-        written = predict_file(segmenter, image, target, options, channel_names=args.channel_names, axes=args.axes,
-                               diameter_um=diameter_um, overwrite=args.overwrite)
-        print(f"{image} -> {written}")
+    check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes)
+    with OutputLock(out_dir, what="output folder"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
+            written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
+                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite)
+            print(f"{image} -> {written}")
     return 0

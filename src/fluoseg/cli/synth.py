@@ -26,8 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_nuclei(args: argparse.Namespace) -> int:
+    from fluoseg.io import prepare_output_dir
     from fluoseg.synthesize import synthesize_nuclei
 
+    prepare_output_dir(args.out, overwrite=args.overwrite, what="output folder")
     manifest = synthesize_nuclei(args.data, args.out, sample_ids=args.samples, n_images=args.n_images,
                                  grid=args.grid, max_offset=args.max_offset, overlap_mode=args.overlap,
                                  shape=args.size, seed=args.seed, overwrite=args.overwrite)

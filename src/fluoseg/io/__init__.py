@@ -25,6 +25,7 @@ from fluoseg.io._lazy import LazyView, StackedChannels
 from fluoseg.io._oserrors import (
     check_output_file,
     describe_os_error,
+    is_torch_write_failure,
     os_errors_as_user_errors,
     prepare_output_dir,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "check_output_file",
     "create_output",
     "describe_os_error",
+    "is_torch_write_failure",
     "format_for",
     "os_errors_as_user_errors",
     "prepare_output_dir",

@@ -36,6 +36,7 @@ from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.split import Split, split_samples
 from fluoseg.device import resolve_device, set_threads
 from fluoseg.errors import FluosegError
+from fluoseg.io import OutputLock, prepare_output_dir
 from fluoseg.markers import MarkerPanel
 from fluoseg.models import model_names
 from fluoseg.predictor import make_batch_predictor
@@ -180,12 +181,21 @@ class Trainer:
         ]
 
     def run(self, *, resume: bool = False, overwrite: bool = False) -> Path:
-        """Train every member network; returns the run directory."""
+        """Train every member network; returns the run directory.
+
+        The run directory is checked before anything is written, and locked while training:
+        a second process writing it gets a one-line error naming this one.
+        """
+        prepare_output_dir(self.directory.path, overwrite=True, what="run folder")  # its kind and permissions
+        with OutputLock(self.directory.path, what="run folder"):
+            return self._run_locked(resume=resume, overwrite=overwrite)
+
+    def _run_locked(self, *, resume: bool, overwrite: bool) -> Path:
         members = plan_members(self.classes, self.config.train.class_mode)
         resolved = config_to_dict(self.config)
         resolved["split"] = {"train": list(self.split.train), "val": list(self.split.val), "test": list(self.split.test)}
         self.directory.start(resolved, [m.name for m in members], resume=resume, overwrite=overwrite,
-                       upgrade=upgrade_config_dict)
+                             upgrade=upgrade_config_dict)
         with _log_to(self.directory.path / RunDir.LOG):
             logger.info("%s %s: %d training, %d validation samples; members %s", "resuming" if resume else "training",
                         self.directory.path, len(self.split.train), len(self.split.val), [m.name for m in members])

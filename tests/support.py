@@ -1,0 +1,61 @@
+"""Helpers shared by test modules (importable as ``support``; pytest puts tests/ on the path).
+
+Fixtures live in ``conftest.py``; plain functions that tests and fixtures both call live here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MARKERS = ("m1", "m2", "m3")
+CLASSES = ("blob", "bar")
+
+
+def make_tiny_sample(seed: int, shape: tuple[int, int] = (72, 72)) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-marker image with two exclusive classes: bright discs (seen in m2) and bars (seen in m3)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    blob = np.zeros(shape, bool)
+    for _ in range(4):
+        cy, cx, r = rng.integers(8, shape[0] - 8), rng.integers(8, shape[1] - 8), rng.integers(4, 8)
+        blob |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    bar = np.zeros(shape, bool)
+    row = int(rng.integers(5, shape[0] - 5))
+    bar[row - 2 : row + 2, 5:-5] = True
+    bar &= ~blob
+    image = rng.normal(20, 5, (3,) + shape)
+    image[1][blob] += 120
+    image[2][bar] += 120
+    image[0] += 40 * (blob | bar)
+    masks = np.stack([blob, bar]).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8), masks
+
+
+def tiny_config_dict(manifest: Path, **train: object) -> dict:
+    """A config for a depth-2, 4-filter U-Net that trains a few steps in about a second."""
+    settings = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 60, "learning_rate": 1e-3,
+                "seed": 0, "device": "cpu", "val_tile_size": 60, "num_threads": 1}
+    settings.update(train)
+    return {
+        "data": {"manifest": str(manifest), "split": {"val": ["s3"], "test": ["s4"]}},
+        "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "valid"}},
+        "train": settings,
+    }
+
+
+def unprivileged(command: list[str]) -> list[str]:
+    """``command`` run without the root powers that ignore file permissions (tests run as root here)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is missing to drop privileges")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "--", *command]
