@@ -1,0 +1,433 @@
+"""Instance labels of images of any size, decoded block by block and stitched.
+
+Decoding a whole slide at once holds several full-size arrays (maps, markers, watershed
+queues: 60-80 bytes per pixel). Here the image is cut into blocks
+(:mod:`fluoseg.instance.blocks`), each decoded with a halo of context, and the pieces are
+stitched into one label image in three phases that can run as independent tasks:
+
+A. :func:`decode_block` — decode one block's window; keep only its core, with local ids
+   ``1..n``, and the *strips* it shares with each neighbour: its own labels on the
+   neighbour's core (its halo predictions) and its core labels on the neighbour's window.
+B. :func:`resolve` (or :func:`link_blocks` per neighbour pair, then :func:`resolve_links`)
+   — an object of block ``a`` is the same as an object of block ``b`` when, on their
+   strip, ``a``'s halo prediction and ``b``'s core label have IoU > ``min_iou`` (0.5 makes
+   the match unique), in either direction. Matched objects are merged with a union-find
+   (connected components of the match graph); each merged object is owned by its member
+   in the lowest block and gets a global id ``offset[block] + rank``, where ``offset``
+   counts the objects owned by earlier blocks. The result is one lookup table (local ->
+   global id) per block, never one vector over all global ids.
+C. :func:`write_block` — write a block's core through its lookup table.
+
+:func:`decode_blockwise` runs the three phases sequentially in bounded memory.
+
+Guarantee (tested with hypothesis): when the halo along every linked axis is at least the
+extent of the largest object plus the context the decoder looks at, the labels form the
+same partition of the pixels as decoding the whole image at once (equal up to renumbering;
+ids are consecutive from 1 in raster order of the blocks). Objects of a block's core that
+reach the outer edge of its window may have been cut by it, which breaks the guarantee:
+they are counted and reported with :func:`warnings.warn`.
+
+Halo per decoder of :mod:`fluoseg.instance.postprocess` (all are slice-wise on stacks, so
+the halo along Z is 0):
+
+* ``labels_from_threshold``: the largest object diameter (connected components see
+  nothing beyond the object).
+* ``labels_from_border_classes``: the largest diameter plus the border band width.
+* ``labels_from_distance``: the h-maxima markers depend on the whole foreground clump
+  (objects touching each other), so the largest *clump* extent, plus ``3 * smooth_sigma``.
+
+This module is torch-free; maps are read window by window from any array with basic
+slicing (numpy, zarr, :class:`fluoseg.io.LazyView`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from fluoseg.errors import FluosegError
+from fluoseg.instance.blocks import Block, BlockPlan, intersect, plan_blocks, relative
+from fluoseg.metrics.overlap import label_overlap
+
+__all__ = [
+    "BlockResult",
+    "Decoder",
+    "Relabelling",
+    "Strip",
+    "decode_block",
+    "decode_blockwise",
+    "link_blocks",
+    "resolve",
+    "resolve_links",
+    "write_block",
+]
+
+Decoder = Callable[[np.ndarray], np.ndarray]
+"""``(C, [z], y, x)`` maps window -> ``([z], y, x)`` integer labels, 0 = background."""
+
+_LOCAL_DTYPE = np.uint32
+
+
+@dataclass
+class Strip:
+    """What one block knows about the region it shares with one neighbour.
+
+    Attributes
+    ----------
+    halo
+        The block's own labels on ``block.window ∩ neighbour.core`` (its halo prediction),
+        as the block's local core ids; objects absent from the block's core are 0.
+    core
+        The block's local core labels on ``block.core ∩ neighbour.window``.
+    """
+
+    halo: np.ndarray
+    core: np.ndarray
+
+
+@dataclass
+class BlockResult:
+    """Phase A's output for one block.
+
+    Attributes
+    ----------
+    index
+        The block's :attr:`~fluoseg.instance.blocks.Block.index`.
+    n_labels
+        Number of objects in the core; their local ids are ``1..n_labels``.
+    core
+        ``uint32`` local labels of the core, or None once they were stored elsewhere.
+    strips
+        Per neighbour index, the :class:`Strip` shared with it.
+    truncated
+        Objects of the core that touch the window's outer edge inside the image.
+    """
+
+    index: int
+    n_labels: int
+    core: np.ndarray | None
+    strips: dict[int, Strip] = field(default_factory=dict)
+    truncated: int = 0
+
+    def without_core(self) -> BlockResult:
+        """A copy without the core labels (what phase B needs: counts and strips)."""
+        return replace(self, core=None, strips=dict(self.strips))
+
+
+@dataclass(frozen=True)
+class Relabelling:
+    """Phase B's output.
+
+    Attributes
+    ----------
+    luts
+        Per block, ``uint64`` lookup table local id -> global id (``lut[0] == 0``).
+    n_objects
+        Number of objects in the whole image; global ids are ``1..n_objects``.
+    """
+
+    luts: list[np.ndarray]
+    n_objects: int
+
+
+def _local_lookup(core_labels: np.ndarray, largest: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A function mapping window labels to local core ids ``1..n`` (0: not in the core)."""
+    flat = core_labels.ravel()
+    if largest <= 4 * flat.size + 1024:
+        present = np.bincount(flat, minlength=largest + 1) > 0
+        present[0] = False
+        table = np.zeros(largest + 1, _LOCAL_DTYPE)
+        table[present] = np.arange(1, int(present.sum()) + 1, dtype=_LOCAL_DTYPE)
+        return lambda labels: table[labels]
+    # Sparse, large ids (a decoder that does not renumber): search instead of a table.
+    ids = np.unique(flat)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return lambda labels: np.zeros(labels.shape, _LOCAL_DTYPE)
+
+    def lookup(labels: np.ndarray) -> np.ndarray:
+        position = np.minimum(np.searchsorted(ids, labels), ids.size - 1)
+        return np.where(ids[position] == labels, position + 1, 0).astype(_LOCAL_DTYPE)
+
+    return lookup
+
+
+def _decoded_window(maps: Any, block: Block, decoder: Decoder) -> np.ndarray:
+    window = np.asarray(maps[(slice(None), *block.window)])
+    labels = np.asarray(decoder(window))
+    if labels.shape != block.window_shape:
+        raise ValueError(f"the decoder returned labels of shape {labels.shape} for a window of {block.window_shape}")
+    if labels.dtype.kind not in "ui" or (labels.size and labels.min() < 0):
+        raise ValueError(f"the decoder must return non-negative integer labels, got dtype {labels.dtype}")
+    return labels.astype(np.int64, copy=False) if labels.dtype.kind == "i" else labels
+
+
+def _outer_faces(plan: BlockPlan, block: Block) -> list[tuple[slice, ...]]:
+    """Window faces (window coordinates) that lie inside the image on axes with a halo."""
+    faces = []
+    for axis, (edge, halo, size) in enumerate(zip(block.window, plan.halo, plan.shape)):
+        if halo == 0:
+            continue
+        length = edge.stop - edge.start
+        full = [slice(None)] * len(block.window)
+        if edge.start > 0:
+            faces.append(tuple(full[:axis] + [slice(0, 1)] + full[axis + 1:]))
+        if edge.stop < size:
+            faces.append(tuple(full[:axis] + [slice(length - 1, length)] + full[axis + 1:]))
+    return faces
+
+
+def decode_block(maps: Any, plan: BlockPlan, block: Block, decoder: Decoder, *, warn: bool = True) -> BlockResult:
+    """Phase A: decode one block's window and keep its core and its strips.
+
+    Parameters
+    ----------
+    maps
+        ``(C, [Z], Y, X)`` activated network outputs (numpy, zarr or lazy array).
+    plan
+        The plan ``block`` belongs to.
+    block
+        The block to decode.
+    decoder
+        ``(C, [z], y, x)`` window -> ``([z], y, x)`` labels, e.g.
+        ``lambda w: labels_from_threshold(w[0])``.
+    warn
+        Warn when objects of the core touch the window's outer edge (the halo is too small).
+
+    Returns
+    -------
+    BlockResult
+    """
+    labels = _decoded_window(maps, block, decoder)
+    core_window = labels[block.core_in_window]
+    lookup = _local_lookup(core_window, int(labels.max()) if labels.size else 0)
+    core = lookup(core_window)
+    strips = {}
+    for other in plan.neighbours(block):
+        on_other = intersect(block.window, other.core)
+        under_other = intersect(block.core, other.window)
+        if on_other is None or under_other is None:
+            continue
+        strips[other.index] = Strip(
+            halo=lookup(labels[relative(on_other, block.window)]),
+            core=lookup(labels[relative(under_other, block.window)]),
+        )
+    cut: set[int] = set()
+    for face in _outer_faces(plan, block):
+        ids = lookup(labels[face])
+        cut.update(np.unique(ids[ids > 0]).tolist())
+    if cut and warn:
+        warnings.warn(_truncation_message(len(cut), plan), stacklevel=2)
+    return BlockResult(index=block.index, n_labels=int(core.max()) if core.size else 0, core=core,
+                       strips=strips, truncated=len(cut))
+
+
+def _truncation_message(count: int, plan: BlockPlan) -> str:
+    return (f"{count} object(s) reach the outer edge of their block's halo {plan.halo} and may be cut; "
+            "use a halo of at least the largest object's extent plus the decoder's context")
+
+
+def _iou_pairs(first: np.ndarray, second: np.ndarray, min_iou: float) -> np.ndarray:
+    """``(k, 2)`` label pairs of two same-shape label arrays with IoU > ``min_iou``."""
+    overlap = label_overlap(first, second)
+    keep = overlap.pair_iou > min_iou
+    return np.stack([overlap.true_ids[overlap.pair_true[keep]], overlap.pred_ids[overlap.pair_pred[keep]]], axis=1)
+
+
+def link_blocks(first: BlockResult, second: BlockResult, *, min_iou: float = 0.5) -> np.ndarray:
+    """Phase B, one pair: objects of two neighbouring blocks that are the same object.
+
+    Parameters
+    ----------
+    first, second
+        Results of two neighbouring blocks (with their strips).
+    min_iou
+        An object's halo prediction and the neighbour's core object match when their IoU
+        on the strip is above it; values >= 0.5 make every match one-to-one.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, 2)`` int64: local id in ``first``, local id in ``second``.
+    """
+    ours, theirs = first.strips[second.index], second.strips[first.index]
+    if ours.halo.shape != theirs.core.shape or ours.core.shape != theirs.halo.shape:
+        raise ValueError(f"blocks {first.index} and {second.index} come from different block plans")
+    found = np.concatenate([
+        _iou_pairs(ours.halo, theirs.core, min_iou),
+        _iou_pairs(theirs.halo, ours.core, min_iou)[:, ::-1],
+    ]).astype(np.int64)
+    return np.unique(found, axis=0) if found.size else found.reshape(0, 2)
+
+
+def resolve_links(n_labels: Sequence[int], links: Mapping[tuple[int, int], np.ndarray]) -> Relabelling:
+    """Phase B, global step: merge linked objects and number them per block.
+
+    Parameters
+    ----------
+    n_labels
+        Objects per block, in block index order.
+    links
+        ``{(i, j): pairs}`` from :func:`link_blocks` of blocks ``i`` and ``j``.
+
+    Returns
+    -------
+    Relabelling
+        Global ids are consecutive, given in order of the owning block then local id.
+    """
+    counts = np.asarray(n_labels, dtype=np.int64)
+    base = np.concatenate([[0], np.cumsum(counts)])  # object (block b, local l) has key base[b] + l - 1
+    ends = [(base[i] + pairs[:, 0] - 1, base[j] + pairs[:, 1] - 1) for (i, j), pairs in links.items() if len(pairs)]
+    merged_keys = owner_keys = np.zeros(0, np.int64)
+    if ends:
+        left = np.concatenate([a for a, _ in ends])
+        right = np.concatenate([b for _, b in ends])
+        nodes, inverse = np.unique(np.concatenate([left, right]), return_inverse=True)
+        graph = coo_matrix((np.ones(left.size), (inverse[: left.size], inverse[left.size:])),
+                           shape=(nodes.size, nodes.size))
+        _, component = connected_components(graph, directed=False)
+        owner = np.full(component.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(owner, component, nodes)  # the member in the lowest block, lowest id
+        merged = nodes != owner[component]
+        merged_keys, owner_keys = nodes[merged], owner[component[merged]]
+    merged_block = np.searchsorted(base, merged_keys, side="right") - 1
+    owner_block = np.searchsorted(base, owner_keys, side="right") - 1
+    # Keys are sorted, so each block's merged objects are one run of merged_keys.
+    runs = np.searchsorted(merged_block, np.arange(counts.size + 1))
+    luts = []
+    offset = 0
+    for b, n in enumerate(counts):
+        owned = np.ones(int(n) + 1, bool)
+        owned[0] = False
+        owned[merged_keys[runs[b]:runs[b + 1]] - base[b] + 1] = False
+        lut = np.zeros(owned.size, np.uint64)
+        lut[owned] = offset + np.arange(1, int(owned.sum()) + 1, dtype=np.uint64)
+        offset += int(owned.sum())
+        luts.append(lut)
+    # Owners are numbered now; merged objects take their owner's id.
+    for b, key, ob, okey in zip(merged_block, merged_keys, owner_block, owner_keys):
+        luts[b][key - base[b] + 1] = luts[ob][okey - base[ob] + 1]
+    return Relabelling(luts=luts, n_objects=offset)
+
+
+def resolve(results: Sequence[BlockResult], *, min_iou: float = 0.5) -> Relabelling:
+    """Phase B: link every pair of neighbouring blocks and merge, from all blocks' results.
+
+    Parameters
+    ----------
+    results
+        One :class:`BlockResult` per block of the plan (any order; cores not needed).
+    min_iou
+        See :func:`link_blocks`.
+
+    Returns
+    -------
+    Relabelling
+    """
+    by_index = {r.index: r for r in results}
+    if sorted(by_index) != list(range(len(results))):
+        raise ValueError("resolve needs exactly one result for every block of the plan")
+    links = {
+        (i, j): link_blocks(by_index[i], by_index[j], min_iou=min_iou)
+        for i in range(len(results)) for j in by_index[i].strips if j > i
+    }
+    return resolve_links([by_index[i].n_labels for i in range(len(results))], links)
+
+
+def write_block(block: Block, lut: np.ndarray, out: Any, core: np.ndarray | None = None) -> None:
+    """Phase C: write a block's core into ``out`` with global ids.
+
+    Parameters
+    ----------
+    block
+        The block.
+    lut
+        Its lookup table from :class:`Relabelling`.
+    out
+        Writable ``([Z], Y, X)`` integer array (numpy or zarr).
+    core
+        The block's local core labels; None reads them from ``out[block.core]``, where a
+        first pass stored them (as :func:`decode_blockwise` does).
+    """
+    local = np.asarray(out[block.core]) if core is None else core
+    out[block.core] = lut[local].astype(out.dtype, copy=False)
+
+
+def _check_fits(count: int, out: Any, what: str) -> None:
+    if count > np.iinfo(out.dtype).max:
+        raise FluosegError(f"{count} {what} do not fit in a {out.dtype} label output; use uint32 or uint64")
+
+
+def decode_blockwise(maps: Any, decoder: Decoder, *, block_shape: int | Sequence[int], halo: int | Sequence[int],
+                     out: Any = None, min_iou: float = 0.5) -> Any:
+    """Decode instance labels block by block and stitch them into ``out``.
+
+    Memory beyond ``out`` is one block window of maps and labels plus the strips of the
+    blocks whose neighbours are not decoded yet (one band of blocks). Local core ids are
+    first staged in ``out`` itself, then rewritten with global ids, so nothing is decoded
+    twice and no block is held in memory after its turn.
+
+    Parameters
+    ----------
+    maps
+        ``(C, [Z], Y, X)`` activated network outputs (numpy, zarr or lazy array).
+    decoder
+        Window maps -> labels, see :data:`Decoder`.
+    block_shape, halo
+        Core size and context per side, see :func:`~fluoseg.instance.blocks.plan_blocks`.
+    out
+        Writable ``([Z], Y, X)`` unsigned or signed integer array (numpy or zarr);
+        a new ``uint32`` numpy array when omitted.
+    min_iou
+        Strip IoU above which two blocks' objects are merged (see :func:`link_blocks`).
+
+    Returns
+    -------
+    numpy.ndarray or array-like
+        ``out``, holding ids ``1..N`` (0 = background).
+
+    Raises
+    ------
+    FluosegError
+        For maps that are not ``(C, [Z], Y, X)``, a bad block size or halo, or an output
+        whose shape or integer type cannot hold the labels.
+    """
+    shape = tuple(int(n) for n in maps.shape)
+    if len(shape) not in (3, 4):
+        raise FluosegError(f"maps must be (channels, [Z,] Y, X), got shape {shape}")
+    plan = plan_blocks(shape[1:], block_shape=block_shape, halo=halo)
+    if out is None:
+        out = np.zeros(plan.shape, _LOCAL_DTYPE)
+    if tuple(out.shape) != plan.shape or np.dtype(out.dtype).kind not in "ui":
+        raise FluosegError(f"the label output must be an integer array of shape {plan.shape}, "
+                           f"got {out.dtype} of shape {tuple(out.shape)}")
+    pending: dict[int, BlockResult] = {}
+    links: dict[tuple[int, int], np.ndarray] = {}
+    n_labels = []
+    truncated = 0
+    for block in plan:
+        result = decode_block(maps, plan, block, decoder, warn=False)
+        _check_fits(result.n_labels, out, "objects in one block")
+        out[block.core] = result.core
+        truncated += result.truncated
+        n_labels.append(result.n_labels)
+        for earlier in [i for i in result.strips if i < block.index]:
+            links[(earlier, block.index)] = link_blocks(pending[earlier], result, min_iou=min_iou)
+            del pending[earlier].strips[block.index], result.strips[earlier]
+            if not pending[earlier].strips:
+                del pending[earlier]
+        if result.strips:
+            pending[block.index] = result.without_core()
+    if truncated:
+        warnings.warn(_truncation_message(truncated, plan), stacklevel=2)
+    relabelling = resolve_links(n_labels, links)
+    _check_fits(relabelling.n_objects, out, "objects")
+    for block, lut in zip(plan, relabelling.luts):
+        write_block(block, lut, out)
+    return out
