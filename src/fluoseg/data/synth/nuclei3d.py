@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from fluoseg.data.synth.nuclei import camera_noise, check_nuclei_arguments
 from fluoseg.errors import FluosegError
 
 __all__ = ["SimulatedNuclei3D", "simulate_nuclei_3d"]
@@ -67,27 +68,14 @@ def _paint_ellipsoid(labels: np.ndarray, centre: np.ndarray, axes: np.ndarray, r
     return True
 
 
-def _check(shape: tuple[int, ...], radius_range: tuple[float, float], z_step: float, n_nuclei: int | None,
-           dtype: np.dtype) -> tuple[tuple[int, int, int], float, float]:
+def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
     try:
         depth, height, width = (int(s) for s in shape)
     except (TypeError, ValueError):
         raise FluosegError(f"shape must be (Z, Y, X), got {shape!r}") from None
-    try:
-        low, high = (float(r) for r in radius_range)
-    except (TypeError, ValueError):
-        low, high = 0.0, -1.0
-    if not 1.0 <= low <= high:
-        raise FluosegError(f"radius_range must be (low, high) with 1 <= low <= high, got {radius_range!r}")
-    if not (np.isfinite(z_step) and z_step > 0):
-        raise FluosegError(f"z_step must be a positive number of in-plane pixels, got {z_step!r}")
-    if min(depth, height, width) < 1 or height < 2 * high + 2 or width < 2 * high + 2:
-        raise FluosegError(f"shape {shape!r} is too small for nuclei of radius up to {high}")
-    if n_nuclei is not None and n_nuclei < 0:
-        raise FluosegError(f"n_nuclei must be >= 0, got {n_nuclei}")
-    if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
-        raise FluosegError(f"dtype must be uint8 or uint16, got {dtype}")
-    return (depth, height, width), low, high
+    if depth < 1:
+        raise FluosegError(f"shape {shape!r} has no slices")
+    return depth, height, width
 
 
 def simulate_nuclei_3d(
@@ -130,8 +118,10 @@ def simulate_nuclei_3d(
     FluosegError
         For a bad shape, radius range, z step, count or dtype.
     """
-    out_dtype = np.dtype(dtype)
-    (depth, height, width), low, high = _check(tuple(shape), radius_range, z_step, n_nuclei, out_dtype)
+    depth, height, width = _check_shape(shape)
+    low, high, out_dtype = check_nuclei_arguments((height, width), radius_range, n_nuclei, dtype)
+    if not (np.isfinite(z_step) and z_step > 0):
+        raise FluosegError(f"z_step must be a positive number of in-plane pixels, got {z_step!r}")
     rng = np.random.default_rng(seed)
     extent = np.array([depth * z_step, height, width], dtype=np.float64)
     if n_nuclei is None:
@@ -168,8 +158,6 @@ def simulate_nuclei_3d(
     peak = 230.0 if out_dtype == np.uint8 else 3600.0
     clean = peak * (rng.uniform(0.03, 0.08) + signal)
     gain = peak / 230.0
-    noise = rng.standard_normal(labels.shape).astype(np.float32) * np.sqrt(
-        (rng.uniform(2.0, 4.0) * gain) ** 2 + 0.8 * gain * clean)
-    image = np.clip(np.rint(clean + noise), 0, np.iinfo(out_dtype).max).astype(out_dtype)
+    image = camera_noise(clean, rng, gain=gain, read_noise=(2.0, 4.0), dtype=out_dtype)
     size = float(pixel_size_yx)
     return SimulatedNuclei3D(image=image[None], labels=labels, pixel_size=(z_step * size, size, size))
