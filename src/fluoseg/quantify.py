@@ -347,6 +347,7 @@ def plot_fractions(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     Returns
     -------
     Path
+        The PNG written.
 
     Raises
     ------
