@@ -101,6 +101,14 @@ def test_matches_a_dense_reading_of_cellpose_on_random_stacks(seed):
     assert np.array_equal(stitch_slices(stack, threshold=0.3), cellpose_stitch_oracle(stack, 0.3))
 
 
+def test_min_size_drops_small_3d_objects_and_renumbers():
+    stack = np.stack([square((8, 8), 0, 2, 0, 2, 1) + square((8, 8), 4, 8, 4, 8, 2),
+                      square((8, 8), 4, 8, 4, 8, 1)])
+    out = stitch_slices(stack, min_size=5)  # the 2x2 square (4 voxels) goes; the 4x4x2 block stays
+    assert set(np.unique(out)) == {0, 1} and (out[:, 4:, 4:] == 1).all()
+    assert np.array_equal(stitch_slices(stack, min_size=4), stitch_slices(stack))
+
+
 def test_bad_inputs_are_user_errors():
     with pytest.raises(FluosegError, match="stack"):
         stitch_slices(np.zeros((4, 4), int))
@@ -108,6 +116,8 @@ def test_bad_inputs_are_user_errors():
         stitch_slices(np.zeros((2, 4, 4), int), threshold=0)
     with pytest.raises(FluosegError):
         stitch_slices(-np.ones((2, 4, 4), int))
+    with pytest.raises(FluosegError, match="min_size"):
+        stitch_slices(np.zeros((2, 4, 4), int), min_size=-1)
 
 
 def test_anisotropy_and_isotropic_zoom():
