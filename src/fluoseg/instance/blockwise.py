@@ -30,11 +30,17 @@ they are counted and reported with :func:`warnings.warn`.
 Halo per decoder of :mod:`fluoseg.instance.postprocess` (all are slice-wise on stacks, so
 the halo along Z is 0):
 
-* ``labels_from_threshold``: the largest object diameter (connected components see
-  nothing beyond the object).
-* ``labels_from_border_classes``: the largest diameter plus the border band width.
-* ``labels_from_distance``: the h-maxima markers depend on the whole foreground clump
-  (objects touching each other), so the largest *clump* extent, plus ``3 * smooth_sigma``.
+* ``labels_from_threshold``: the largest object's extent is a safe bound (connected
+  components see nothing beyond the object; merging across blocks also repairs most
+  components longer than the halo).
+* ``labels_from_border_classes``: the largest object's extent plus the border band.
+* ``labels_from_distance``: h-maxima markers depend on the whole clump of touching
+  objects; the largest clump extent is the guarantee, plus ``3 * smooth_sigma``.
+
+Measured on every third DSB 2018 image (121 images, ideal maps made continuous, blocks of
+96 px; largest nucleus per image: median 24 px, at most 117 px): blockwise equalled
+whole-image decoding on all 121 images with halo 32 for all three decoders and with halo
+8 for the border decoder; halo 16 failed on 2 images (threshold) and 1 image (distance).
 
 This module is torch-free; maps are read window by window from any array with basic
 slicing (numpy, zarr, :class:`fluoseg.io.LazyView`).
