@@ -19,7 +19,6 @@ from fluoseg.instance.blockwise import (
     decode_block,
     decode_blockwise,
     resolve,
-    resolve_links,
     write_block,
 )
 from fluoseg.instance.postprocess import labels_from_distance, labels_from_threshold
@@ -148,18 +147,6 @@ def test_independent_phases_give_the_sequential_result():
     assert np.array_equal(out[...], sequential)
     assert relabelling.n_objects == sequential.max() == 5  # two discs touch and form one component
     assert same_partition(sequential, labels_from_threshold(maps[0]))
-
-
-def test_resolve_links_numbers_owned_objects_in_block_order():
-    # block 0: objects 1, 2; block 1: 1, 2, 3; block 2: 1. Links: (0,2)~(1,3), (1,3)~(2,1), (0,1)~(1,1).
-    links = {(0, 1): np.array([[2, 3], [1, 1]]), (1, 2): np.array([[3, 1]])}
-    result = resolve_links([2, 3, 1], links)
-    assert result.n_objects == 3
-    assert result.luts[0].tolist() == [0, 1, 2]
-    assert result.luts[1].tolist() == [0, 1, 3, 2]
-    assert result.luts[2].tolist() == [0, 2]
-    empty = resolve_links([0, 0], {})
-    assert empty.n_objects == 0 and [lut.tolist() for lut in empty.luts] == [[0], [0]]
 
 
 def test_a_halo_smaller_than_an_object_is_reported():

@@ -5,8 +5,9 @@
 * :mod:`fluoseg.instance.postprocess` — network outputs -> label images: threshold +
   connected components, border classes + watershed, distance h-maxima + watershed.
 * :mod:`fluoseg.instance.scale` — Kromp et al.'s rescaling to an equal mean object size.
-* :mod:`fluoseg.instance.blocks`, :mod:`fluoseg.instance.blockwise` — decoding label images of
-  any size block by block with halos, stitched into one labelling.
+* :mod:`fluoseg.instance.blocks`, :mod:`fluoseg.instance.blockwise`,
+  :mod:`fluoseg.instance.blocklinks` — decoding label images of any size block by block
+  with halos, stitched into one labelling.
 * :mod:`fluoseg.instance.stitch3d` — 3D objects from slice-wise labels (Cellpose's
   ``stitch_threshold``) and the anisotropy of z-stacks.
 
