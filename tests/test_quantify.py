@@ -170,5 +170,7 @@ def test_user_mistakes_name_the_file(tmp_path):
         quantify_volumes(np.ones((1, 4, 4), np.uint8), pixel_size=(1.0, 1.0, 1.0))
     with pytest.raises(FluosegError, match="region"):
         quantify_volumes(np.ones((1, 4, 4), np.uint8), regions=-np.ones((4, 4), int))
+    with pytest.raises(FluosegError, match="block"):
+        quantify_volumes(np.ones((1, 4, 4), np.uint8), block=0)
     with pytest.raises(FluosegError, match="no finite"):
         plot_fractions([], tmp_path / "x.png")

@@ -166,6 +166,8 @@ def quantify_volumes(masks: Any, *, tissue: Any = None, regions: Any = None,
         non-negative integers, or names/pixel sizes that do not fit the data.
     """
     shape = _spatial_shape(masks)
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise FluosegError(f"block must be a positive number of pixels, got {block!r}")
     n_classes = int(masks.shape[0])
     names = [f"class{i + 1}" for i in range(n_classes)] if class_names is None else [str(c) for c in class_names]
     if len(names) != n_classes:

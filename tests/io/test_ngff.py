@@ -104,6 +104,8 @@ def test_user_mistakes(tmp_path):
         write_ngff_image(tmp_path / "a.ome.zarr", image, axes="YXC")
     with pytest.raises(FluosegError, match="pixel_size"):
         write_ngff_image(tmp_path / "a.ome.zarr", image, axes="CYX", pixel_size=(1.0,))
+    with pytest.raises(FluosegError, match="chunks"):
+        write_ngff_image(tmp_path / "a.ome.zarr", image, axes="CYX", chunks=(1, 4))
     with pytest.raises(FluosegError, match="spatial shape"):
         write_ngff_image(tmp_path / "a.ome.zarr", image, axes="CYX", labels={"x": np.zeros((4, 4), np.uint8)})
     assert not any(tmp_path.iterdir())  # nothing half-written is left behind

@@ -39,7 +39,9 @@ __all__ = ["NGFF_VERSION", "pyramid_levels", "write_ngff_image", "write_ngff_lab
 
 NGFF_VERSION = "0.5"
 _AXIS = {"C": ("c", "channel"), "Z": ("z", "space"), "Y": ("y", "space"), "X": ("x", "space")}
-_WINDOW = {"C": None, "Z": 8, "Y": 1024, "X": 1024}
+# Windows of the level being written: all channels, one plane, 512 x 512 (the default
+# chunk), so a level is read from the one before in pieces of at most 2 x 1024 x 1024.
+_WINDOW = {"C": None, "Z": 1, "Y": 512, "X": 512}
 _SMALLEST_SIDE = 256
 _MAX_LEVELS = 10
 
@@ -292,6 +294,8 @@ def write_ngff_image(path: str | Path, array: Any, *, axes: str, channel_names: 
     if not 1 <= n_levels <= 20:
         raise FluosegError(f"levels must be between 1 and 20, got {levels!r}", path)
     factors = _factors(axes, downsample_z)
+    if chunks is not None and (len(chunks) != len(axes) or min(int(c) for c in chunks) < 1):
+        raise FluosegError(f"chunks {tuple(chunks)} must give one positive size per axis of {axes}", path)
     refuse_existing(path, overwrite)
     tmp = temporary_sibling(path)
     try:
