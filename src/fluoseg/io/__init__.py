@@ -7,6 +7,8 @@ chosen by suffix through a registry (:func:`register_format`). User mistakes (mi
 or damaged files, wrong axes, unknown channels) and failures of the machine (full disk,
 permissions, an output path of the wrong kind) raise :class:`fluoseg.errors.FluosegError`;
 :class:`OutputLock` keeps two processes from writing one output.
+Multiscale OME-Zarr images with label images (for viewers of whole slides) are written by
+:mod:`fluoseg.io.ngff`.
 
 This package imports no torch and nothing else of fluoseg but :mod:`fluoseg.errors`;
 tifffile, zarr, h5py and Pillow are imported when a file of their format is used.
@@ -43,6 +45,7 @@ from fluoseg.io._registry import (
 from fluoseg.io._write import OutputArray, create_output, write_image
 from fluoseg.io.hdf5 import HDF5_FORMAT, write_hdf5_sample
 from fluoseg.io.lock import OutputLock
+from fluoseg.io.ngff import write_ngff_image, write_ngff_labels, write_ngff_masks
 from fluoseg.io.simple import NPY_FORMAT, PNG_FORMAT
 from fluoseg.io.tiff import TIFF_FORMAT
 from fluoseg.io.zarrstore import ZARR_FORMAT
@@ -81,5 +84,8 @@ __all__ = [
     "write_hdf5_sample",
     "write_image",
     "write_json_atomically",
+    "write_ngff_image",
+    "write_ngff_labels",
+    "write_ngff_masks",
     "write_text_atomically",
 ]

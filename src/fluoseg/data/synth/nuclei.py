@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 
 from fluoseg.errors import FluosegError
 
-__all__ = ["SimulatedNuclei", "simulate_nuclei", "touching_pairs"]
+__all__ = ["SimulatedNuclei", "camera_noise", "check_nuclei_arguments", "simulate_nuclei", "touching_pairs"]
 
 _FILL_FRACTION = 0.22
 """Fraction of the image covered by nuclei when ``n_nuclei`` is not given."""
@@ -105,6 +105,49 @@ def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
     return pairs
 
 
+def check_nuclei_arguments(shape: tuple[int, ...], radius_range: tuple[float, float], n_nuclei: int | None,
+                           dtype: type | np.dtype) -> tuple[float, float, np.dtype]:
+    """Validate the arguments the 2D and 3D nuclei simulators share.
+
+    Returns
+    -------
+    tuple
+        ``(low, high, dtype)``: the radius range as floats and the output dtype.
+
+    Raises
+    ------
+    FluosegError
+        For a radius range that is not ``1 <= low <= high``, in-plane axes (the last two of
+        ``shape``) too small for the largest nucleus, a negative count, or a dtype other
+        than uint8/uint16.
+    """
+    try:
+        low, high = (float(r) for r in radius_range)
+    except (TypeError, ValueError):
+        low, high = 0.0, -1.0
+    if not 1.0 <= low <= high:
+        raise FluosegError(f"radius_range must be (low, high) with 1 <= low <= high, got {radius_range!r}")
+    if min(shape[-2:]) < 2 * high + 2:
+        raise FluosegError(f"shape {tuple(shape)!r} is too small for nuclei of radius up to {high}")
+    if n_nuclei is not None and n_nuclei < 0:
+        raise FluosegError(f"n_nuclei must be >= 0, got {n_nuclei}")
+    out_dtype = np.dtype(dtype)
+    if out_dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        raise FluosegError(f"dtype must be uint8 or uint16, got {out_dtype}")
+    return low, high, out_dtype
+
+
+def camera_noise(clean: np.ndarray, rng: np.random.Generator, *, gain: float,
+                 read_noise: tuple[float, float], dtype: np.dtype) -> np.ndarray:
+    """Add shot noise (variance ``0.8 * gain * signal``) and read noise, round and clip to ``dtype``.
+
+    The read noise standard deviation is drawn from ``read_noise`` (in units of ``gain``).
+    """
+    noise = rng.standard_normal(clean.shape).astype(np.float32) * np.sqrt(
+        (rng.uniform(*read_noise) * gain) ** 2 + 0.8 * gain * clean)
+    return np.clip(np.rint(clean + noise), 0, np.iinfo(dtype).max).astype(dtype)
+
+
 def simulate_nuclei(
     shape: tuple[int, int] = (128, 128),
     *,
@@ -154,19 +197,7 @@ def simulate_nuclei(
         height, width = (int(s) for s in shape)
     except (TypeError, ValueError):
         raise FluosegError(f"shape must be (Y, X), got {shape!r}") from None
-    try:
-        low, high = (float(r) for r in radius_range)
-    except (TypeError, ValueError):
-        low, high = 0.0, -1.0
-    if not 1.0 <= low <= high:
-        raise FluosegError(f"radius_range must be (low, high) with 1 <= low <= high, got {radius_range!r}")
-    if height < 2 * high + 2 or width < 2 * high + 2:
-        raise FluosegError(f"shape {shape!r} is too small for nuclei of radius up to {high}")
-    if n_nuclei is not None and n_nuclei < 0:
-        raise FluosegError(f"n_nuclei must be >= 0, got {n_nuclei}")
-    out_dtype = np.dtype(dtype)
-    if out_dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
-        raise FluosegError(f"dtype must be uint8 or uint16, got {out_dtype}")
+    low, high, out_dtype = check_nuclei_arguments((height, width), radius_range, n_nuclei, dtype)
     rng = np.random.default_rng(seed)
     if n_nuclei is None:
         mean_area = np.pi * ((low + high) / 2) ** 2 * 0.8
@@ -230,7 +261,5 @@ def simulate_nuclei(
     background = rng.uniform(0.03, 0.1) * peak
     clean = (background + peak * signal) * illumination
     gain = peak / 180.0  # shot noise in counts scales with the intensity units
-    noise = rng.standard_normal((height, width)).astype(np.float32) * np.sqrt(
-        (rng.uniform(2.0, 5.0) * gain) ** 2 + 0.8 * gain * clean)
-    image = np.clip(np.rint(clean + noise), 0, np.iinfo(out_dtype).max).astype(out_dtype)
+    image = camera_noise(clean, rng, gain=gain, read_noise=(2.0, 5.0), dtype=out_dtype)
     return SimulatedNuclei(image=image[None], labels=labels.astype(np.int32))
