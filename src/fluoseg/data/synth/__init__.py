@@ -4,19 +4,34 @@
   tissue with sinusoid and artery masks, like the project's ``vessels5`` data.
 - :func:`simulate_nuclei` (:mod:`fluoseg.data.synth.nuclei`): fluorescence nuclei with
   instance labels, including touching nuclei.
+- :func:`simulate_cells` (:mod:`fluoseg.data.synth.cells`): multiplexed epithelial tissue
+  (nuclear, membrane, cytoplasm and distractor markers) with cell and nucleus labels, drawn
+  from a :class:`CellDomain` (presets ``"default"`` and ``"shifted"``);
+  :func:`write_cells_dataset` writes such images with a manifest.
 
-Both are numpy/scipy only, deterministic given a seed, and take milliseconds per image.
+All are numpy/scipy only, deterministic given a seed, and take milliseconds per image.
 """
 
+from fluoseg.data.synth.cell_domain import CELL_DOMAINS, CELL_MARKERS, DEFAULT_CELL_MARKERS, CellDomain, cell_domain
+from fluoseg.data.synth.cells import SimulatedCells, simulate_cells
+from fluoseg.data.synth.cells_dataset import write_cells_dataset
 from fluoseg.data.synth.nuclei import SimulatedNuclei, simulate_nuclei, touching_pairs
 from fluoseg.data.synth.vessels import DEFAULT_MARKERS, VESSEL_CLASSES, SimulatedSample, simulate_tissue
 
 __all__ = [
+    "CELL_DOMAINS",
+    "CELL_MARKERS",
+    "CellDomain",
+    "DEFAULT_CELL_MARKERS",
     "DEFAULT_MARKERS",
     "VESSEL_CLASSES",
+    "SimulatedCells",
     "SimulatedNuclei",
     "SimulatedSample",
+    "cell_domain",
+    "simulate_cells",
     "simulate_nuclei",
     "simulate_tissue",
     "touching_pairs",
+    "write_cells_dataset",
 ]
