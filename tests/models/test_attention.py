@@ -27,14 +27,6 @@ from fluoseg.models.attention import pairwise_cosine_distances
 from fluoseg.models.unet import NoAttention
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny(**options) -> UNet:
     options = {"in_channels": 3, "out_channels": 2, "depth": 2, "base_filters": 4, **options}
     return build_model("unet", **options)

@@ -16,14 +16,6 @@ from fluoseg.train.segmentation_losses import build_loss
 ARCHITECTURES = ("unet-encoder", "unetpp", "fcn", "deeplabv3")
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def small(name: str, in_channels: int = 2, out_channels: int = 2, **options) -> nn.Module:
     return build_model(name, in_channels=in_channels, out_channels=out_channels, **{"encoder": "resnet18", **options})
 

@@ -19,14 +19,6 @@ TORCHVISION_PARAMETERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def on_meta(name: str, **options) -> nn.Module:
     """An encoder without memory or initialisation cost, for counting and naming."""
     with torch.device("meta"):

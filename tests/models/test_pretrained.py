@@ -22,14 +22,6 @@ from fluoseg.models.pretrained import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def rgb_resnet18() -> dict[str, torch.Tensor]:
     """An 'ImageNet' ResNet-18 state dict: 3 input channels, non-trivial BN statistics, fc."""

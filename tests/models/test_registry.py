@@ -13,14 +13,6 @@ from fluoseg.models import build_model, count_parameters, model_names, model_spe
 from fluoseg.models.registry import MODELS, Registry
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_unet_is_registered():
     assert "unet" in model_names()
     assert model_names() == sorted(model_names())

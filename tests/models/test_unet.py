@@ -11,14 +11,6 @@ from fluoseg.models import UNet, build_model, count_parameters
 from fluoseg.models.registry import ATTENTION, register_attention
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny(**options) -> UNet:
     options = {"in_channels": 2, "out_channels": 3, "depth": 2, "base_filters": 4, **options}
     return build_model("unet", **options)

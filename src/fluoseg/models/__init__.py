@@ -13,6 +13,13 @@ from fluoseg.models.attention import (
     mean_pairwise_cosine_distance,
     widened_base_filters,
 )
+from fluoseg.models.channel_invariant import (
+    ChannelInvariantFrontEnd,
+    build_front_end,
+    front_end_names,
+    marker_rows,
+    register_front_end,
+)
 from fluoseg.models.deeplab import DeepLabV3
 from fluoseg.models.decoders import EncoderNetwork, EncoderUNet
 from fluoseg.models.encoders import Encoder, build_encoder, encoder_names
@@ -43,6 +50,7 @@ from fluoseg.models.unet import UNet
 from fluoseg.models.unetpp import UNetPlusPlus
 
 __all__ = [
+    "ChannelInvariantFrontEnd",
     "DeepLabV3",
     "Encoder",
     "EncoderNetwork",
@@ -64,17 +72,21 @@ __all__ = [
     "availability_vectors",
     "build_attention",
     "build_encoder",
+    "build_front_end",
     "build_marker_input",
     "build_model",
     "count_parameters",
     "encoder_names",
+    "front_end_names",
     "load_encoder_weights",
     "marker_input_names",
+    "marker_rows",
     "me_layer_outputs",
     "mean_pairwise_cosine_distance",
     "model_names",
     "model_spec",
     "register_attention",
+    "register_front_end",
     "register_marker_input",
     "register_model",
     "widened_base_filters",
