@@ -35,6 +35,7 @@ from fluoseg.models.marker_input import (
     marker_input_names,
     register_marker_input,
 )
+from fluoseg.models.mc_dropout import mc_dropout
 from fluoseg.models.pretrained import LoadReport, load_encoder_weights, without_encoder_weights
 from fluoseg.models.registry import (
     attention_names,
@@ -46,6 +47,7 @@ from fluoseg.models.registry import (
     register_attention,
     register_model,
 )
+from fluoseg.models.trainable import TRAINABLE_SCOPES, eval_frozen_normalization, freeze_except, trainable_parameters
 from fluoseg.models.unet import UNet
 from fluoseg.models.unetpp import UNetPlusPlus
 
@@ -66,6 +68,7 @@ __all__ = [
     "MarkerSamplingVariableRatio",
     "MarkerZero",
     "SqueezeExcitation",
+    "TRAINABLE_SCOPES",
     "UNet",
     "UNetPlusPlus",
     "attention_names",
@@ -77,10 +80,13 @@ __all__ = [
     "build_model",
     "count_parameters",
     "encoder_names",
+    "eval_frozen_normalization",
+    "freeze_except",
     "front_end_names",
     "load_encoder_weights",
     "marker_input_names",
     "marker_rows",
+    "mc_dropout",
     "me_layer_outputs",
     "mean_pairwise_cosine_distance",
     "model_names",
@@ -89,6 +95,7 @@ __all__ = [
     "register_front_end",
     "register_marker_input",
     "register_model",
+    "trainable_parameters",
     "widened_base_filters",
     "without_encoder_weights",
 ]

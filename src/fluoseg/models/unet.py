@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from fluoseg.errors import FluosegError
 from fluoseg.models.channel_invariant import build_front_end
 from fluoseg.models.marker_input import build_marker_input, default_availability
+from fluoseg.models.mc_dropout import check_dropout
 from fluoseg.models.registry import ATTENTION, build_attention, register_attention, register_model
 
 PADDINGS = ("valid", "same")
@@ -146,6 +147,10 @@ class UNet(nn.Module):
         Registered front end: ``"slots"`` (default, MS-ME) or ``"channel-invariant"``,
         which needs ``marker_input`` ``"mz"`` or ``"ms"`` (the rescaling of ``ms-dr`` and
         ``ms-vr`` would change the pooled features). ``front_end_options`` are its options.
+    dropout
+        Rate of channel dropout (``Dropout2d``) after the bottleneck and every decoder
+        block but the last; 0 (default, MS-ME) for none. Needed for Monte-Carlo dropout
+        uncertainty (:func:`fluoseg.models.mc_dropout.mc_dropout`).
 
     Notes
     -----
@@ -171,6 +176,7 @@ class UNet(nn.Module):
         attention_at: Sequence[str] | None = None,
         front_end: str = "slots",
         front_end_options: Mapping[str, Any] | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -220,6 +226,8 @@ class UNet(nn.Module):
             block("decoder", 2 * filters[level], filters[level]) for level in reversed(range(depth))
         )
         self.head = nn.Conv2d(filters[0], out_channels, 1)
+        rate = check_dropout("unet", dropout)
+        self.dropout = nn.Dropout2d(rate) if rate > 0 else nn.Identity()
         self._initialise()
 
     def _initialise(self) -> None:
@@ -281,10 +289,12 @@ class UNet(nn.Module):
             x = encoder(x, availability)
             skips.append(x)
             x = self.pool(x)
-        x = self.bottleneck(x, availability)
-        for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
+        x = self.dropout(self.bottleneck(x, availability))
+        for level, (upsample, decoder, skip) in enumerate(zip(self.upsamplers, self.decoders, reversed(skips))):
             x = upsample(x)
             x = decoder(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1), availability)
+            if level < self.depth - 1:
+                x = self.dropout(x)
         return self.head(x)
 
     def output_size(self, input_size: int) -> int:
