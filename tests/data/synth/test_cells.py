@@ -153,6 +153,16 @@ def test_domain_settings_change_the_image_in_the_expected_direction():
     assert (dense.cells > 0).mean() > 0.97
 
 
+def test_small_images_stay_finite_and_evenly_lit():
+    # Fields smoother than the image (illumination) must not blow up the intensity level.
+    for seed in range(12):
+        sample = simulate_cells((64, 64), seed=seed, dtype="float32")
+        assert np.all(np.isfinite(sample.image))
+        far = ndimage.distance_transform_edt(sample.cells == 0) > 6
+        if far.any():
+            assert np.median(sample.image[0][far]) < 2.5 * sample.domain.background
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"markers": ("DAPI", "PanCK")}, "markers"),
     ({"markers": ("DAPI", "DAPI")}, "markers"),

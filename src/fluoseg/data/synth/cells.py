@@ -107,7 +107,7 @@ def _tessellate(rng: np.random.Generator, shape: tuple[int, int], domain: CellDo
     if domain.tissue_fraction >= 1.0:
         tissue = np.ones(shape, bool)
     else:
-        field = smooth_field(rng, shape, 2.5 * diameter)
+        field = smooth_field(rng, shape, 2.5 * diameter, centred=True)
         tissue = field > np.quantile(field, 1.0 - domain.tissue_fraction)
     seeds = _seeds(rng, shape, diameter)
     marks = np.zeros(shape, np.int32)
@@ -116,9 +116,11 @@ def _tessellate(rng: np.random.Generator, shape: tuple[int, int], domain: CellDo
     # Looking the nearest seed up at smoothly displaced positions bends the straight
     # Voronoi edges into curved outlines, as in real epithelia.
     amplitude = 0.12 * diameter
-    yy, xx = np.indices(shape)
-    warp_y = np.clip(np.rint(yy + amplitude * smooth_field(rng, shape, 0.5 * diameter)), 0, shape[0] - 1).astype(int)
-    warp_x = np.clip(np.rint(xx + amplitude * smooth_field(rng, shape, 0.5 * diameter)), 0, shape[1] - 1).astype(int)
+    warp_y, warp_x = (
+        np.clip(np.rint(grid + amplitude * smooth_field(rng, shape, 0.5 * diameter, centred=True)), 0, size - 1)
+        .astype(int)
+        for grid, size in zip(np.indices(shape), shape)
+    )
     cells = marks[near_y[warp_y, warp_x], near_x[warp_y, warp_x]]
     cells[~tissue | (distance[warp_y, warp_x] > _MAX_REACH * diameter)] = 0
     return cells
@@ -197,7 +199,7 @@ def _signals(rng: np.random.Generator, cells: np.ndarray, nuclei: np.ndarray, do
     speckles = np.clip(_texture(rng, shape, 0.8) - 0.5, 0.0, None)
     cytoplasm = (cells > 0) & ~in_nucleus
     blobs = point_spots(rng, np.ones(shape, bool), domain.distractor_density, rng.uniform(2.5, 4.0), (0.5, 1.0))
-    haze = 0.08 * np.clip(smooth_field(rng, shape, 4.0 * domain.cell_diameter) + 1.0, 0.0, None)
+    haze = 0.08 * np.clip(smooth_field(rng, shape, 4.0 * domain.cell_diameter, centred=True) + 1.0, 0.0, None)
     return {
         # Nuclei are a little dimmer at the rim, where they are thinner.
         "DAPI": levels["DAPI"][nuclei] * (0.75 + 0.25 * np.clip(depth / 3.0, 0, 1)) * chromatin * in_nucleus,
@@ -212,7 +214,7 @@ def _image(rng: np.random.Generator, signals: Mapping[str, np.ndarray], markers:
            domain: CellDomain, dtype: np.dtype) -> np.ndarray:
     """Blur, background, illumination and noise applied to every marker; ``markers`` kept."""
     shape = next(iter(signals.values())).shape
-    illumination = 1.0 + 0.1 * smooth_field(rng, shape, 80.0)
+    illumination = np.clip(1.0 + 0.1 * smooth_field(rng, shape, 80.0, centred=True), 0.5, None)
     channels = {}
     for name in CELL_MARKERS:  # all drawn, so the random stream does not depend on ``markers``
         strength = domain.strength[name] * rng.lognormal(0.0, 0.15)
@@ -221,7 +223,8 @@ def _image(rng: np.random.Generator, signals: Mapping[str, np.ndarray], markers:
         signal = ndi.gaussian_filter(signals[name], blur) if blur > 0 else signals[name]
         clean = (background + strength * signal) * illumination
         # Shot noise grows with the signal; read noise does not.
-        noise = rng.standard_normal(shape).astype(np.float32) * np.sqrt(domain.read_noise**2 + domain.gain * clean)
+        noise = rng.standard_normal(shape).astype(np.float32) * np.sqrt(
+            domain.read_noise**2 + domain.gain * np.maximum(clean, 0.0))
         channels[name] = np.clip(clean + noise, 0.0, None).astype(np.float32)
     image = np.stack([channels[m] for m in markers])
     if dtype == np.uint8:

@@ -12,7 +12,8 @@ from scipy import ndimage as ndi
 __all__ = ["point_spots", "smooth_field"]
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float, *,
+                 centred: bool = False) -> np.ndarray:
     """Gaussian random field of unit standard deviation and correlation length ~``sigma``.
 
     Parameters
@@ -23,11 +24,15 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float)
         ``(Y, X)`` of the field.
     sigma
         Gaussian smoothing in pixels.
+    centred
+        Subtract the field's mean over the image. Without it, a ``sigma`` comparable to
+        the image size leaves a large common offset (the field varies little across the
+        image, and scaling to unit deviation magnifies its level too).
 
     Returns
     -------
     numpy.ndarray
-        ``(Y, X)`` float32 field, mean ~0 and standard deviation 1.
+        ``(Y, X)`` float32 field of standard deviation 1 (mean 0 if ``centred``).
     """
     # Smooth fields are made on a grid ``step`` times coarser and interpolated up: direct
     # Gaussian filtering with a large sigma costs most of the simulation time otherwise.
@@ -43,6 +48,8 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float)
     if step > 1:
         field = ndi.zoom(field, step, order=1)
     field = field[: shape[0], : shape[1]]
+    if centred:
+        field = field - field.mean()
     return field / max(float(field.std()), 1e-6)
 
 
