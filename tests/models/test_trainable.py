@@ -93,7 +93,8 @@ def test_frozen_batch_normalisation_keeps_its_running_statistics():
 
 
 def test_mistakes_name_the_scopes():
-    with pytest.raises(FluosegError, match=r"unknown trainable scope 'decoder'; choose one of \['all', 'excite', 'head'\]"):
+    scopes = r"\['all', 'excite', 'head'\]"
+    with pytest.raises(FluosegError, match=rf"unknown trainable scope 'decoder'; choose one of {scopes}"):
         trainable_parameters(ms_me(), "decoder")
     with pytest.raises(FluosegError, match="no parameters in trainable scope 'excite'.*attention 'me'"):
         freeze_except(build_model("unet", in_channels=2, out_channels=1, depth=2, base_filters=4), "excite")

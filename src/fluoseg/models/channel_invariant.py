@@ -267,18 +267,7 @@ class ChannelInvariantFrontEnd(FrontEnd):
             the panel's markers (for Marker Excite).
         """
         n, c = x.shape[:2]
-        if marker_ids is None:
-            if c != self.n_markers:
-                raise ValueError(f"without marker_ids the input needs {self.n_markers} channels, got {c}")
-            marker_ids = torch.arange(c, device=x.device).expand(n, c)
-        if tuple(marker_ids.shape) != (n, c) or marker_ids.dtype.is_floating_point or marker_ids.dtype == torch.bool:
-            raise ValueError(f"expected integer marker_ids of shape {(n, c)}, got {marker_ids.dtype} {tuple(marker_ids.shape)}")
-        if marker_ids.numel() and (int(marker_ids.min()) < 0 or int(marker_ids.max()) > self.n_markers):
-            raise ValueError(f"marker_ids must lie in [0, {self.n_markers}] ({self.n_markers} = unknown marker)")
-        marker_ids = marker_ids.long()
-        if self.training and self.unknown_rate > 0:
-            unknown = torch.rand(marker_ids.shape, device=x.device) < self.unknown_rate
-            marker_ids = marker_ids.masked_fill(unknown, self.embedding.default_row)
+        marker_ids = self._rows(marker_ids, n, c, x.device)
         present = availability > 0.5
         known = vocabulary_availability(marker_ids, availability, self.n_markers)
         if not bool(present.any()):
@@ -297,6 +286,23 @@ class ChannelInvariantFrontEnd(FrontEnd):
             # Features are >= 0 after the ReLU and absent channels hold 0, so they never win.
             pooled.append(per_channel.amax(dim=1))
         return torch.cat(pooled, dim=1), known
+
+    def _rows(self, marker_ids: Tensor | None, n: int, c: int, device: torch.device) -> Tensor:
+        """Validated ``(N, C)`` embedding rows, some swapped for the default row when training."""
+        if marker_ids is None:
+            if c != self.n_markers:
+                raise ValueError(f"without marker_ids the input needs {self.n_markers} channels, got {c}")
+            marker_ids = torch.arange(c, device=device).expand(n, c)
+        if tuple(marker_ids.shape) != (n, c) or marker_ids.dtype.is_floating_point or marker_ids.dtype == torch.bool:
+            raise ValueError(f"expected integer marker_ids of shape {(n, c)}, "
+                             f"got {marker_ids.dtype} {tuple(marker_ids.shape)}")
+        if marker_ids.numel() and (int(marker_ids.min()) < 0 or int(marker_ids.max()) > self.n_markers):
+            raise ValueError(f"marker_ids must lie in [0, {self.n_markers}] ({self.n_markers} = unknown marker)")
+        marker_ids = marker_ids.long()
+        if self.training and self.unknown_rate > 0:
+            unknown = torch.rand(marker_ids.shape, device=device) < self.unknown_rate
+            marker_ids = marker_ids.masked_fill(unknown, self.embedding.default_row)
+        return marker_ids
 
     def extra_repr(self) -> str:
         return f"n_markers={self.n_markers}, pool={self.pool!r}, unknown_rate={self.unknown_rate}, shrink={self.shrink}"

@@ -211,10 +211,9 @@ class UNet(nn.Module):
             return ConvBlock(channels_in, channels_out, padding=padding, norm=norm, hook=hook(kind, channels_out))
 
         filters = [base_filters * 2**level for level in range(depth + 1)]
+        inputs = [self.front_end.out_channels, *filters[: depth - 1]]
         self.encoders = nn.ModuleList(
-            block("input" if level == 0 else "encoder", self.front_end.out_channels if level == 0 else filters[level - 1],
-                  filters[level])
-            for level in range(depth)
+            block("input" if level == 0 else "encoder", inputs[level], filters[level]) for level in range(depth)
         )
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = block("bottleneck", filters[depth - 1], filters[depth])
