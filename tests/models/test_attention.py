@@ -27,7 +27,6 @@ from fluoseg.models.attention import pairwise_cosine_distances
 from fluoseg.models.unet import NoAttention
 
 
-
 def tiny(**options) -> UNet:
     options = {"in_channels": 3, "out_channels": 2, "depth": 2, "base_filters": 4, **options}
     return build_model("unet", **options)

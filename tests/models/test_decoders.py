@@ -16,7 +16,6 @@ from fluoseg.tasks.segmentation_losses import build_loss
 ARCHITECTURES = ("unet-encoder", "unetpp", "fcn", "deeplabv3")
 
 
-
 def small(name: str, in_channels: int = 2, out_channels: int = 2, **options) -> nn.Module:
     return build_model(name, in_channels=in_channels, out_channels=out_channels, **{"encoder": "resnet18", **options})
 

@@ -19,7 +19,6 @@ TORCHVISION_PARAMETERS = {
 }
 
 
-
 def on_meta(name: str, **options) -> nn.Module:
     """An encoder without memory or initialisation cost, for counting and naming."""
     with torch.device("meta"):

@@ -13,7 +13,6 @@ from fluoseg.models.hemis import abstraction
 from fluoseg.tiling import geometry_for
 
 
-
 def tiny(name: str = "hemis", k: int = 3, **options) -> HeMIS:
     options = {"backend_filters": 3, "backend_layers": 2, "depth": 2, "base_filters": 4, **options}
     return build_model(name, in_channels=k, out_channels=2, **options)

@@ -23,7 +23,6 @@ from fluoseg.models.marker_input import MARKER_INPUTS, mask_missing, register_ma
 from fluoseg.models.registry import ATTENTION, register_attention
 
 
-
 def test_mz_is_registered_and_built_by_name():
     assert "mz" in marker_input_names()
     layer = build_marker_input("mz", n_markers=3)

@@ -22,7 +22,6 @@ from fluoseg.models.pretrained import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def rgb_resnet18() -> dict[str, torch.Tensor]:
     """An 'ImageNet' ResNet-18 state dict: 3 input channels, non-trivial BN statistics, fc."""

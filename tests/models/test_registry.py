@@ -13,7 +13,6 @@ from fluoseg.models import build_model, count_parameters, model_names, model_spe
 from fluoseg.models.registry import MODELS, Registry
 
 
-
 def test_unet_is_registered():
     assert "unet" in model_names()
     assert model_names() == sorted(model_names())

@@ -11,7 +11,6 @@ from fluoseg.models import UNet, build_model, count_parameters
 from fluoseg.models.registry import ATTENTION, register_attention
 
 
-
 def tiny(**options) -> UNet:
     options = {"in_channels": 2, "out_channels": 3, "depth": 2, "base_filters": 4, **options}
     return build_model("unet", **options)

@@ -12,11 +12,25 @@ Look-alike metrics carry distinct names here, each defined exactly in its module
   Cellpose's variant (``aji_cellpose``).
 * :mod:`~fluoseg.metrics.kromp` — Kromp et al. 2021 object categories (US/OS rates).
 * :mod:`~fluoseg.metrics.instance` — everything of one image at once, pooling, tidy rows.
+* :mod:`~fluoseg.metrics.calibration` — expected calibration error and reliability rows of
+  per-pixel probabilities, expected F1 without labels, Spearman rank correlation.
+* :mod:`~fluoseg.metrics.uncertainty` — per-pixel variance, predictive entropy and mutual
+  information of repeated predictions (TTA, MC dropout, ensembles).
 
 Nothing here imports a deep-learning framework.
 """
 
 from fluoseg.metrics.aji import AJIResult, aggregated_jaccard_index, aggregated_jaccard_index_cellpose, pool_aji
+from fluoseg.metrics.calibration import (
+    CalibrationCounts,
+    ExpectedConfusion,
+    calibration_counts,
+    expected_calibration_error,
+    expected_confusion,
+    expected_f1,
+    reliability_table,
+    spearman_correlation,
+)
 from fluoseg.metrics.coco import CocoDetections, coco_average_precision, coco_detections, pool_coco
 from fluoseg.metrics.instance import (
     INSTANCE_METRICS,
@@ -49,25 +63,33 @@ from fluoseg.metrics.semantic import (
     recall_score,
     semantic_rows,
 )
+from fluoseg.metrics.uncertainty import UncertaintyMaps, mutual_information, predictive_entropy, uncertainty_maps
 
 __all__ = [
     "AJIResult",
+    "CalibrationCounts",
     "CocoDetections",
     "ConfusionCounts",
     "DEFAULT_IOU_THRESHOLDS",
+    "ExpectedConfusion",
     "INSTANCE_METRICS",
     "InstanceEvaluation",
     "KrompCounts",
     "LabelOverlap",
     "MatchingResult",
     "ObjectMatch",
+    "UncertaintyMaps",
     "aggregated_jaccard_index",
     "aggregated_jaccard_index_cellpose",
     "as_label_image",
+    "calibration_counts",
     "coco_average_precision",
     "coco_detections",
     "confusion_counts",
     "evaluate_instances",
+    "expected_calibration_error",
+    "expected_confusion",
+    "expected_f1",
     "f1_score",
     "instance_evaluation_rows",
     "instance_rows",
@@ -78,6 +100,7 @@ __all__ = [
     "matching_at_thresholds",
     "mean_over_images",
     "mean_over_thresholds",
+    "mutual_information",
     "per_class_confusion",
     "pool_aji",
     "pool_coco",
@@ -86,6 +109,10 @@ __all__ = [
     "pool_kromp",
     "pool_matching",
     "precision_score",
+    "predictive_entropy",
     "recall_score",
+    "reliability_table",
     "semantic_rows",
+    "spearman_correlation",
+    "uncertainty_maps",
 ]

@@ -13,6 +13,13 @@ from fluoseg.models.attention import (
     mean_pairwise_cosine_distance,
     widened_base_filters,
 )
+from fluoseg.models.channel_invariant import (
+    ChannelInvariantFrontEnd,
+    build_front_end,
+    front_end_names,
+    marker_rows,
+    register_front_end,
+)
 from fluoseg.models.deeplab import DeepLabV3
 from fluoseg.models.decoders import EncoderNetwork, EncoderUNet
 from fluoseg.models.encoders import Encoder, build_encoder, encoder_names
@@ -28,6 +35,7 @@ from fluoseg.models.marker_input import (
     marker_input_names,
     register_marker_input,
 )
+from fluoseg.models.mc_dropout import mc_dropout
 from fluoseg.models.pretrained import LoadReport, load_encoder_weights, without_encoder_weights
 from fluoseg.models.registry import (
     attention_names,
@@ -39,10 +47,12 @@ from fluoseg.models.registry import (
     register_attention,
     register_model,
 )
+from fluoseg.models.trainable import TRAINABLE_SCOPES, eval_frozen_normalization, freeze_except, trainable_parameters
 from fluoseg.models.unet import UNet
 from fluoseg.models.unetpp import UNetPlusPlus
 
 __all__ = [
+    "ChannelInvariantFrontEnd",
     "DeepLabV3",
     "Encoder",
     "EncoderNetwork",
@@ -58,25 +68,34 @@ __all__ = [
     "MarkerSamplingVariableRatio",
     "MarkerZero",
     "SqueezeExcitation",
+    "TRAINABLE_SCOPES",
     "UNet",
     "UNetPlusPlus",
     "attention_names",
     "availability_vectors",
     "build_attention",
     "build_encoder",
+    "build_front_end",
     "build_marker_input",
     "build_model",
     "count_parameters",
     "encoder_names",
+    "eval_frozen_normalization",
+    "freeze_except",
+    "front_end_names",
     "load_encoder_weights",
     "marker_input_names",
+    "marker_rows",
+    "mc_dropout",
     "me_layer_outputs",
     "mean_pairwise_cosine_distance",
     "model_names",
     "model_spec",
     "register_attention",
+    "register_front_end",
     "register_marker_input",
     "register_model",
+    "trainable_parameters",
     "widened_base_filters",
     "without_encoder_weights",
 ]

@@ -17,8 +17,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fluoseg.errors import FluosegError
 from fluoseg.models.decoders import EncoderNetwork
+from fluoseg.models.mc_dropout import check_dropout
 from fluoseg.models.registry import register_model
 
 
@@ -32,13 +32,6 @@ def fcn_head(in_channels: int, out_channels: int, *, dropout: float = 0.1) -> nn
         nn.Dropout(dropout),
         nn.Conv2d(inter, out_channels, 1),
     )
-
-
-def check_dropout(model: str, value: Any) -> float:
-    """``value`` if it is a probability in [0, 1), else a :class:`FluosegError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise FluosegError(f"{model} option 'dropout' must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 @register_model("fcn")

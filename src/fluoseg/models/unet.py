@@ -11,6 +11,10 @@ Extension points
 ----------------
 - Marker input layer (``marker_input``): applied to ``(x, availability)`` before the first
   block; see :mod:`fluoseg.models.marker_input`.
+- Front end (``front_end``): turns the marker channels into the first block's input;
+  ``"slots"`` (MS-ME: channel k is marker slot k) or ``"channel-invariant"`` (a shared
+  per-channel encoder with a marker embedding, pooled over the channels present, which
+  also takes markers outside the panel); see :mod:`fluoseg.models.channel_invariant`.
 - Attention (``attention``): every block ends with a hook module called as
   ``hook(features, availability) -> features``, built by name from
   :data:`fluoseg.models.registry.ATTENTION` for the block kinds listed in ``attention_at``
@@ -31,7 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from fluoseg.errors import FluosegError
+from fluoseg.models.channel_invariant import build_front_end
 from fluoseg.models.marker_input import build_marker_input, default_availability
+from fluoseg.models.mc_dropout import check_dropout
 from fluoseg.models.registry import ATTENTION, build_attention, register_attention, register_model
 
 PADDINGS = ("valid", "same")
@@ -137,6 +143,14 @@ class UNet(nn.Module):
         ``None`` (default) places it where the module's ``default_at`` says: encoder,
         bottleneck and decoder (E+B+D, the MS-ME paper's placement) for ``"se"`` and
         ``"me"``; every block for modules that do not declare a placement.
+    front_end
+        Registered front end: ``"slots"`` (default, MS-ME) or ``"channel-invariant"``,
+        which needs ``marker_input`` ``"mz"`` or ``"ms"`` (the rescaling of ``ms-dr`` and
+        ``ms-vr`` would change the pooled features). ``front_end_options`` are its options.
+    dropout
+        Rate of channel dropout (``Dropout2d``) after the bottleneck and every decoder
+        block but the last; 0 (default, MS-ME) for none. Needed for Monte-Carlo dropout
+        uncertainty (:func:`fluoseg.models.mc_dropout.mc_dropout`).
 
     Notes
     -----
@@ -160,6 +174,9 @@ class UNet(nn.Module):
         attention: str = "none",
         attention_options: Mapping[str, Any] | None = None,
         attention_at: Sequence[str] | None = None,
+        front_end: str = "slots",
+        front_end_options: Mapping[str, Any] | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -177,6 +194,13 @@ class UNet(nn.Module):
         self.attention_at = tuple(attention_at)
 
         self.marker_input = build_marker_input(marker_input, n_markers=in_channels, **dict(marker_input_options or {}))
+        self.front_end = build_front_end(front_end, n_markers=in_channels, padding=padding,
+                                         **dict(front_end_options or {}))
+        if self.front_end.takes_marker_ids and marker_input not in ("mz", "ms"):
+            raise FluosegError(
+                f"unet front end {front_end!r} pools the channels present and needs marker_input 'mz' or 'ms', "
+                f"got {marker_input!r}"
+            )
 
         def hook(kind: str, channels: int) -> nn.Module:
             name = attention if kind in attention_at else "none"
@@ -187,9 +211,9 @@ class UNet(nn.Module):
             return ConvBlock(channels_in, channels_out, padding=padding, norm=norm, hook=hook(kind, channels_out))
 
         filters = [base_filters * 2**level for level in range(depth + 1)]
+        inputs = [self.front_end.out_channels, *filters[: depth - 1]]
         self.encoders = nn.ModuleList(
-            block("input" if level == 0 else "encoder", in_channels if level == 0 else filters[level - 1], filters[level])
-            for level in range(depth)
+            block("input" if level == 0 else "encoder", inputs[level], filters[level]) for level in range(depth)
         )
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = block("bottleneck", filters[depth - 1], filters[depth])
@@ -201,6 +225,8 @@ class UNet(nn.Module):
             block("decoder", 2 * filters[level], filters[level]) for level in reversed(range(depth))
         )
         self.head = nn.Conv2d(filters[0], out_channels, 1)
+        rate = check_dropout("unet", dropout)
+        self.dropout = nn.Dropout2d(rate) if rate > 0 else nn.Identity()
         self._initialise()
 
     def _initialise(self) -> None:
@@ -223,22 +249,31 @@ class UNet(nn.Module):
         """The convolution(s) producing the output logits (one row of weights per channel)."""
         return [self.head]
 
-    def forward(self, x: Tensor, availability: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, availability: Tensor | None = None, marker_ids: Tensor | None = None) -> Tensor:
         """Logits for a batch of marker-slot images.
 
         Parameters
         ----------
         x
-            ``(N, K, H, W)``, K = ``in_channels``; H and W must be admissible sizes.
+            ``(N, K, H, W)``, K = ``in_channels``; H and W must be admissible sizes. With
+            the channel-invariant front end and ``marker_ids``, any number C of channels.
         availability
-            ``(N, K)`` float 0/1 of the markers present; default all present.
+            ``(N, K)`` (or ``(N, C)``) float 0/1 of the channels present; default all.
+        marker_ids
+            Channel-invariant front end only: ``(N, C)`` integer embedding rows, the
+            panel slot of each channel's marker or K for a marker outside the panel (see
+            :func:`~fluoseg.models.channel_invariant.marker_rows`). Default: the slot
+            layout, channel k is marker k.
 
         Returns
         -------
         Tensor
             ``(N, out_channels, output_size(H), output_size(W))`` logits.
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        free_channels = marker_ids is not None and self.front_end.takes_marker_ids
+        if marker_ids is not None and not free_channels:
+            raise ValueError("marker_ids need the channel-invariant front end; this U-Net uses marker slots")
+        if x.ndim != 4 or (x.shape[1] != self.in_channels and not free_channels):
             raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         for size in x.shape[-2:]:
             self.output_size(int(size))  # raises for inadmissible sizes instead of misaligning crops
@@ -247,15 +282,18 @@ class UNet(nn.Module):
         elif tuple(availability.shape) != tuple(x.shape[:2]):
             raise ValueError(f"expected availability of shape {tuple(x.shape[:2])}, got {tuple(availability.shape)}")
         x, availability = self.marker_input(x, availability)
+        x, availability = self.front_end(x, availability, marker_ids)
         skips = []
         for encoder in self.encoders:
             x = encoder(x, availability)
             skips.append(x)
             x = self.pool(x)
-        x = self.bottleneck(x, availability)
-        for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips)):
+        x = self.dropout(self.bottleneck(x, availability))
+        for level, (upsample, decoder, skip) in enumerate(zip(self.upsamplers, self.decoders, reversed(skips))):
             x = upsample(x)
             x = decoder(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1), availability)
+            if level < self.depth - 1:
+                x = self.dropout(x)
         return self.head(x)
 
     def output_size(self, input_size: int) -> int:
@@ -268,7 +306,7 @@ class UNet(nn.Module):
             has an odd size or a map vanishes; with same padding, the size is not a
             positive multiple of ``2**depth``.
         """
-        size = int(input_size)
+        size = int(input_size) - self.front_end.shrink
         if self.padding == "same":
             if size < 1 or size % 2**self.depth:
                 raise ValueError(self._inadmissible(size, f"it must be a positive multiple of {2**self.depth}"))

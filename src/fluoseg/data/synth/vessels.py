@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from fluoseg.data.synth.fields import point_spots, smooth_field
 from fluoseg.errors import FluosegError
 
 __all__ = ["DEFAULT_MARKERS", "VESSEL_CLASSES", "SimulatedSample", "simulate_tissue"]
@@ -78,29 +79,10 @@ class SimulatedSample:
         return {c: float(m.mean()) for c, m in zip(self.classes, self.masks)}
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Gaussian random field of unit standard deviation and correlation length ~``sigma``."""
-    # Smooth fields are made on a grid ``step`` times coarser and interpolated up: direct
-    # Gaussian filtering with a large sigma costs most of the simulation time otherwise.
-    step = max(1, int(sigma // 3))
-    small_sigma = sigma / step
-    # Filter a padded noise image and crop it: the default mirror boundary would create
-    # structures that meet the image border at right angles.
-    pad = int(np.ceil(2 * small_sigma))
-    small_shape = (-(-shape[0] // step) + 1, -(-shape[1] // step) + 1)
-    noise = rng.standard_normal((small_shape[0] + 2 * pad, small_shape[1] + 2 * pad)).astype(np.float32)
-    field = ndi.gaussian_filter(noise, small_sigma, truncate=3.0)
-    field = field[pad : pad + small_shape[0], pad : pad + small_shape[1]]
-    if step > 1:
-        field = ndi.zoom(field, step, order=1)
-    field = field[: shape[0], : shape[1]]
-    return field / max(float(field.std()), 1e-6)
-
-
 def _sinusoids(rng: np.random.Generator, shape: tuple[int, int], fraction: float) -> np.ndarray:
     """Tortuous tube network: band around the zero level set of a smooth field, in fragments."""
-    field = np.abs(_smooth_field(rng, shape, rng.uniform(10.0, 13.0)))
-    gate_field = _smooth_field(rng, shape, rng.uniform(14.0, 20.0))
+    field = np.abs(smooth_field(rng, shape, rng.uniform(10.0, 13.0)))
+    gate_field = smooth_field(rng, shape, rng.uniform(14.0, 20.0))
     # The band's share of the image sets the tube width (kept in a narrow range, like real
     # sinusoids); the gate then keeps as many fragments as the wanted fraction needs.
     band = field < np.quantile(field, rng.uniform(0.18, 0.23))
@@ -155,16 +137,6 @@ def _arteries(rng: np.random.Generator, shape: tuple[int, int], fraction: float
         radius_map[closer] = radius
     mask = axis_distance <= radius_map
     return mask, axis_distance, radius_map
-
-
-def _spots(rng: np.random.Generator, where: np.ndarray, density: float, sigma: float,
-           brightness: tuple[float, float] = (0.6, 1.0)) -> np.ndarray:
-    """Blurred point sources (nuclei, cells) with random brightness at random allowed positions."""
-    seeds = (rng.random(where.shape) < density) & where
-    amplitude = np.zeros(where.shape, np.float32)
-    amplitude[seeds] = rng.uniform(*brightness, int(seeds.sum()))
-    # Normalise so an isolated spot peaks at its amplitude.
-    return ndi.gaussian_filter(amplitude, sigma) * np.float32(2 * np.pi * sigma**2)
 
 
 def _fibres(rng: np.random.Generator, shape: tuple[int, int], density: float) -> np.ndarray:
@@ -297,11 +269,11 @@ def simulate_tissue(
     artery_endothelium = (arteries & (rim > 1.0) & (rim <= 2.5)).astype(np.float32)
 
     rng = cell_rng
-    density = 0.5 + 0.5 * (_smooth_field(rng, shape, 25.0) > 0)  # haematopoietic clusters
-    nuclei = _spots(rng, ~lumen & (rng.random(shape) < density), 0.008, 1.8)
-    nuclei += _spots(rng, sinusoids & (inner <= 2.0), 0.01, 1.8, (0.4, 0.8))  # endothelial nuclei
-    stromal = _spots(rng, perisinusoidal, 0.05, 1.4)
-    stromal += _spots(rng, ~lumen, 0.0008, 1.4)  # a few stromal cells away from sinusoids
+    density = 0.5 + 0.5 * (smooth_field(rng, shape, 25.0) > 0)  # haematopoietic clusters
+    nuclei = point_spots(rng, ~lumen & (rng.random(shape) < density), 0.008, 1.8)
+    nuclei += point_spots(rng, sinusoids & (inner <= 2.0), 0.01, 1.8, (0.4, 0.8))  # endothelial nuclei
+    stromal = point_spots(rng, perisinusoidal, 0.05, 1.4)
+    stromal += point_spots(rng, ~lumen, 0.0008, 1.4)  # a few stromal cells away from sinusoids
     fibres = _fibres(rng, shape, rng.uniform(1e-4, 4e-4)) * ~lumen
 
     signals = {
@@ -315,7 +287,7 @@ def simulate_tissue(
     # --- staining and imaging, drawn for every marker so subsets match the full sample --
     base_strength = {"DAPI": 150.0, "endomucin": 110.0, "endoglin": 80.0, "collagen": 140.0, "CXCL12-GFP": 110.0}
     rng = stain_rng
-    illumination = 1.0 + 0.15 * _smooth_field(rng, shape, 60.0)
+    illumination = 1.0 + 0.15 * smooth_field(rng, shape, 60.0)
     channels: dict[str, np.ndarray] = {}
     failed = []
     for name in DEFAULT_MARKERS:
