@@ -44,8 +44,11 @@ def test_paired_differences_and_wilcoxon(table):
     assert [round(d["difference"], 10) for d in a1] == [0.02, 0.04, 0.06, 0.08, 0.10, 0.12]
     tests = {(t["method"], t["class"]): t for t in difference_tests(differences)}
     # six positive, distinct differences: exact two-sided p = 2 / 2^6
-    assert tests["A", "c1"]["p_value"] == pytest.approx(2 / 64)
-    assert tests["A", "c1"]["stars"] == "*" and tests["A", "c1"]["n"] == 6
+    assert tests["A", "c1"]["p_value"] == pytest.approx(2 / 64) and tests["A", "c1"]["n"] == 6
+    # Holm over the 3 finite p-values of this call (A c2 has none): the smallest is multiplied by 3
+    finite = sorted(t["p_value"] for t in tests.values() if np.isfinite(t["p_value"]))
+    assert len(finite) == 3 and finite[0] == pytest.approx(2 / 64)
+    assert tests["A", "c1"]["p_holm"] == pytest.approx(3 * 2 / 64) and tests["A", "c1"]["stars"] == "n.s."
     assert tests["A", "c1"]["mean_difference"] == pytest.approx(0.07)
     assert np.isnan(tests["A", "c2"]["p_value"]) and tests["A", "c2"]["stars"] == "n/a"  # all differences 0
     pooled = tests["A", "all"]  # both classes together, as the paper tests
@@ -106,3 +109,22 @@ def test_cli_compare_writes_tables_and_boxplot(table, tmp_path, capsys):
     assert (out / "differences_vs_MS.png").read_bytes()[:4] == b"\x89PNG"
     tests = list(csv.DictReader((out / "tests_vs_MS.csv").open()))
     assert {(t["method"], t["class"]) for t in tests} == {("A", "c1"), ("A", "c2"), ("A", "all"), ("B", "c1")}
+
+
+def test_network_unit_tests_independent_networks_with_a_paired_t_test():
+    rows = []
+    for fold, (ref, gain) in enumerate([(10, 1), (12, 2), (11, 3), (13, 4)]):  # 4 folds = 4 networks per method
+        for method, tp in (("MS", ref), ("ME", ref + gain)):
+            for combination, markers in COMBOS.items():
+                for sample in SAMPLES:
+                    rows.append(result_row(method=method, class_name="c1", combination=combination, markers=markers,
+                                           fold=fold, sample=sample, tp=tp, fp=0, fn=100 - 2 * tp))
+    differences = paired_differences(rows, "MS", unit="network")
+    assert len(differences) == 4 and all(d["combination"] == "mean of 3" for d in differences)
+    # per network: F1 = tp / 50 pooled over samples and averaged over combinations; gains 1..4 tp
+    assert [round(d["difference"], 10) for d in differences] == [0.02, 0.04, 0.06, 0.08]
+    (test,) = difference_tests(differences, unit="network")
+    # differences 0.02, 0.04, 0.06, 0.08: t = 0.05 / (0.025820 / 2) = 3.8730 with 3 df, p = 0.03047
+    assert test["test"] == "paired t" and test["n"] == 4
+    assert test["statistic"] == pytest.approx(3.8730, abs=1e-4) and test["p_value"] == pytest.approx(0.03047, abs=1e-4)
+    assert test["p_holm"] == test["p_value"] and test["stars"] == "*"  # a family of one test

@@ -3,6 +3,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 
@@ -11,7 +12,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.experiments import config_comparison
 from fluoseg.experiments.config_comparison import compare_configs as run_crossval
 from fluoseg.experiments.crossval import nested_subsets
-from fluoseg.metrics.stats import paired_wilcoxon
+from fluoseg.metrics.stats import paired_t_test, paired_wilcoxon
 
 TINY = {"epochs": 1, "steps_per_epoch": 1}
 
@@ -50,12 +51,16 @@ def test_two_configs_share_folds_and_are_compared(make_config, tmp_path):
 
     comparison = read(out / "comparison.csv")
     assert {(r["config"], r["reference"]) for r in comparison} == {("sgd", "adam")}
-    for r in comparison:  # each test recomputed from the per-sample scores it rests on
-        scores = {c: [float(x["value"]) for x in sorted(per_sample, key=lambda x: x["sample"])
+    assert {r["unit"] for r in comparison} == {"fold", "sample"}
+    for r in comparison:  # each test recomputed from the scores it rests on
+        source, key, test = (per_fold, "fold", paired_t_test) if r["unit"] == "fold" else \
+            (per_sample, "sample", paired_wilcoxon)
+        scores = {c: [float(x["value"]) for x in sorted(source, key=lambda x: x[key])
                       if x["config"] == c and x["metric"] == r["metric"]] for c in ("sgd", "adam")}
-        expected = paired_wilcoxon(scores["sgd"], scores["adam"])
-        assert r["n"] == "5" and r["significance"] == expected.significance
+        expected = test(scores["sgd"], scores["adam"])
+        assert r["n"] == ("2" if r["unit"] == "fold" else "5")
         assert float(r["mean_difference"]) == pytest.approx(expected.mean_difference)
+        assert float(r["p_holm"]) >= float(r["p_value"]) or np.isnan(float(r["p_value"]))
     markdown = (out / "summary.md").read_text()
     assert "| sgd |" in markdown and "Paired differences to adam" in markdown
     timing = json.loads((out / "adam" / "fold0" / "timing.json").read_text())

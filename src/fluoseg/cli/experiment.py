@@ -159,8 +159,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("results", nargs="+", help="combinations CSV files (any number of methods and folds)")
     p.add_argument("--reference", required=True, help="reference method, e.g. MS or UB")
     p.add_argument("--out", required=True, help="output folder for tables and boxplots")
-    p.add_argument("--unit", choices=("sample", "fold"), default="sample",
-                   help="pair per sample, or per fold with counts pooled over its test samples (the paper's unit)")
+    p.add_argument("--unit", choices=("sample", "fold", "network"), default="sample",
+                   help="pair per sample, per fold with counts pooled over its test samples (the paper's unit), or "
+                   "per independently trained network (mean over combinations; paired t-test)")
     p.add_argument("--marker-effect", type=_args.names, help="comma-separated markers: F1 of combinations with vs without each "
                    "(Mann-Whitney U)")
     p.add_argument("--no-plot", action="store_true", help="tables only")

@@ -10,6 +10,15 @@ combination, fold) whose counts are pooled over the fold's test samples, the pap
 unit (n = 31 x 4 = 124 per class). Only units both methods have are paired (the upper
 bound covers only M^UB). Tests are given per class and over all classes together (the
 paper "aggregated the data for both sinusoids and arteries in a paired-wise manner").
+
+Those units are not independent: the 31 combinations of a fold are scored by one network
+on the same samples. ``unit="network"`` tests at the level of independently trained
+networks instead: each (method, class, fold) is one replicate whose score is its mean F1
+over the combinations it shares with the reference (samples pooled per combination), and
+the pairs are tested with the paired t-test (with four folds the Wilcoxon test cannot go
+below p = 0.125). A benchmark with several seeds per fold gives each (fold, seed) its own
+``fold`` number. Every call reports Holm-adjusted p-values over all of its tests
+(``p_holm``; the stars follow them), because a report makes many comparisons at once.
 """
 
 from __future__ import annotations
@@ -22,25 +31,25 @@ import numpy as np
 
 from fluoseg.errors import FluosegError
 from fluoseg.experiments.results import marker_names, pool_samples, read_results, write_csv
-from fluoseg.metrics.stats import mann_whitney, paired_wilcoxon, stars
+from fluoseg.metrics.stats import holm, mann_whitney, paired_t_test, paired_wilcoxon, stars
 
 ALL_CLASSES = "all"
 """Class name of the tests that pool every class."""
 
-UNITS = ("sample", "fold")
+UNITS = ("sample", "fold", "network")
 DIFFERENCE_FIELDS = ("method", "reference", "class", "combination", "markers", "n_markers", "fold", "sample", "f1",
                      "f1_reference", "difference")
-TEST_FIELDS = ("method", "reference", "class", "unit", "n", "mean_difference", "median_difference", "statistic",
-               "p_value", "stars")
+TEST_FIELDS = ("method", "reference", "class", "unit", "test", "n", "mean_difference", "median_difference",
+               "statistic", "p_value", "p_holm", "stars")
 EFFECT_FIELDS = ("method", "class", "marker", "unit", "n_with", "n_without", "mean_with", "mean_without",
                  "median_with", "median_without", "u_statistic", "p_value", "stars")
 
 
 def units(rows: Iterable[dict[str, Any]], unit: str) -> list[dict[str, Any]]:
-    """Rows per sample, or pooled per fold (``unit="fold"``)."""
+    """Rows per sample, pooled per fold (``unit="fold"``), or per network (``"network"``: see the module notes)."""
     if unit not in UNITS:
         raise FluosegError(f"unknown unit {unit!r}; choose one of {list(UNITS)}")
-    return pool_samples(rows) if unit == "fold" else list(rows)
+    return list(rows) if unit == "sample" else pool_samples(rows)
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -78,22 +87,53 @@ def paired_differences(rows: Sequence[dict[str, Any]], reference: str, *, unit: 
                                     "combination": row["combination"], "markers": row["markers"],
                                     "n_markers": row["n_markers"], "fold": row["fold"], "sample": row["sample"],
                                     "f1": float(row["f1"]), "f1_reference": ref, "difference": float(row["f1"]) - ref})
-    return differences
+    return _per_network(differences) if unit == "network" else differences
+
+
+def _per_network(differences: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, class, fold): mean F1 over the combinations both methods have."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for d in differences:
+        groups.setdefault((d["method"], d["class"], d["fold"]), []).append(d)
+    rows = []
+    for (method, class_name, fold), members in groups.items():
+        f1, ref = _mean([m["f1"] for m in members]), _mean([m["f1_reference"] for m in members])
+        rows.append({"method": method, "reference": members[0]["reference"], "class": class_name,
+                     "combination": f"mean of {len(members)}", "markers": "", "n_markers": "", "fold": fold,
+                     "sample": members[0]["sample"], "f1": f1, "f1_reference": ref, "difference": f1 - ref})
+    return rows
 
 
 def difference_tests(differences: Sequence[dict[str, Any]], *, unit: str = "sample") -> list[dict[str, Any]]:
-    """Wilcoxon signed-rank test of the paired differences per method and class, and over all classes."""
+    """Paired tests of the differences per method and class, and over all classes, Holm-adjusted together.
+
+    Wilcoxon signed-rank for ``sample``/``fold`` units; for ``network`` units the paired
+    t-test (over all classes, the two classes of one network are averaged first, so the
+    replicates stay independent).
+    """
     tests = []
     for method in dict.fromkeys(d["method"] for d in differences):
         mine = [d for d in differences if d["method"] == method]
         classes = list(dict.fromkeys(d["class"] for d in mine))
         for class_name in classes + ([ALL_CLASSES] if len(classes) > 1 else []):
             chosen = [d for d in mine if class_name in (ALL_CLASSES, d["class"])]
-            result = paired_wilcoxon([d["f1"] for d in chosen], [d["f1_reference"] for d in chosen])
+            if unit == "network":
+                by_fold: dict[Any, list[dict[str, Any]]] = {}
+                for d in chosen:
+                    by_fold.setdefault(d["fold"], []).append(d)
+                a = [_mean([d["f1"] for d in v]) for v in by_fold.values()]
+                b = [_mean([d["f1_reference"] for d in v]) for v in by_fold.values()]
+                result, test = paired_t_test(a, b), "paired t"
+            else:
+                result = paired_wilcoxon([d["f1"] for d in chosen], [d["f1_reference"] for d in chosen])
+                test = "Wilcoxon"
             tests.append({"method": method, "reference": chosen[0]["reference"], "class": class_name, "unit": unit,
-                          "n": result.n, "mean_difference": result.mean_difference,
+                          "test": test, "n": result.n, "mean_difference": result.mean_difference,
                           "median_difference": result.median_difference, "statistic": result.statistic,
-                          "p_value": result.p_value, "stars": result.significance})
+                          "p_value": result.p_value})
+    for row, adjusted in zip(tests, holm([t["p_value"] for t in tests])):
+        row["p_holm"] = float(adjusted)
+        row["stars"] = stars(float(adjusted))
     return tests
 
 
@@ -133,10 +173,10 @@ def _median(values: Sequence[float]) -> float:
 
 def format_tests(tests: Sequence[dict[str, Any]]) -> str:
     """The test rows as a small text table for the terminal."""
-    lines = [f"{'method':<12}{'class':<12}{'n':>6}{'mean diff':>12}{'median':>10}{'p':>11}  sig"]
+    lines = [f"{'method':<12}{'class':<12}{'n':>6}{'mean diff':>12}{'median':>10}{'p':>11}{'p (Holm)':>11}  sig"]
     for t in tests:
         lines.append(f"{t['method']:<12}{t['class']:<12}{t['n']:>6}{t['mean_difference']:>12.4f}"
-                     f"{t['median_difference']:>10.4f}{t['p_value']:>11.3g}  {t['stars']}")
+                     f"{t['median_difference']:>10.4f}{t['p_value']:>11.3g}{t['p_holm']:>11.3g}  {t['stars']}")
     return "\n".join(lines)
 
 

@@ -13,9 +13,9 @@ in-silico-labelling paper compares pretrained with untrained networks.
   ``pearson_<marker>``, ``mae_<marker>`` (in normalised intensity units). Each unit folder
   gets ``scores[_tta].csv`` and ``timing[_tta].json``.
 - **Summary**: mean ± sd (sd with ddof 1) over folds of the pooled per-fold scores.
-- **Paired comparison** of every config with each config before it on the command line:
-  per-sample scores (every sample is a test sample once), two-sided Wilcoxon signed-rank
-  test (:func:`fluoseg.metrics.stats.paired_wilcoxon`), star notation.
+- **Paired comparison** of every config with each config before it on the command line, at
+  the level of independently trained networks (per-fold pooled scores, paired t-test) and
+  per sample (Wilcoxon), all p-values of a report Holm-adjusted together, star notation.
 
 Besides the cross-validation layout, ``OUT`` gets ``per_sample[_tta].csv``,
 ``per_fold[_tta].csv``, ``summary[_tta].csv``, ``comparison[_tta].csv`` and ``summary[_tta].md``;
@@ -38,7 +38,7 @@ from fluoseg.data.manifest import load_manifest
 from fluoseg.experiments.crossval import FULL, Log, Unit, config_names, run_crossval
 from fluoseg.io import write_csv_atomically, write_json_atomically, write_text_atomically
 from fluoseg.metrics.semantic import ALL_IMAGES
-from fluoseg.metrics.stats import paired_wilcoxon
+from fluoseg.metrics.stats import holm, paired_t_test, paired_wilcoxon, stars
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def compare_configs(config_paths: Sequence[str | Path], out: str | Path, *, fold
     per_sample = [r for r in rows if r["sample"] != ALL_IMAGES]
     per_fold = [r for r in rows if r["sample"] == ALL_IMAGES]
     summary = summarize(per_fold)
-    comparison = compare(per_sample, names)
+    comparison = compare(per_sample, names, per_fold)
     suffix = scorer.suffix
     write_csv_atomically(out / f"per_sample{suffix}.csv", per_sample)
     write_csv_atomically(out / f"per_fold{suffix}.csv", per_fold)
@@ -257,13 +257,29 @@ def summarize(per_fold: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(per_sample: Sequence[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
-    """Paired Wilcoxon tests of each config against each earlier config, per size and metric."""
-    scores: dict[tuple[str, str, str], dict[str, float]] = {}
-    for r in per_sample:
-        scores.setdefault((str(r["train_size"]), r["config"], r["metric"]), {})[r["sample"]] = float(r["value"])
-    sizes = list(dict.fromkeys(str(r["train_size"]) for r in per_sample))
-    metrics = list(dict.fromkeys(r["metric"] for r in per_sample))
+def compare(per_sample: Sequence[dict[str, Any]], names: Sequence[str],
+            per_fold: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Paired tests of each config against each earlier config, per size and metric, Holm-adjusted together.
+
+    Two units: ``fold`` (each fold's pooled score is one independently trained network;
+    paired t-test, the replicate level) and ``sample`` (per-sample scores, which share the
+    fold's network; Wilcoxon signed-rank, as the papers report). ``p_holm`` adjusts every
+    p-value of the report together; ``significance`` follows it.
+    """
+    rows = _tests(per_fold, names, unit="fold", key="fold") + _tests(per_sample, names, unit="sample", key="sample")
+    for row, adjusted in zip(rows, holm([r["p_value"] for r in rows])):
+        row["p_holm"] = float(adjusted)
+        row["significance"] = stars(float(adjusted))
+    return rows
+
+
+def _tests(scored: Sequence[dict[str, Any]], names: Sequence[str], *, unit: str, key: str) -> list[dict[str, Any]]:
+    scores: dict[tuple[str, str, str], dict[Any, float]] = {}
+    for r in scored:
+        scores.setdefault((str(r["train_size"]), r["config"], r["metric"]), {})[r[key]] = float(r["value"])
+    sizes = list(dict.fromkeys(str(r["train_size"]) for r in scored))
+    metrics = list(dict.fromkeys(r["metric"] for r in scored))
+    test = paired_t_test if unit == "fold" else paired_wilcoxon
     rows = []
     for size in sizes:
         for metric in metrics:
@@ -273,11 +289,12 @@ def compare(per_sample: Sequence[dict[str, Any]], names: Sequence[str]) -> list[
                     units = [s for s in a if s in b and np.isfinite(a[s]) and np.isfinite(b[s])]
                     if not units:
                         continue
-                    result = paired_wilcoxon([a[s] for s in units], [b[s] for s in units])
+                    result = test([a[s] for s in units], [b[s] for s in units])
                     rows.append({"train_size": size, "metric": metric, "config": config, "reference": reference,
-                                 "n": result.n, "mean_difference": result.mean_difference,
+                                 "unit": unit, "test": "paired t" if unit == "fold" else "Wilcoxon", "n": result.n,
+                                 "mean_difference": result.mean_difference,
                                  "median_difference": result.median_difference, "statistic": result.statistic,
-                                 "p_value": result.p_value, "significance": result.significance})
+                                 "p_value": result.p_value})
     return rows
 
 
@@ -285,8 +302,10 @@ def summary_markdown(summary: Sequence[dict[str, Any]], comparison: Sequence[dic
                      names: Sequence[str], folds: int, tta: bool) -> str:
     """Readable tables: mean ± sd per config and metric, and the comparisons with the first config."""
     lines = [f"# Cross-validation ({folds} folds{', test-time augmentation' if tta else ''})", "",
-             "Mean ± sd over folds of the scores pooled over each fold's test samples; "
-             "comparisons: per-sample scores, two-sided Wilcoxon signed-rank test "
+             "Mean ± sd over folds of the scores pooled over each fold's test samples. Comparisons: "
+             "each fold is one independently trained network, so the differences are tested over folds "
+             "(two-sided paired t-test, n = folds); p-values are Holm-adjusted over every test of this "
+             "report, per-sample Wilcoxon tests included (in comparison.csv) "
              "(* p <= 0.05, ** p <= 0.01, *** p <= 0.001).", ""]
     metrics = list(dict.fromkeys(r["metric"] for r in summary))
     for size in dict.fromkeys(r["train_size"] for r in summary):
@@ -298,7 +317,8 @@ def summary_markdown(summary: Sequence[dict[str, Any]], comparison: Sequence[dic
             values = [f"{cell[(name, m)]['mean']:.3f} ± {cell[(name, m)]['sd']:.3f}" if (name, m) in cell else ""
                       for m in metrics]
             lines.append(f"| {name} | " + " | ".join(values) + " |")
-        versus = [r for r in comparison if r["train_size"] == size and r["reference"] == names[0]]
+        versus = [r for r in comparison if r["train_size"] == size and r["reference"] == names[0]
+                  and r["unit"] == "fold"]
         if versus:
             lines += ["", f"Paired differences to {names[0]} (mean difference, significance, n):", "",
                       "| config | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
