@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Cellpose 3 (a reference for one metric cross-check) pins numpy < 2.1: it gets its own venv.
+REF_VENV := .venv-cellpose
+REF_STAMP := $(REF_VENV)/.installed
 PIP_FLAGS := --disable-pip-version-check --quiet --constraint constraints.txt
 DEMO_OUT ?= demo_out
 
@@ -15,13 +18,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[test]'
 	touch $(STAMP)
 
+$(REF_STAMP): constraints.txt
+	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(REF_VENV)/bin/python -m pip install $(PIP_FLAGS) cellpose==3.1.1.3 pytest pyyaml scikit-image
+	touch $(REF_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fluoseg demo --out $(DEMO_OUT) --overwrite
 
-test: $(STAMP)
+test: $(STAMP) $(REF_STAMP)
 	$(BIN)/python -m pytest -q
+	PYTHONPATH=src $(REF_VENV)/bin/python -m pytest -q -m cellpose tests/metrics/test_aji.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(REF_VENV) $(DEMO_OUT) .pytest_cache
