@@ -51,8 +51,19 @@ def test_bad_values_are_one_line_errors_before_anything_loads(argv, tmp_path, ca
 def test_version_and_help_texts():
     result = subprocess.run([sys.executable, "-m", "fluoseg", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("fluoseg ")
-    parser = main.__globals__["build_parser"]()
-    for action in parser._subparsers._group_actions[0].choices.values():
-        for option in action._actions:
+    from fluoseg.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    checked = 0
+    for parser in parsers(build_parser()):
+        for option in parser._actions:
             if option.dest not in ("help", "version") and not isinstance(option, argparse._SubParsersAction):
-                assert option.help, f"{action.prog} {option.dest} has no help text"
+                assert option.help, f"{parser.prog} {option.dest} has no help text"
+                checked += 1
+    assert checked > 80  # every command and subcommand was visited
