@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from support import CLASSES, MARKERS, SHARED_DATA, make_tiny_sample, tiny_config_dict, unprivileged  # noqa: F401
+from support import CLASSES, MARKERS, SHARED_DATA, make_tiny_nuclei, make_tiny_sample, tiny_config_dict, unprivileged  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -59,19 +59,6 @@ def tiny_config(tiny_dataset: Path, tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(tiny_dataset)))
     return path
-
-
-def make_tiny_nuclei(seed: int, shape: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, np.ndarray]:
-    """One-channel nuclei image with instance labels, including a pair of touching nuclei."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, np.uint16)
-    centres = [(20, 20), (20, 29)] + [tuple(rng.integers(8, shape[0] - 8, 2)) for _ in range(5)]
-    for i, (cy, cx) in enumerate(centres, start=1):
-        disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 25) & (labels == 0)
-        labels[disk] = i
-    image = rng.normal(15, 4, shape) + 150 * (labels > 0)
-    return np.clip(image, 0, 255).astype(np.uint8)[None], labels
 
 
 @pytest.fixture()

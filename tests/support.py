@@ -59,3 +59,16 @@ def unprivileged(command: list[str]) -> list[str]:
         pytest.skip("running as root and setpriv (util-linux) is missing to drop privileges")
     caps = "-dac_override,-dac_read_search"
     return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "--", *command]
+
+
+def make_tiny_nuclei(seed: int, shape: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """One-channel nuclei image with instance labels, including a pair of touching nuclei."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    centres = [(20, 20), (20, 29)] + [tuple(rng.integers(8, shape[0] - 8, 2)) for _ in range(5)]
+    for i, (cy, cx) in enumerate(centres, start=1):
+        disk = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 25) & (labels == 0)
+        labels[disk] = i
+    image = rng.normal(15, 4, shape) + 150 * (labels > 0)
+    return np.clip(image, 0, 255).astype(np.uint8)[None], labels

@@ -56,7 +56,8 @@ class PredictOptions:
         indices 0-7 (see :func:`fluoseg.predictor.dihedral`); stored as the indices.
     diameter
         Instance models trained with scale normalisation: mean object diameter in pixels,
-        ``"auto"`` (estimated from a first pass), or ``None`` (no rescaling).
+        ``"auto"`` (the default: estimated from a first pass) or ``"off"`` (no rescaling).
+        Models without scale normalisation ignore it.
     progress
         Show a progress bar over tiles.
     source
@@ -68,7 +69,7 @@ class PredictOptions:
     tile_size: int | None = None
     batch_size: int = 1
     tta: bool | tuple[int, ...] = (0,)
-    diameter: float | str | None = None
+    diameter: float | str | None = "auto"
     progress: bool = False
     source: str | None = None
 
@@ -83,9 +84,12 @@ class PredictOptions:
             raise FluosegError(f"the tile size must be an integer of at least 8 pixels, got {self.tile_size!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
             raise FluosegError(f"the batch size must be a positive integer, got {self.batch_size!r}")
-        if self.diameter is not None and self.diameter != "auto":
+        if self.diameter is None:
+            set_(self, "diameter", "off")
+        if self.diameter not in ("auto", "off"):
             if isinstance(self.diameter, str) or not (np.isfinite(self.diameter) and self.diameter > 0):
-                raise FluosegError(f"the diameter must be a positive number of pixels or 'auto', got {self.diameter!r}")
+                raise FluosegError(f"the diameter must be a positive number of pixels, 'auto' or 'off', "
+                                   f"got {self.diameter!r}")
 
     def replace(self, **changes: Any) -> PredictOptions:
         """A copy with some fields changed."""
@@ -136,9 +140,25 @@ class Segmenter:
 
     @classmethod
     def load(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Segmenter:
-        """Load the ``best`` (or ``last``) checkpoint of every member of a run directory."""
+        """Load the ``best`` (or ``last``) checkpoint of every member of a run directory.
+
+        A name that is not an existing path is looked up among the pretrained models
+        (:meth:`pretrained`), so ``fluoseg predict nuclei ...`` works like a run directory.
+        """
+        if not Path(run_dir).exists() and "/" not in str(run_dir) and not Path(run_dir).suffix:
+            return cls.pretrained(str(run_dir), device=device)
         torch_device = resolve_device(device)
         return cls([Member.from_checkpoint(c, torch_device) for c in RunDir.open(run_dir).load_all(checkpoint)])
+
+    @classmethod
+    def pretrained(cls, name: str, *, device: str = "auto") -> Segmenter:
+        """A model shipped with fluoseg, e.g. ``Segmenter.pretrained("nuclei").predict_labels(image)``.
+
+        ``fluoseg models`` lists the names and their cards (:mod:`fluoseg.zoo`).
+        """
+        from fluoseg import zoo
+
+        return cls([Member.from_checkpoint(zoo.load(name), resolve_device(device))])
 
     def tile_geometry(self, member: Member, tile_size: int | None) -> TileGeometry:
         """Tiling geometry of a member network for a requested input tile size."""
@@ -233,20 +253,20 @@ class Segmenter:
                        options: PredictOptions | None = None, **settings: Any) -> tuple[np.ndarray, np.ndarray]:
         """Instance labels ``([Z], Y, X)`` and the activated maps they were decoded from.
 
-        With a model trained with scale normalisation (``instance.target_diameter``) and
-        ``options.diameter`` set, the image is rescaled so its objects get the training size
-        (:func:`fluoseg.instance.scale.scale_factor`, the rule training used), and labels and
-        maps are resampled back; ``"auto"`` estimates the diameter from a first prediction at
-        the original scale.
+        With a model trained with scale normalisation (``instance.target_diameter``) the image
+        is rescaled so its objects get the training size (:func:`fluoseg.instance.scale.scale_factor`,
+        the rule training used), and labels and maps are resampled back. The diameter is
+        ``options.diameter`` in pixels, or estimated from a first prediction at the original
+        scale (``"auto"``, the default); ``"off"`` predicts at the original scale.
         """
         options = _options(options, settings)
         target = self.task.target_diameter
-        if options.diameter is None or not target:
+        if options.diameter == "off" or not target:
             outputs = np.asarray(self.predict_probabilities(image, channel_names, options))
             return self.decode(outputs), outputs
         diameter = options.diameter
         if diameter == "auto":
-            first, _ = self.predict_labels(image, channel_names, options.replace(diameter=None))
+            first, _ = self.predict_labels(image, channel_names, options.replace(diameter="off"))
             diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
         factor = scale_factor(float(diameter), float(target))
         spatial = tuple(image.shape[1:])

@@ -5,7 +5,10 @@ Outputs per input image ``NAME.*`` in the output folder:
 - ``NAME.tif`` (or ``.zarr``): uint8 masks ``(n_classes, [Z], Y, X)``, one channel per class,
   the class names stored as channel names;
 - ``NAME_probabilities.tif`` (or ``.zarr``) with ``probabilities=True``: float32 class
-  probabilities of the same shape.
+  probabilities of the same shape;
+- ``NAME_objects.csv`` with ``objects=True`` (instance models): one row per object with its
+  area, centroid, bounding box, eccentricity and the intensity of every named channel
+  (:func:`fluoseg.objects.object_table`).
 
 All output paths are checked before any work starts, so a refused overwrite costs nothing
 and never leaves a partial result.
@@ -21,10 +24,12 @@ import numpy as np
 
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_image
+from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_csv_atomically, write_image
+from fluoseg.objects import object_table
 
 MASK_SUFFIX = ""
 PROBABILITY_SUFFIX = "_probabilities"
+OBJECTS_SUFFIX = "_objects.csv"
 
 
 def image_stem(path: str | Path) -> str:
@@ -38,6 +43,7 @@ class PredictionPaths:
 
     masks: Path
     probabilities: Path | None
+    objects: Path | None = None
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -68,7 +74,8 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool) -> list[PredictionPaths]:
+def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool,
+                 objects: bool = False) -> list[PredictionPaths]:
     """Output paths for every input, refusing duplicates (two inputs with the same stem)."""
     suffix = ".zarr" if fmt == "zarr" else ".tif"
     paths, seen = [], {}
@@ -81,6 +88,7 @@ def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabiliti
         paths.append(PredictionPaths(
             masks=out_dir / f"{stem}{MASK_SUFFIX}{suffix}",
             probabilities=out_dir / f"{stem}{PROBABILITY_SUFFIX}{suffix}" if probabilities else None,
+            objects=out_dir / f"{stem}{OBJECTS_SUFFIX}" if objects else None,
         ))
     return paths
 
@@ -90,7 +98,7 @@ def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool) -> None
     if overwrite:
         return
     for p in paths:
-        for path in (p.masks, p.probabilities):
+        for path in (p.masks, p.probabilities, p.objects):
             if path is not None and path.exists():
                 raise FluosegError("output exists; pass --overwrite to replace it", path=path)
 
@@ -187,6 +195,9 @@ def _diameter_pixels(diameter_um: float, image: ImageData) -> float:
 def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
                     options: PredictOptions, overwrite: bool) -> Path:
     labels, outputs = segmenter.predict_labels(image.array, names, options)
+    if paths.objects is not None:
+        rows = object_table(labels, np.asarray(image.array), names, pixel_size=image.pixel_size)
+        write_csv_atomically(paths.objects, rows, fields=None if rows else ["label"], overwrite=overwrite)
     if paths.probabilities is not None:
         write_image(paths.probabilities, outputs.astype(np.float32), axes=image.axes, pixel_size=image.pixel_size,
                     overwrite=overwrite)

@@ -101,6 +101,10 @@ CASES = {
     "experiment panels: output is a folder": ["experiment", "panels", "data/manifest.yaml", "--case", "1",
                                               "--out", "somedir"],
     "experiment me-analysis: not a run": ["experiment", "me-analysis", "notarun", "--out", "new_me"],
+    "models: unknown name": ["models", "nope"],
+    "predict: unknown model name": ["predict", "nomodel", IMAGE, "--out", "new_pred"],
+    "predict: --objects of a semantic run": ["predict", "run", IMAGE, "--out", "new_pred", "--objects",
+                                            "--channel-names", "m1,m2,m3"],
 }
 
 

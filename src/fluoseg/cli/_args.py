@@ -75,14 +75,14 @@ def tta(text: str) -> bool | list[int]:
 
 
 def diameter(text: str) -> float | str:
-    """``--diameter``: pixels (``12``), micrometres (``6.5um``, kept as ``"6.5um"``) or ``auto``."""
-    if text == "auto":
+    """``--diameter``: pixels (``12``), micrometres (``6.5um``, kept as ``"6.5um"``), ``auto`` or ``off``."""
+    if text in ("auto", "off"):
         return text
     number = text[:-2] if text.endswith("um") else text
     try:
         value = float(number)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--diameter must be pixels (12), micrometres (6.5um) or 'auto', "
+        raise argparse.ArgumentTypeError(f"--diameter must be pixels (12), micrometres (6.5um), 'auto' or 'off', "
                                          f"got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"--diameter must be a positive size, got {text}")

@@ -11,7 +11,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Segment images of any size with any subset of the trained markers. Each input "
                        "NAME gives OUT/NAME.tif (masks, labels or predicted channels); existing outputs are kept "
                        "unless --overwrite is given.")
-    p.add_argument("run_dir", help="run directory written by 'fluoseg train'")
+    p.add_argument("run_dir", metavar="RUN_OR_MODEL",
+                   help="run directory written by 'fluoseg train', or a pretrained model name ('fluoseg models')")
     p.add_argument("images", nargs="+", help="image files or folders of them (TIFF, OME-TIFF, PNG, NPY, Zarr, HDF5)")
     p.add_argument("--out", required=True, help="output folder")
     inputs = p.add_argument_group("input channels")
@@ -24,11 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     outputs.add_argument("--format", choices=("tif", "zarr"), default="tif",
                          help="output format (zarr streams large images)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
+                         "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object)")
     _args.add_overwrite(outputs)
-    outputs.add_argument("--diameter", type=_args.diameter,
+    outputs.add_argument("--diameter", type=_args.diameter, default="auto",
                          help="instance models trained with scale normalisation: mean object diameter in these "
-                         "images, in pixels (12) or micrometres (6.5um, needs the pixel size in the file), or "
-                         "'auto' to estimate it from a first pass")
+                         "images, in pixels (12) or micrometres (6.5um, needs the pixel size in the file); 'auto' "
+                         "(default) estimates it from a first pass, 'off' predicts at the original scale")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -46,18 +49,22 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from fluoseg.device import set_threads
+    from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions, Segmenter
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
     from fluoseg.predict import check_inputs, check_writable, expand_inputs, output_paths, predict_file
 
     images = expand_inputs(args.images)
     out_dir = prepare_output_dir(args.out, overwrite=True, what="output folder")  # other files may stay there
-    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities)
+    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects)
     check_writable(paths, overwrite=args.overwrite)
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
     segmenter = Segmenter.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    if args.objects and segmenter.task_name != "instance":
+        raise FluosegError(f"--objects measures instance labels, but this model's task is {segmenter.task_name}; "
+                           "leave --objects out")
     diameter_um = float(args.diameter[:-2]) if isinstance(args.diameter, str) and args.diameter.endswith("um") else None
     options = PredictOptions(
         markers=segmenter.panel.parse(args.markers) if args.markers else None, tile_size=args.tile_size,

@@ -163,7 +163,7 @@ class TestSetScorer:
         task = segmenter.task
         manifest = load_manifest(config.data.manifest)
         options = PredictOptions(tile_size=self.tile_size or config.train.val_tile_size, tta=self.tta,
-                                 diameter="auto" if task.target_diameter else None)
+                                 diameter="auto")
         items, seconds = [], 0.0
         for sample_id in unit.split.test:
             sample = manifest.sample(sample_id)

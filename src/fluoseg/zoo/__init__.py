@@ -1,0 +1,136 @@
+"""Pretrained models shipped inside the package: ``fluoseg predict nuclei IMAGES --out DIR``.
+
+Each model is a folder ``src/fluoseg/zoo/<name>/`` holding
+
+- ``model.json``: the network spec, marker vocabulary, classes, normalisation, task state
+  (with the decoding parameters tuned on validation images) and geometry, i.e. everything of
+  a :class:`fluoseg.run.Checkpoint` but the weights and the training state;
+- ``weights.pt``: a plain state dict (float16 where that loses nothing measurable), loaded
+  with ``torch.load(weights_only=True)``;
+- ``card.md``: the model card (data, licence, recipe, training steps, commit, pixel size and
+  diameter convention, test scores), shown by ``fluoseg models``.
+
+:func:`export_run` turns a trained run directory into such a folder; :func:`load` gives the
+checkpoint back. Nothing is downloaded: the weights ship with fluoseg.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fluoseg.errors import FluosegError
+
+ZOO_DIR = Path(__file__).resolve().parent
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.md"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A shipped model: its name, folder and card."""
+
+    name: str
+    folder: Path
+
+    @property
+    def card(self) -> str:
+        """The model card (markdown)."""
+        return (self.folder / CARD_FILE).read_text(encoding="utf-8")
+
+    @property
+    def summary(self) -> str:
+        """The first line of the card after its title."""
+        lines = [line.strip() for line in self.card.splitlines() if line.strip() and not line.startswith("#")]
+        return lines[0] if lines else ""
+
+    def metadata(self) -> dict[str, Any]:
+        """``model.json`` as a dict."""
+        return json.loads((self.folder / MODEL_FILE).read_text(encoding="utf-8"))
+
+
+def available(root: Path | None = None) -> list[ZooModel]:
+    """The shipped models (those in ``root``, default the package's zoo folder), by name."""
+    root = ZOO_DIR if root is None else Path(root)
+    return [ZooModel(p.name, p) for p in sorted(root.iterdir())
+            if p.is_dir() and (p / MODEL_FILE).is_file() and (p / WEIGHTS_FILE).is_file()]
+
+
+def get(name: str, root: Path | None = None) -> ZooModel:
+    """The shipped model called ``name``.
+
+    Raises
+    ------
+    FluosegError
+        For an unknown name; the message lists the shipped models.
+    """
+    for model in available(root):
+        if model.name == name:
+            return model
+    names = [m.name for m in available(root)]
+    raise FluosegError(f"no run directory or pretrained model called {name!r}; pretrained models: {names} "
+                       "('fluoseg models' lists them), or give the path of a run directory")
+
+
+def load(name: str, root: Path | None = None) -> Any:
+    """The :class:`fluoseg.run.Checkpoint` of a shipped model (float32 weights)."""
+    import torch
+
+    from fluoseg.run import Checkpoint
+
+    model = get(name, root)
+    try:
+        weights = torch.load(model.folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged installation
+        raise FluosegError(f"cannot read the weights of pretrained model {name!r} ({type(exc).__name__}); "
+                           "reinstall fluoseg", path=model.folder / WEIGHTS_FILE) from None
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+    return Checkpoint.from_dict({**model.metadata(), "model_state": weights}, path=model.folder / MODEL_FILE)
+
+
+def export_run(run_dir: str | Path, out: str | Path, *, card: str, half: bool = True, task_updates: dict | None = None,
+               overwrite: bool = False) -> Path:
+    """Write a zoo folder from a trained run's best checkpoint (single-member runs).
+
+    Parameters
+    ----------
+    run_dir
+        The trained run.
+    out
+        The zoo folder to write (``src/fluoseg/zoo/<name>`` to ship it).
+    card
+        The model card text (markdown).
+    half
+        Store floating-point weights as float16 (halves the size; check the scores after).
+    task_updates
+        Task constants to change, e.g. decoding parameters tuned on validation images.
+    overwrite
+        Replace an existing folder's files.
+    """
+    import torch
+
+    from fluoseg.io import atomic_path, check_output_file, write_json_atomically, write_text_atomically
+    from fluoseg.run import RunDir
+
+    run = RunDir.open(run_dir)
+    members = run.members()
+    if len(members) != 1:
+        raise FluosegError(f"a zoo model holds one network; this run has {len(members)} ({members})", path=run.path)
+    checkpoint = run.load(members[0], "best")
+    checkpoint.training = None
+    checkpoint.task = {**checkpoint.task, **(task_updates or {})}
+    out = Path(out)
+    for name in (MODEL_FILE, WEIGHTS_FILE, CARD_FILE):
+        check_output_file(out / name, overwrite=overwrite, what="zoo file")
+    state = checkpoint.to_dict()
+    weights = state.pop("model_state")
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    with atomic_path(out / WEIGHTS_FILE, overwrite=overwrite) as temporary:
+        torch.save(weights, temporary)
+    write_json_atomically(out / MODEL_FILE, state, overwrite=overwrite)
+    write_text_atomically(out / CARD_FILE, card, overwrite=overwrite)
+    return out

@@ -1,0 +1,79 @@
+"""The model zoo: a run exported to a zoo folder predicts as the run did, by name, from the CLI."""
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from fluoseg import zoo
+from fluoseg.cli import main
+from fluoseg.config import load_config
+from fluoseg.errors import FluosegError
+from fluoseg.infer import Segmenter
+from fluoseg.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def nuclei_run(tmp_path_factory):
+    """A tiny distance-map nuclei run with scale normalisation, trained for a few steps."""
+    from support import make_tiny_nuclei
+
+    root = tmp_path_factory.mktemp("zoo")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for i in range(4):
+        image, labels = make_tiny_nuclei(i)
+        tifffile.imwrite(root / "images" / f"n{i}.tif", image[0])
+        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
+    (root / "manifest.yaml").write_text(yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
+                                                        "labels": "labels/{id}.tif"}))
+    config = {"data": {"manifest": str(root / "manifest.yaml"), "split": {"val": ["n3"]}}, "task": "instance",
+              "instance": {"method": "distance", "min_size": 5, "target_diameter": 10.0},
+              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same"}},
+              "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 64, "device": "cpu",
+                        "num_threads": 1, "learning_rate": 3e-3}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root, train(load_config(root / "config.yaml"), root / "run", progress=False)
+
+
+def test_exported_model_predicts_as_its_run(nuclei_run, tmp_path, monkeypatch):
+    root, run = nuclei_run
+    zoo.export_run(run, tmp_path / "tinynuclei", card="# tinynuclei\n\nA test model.\n", task_updates={"h": 0.7})
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    assert [m.name for m in zoo.available()] == ["tinynuclei"] and zoo.get("tinynuclei").summary == "A test model."
+    image = tifffile.imread(root / "images" / "n1.tif")[None].astype(np.float32)
+    from_zoo = Segmenter.pretrained("tinynuclei", device="cpu")
+    from_run = Segmenter.load(run, device="cpu")
+    assert from_zoo.task.h == 0.7 and from_zoo.task.target_diameter == 10.0  # tuned decoding travels with the model
+    maps_zoo = from_zoo.predict_probabilities(image)  # one unnamed channel, one-marker model: no names needed
+    maps_run = from_run.predict_probabilities(image, ["DNA"])
+    np.testing.assert_allclose(maps_zoo, maps_run, atol=2e-2)  # float16 weights
+    assert Segmenter.load("tinynuclei", device="cpu").task.h == 0.7  # a name where a run is expected
+    with pytest.raises(FluosegError, match="no run directory or pretrained model called 'nope'.*tinynuclei"):
+        Segmenter.load("nope")
+
+
+def test_cli_lists_models_and_predicts_by_name_with_object_tables(nuclei_run, tmp_path, monkeypatch, capsys):
+    root, run = nuclei_run
+    zoo.export_run(run, tmp_path / "zoo" / "tinynuclei", card="# tinynuclei\n\nA test model.\n")
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    assert main(["models"]) == 0 and "tinynuclei   A test model." in capsys.readouterr().out
+    assert main(["models", "tinynuclei"]) == 0 and "# tinynuclei" in capsys.readouterr().out
+    out = tmp_path / "masks"
+    assert main(["predict", "tinynuclei", str(root / "images"), "--out", str(out), "--objects", "--quiet"]) == 0
+    labels = tifffile.imread(out / "n2.tif")
+    rows = list(csv.DictReader((out / "n2_objects.csv").open()))
+    assert len(rows) == len(np.unique(labels[labels > 0]))
+    if rows:
+        assert {"label", "area_px", "centroid_y", "eccentricity", "mean_DNA", "sum_DNA"} <= set(rows[0])
+    assert main(["models", "nope"]) == 2
+
+
+def test_export_refuses_existing_files_and_multi_member_runs(nuclei_run, tmp_path):
+    _, run = nuclei_run
+    zoo.export_run(run, tmp_path / "m", card="# m\n")
+    with pytest.raises(FluosegError, match="--overwrite"):
+        zoo.export_run(run, tmp_path / "m", card="# m\n")
+    zoo.export_run(run, tmp_path / "m", card="# m\n", overwrite=True)
