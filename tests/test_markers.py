@@ -27,6 +27,15 @@ def test_unknown_marker_error_lists_known_ones():
         panel.arrange(np.ones((1, 2, 2)), ["GFP"])
 
 
+def test_chosen_markers_leave_other_channels_out_whatever_their_names():
+    panel = MarkerPanel(["DNA", "CD31"])
+    image = np.stack([np.full((2, 2), v, np.float32) for v in (1, 2, 3)])
+    slots, availability = panel.arrange(image, ["actin", "DNA", "Ki67"], use=["DNA"])  # actin, Ki67: never seen
+    assert np.all(slots[0] == 2) and np.all(slots[1] == 0) and availability.tolist() == [1.0, 0.0]
+    with pytest.raises(FluosegError, match="unknown marker 'actin'"):
+        panel.arrange(image, ["actin", "DNA", "Ki67"])  # without a choice every channel would be fed
+
+
 def test_requesting_marker_absent_from_image_is_an_error():
     panel = MarkerPanel(["a", "b"])
     with pytest.raises(FluosegError, match="requested"):

@@ -178,7 +178,9 @@ class MarkerSelection:
             Marker name of each image channel.
         use
             Markers to feed the model (a subset of the image's and the panel's); default
-            every channel that is not ignored.
+            every channel that is not ignored. When markers are chosen, the image's other
+            channels are left out whatever their names (a multiplexed file may hold markers the
+            model never saw); without a choice, every channel must be a known marker.
         ignore
             Channel names that are never inputs and need not be known to the panel (e.g.
             in-silico-labelling targets, or markers left out of a model's panel).
@@ -193,13 +195,17 @@ class MarkerSelection:
         """
         names = tuple(channel_names)
         ignored = set(ignore)
+        if use is not None:
+            use = list(use)
+            chosen_names = {str(n).strip() for n in use}
+            ignored |= {n for n in names if n not in chosen_names}
         used_names = [n for n in names if n not in ignored]
         repeated = sorted({n for n in used_names if used_names.count(n) > 1})
         if repeated:
             raise FluosegError(f"channel name(s) {repeated} occur more than once; give every channel its own name",
                                path=source)
         for name in used_names:
-            panel.index(name, source=source)  # unknown names are errors even when unused
+            panel.index(name, source=source)  # an unknown marker the user would feed is an error
         candidates = [n for n in names if n not in ignored] if use is None else list(use)
         used = panel.parse(candidates, source=source)
         missing = set(used) - set(names)

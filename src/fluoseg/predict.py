@@ -104,14 +104,18 @@ def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool) -> None
 
 
 def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
-                          markers: Sequence[str] | None, panel: Sequence[str] = ()) -> tuple[str, ...]:
-    """Channel names of an image file.
+                          markers: Sequence[str] | None, panel: Sequence[str] = (),
+                          aliases: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Channel names of an image file, under the model's names for them.
 
-    Names come from ``channel_names`` when given, else from the file's metadata. A file
+    Names come from ``channel_names`` when given, else from the file's metadata, and are
+    renamed by ``aliases`` (file name -> model name, e.g. ``{"DAPI": "DNA"}``). A file
     without names may be named by ``markers`` when it has exactly that many channels, and a
     single unnamed channel given to a one-marker model (``panel``) is that marker.
     """
     names = tuple(channel_names) if channel_names else image.channel_names
+    if names and aliases:
+        names = tuple(aliases.get(n, n) for n in names)
     if not names:
         if markers and len(markers) == image.n_channels:
             return tuple(markers)
@@ -127,7 +131,8 @@ def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
 
 
 def check_inputs(segmenter: Segmenter, images: Sequence[Path], options: PredictOptions, *,
-                 channel_names: Sequence[str] | None = None, axes: str | None = None) -> None:
+                 channel_names: Sequence[str] | None = None, axes: str | None = None,
+                 aliases: dict[str, str] | None = None) -> None:
     """Check every input's channels against the model before any prediction starts.
 
     A mistake in the tenth file of a folder (an unknown marker, a missing name) then costs
@@ -135,7 +140,7 @@ def check_inputs(segmenter: Segmenter, images: Sequence[Path], options: PredictO
     """
     for path in images:
         image = read_image(path, axes=axes, lazy=True)
-        names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names)
+        names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names, aliases)
         segmenter.select_markers(names, options.markers, source=str(path))
 
 
@@ -149,6 +154,7 @@ def predict_file(
     axes: str | None = None,
     diameter_um: float | None = None,
     overwrite: bool = False,
+    aliases: dict[str, str] | None = None,
 ) -> Path:
     """Segment one image file and write its outputs atomically; returns the mask (or label) path.
 
@@ -163,9 +169,11 @@ def predict_file(
     diameter_um
         Object diameter in micrometres, converted with the file's pixel size (overrides
         ``options.diameter``).
+    aliases
+        File channel name -> the model's marker name (``{"DAPI": "DNA"}``).
     """
     image = read_image(image_path, axes=axes, lazy=True)
-    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names)
+    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names, aliases)
     options = options.replace(pixel_size=image.pixel_size, source=str(image_path))
     if diameter_um is not None:
         options = options.replace(diameter=_diameter_pixels(diameter_um, image))

@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # figures are written to files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fluoseg.io import atomic_path  # noqa: E402
+
 ERROR_COLOURS = {"true positive": (1.0, 1.0, 1.0), "false positive": (1.0, 0.2, 0.2), "false negative": (0.2, 0.6, 1.0)}
 
 
@@ -75,8 +77,47 @@ def segmentation_figure(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path, dpi: int = 90) -> Path:
+    """Render to PNG atomically, then free the figure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    with atomic_path(path, overwrite=True) as temporary:
+        fig.savefig(temporary, format="png", dpi=dpi)
     plt.close(fig)
     return path
+
+
+def _outlines(labels: np.ndarray) -> np.ndarray:
+    """Pixels on an object's edge (a 4-neighbour has another label)."""
+    edge = np.zeros(labels.shape, bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    return edge & (labels > 0)
+
+
+def instance_overlay_figure(path: str | Path, panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+                            *, title: str = "") -> Path:
+    """One panel per image: the image in grey, predicted outlines magenta, true outlines green.
+
+    Parameters
+    ----------
+    panels
+        ``(caption, image (Y, X), predicted labels, true labels or None)`` per panel.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, (caption, image, predicted, truth) in zip(axes[0], panels):
+        rgb = np.repeat(_contrast(np.asarray(image, np.float32))[..., None], 3, axis=2)
+        if truth is not None:
+            rgb[_outlines(np.asarray(truth))] = (0.2, 1.0, 0.2)
+        rgb[_outlines(np.asarray(predicted))] = (1.0, 0.2, 1.0)
+        ax.imshow(rgb)
+        ax.set_title(caption, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)

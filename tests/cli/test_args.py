@@ -21,6 +21,14 @@ def test_diameter_and_tta_values():
             _args.tta(bad)
 
 
+def test_marker_choices_with_aliases():
+    assert _args.marker_choice("DNA") == [("DNA", "DNA")]
+    assert _args.marker_choice("DNA=DAPI, CD31") == [("DNA", "DAPI"), ("CD31", "CD31")]
+    for bad in ("=DAPI", "DNA=", " , "):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _args.marker_choice(bad)
+
+
 def test_numbers_and_names():
     assert _args.positive_int("3") == 3 and _args.tile_size("64") == 64
     assert _args.names(" a, b ,") == ["a", "b"] and _args.integers("1,10") == [1, 10]

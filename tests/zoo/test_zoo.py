@@ -77,3 +77,21 @@ def test_export_refuses_existing_files_and_multi_member_runs(nuclei_run, tmp_pat
     with pytest.raises(FluosegError, match="--overwrite"):
         zoo.export_run(run, tmp_path / "m", card="# m\n")
     zoo.export_run(run, tmp_path / "m", card="# m\n", overwrite=True)
+
+
+def test_a_nuclear_channel_picked_from_a_multichannel_file_and_a_stack(nuclei_run, tmp_path, monkeypatch):
+    from fluoseg.io import read_labels, write_image
+
+    root, run = nuclei_run
+    zoo.export_run(run, tmp_path / "zoo" / "tinynuclei", card="# tinynuclei\n\nA test model.\n")
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    grey = tifffile.imread(root / "images" / "n1.tif")
+    write_image(tmp_path / "two.ome.tif", np.stack([grey[::-1], grey]), axes="CYX", channel_names=["actin", "DAPI"])
+    out = tmp_path / "masks"
+    assert main(["predict", "tinynuclei", str(tmp_path / "two.ome.tif"), "--out", str(out), "--markers", "DNA=DAPI",
+                 "--quiet"]) == 0
+    single = Segmenter.pretrained("tinynuclei", device="cpu").predict_labels(grey[None])[0]
+    assert np.array_equal(read_labels(out / "two.tif"), single)  # the DAPI channel, fed as DNA, and nothing else
+    stack = np.stack([grey, grey[::-1]])[None]  # (1, Z, Y, X): slice by slice
+    labels, _ = Segmenter.pretrained("tinynuclei", device="cpu").predict_labels(stack)
+    assert labels.shape == stack.shape[1:]

@@ -50,6 +50,18 @@ def names(text: str) -> list[str]:
     return items
 
 
+def marker_choice(text: str) -> list[tuple[str, str]]:
+    """``--markers``: ``a,b`` or, to feed a channel under the model's name for it, ``MODEL=FILE``
+    (``DNA=DAPI``: the file's DAPI channel goes to the model's DNA slot). Returns (model, file) pairs."""
+    pairs = []
+    for item in names(text):
+        model, _, file = item.partition("=")
+        if not model.strip() or (_ and not file.strip()):
+            raise argparse.ArgumentTypeError(f"--markers takes names or MODEL=FILE pairs such as DNA=DAPI; got {item!r}")
+        pairs.append((model.strip(), (file or model).strip()))
+    return pairs
+
+
 def integers(text: str) -> list[int]:
     """A comma-separated list of positive integers (``1,10,50``)."""
     try:

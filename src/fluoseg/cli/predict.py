@@ -16,8 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files or folders of them (TIFF, OME-TIFF, PNG, NPY, Zarr, HDF5)")
     p.add_argument("--out", required=True, help="output folder")
     inputs = p.add_argument_group("input channels")
-    inputs.add_argument("--markers", type=_args.names, help="comma-separated markers to use (a subset of the trained "
-                        "ones); names the channels of files without channel names")
+    inputs.add_argument("--markers", type=_args.marker_choice,
+                        help="comma-separated markers to use (a subset of the trained ones; the file's other channels "
+                        "are left out); MODEL=FILE feeds a channel under the model's name for it (e.g. DNA=DAPI for "
+                        "the pretrained nuclei model); names the channels of files without channel names")
     inputs.add_argument("--channel-names", type=_args.names,
                         help="comma-separated marker name of every channel, in file order")
     inputs.add_argument("--axes", help="axis order of the files, e.g. CYX, YXC, CZYX (default: from metadata)")
@@ -66,15 +68,17 @@ def run(args: argparse.Namespace) -> int:
         raise FluosegError(f"--objects measures instance labels, but this model's task is {segmenter.task_name}; "
                            "leave --objects out")
     diameter_um = float(args.diameter[:-2]) if isinstance(args.diameter, str) and args.diameter.endswith("um") else None
+    aliases = {file: model for model, file in args.markers or () if file != model}
     options = PredictOptions(
-        markers=segmenter.panel.parse(args.markers) if args.markers else None, tile_size=args.tile_size,
+        markers=segmenter.panel.parse([model for model, _ in args.markers]) if args.markers else None,
+        tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter)
-    check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes)
+    check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
     with OutputLock(out_dir, what="output folder"):
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
-                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite)
+                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases)
             print(f"{image} -> {written}")
     return 0
