@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fluoseg.bioimage.package import is_package, load_checkpoints
 from fluoseg.data.normalize import compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
 from fluoseg.device import resolve_device
@@ -136,9 +137,17 @@ class Segmenter:
 
     @classmethod
     def load(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Segmenter:
-        """Load the ``best`` (or ``last``) checkpoint of every member of a run directory."""
+        """Load the ``best`` (or ``last``) checkpoint of every member of a run directory.
+
+        ``run_dir`` may also be a bioimage.io package exported by fluoseg (``fluoseg export``):
+        its networks and metadata are those of the run's exported checkpoint.
+        """
         torch_device = resolve_device(device)
-        return cls([Member.from_checkpoint(c, torch_device) for c in RunDir.open(run_dir).load_all(checkpoint)])
+        if is_package(run_dir):
+            checkpoints = load_checkpoints(run_dir)
+        else:
+            checkpoints = RunDir.open(run_dir).load_all(checkpoint)
+        return cls([Member.from_checkpoint(c, torch_device) for c in checkpoints])
 
     def tile_geometry(self, member: Member, tile_size: int | None) -> TileGeometry:
         """Tiling geometry of a member network for a requested input tile size."""

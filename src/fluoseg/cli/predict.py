@@ -7,13 +7,18 @@ from pathlib import Path
 
 import fluoseg.cli._args as _args
 
+FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
+"""The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment images with a trained run",
+    p = sub.add_parser("predict", help="segment images with a trained run or a bioimage.io package",
                        description="Segment images of any size with any subset of the trained markers. Each input "
                        "NAME gives OUT/NAME.tif (masks, labels or predicted channels); existing outputs are kept "
-                       "unless --overwrite is given.")
-    p.add_argument("run_dir", help="run directory written by 'fluoseg train'")
+                       "unless --overwrite is given. A bioimage.io package made by 'fluoseg export' predicts as "
+                       "its run; other single-input packages run through bioimageio.core as semantic models.")
+    p.add_argument("run_dir", metavar="MODEL", help="run directory written by 'fluoseg train', bioimage.io package "
+                   "(.zip), or zoo model name")
     p.add_argument("images", nargs="+", help="image files or folders of them (TIFF, OME-TIFF, PNG, NPY, Zarr, HDF5)")
     p.add_argument("--out", required=True, help="output folder")
     inputs = p.add_argument_group("input channels")
@@ -23,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="comma-separated marker name of every channel, in file order")
     inputs.add_argument("--axes", help="axis order of the files, e.g. CYX, YXC, CZYX (default: from metadata)")
     outputs = p.add_argument_group("output")
-    outputs.add_argument("--format", choices=("tif", "zarr"), default="tif",
-                         help="output format (zarr streams large images)")
+    outputs.add_argument("--format", choices=FORMATS, default="tif",
+                         help="output format: tif, zarr (streams large images), ome-tiff (tiled, with pyramid "
+                         "levels for large images), geojson (QuPath objects), roi (Fiji ROI set)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     _args.add_overwrite(outputs)
     outputs.add_argument("--diameter", type=_args.diameter,
@@ -47,8 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from fluoseg.bioimage.foreign import load_model
     from fluoseg.device import set_threads
-    from fluoseg.infer import PredictOptions, Segmenter
+    from fluoseg.infer import PredictOptions
     from fluoseg.io import read_image
     from fluoseg.predict import check_writable, expand_inputs, output_paths, predict_file
 
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
-    segmenter = Segmenter.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    segmenter = load_model(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     diameter_um = float(args.diameter[:-2]) if isinstance(args.diameter, str) and args.diameter.endswith("um") else None
     options = PredictOptions(
         markers=segmenter.panel.parse(args.markers) if args.markers else None, tile_size=args.tile_size,
