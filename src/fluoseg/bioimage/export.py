@@ -203,7 +203,7 @@ def _write_files(folder: Path, packaged: PackagedNetwork, checkpoints: Sequence[
     np.save(files.test_availability, availability)
     np.save(files.test_output, output.numpy())
     for path, array in zip(files.samples, (raw, availability, output.numpy())):  # human-viewable copies
-        tifffile.imwrite(path, array)
+        tifffile.imwrite(path, array, photometric="minisblack")
     kind = decoding_kind(first.task)
     decoded = first.build_task().decode(output[0, : first.build_task().activated_channels()].numpy())
     write_cover(files.cover, image[0].numpy(), decoded, instance=kind not in ("semantic", "regression"))

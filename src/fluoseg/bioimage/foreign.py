@@ -27,8 +27,8 @@ from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.markers import MarkerPanel
 
 MASK_THRESHOLD = 0.5
-BLOCK_SIZE = 256
-"""Block side bioimageio.core aims at when the options give no tile size."""
+BLOCK_SIZE = 512
+"""Block side (halo included) bioimageio.core is given when the options give no tile size."""
 
 
 def load_model(source: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Segmenter | ForeignModel:
@@ -130,22 +130,37 @@ class ForeignModel:
         from bioimageio.core import Tensor, create_prediction_pipeline, predict
         from bioimageio.core.digest_spec import create_sample_for_model
 
-        dims = [str(a.id) for a in self.input.axes]
-        data = plane if "channel" in (a.type for a in self.input.axes) else plane[0]
+        blocks = self._block_sizes(plane.shape[-2:], options.tile_size or BLOCK_SIZE)
+        # an image smaller than the package's smallest block is mirrored out to it, and cropped back after
+        padding = [(0, 0)] + [(0, max(0, block - side)) for block, side in zip(blocks.values(), plane.shape[-2:])]
+        padded = np.pad(plane, padding, mode="symmetric")
+        data = padded if any(a.type == "channel" for a in self.input.axes) else padded[0]
         data = data[None] if any(a.type == "batch" for a in self.input.axes) else data
-        tensor = Tensor(data, dims=tuple(dims))
+        tensor = Tensor(data, dims=tuple(str(a.id) for a in self.input.axes))
         sample = create_sample_for_model(self.description, inputs={self.input.id: tensor}, sample_id="image")
-        with create_prediction_pipeline(self.description, devices=self.devices) as pipeline:
-            result = predict(model=pipeline, inputs=sample, blocksize_parameter=self._block_parameter(options))
-        return _channel_first(result.members[self.output.id], self.output, plane.shape[-2:], self.path)
+        shape = {str(a.id): (1 if a.type == "batch" else a.size if a.type == "channel" else blocks[str(a.id)])
+                 for a in self.input.axes}
+        # predict() enters the pipeline itself (loading the weights); entering it here too would deadlock
+        pipeline = create_prediction_pipeline(self.description, devices=self.devices)
+        result = predict(model=pipeline, inputs=sample, input_block_shape={self.input.id: shape})
+        maps = _channel_first(result.members[self.output.id], self.output, padded.shape[-2:], self.path)
+        return maps[:, : plane.shape[-2], : plane.shape[-1]]
 
-    def _block_parameter(self, options: PredictOptions) -> int | None:
-        """``n`` of the package's parameterized sizes giving blocks near the requested tile size."""
-        sizes = [a.size for a in self.input.axes if a.type == "space" and hasattr(a.size, "step")]
-        if not sizes:
-            return None
-        target = options.tile_size or BLOCK_SIZE
-        return max(0, min((target - s.min) // s.step for s in sizes))
+    def _block_sizes(self, spatial: tuple[int, ...], target: int) -> dict[str, int]:
+        """Block side per spatial axis: the largest admissible size up to ``target`` and the image side."""
+        space = [a for a in self.input.axes if a.type == "space"]
+        sizes = {}
+        for axis, side in zip(space[-2:], spatial):
+            size = axis.size
+            if isinstance(size, int):
+                sizes[str(axis.id)] = size
+            elif hasattr(size, "step"):
+                n = max(0, (min(target, side) - size.min) // size.step)
+                sizes[str(axis.id)] = size.min + n * size.step
+            else:
+                raise FluosegError("the package's input size refers to another tensor; fluoseg cannot tile it",
+                                   path=self.path)
+        return sizes
 
 
 def _channel_names(tensor: Any, prefix: str) -> tuple[str, ...]:
