@@ -99,3 +99,21 @@ def test_refuses_other_suffixes_existing_outputs_and_unknown_models(semantic_run
         export_package("no-such-model", tmp_path / "m.zip")
     with pytest.raises(FluosegError, match="already a bioimage.io package"):
         export_package(semantic_package, tmp_path / "again.zip")
+
+
+def test_availability_may_be_left_out_zero_filled_markers_are_then_absent(semantic_package):
+    from bioimageio.core import Tensor, create_prediction_pipeline, predict
+    from bioimageio.spec import load_model_description
+
+    description = load_model_description(semantic_package)
+    image = _array(semantic_package, "test_image.npy").copy()
+    image[:, 1] = 0  # m2 not imaged
+
+    def maps(**inputs) -> np.ndarray:
+        tensors = {"image": Tensor(image, dims=("batch", "channel", "y", "x"))}
+        tensors.update({k: Tensor(v, dims=("batch", "channel")) for k, v in inputs.items()})
+        pipeline = create_prediction_pipeline(description, weight_format="torchscript")
+        return predict(model=pipeline, inputs=tensors).members["maps"].data.to_numpy()
+
+    # (that the vector changes the maps of networks that use it is tested in test_network.py)
+    np.testing.assert_allclose(maps(), maps(availability=np.array([[1, 0, 1]], np.float32)), atol=1e-6)

@@ -24,3 +24,21 @@ def test_members_are_padded_activated_and_concatenated_in_order():
     assert output.shape == (1, 2, 48, 48)
     torch.testing.assert_close(output, torch.cat(by_hand, dim=1))
     assert not torch.allclose(by_hand[0], by_hand[1])  # the members really differ
+
+
+def test_left_out_availability_is_read_off_zero_filled_slots_in_both_weight_formats():
+    from fluoseg.bioimage.export import _trace
+    from fluoseg.bioimage.sizes import package_sizes
+
+    torch.manual_seed(1)
+    spec = {**SPEC, "in_channels": 3, "options": {**SPEC["options"], "attention": "me"}}  # Marker Excite uses it
+    network = PackagedNetwork([{"model": spec, "task": {"name": "semantic", "classes": ["a"]}}], margin=20).eval()
+    image = torch.randn(1, 3, 48, 48)
+    image[:, 1] = 0
+    scripted = _trace(network, image, torch.ones(1, 3), package_sizes(list(network.networks)))
+    with torch.no_grad():
+        explicit = network(image, torch.tensor([[1.0, 0.0, 1.0]]))
+        for run in (network, scripted):
+            torch.testing.assert_close(run(image), explicit)
+            torch.testing.assert_close(run(image, torch.tensor([[1.0, 0.0, 1.0]])), explicit)
+        assert (network(image, torch.ones(1, 3)) - explicit).abs().max() > 1e-4

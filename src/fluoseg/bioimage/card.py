@@ -68,7 +68,8 @@ def write_model_card(path: Path, *, name: str, description: str, markers: Sequen
         "## Inputs", "",
         f"- `image` (batch, channel, y, x), channels in this order: {', '.join(f'`{m}`' for m in markers)}. "
         "Missing markers are zero-filled channels.",
-        "- `availability` (batch, channel): 1 for each marker present, 0 for each missing one, same order.",
+        "- `availability` (batch, channel), optional: 1 for each marker present, 0 for each missing one, same "
+        "order. Left out, it is read off the image: a channel that is zero throughout is a missing marker.",
         f"- Normalisation: {normalisation} (the description's preprocessing).",
         f"- Pixel size: {f'{pixel} µm' if pixel else 'as in the training data (not recorded)'}; resample images "
         "to it first (fluoseg does this from the file's metadata).",

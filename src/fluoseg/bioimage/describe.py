@@ -99,7 +99,8 @@ def build_description(checkpoints: Sequence[Checkpoint], sizes: PackageSizes, fi
         test_tensor=spec.FileDescr(source=files.test_image), sample_tensor=spec.FileDescr(source=files.samples[0]),
         preprocessing=[_normalisation(spec, first)])
     availability = spec.InputTensorDescr(
-        id=availability_id, description="1 for each marker present in the image, 0 for absent ones",
+        id=availability_id, optional=True,
+        description="1 for each marker present, 0 for absent ones; default: zero-filled channels are absent",
         axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=markers)],
         test_tensor=spec.FileDescr(source=files.test_availability),
         sample_tensor=spec.FileDescr(source=files.samples[1]))

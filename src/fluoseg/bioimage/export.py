@@ -25,7 +25,7 @@ import torch
 from fluoseg.bioimage import network as network_module
 from fluoseg.bioimage.card import decoding_kind, output_channel_names, write_cover, write_model_card
 from fluoseg.bioimage.describe import NORMALISATION_EPS, PackageFiles, PackageInfo, build_description
-from fluoseg.bioimage.network import PackagedNetwork
+from fluoseg.bioimage.network import OptionalAvailability, PackagedNetwork
 from fluoseg.bioimage.package import is_package
 from fluoseg.bioimage.sizes import PackageSizes, package_sizes
 from fluoseg.bioimage.sources import resolve_model
@@ -224,7 +224,7 @@ def _trace(packaged: PackagedNetwork, image: torch.Tensor, availability: torch.T
         expected, actual = packaged(other, availability), traced(other, availability)
     if expected.shape != actual.shape or not torch.allclose(expected, actual, atol=1e-5):
         raise RuntimeError("the traced network does not generalise to other input sizes")
-    return traced
+    return torch.jit.script(OptionalAvailability(traced))
 
 
 def _environment() -> str:

@@ -20,12 +20,17 @@ conventions:
   fluoseg averages over tiles and decodes.
 - *several members* (one network per class) are concatenated along the channel axis, in
   the run's class order.
+- *optional availability*: tools that feed one input (deepImageJ, QuPath, bioimageio.core's
+  blockwise prediction, which cannot split a second, non-spatial input) may leave the
+  availability out; it is then read off the image: a marker slot that is zero throughout
+  is absent, fluoseg's own convention for missing markers (a normalised real channel is
+  never exactly zero everywhere).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -59,10 +64,10 @@ class PackagedNetwork(nn.Module):
 
     Notes
     -----
-    ``forward(image, availability)`` takes the ``(N, K, H, W)`` normalised marker slots
-    (zeros for missing markers) and the ``(N, K)`` 0/1 availability vector, and returns the
-    ``(N, C, H, W)`` activated maps. ``H + 2 * margin`` must be an input size the members
-    accept.
+    ``forward(image, availability=None)`` takes the ``(N, K, H, W)`` normalised marker slots
+    (zeros for missing markers) and the ``(N, K)`` 0/1 availability vector (default: from
+    the image, :func:`availability_from_image`), and returns the ``(N, C, H, W)`` activated
+    maps. ``H + 2 * margin`` must be an input size the members accept.
     """
 
     def __init__(self, members: Sequence[Mapping[str, Any]], margin: int = 0) -> None:
@@ -71,9 +76,33 @@ class PackagedNetwork(nn.Module):
         self.networks = nn.ModuleList(ModelSpec(**dict(m["model"])).build() for m in members)
         self.activations = nn.ModuleList(_Activation(m["task"]) for m in members)
 
-    def forward(self, image: Tensor, availability: Tensor) -> Tensor:
+    def forward(self, image: Tensor, availability: Tensor | None = None) -> Tensor:
+        if availability is None:
+            availability = availability_from_image(image)
         if self.margin:
             image = F.pad(image, (self.margin,) * 4)
         outputs = [activate(network(image, availability))
                    for network, activate in zip(self.networks, self.activations)]
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+
+
+def availability_from_image(image: Tensor) -> Tensor:
+    """``(N, K)`` availability of ``(N, K, H, W)`` marker slots: 0 where a slot is zero throughout."""
+    return (image.abs().amax(dim=(2, 3)) > 0).to(image.dtype)
+
+
+class OptionalAvailability(nn.Module):
+    """A traced :class:`PackagedNetwork` whose availability input may be left out (TorchScript).
+
+    Tracing cannot record an optional argument, so the traced network is wrapped in this
+    small module, which is scripted.
+    """
+
+    def __init__(self, traced: nn.Module) -> None:
+        super().__init__()
+        self.network = traced
+
+    def forward(self, image: Tensor, availability: Optional[Tensor] = None) -> Tensor:  # noqa: UP007 (TorchScript)
+        if availability is None:
+            availability = (image.abs().amax(dim=(2, 3)) > 0).to(image.dtype)
+        return self.network(image, availability)
