@@ -13,8 +13,11 @@ halo. For a fluoseg network wrapped in :class:`~fluoseg.bioimage.network.Package
   (no margin) get two steps of context;
 - the halo is further chosen so that ``s - 2 * halo`` is a multiple of ``step``: the tiles a
   bioimage.io tool lays out are then ``step``-aligned with each other, and because pooling
-  networks are translation-equivariant only for such shifts, tiled prediction equals
-  whole-image prediction (no seams), as it does in fluoseg.
+  networks are translation-equivariant only for such shifts, tiled prediction of a
+  valid-convolution network equals its whole-image prediction (no seams), as in fluoseg.
+  The tiles' common pooling phase differs from the one fluoseg's own tiling uses by a few
+  pixels (no halo can give both for sizes ``4 + 16 n``), so a tool's maps match fluoseg's
+  to the network's own sensitivity to such shifts, not bit for bit.
 """
 
 from __future__ import annotations
