@@ -29,8 +29,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fluoseg demo --out $(DEMO_OUT) --overwrite
 
+# Qt runs offscreen: the napari widget tests need no display (they use napari's viewer
+# model, so no OpenGL either); npe2 checks the plugin manifest and its imports.
 test: $(STAMP) $(REF_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/npe2 validate src/fluoseg/napari/napari.yaml --imports
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 	PYTHONPATH=src $(REF_VENV)/bin/python -m pytest -q -m cellpose tests/metrics/test_aji.py
 
 clean:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fluoseg.bioimage.package import is_package, load_checkpoints
 from fluoseg.data.normalize import compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
 from fluoseg.device import resolve_device
@@ -142,13 +143,19 @@ class Segmenter:
     def load(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> Segmenter:
         """Load the ``best`` (or ``last``) checkpoint of every member of a run directory.
 
-        A name that is not an existing path is looked up among the pretrained models
-        (:meth:`pretrained`), so ``fluoseg predict nuclei ...`` works like a run directory.
+        ``run_dir`` may also be a bioimage.io package exported by fluoseg (``fluoseg export``):
+        its networks and metadata are those of the run's exported checkpoint. A name that is
+        not an existing path is looked up among the pretrained models (:meth:`pretrained`),
+        so ``fluoseg predict nuclei ...`` works like a run directory.
         """
         if not Path(run_dir).exists() and "/" not in str(run_dir) and not Path(run_dir).suffix:
             return cls.pretrained(str(run_dir), device=device)
         torch_device = resolve_device(device)
-        return cls([Member.from_checkpoint(c, torch_device) for c in RunDir.open(run_dir).load_all(checkpoint)])
+        if is_package(run_dir):
+            checkpoints = load_checkpoints(run_dir)
+        else:
+            checkpoints = RunDir.open(run_dir).load_all(checkpoint)
+        return cls([Member.from_checkpoint(c, torch_device) for c in checkpoints])
 
     @classmethod
     def pretrained(cls, name: str, *, device: str = "auto") -> Segmenter:

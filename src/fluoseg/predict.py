@@ -10,6 +10,10 @@ Outputs per input image ``NAME.*`` in the output folder:
   area, centroid, bounding box, eccentricity and the intensity of every named channel
   (:func:`fluoseg.objects.object_table`).
 
+Other formats of the masks or labels, for viewers (:data:`OUTPUT_FORMATS`): ``ome-tiff``
+(``NAME.ome.tif``, tiled with pyramid levels for large images), ``geojson``
+(``NAME.geojson``, QuPath objects) and ``roi`` (``NAME_rois.zip``, a Fiji ROI set).
+
 All output paths are checked before any work starts, so a refused overwrite costs nothing
 and never leaves a partial result.
 """
@@ -25,11 +29,16 @@ import numpy as np
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_csv_atomically, write_image
+from fluoseg.io.objects import write_geojson, write_imagej_rois
+from fluoseg.io.pyramid import write_pyramidal_ome_tiff
 from fluoseg.objects import object_table
 
 MASK_SUFFIX = ""
 PROBABILITY_SUFFIX = "_probabilities"
 OBJECTS_SUFFIX = "_objects.csv"
+OUTPUT_FORMATS = {"tif": ".tif", "zarr": ".zarr", "ome-tiff": ".ome.tif", "geojson": ".geojson", "roi": "_rois.zip"}
+"""``--format`` -> file name ending of the masks or labels (probabilities stay TIFF or Zarr)."""
+OBJECT_FORMATS = ("geojson", "roi")
 
 
 def image_stem(path: str | Path) -> str:
@@ -77,7 +86,10 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool,
                  objects: bool = False) -> list[PredictionPaths]:
     """Output paths for every input, refusing duplicates (two inputs with the same stem)."""
-    suffix = ".zarr" if fmt == "zarr" else ".tif"
+    if fmt not in OUTPUT_FORMATS:
+        raise FluosegError(f"unknown output format {fmt!r}; use one of {list(OUTPUT_FORMATS)}")
+    suffix = OUTPUT_FORMATS[fmt]
+    probability_suffix = ".zarr" if fmt == "zarr" else ".tif"
     paths, seen = [], {}
     for image in images:
         stem = image_stem(image)
@@ -87,7 +99,7 @@ def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabiliti
         seen[stem] = image
         paths.append(PredictionPaths(
             masks=out_dir / f"{stem}{MASK_SUFFIX}{suffix}",
-            probabilities=out_dir / f"{stem}{PROBABILITY_SUFFIX}{suffix}" if probabilities else None,
+            probabilities=out_dir / f"{stem}{PROBABILITY_SUFFIX}{probability_suffix}" if probabilities else None,
             objects=out_dir / f"{stem}{OBJECTS_SUFFIX}" if objects else None,
         ))
     return paths
@@ -180,8 +192,11 @@ def predict_file(
     if segmenter.task_name == "instance":
         return _write_instance(segmenter, image, names, paths, options, overwrite)
     if segmenter.task_name == "regression":
+        if _output_format(paths.masks) in OBJECT_FORMATS:
+            raise FluosegError("predicted marker channels are images, not objects; use --format tif or ome-tiff",
+                               path=paths.masks)
         maps = np.asarray(segmenter.predict_probabilities(image.array, names, options), np.float32)
-        return write_image(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
+        return write_segmentation(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
                            pixel_size=image.pixel_size, overwrite=overwrite)
     if paths.masks.suffix == ".zarr":
         return _write_semantic_streamed(segmenter, image, names, paths, options, overwrite)
@@ -189,7 +204,7 @@ def predict_file(
     masks, probabilities = segmenter.predict_masks(image.array, names, options)
     if paths.probabilities is not None:
         write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
-    return write_image(paths.masks, masks, overwrite=overwrite, **meta)
+    return write_segmentation(paths.masks, masks, overwrite=overwrite, **meta)
 
 
 def _diameter_pixels(diameter_um: float, image: ImageData) -> float:
@@ -210,8 +225,31 @@ def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str]
         write_image(paths.probabilities, outputs.astype(np.float32), axes=image.axes, pixel_size=image.pixel_size,
                     overwrite=overwrite)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    return write_image(paths.masks, labels.astype(dtype), axes=image.axes[1:], pixel_size=image.pixel_size,
+    return write_segmentation(paths.masks, labels.astype(dtype), axes=image.axes[1:], pixel_size=image.pixel_size,
+                              overwrite=overwrite)
+
+
+def write_segmentation(path: Path, array: np.ndarray, *, axes: str, channel_names: Sequence[str] | None = None,
+                       pixel_size: Sequence[float] | None = None, overwrite: bool = False) -> Path:
+    """Write masks ``(n_classes, ...)`` or labels in the format :data:`OUTPUT_FORMATS` gives ``path``'s ending.
+
+    Objects (GeoJSON, ROI sets) carry the class names of masks, or the label ids.
+    """
+    fmt = _output_format(path)
+    if fmt == "geojson":
+        return write_geojson(path, array, classes=channel_names, overwrite=overwrite)
+    if fmt == "roi":
+        return write_imagej_rois(path, array, classes=channel_names, overwrite=overwrite)
+    if fmt == "ome-tiff":
+        return write_pyramidal_ome_tiff(path, array, axes=axes, channel_names=channel_names, pixel_size=pixel_size,
+                                        overwrite=overwrite)
+    return write_image(path, array, axes=axes, channel_names=channel_names, pixel_size=pixel_size,
                        overwrite=overwrite)
+
+
+def _output_format(path: Path) -> str:
+    return next((fmt for fmt, ending in OUTPUT_FORMATS.items() if fmt != "tif" and path.name.endswith(ending)),
+                "tif")
 
 
 def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,

@@ -11,6 +11,7 @@ import fluoseg.cli.crossval as crossval_command
 import fluoseg.cli.demo as demo_command
 import fluoseg.cli.evaluate as evaluate_command
 import fluoseg.cli.experiment as experiment_command
+import fluoseg.cli.export as export_command
 import fluoseg.cli.models as models_command
 import fluoseg.cli.predict as predict_command
 import fluoseg.cli.synth as synth_command
@@ -18,7 +19,7 @@ import fluoseg.cli.train as train_command
 from fluoseg.errors import FluosegError
 
 COMMANDS = (train_command, predict_command, evaluate_command, synth_command, demo_command, crossval_command,
-            experiment_command, models_command)
+            experiment_command, models_command, export_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

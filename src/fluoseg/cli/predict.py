@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import fluoseg.cli._args as _args
 
+FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
+"""The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment images with a trained run",
+    p = sub.add_parser("predict", help="segment images with a trained run or a bioimage.io package",
                        description="Segment images of any size with any subset of the trained markers. Each input "
                        "NAME gives OUT/NAME.tif (masks, labels or predicted channels); existing outputs are kept "
-                       "unless --overwrite is given.")
-    p.add_argument("run_dir", metavar="RUN_OR_MODEL",
-                   help="run directory written by 'fluoseg train', or a pretrained model name ('fluoseg models')")
+                       "unless --overwrite is given. A bioimage.io package made by 'fluoseg export' predicts as "
+                       "its run; other single-input packages run through bioimageio.core as semantic models.")
+    p.add_argument("run_dir", metavar="MODEL", help="run directory written by 'fluoseg train', bioimage.io package "
+                   "(.zip), or pretrained model name ('fluoseg models')")
     p.add_argument("images", nargs="+", help="image files or folders of them (TIFF, OME-TIFF, PNG, NPY, Zarr, HDF5)")
     p.add_argument("--out", required=True, help="output folder")
     inputs = p.add_argument_group("input channels")
@@ -24,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="comma-separated marker name of every channel, in file order")
     inputs.add_argument("--axes", help="axis order of the files, e.g. CYX, YXC, CZYX (default: from metadata)")
     outputs = p.add_argument_group("output")
-    outputs.add_argument("--format", choices=("tif", "zarr"), default="tif",
-                         help="output format (zarr streams large images)")
+    outputs.add_argument("--format", choices=FORMATS, default="tif",
+                         help="output format: tif, zarr (streams large images), ome-tiff (tiled, with pyramid "
+                         "levels for large images), geojson (QuPath objects), roi (Fiji ROI set)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
                          "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object)")
@@ -50,9 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from fluoseg.bioimage.foreign import load_model
     from fluoseg.device import set_threads
     from fluoseg.errors import FluosegError
-    from fluoseg.infer import PredictOptions, Segmenter
+    from fluoseg.infer import PredictOptions
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
     from fluoseg.predict import check_inputs, check_writable, expand_inputs, output_paths, predict_file
 
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
-    segmenter = Segmenter.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    segmenter = load_model(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     if args.objects and segmenter.task_name != "instance":
         raise FluosegError(f"--objects measures instance labels, but this model's task is {segmenter.task_name}; "
                            "leave --objects out")
