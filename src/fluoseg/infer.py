@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fluoseg import zoo
 from fluoseg.bioimage.package import is_package, load_checkpoints
 from fluoseg.data.normalize import compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
@@ -151,7 +152,9 @@ class Segmenter:
         if not Path(run_dir).exists() and "/" not in str(run_dir) and not Path(run_dir).suffix:
             return cls.pretrained(str(run_dir), device=device)
         torch_device = resolve_device(device)
-        if is_package(run_dir):
+        if zoo.is_zoo_folder(run_dir):  # a shipped model's folder given as a path
+            checkpoints = [zoo.load_folder(run_dir)]
+        elif is_package(run_dir):
             checkpoints = load_checkpoints(run_dir)
         else:
             checkpoints = RunDir.open(run_dir).load_all(checkpoint)
@@ -163,8 +166,6 @@ class Segmenter:
 
         ``fluoseg models`` lists the names and their cards (:mod:`fluoseg.zoo`).
         """
-        from fluoseg import zoo
-
         return cls([Member.from_checkpoint(zoo.load(name), resolve_device(device))])
 
     def tile_geometry(self, member: Member, tile_size: int | None) -> TileGeometry:

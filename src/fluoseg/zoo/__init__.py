@@ -75,20 +75,53 @@ def get(name: str, root: Path | None = None) -> ZooModel:
                        "('fluoseg models' lists them), or give the path of a run directory")
 
 
+def is_zoo_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a zoo model folder (``model.json`` and ``weights.pt``)."""
+    path = Path(path)
+    return path.is_dir() and (path / MODEL_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
 def load(name: str, root: Path | None = None) -> Any:
     """The :class:`fluoseg.run.Checkpoint` of a shipped model (float32 weights)."""
+    return load_folder(get(name, root).folder)
+
+
+def load_folder(folder: str | Path) -> Any:
+    """The :class:`fluoseg.run.Checkpoint` of a zoo model folder (float32 weights).
+
+    Raises
+    ------
+    FluosegError
+        If the folder's files are damaged.
+    """
     import torch
 
     from fluoseg.run import Checkpoint
 
-    model = get(name, root)
+    folder = Path(folder)
     try:
-        weights = torch.load(model.folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        weights = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        metadata = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
     except Exception as exc:  # a damaged installation
-        raise FluosegError(f"cannot read the weights of pretrained model {name!r} ({type(exc).__name__}); "
-                           "reinstall fluoseg", path=model.folder / WEIGHTS_FILE) from None
+        raise FluosegError(f"cannot read the pretrained model ({type(exc).__name__}); reinstall fluoseg",
+                           path=folder) from None
     weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
-    return Checkpoint.from_dict({**model.metadata(), "model_state": weights}, path=model.folder / MODEL_FILE)
+    return Checkpoint.from_dict({**metadata, "model_state": weights}, path=folder / MODEL_FILE)
+
+
+def _lookup(name: str) -> Path | None:
+    """A shipped model's folder by name, for command-line model arguments (:mod:`fluoseg.bioimage.sources`)."""
+    folder = ZOO_DIR / name
+    return folder if is_zoo_folder(folder) else None
+
+
+def _register() -> None:
+    from fluoseg.bioimage.sources import register_model_lookup
+
+    register_model_lookup(_lookup)
+
+
+_register()
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, card: str, half: bool = True, task_updates: dict | None = None,
