@@ -95,3 +95,18 @@ def test_a_nuclear_channel_picked_from_a_multichannel_file_and_a_stack(nuclei_ru
     stack = np.stack([grey, grey[::-1]])[None]  # (1, Z, Y, X): slice by slice
     labels, _ = Segmenter.pretrained("tinynuclei", device="cpu").predict_labels(stack)
     assert labels.shape == stack.shape[1:]
+
+
+def test_a_pretrained_model_exports_to_a_bioimageio_package_that_predicts_as_it_does(nuclei_run, tmp_path,
+                                                                                      monkeypatch):
+    from fluoseg.bioimage.export import export_package
+
+    _, run = nuclei_run
+    zoo.export_run(run, tmp_path / "zoo" / "tinynuclei", card="# tinynuclei\n\nA test model.\n")
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr("fluoseg.data.samples.sample_paths", lambda: [(run.parent / "images" / "n0.tif", None)])
+    package = export_package("tinynuclei", tmp_path / "tiny.zip")
+    image = tifffile.imread(run.parent / "images" / "n2.tif")[None]
+    expected, _ = Segmenter.pretrained("tinynuclei", device="cpu").predict_labels(image)
+    got, _ = Segmenter.load(package, device="cpu").predict_labels(image)
+    assert np.array_equal(got, expected)

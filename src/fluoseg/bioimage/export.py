@@ -28,6 +28,7 @@ from fluoseg.bioimage.describe import NORMALISATION_EPS, PackageFiles, PackageIn
 from fluoseg.bioimage.network import OptionalAvailability, PackagedNetwork
 from fluoseg.bioimage.package import is_package
 from fluoseg.bioimage.sizes import PackageSizes, package_sizes
+from fluoseg import zoo
 from fluoseg.bioimage.sources import resolve_model
 from fluoseg.errors import FluosegError
 from fluoseg.io import atomic_path, read_image, write_text_atomically
@@ -89,15 +90,18 @@ def export_package(model: str | Path, out: str | Path, *, sample: str | Path | N
     source = resolve_model(model)
     if is_package(source):
         raise FluosegError("this is already a bioimage.io package; export a run directory", path=source)
-    run = RunDir.open(source)
-    checkpoints = run.load_all(checkpoint)
+    if zoo.is_zoo_folder(source):  # a pretrained model shipped with fluoseg
+        run, checkpoints = None, [zoo.load_folder(source)]
+    else:
+        run = RunDir.open(source)
+        checkpoints = run.load_all(checkpoint)
     packaged = packaged_network(checkpoints)
     sizes = package_sizes(list(packaged.networks))
     packaged.margin = sizes.margin
-    test = _test_sample(run, sample, channel_names)
+    test = _test_sample(run, sample, channel_names, checkpoints[0].markers)
     with tempfile.TemporaryDirectory(prefix="fluoseg-export-") as folder:
         files = _write_files(Path(folder), packaged, checkpoints, sizes, test, test_size)
-        info = _package_info(run, checkpoints, name=name, authors=authors, license=license)
+        info = _package_info(run, checkpoints, name=name, authors=authors, license=license, source=Path(source))
         write_model_card(files.documentation, name=info.name, description=info.description,
                          markers=checkpoints[0].markers, output_channels=info.output_channels,
                          task=checkpoints[0].task, classes=[c for ck in checkpoints for c in ck.classes],
@@ -146,7 +150,15 @@ def spec_normalise(slots: np.ndarray, checkpoint: Checkpoint) -> np.ndarray:
     return ((slots - mean) / (std + NORMALISATION_EPS)).astype(np.float32)
 
 
-def _test_sample(run: RunDir, sample: str | Path | None, channel_names: Sequence[str] | None) -> TestSample:
+def _test_sample(run: RunDir | None, sample: str | Path | None, channel_names: Sequence[str] | None,
+                 markers: Sequence[str] = ()) -> TestSample:
+    if sample is None and run is None:  # a pretrained model: a shipped sample image of its marker
+        from fluoseg.data.samples import sample_paths
+
+        if tuple(markers) != ("DNA",):
+            raise FluosegError("this pretrained model has no shipped sample; pass --sample with an image")
+        image = read_image(sample_paths()[0][0])
+        return TestSample(_middle_plane(image.array), ("DNA",))
     if sample is not None:
         image = read_image(sample)
         names = tuple(channel_names) if channel_names else image.channel_names
@@ -235,8 +247,8 @@ def _environment() -> str:
             f"      - fluoseg=={fluoseg.__version__}\n")
 
 
-def _package_info(run: RunDir, checkpoints: Sequence[Checkpoint], *, name: str | None, authors: Sequence[str],
-                  license: str) -> PackageInfo:
+def _package_info(run: RunDir | None, checkpoints: Sequence[Checkpoint], *, name: str | None,
+                  authors: Sequence[str], license: str, source: Path | None = None) -> PackageInfo:
     import fluoseg
 
     first = checkpoints[0]
@@ -245,14 +257,18 @@ def _package_info(run: RunDir, checkpoints: Sequence[Checkpoint], *, name: str |
     kind = decoding_kind(first.task)
     what = "instance segmentation" if first.task.get("name") == "instance" else (
         "in-silico labelling" if kind == "regression" else "semantic segmentation")
-    config = run.read_config()
-    train = config.get("train") or {}
-    training = {key: train[key] for key in ("epochs", "batch_size", "patch_size", "learning_rate", "optimizer",
-                                            "loss") if key in train}
+    training: dict[str, Any] = {}
+    if run is not None:
+        train = run.read_config().get("train") or {}
+        training = {key: train[key] for key in ("epochs", "batch_size", "patch_size", "learning_rate", "optimizer",
+                                                "loss") if key in train}
+        training["samples (train/val/test)"] = "/".join(str(len(v)) for v in run.split().values())
+    else:
+        training["pretrained"] = f"fluoseg zoo model {source.name if source else ''} (its card: 'fluoseg models')"
     training["model"] = f"{first.model.name} {first.model.options}"
-    training["samples (train/val/test)"] = "/".join(str(len(v)) for v in run.split().values())
+    folder = run.path if run is not None else source
     return PackageInfo(
-        name=name or _default_name(run.path.name, kind),
+        name=name or _default_name(folder.name if folder is not None else "model", kind),
         description=(f"fluoseg {what} ({kind}) of {', '.join(classes) or 'objects'} from any subset of the "
                      f"markers {', '.join(first.markers)}."),
         authors=tuple(authors), license=license, output_channels=outputs,
