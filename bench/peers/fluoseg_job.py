@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import log, load_spec, peak_rss_mb, time_runs, write_result  # noqa: E402
+from common import load_spec, peak_rss_mb, time_runs, write_result  # noqa: E402
 
 FIVE = ["DNA", "M2", "M3", "M4", "M5"]
 
@@ -44,27 +44,22 @@ def _segmenter(spec):
 
 def _five_channel(segmenter, run):
     """The trained 1-marker network widened to 5 marker slots (first-layer weights / 5 in each)."""
-    import json
-
-    import torch
+    from dataclasses import replace
 
     from fluoseg.infer import Member, Segmenter
-    from fluoseg.models import build_model
-    from fluoseg.train.checkpoint import load_checkpoint
+    from fluoseg.run import RunDir
 
-    member_name = json.loads((Path(run) / "run.json").read_text())["members"][0]
-    state = load_checkpoint(Path(run) / member_name / "best.pt")
-    spec = dict(state["model"], in_channels=len(FIVE))
-    model = build_model(spec["name"], in_channels=spec["in_channels"], out_channels=spec["out_channels"],
-                        **spec["options"])
-    widened = model.state_dict()
-    for key, value in state["model_state"].items():
+    run_dir = RunDir.open(run)
+    trained = run_dir.load(run_dir.members()[0])
+    spec = replace(trained.model, in_channels=len(FIVE))
+    widened = spec.build().state_dict()
+    for key, value in trained.weights.items():
         if widened[key].shape == value.shape:
             widened[key] = value
         elif value.ndim == 4 and value.shape[1] == 1 and widened[key].shape[1] == len(FIVE):
             widened[key] = value.repeat(1, len(FIVE), 1, 1) / len(FIVE)
-    state = dict(state, model=spec, markers=list(FIVE), model_state=widened)
-    return Segmenter([Member.from_checkpoint(state, torch.device("cpu"))])
+    checkpoint = replace(trained, model=spec, markers=tuple(FIVE), weights=widened)
+    return Segmenter([Member.from_checkpoint(checkpoint, "cpu")])
 
 
 def speed(spec):
@@ -98,6 +93,7 @@ def stream(spec):
 
     import numpy as np
 
+    from fluoseg.infer import PredictOptions
     from fluoseg.io import create_output, read_image
     from fluoseg.predict import PredictionPaths, predict_file
 
@@ -118,7 +114,8 @@ def stream(spec):
                            channel_names=[f"p{i}" for i in range(n_out)], overwrite=True) as target:
             segmenter.predict_probabilities(image.array, names, out=target.array)
     else:
-        predict_file(segmenter, Path(spec["zarr"]), PredictionPaths(masks=out, probabilities=None), overwrite=True)
+        predict_file(segmenter, Path(spec["zarr"]), PredictionPaths(masks=out, probabilities=None), PredictOptions(),
+                     overwrite=True)
     seconds = time.perf_counter() - started
     megapixels = shape[-1] * shape[-2] / 1e6
     write_result(spec, {"mode": spec["mode"], "size": shape[-1], "megapixels": megapixels, "seconds": seconds,
