@@ -11,7 +11,8 @@ every script needs in the same way:
 - child processes (``fluoseg`` commands, peer jobs, installers) with their output appended
   to a log file, an optional deadline, and a SIGTERM handler that takes the child down too,
   so a killed benchmark never leaves a training running (:func:`run_logged`);
-- the fixed DSB 2018 split and its manifests, shared by ``nuclei.py`` and ``peers.py``;
+- the fixed DSB 2018 split and its manifests, shared by ``nuclei.py`` and ``peers.py``, and
+  the vessels5 manifest of ``architectures.py`` and ``marker_combinations.py``;
 - a run's per-epoch metrics (:func:`epoch_rows`), read through :class:`fluoseg.run.RunDir`.
 
 The jobs under ``bench/peers/`` that run in the peers' own virtual environments cannot
@@ -45,6 +46,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 
 DSB2018 = Path("/work/shared/data/dsb2018_fluo")
+VESSELS5 = Path("/work/shared/data/vessels5")
 DSB_SPLIT = BENCH / "splits" / "dsb2018_fluo.json"
 DSB_MARKER = "DNA"
 SPLIT_SEED = 0
@@ -374,3 +376,16 @@ def dsb_target_diameter(work: Path, data: Path, train_ids: Sequence[str]) -> flo
                       "equivalent-circle diameter", "n_images": len(per_image),
                       "range": [round(float(min(per_image)), 1), round(float(max(per_image)), 1)]})
     return value
+
+
+# ---- vessels5 ------------------------------------------------------------------------------------
+
+def vessels_manifest(path: Path, data: Path = VESSELS5) -> Path:
+    """A manifest of the vessels5 samples (5 markers, sinusoids and arteries at 1 µm/px) with an absolute root.
+
+    ``examples/vessels5/manifest.yaml`` holds the same with a root relative to the main checkout,
+    which does not resolve from other checkouts (git worktrees) of the repository.
+    """
+    return write_yaml(path, {"root": str(data), "markers": ["DAPI", "endomucin", "endoglin", "collagen", "CXCL12-GFP"],
+                             "classes": ["sinusoids", "arteries"], "pixel_size_um": 1.0, "images": "images/*.tif",
+                             "masks": "masks/{id}.tif"})

@@ -68,12 +68,12 @@ from _common import (
     log,
     read_json,
     read_rows,
+    vessels_manifest,
     write_json,
     write_text,
     write_yaml,
 )
 
-VESSELS = Path("/work/shared/data/vessels5")
 DEFAULT_WORK = WORK / "architectures"
 SMOKE_WORK = WORK / "architectures_smoke"
 NOTES = BENCH / "notes" / "architectures.md"
@@ -85,8 +85,6 @@ ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
     "fcn-resnet34": ("fcn", {"encoder": "resnet34"}, "FCN ResNet34 (OS 8)"),
     "deeplabv3-resnet34": ("deeplabv3", {"encoder": "resnet34", "output_stride": 16}, "DeepLabv3 ResNet34 (OS 16)"),
 }
-VESSEL_MARKERS = ["DAPI", "endomucin", "endoglin", "collagen", "CXCL12-GFP"]
-VESSEL_CLASSES = ["sinusoids", "arteries"]
 # The ISL part normalises to [0, 1] (1-99.8 percentiles), so the pretext predicts intensities in
 # the range the paper's shifted sigmoid f(x) = 1 / (1 + exp(-(x - 0.5))) is centred on.
 ISL_PREPROCESS = {"normalization": "percentile"}
@@ -197,12 +195,6 @@ def prepare_dsb(work: Path, name: str, ids: list[str], crop: int, *, pretext: bo
         content.update(labels="labels/{id}.tif", classes=["nuclei"], masks="masks/{id}.tif")
     write_yaml(manifest, content)  # last: marks the folder as complete
     return manifest
-
-
-def prepare_vessels(work: Path) -> Path:
-    content = {"root": str(VESSELS), "markers": VESSEL_MARKERS, "classes": VESSEL_CLASSES, "pixel_size_um": 1.0,
-               "images": "images/*.tif", "masks": "masks/{id}.tif"}
-    return write_yaml(work / "data" / "vessels5" / "manifest.yaml", content)
 
 
 # ---- configs ------------------------------------------------------------------------------------
@@ -494,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     pools = dsb_pools(plan)
     dsb = prepare_dsb(work, "arch", pools["arch"], plan.crop)
-    vessels = prepare_vessels(work)
+    vessels = vessels_manifest(work / "data" / "vessels5" / "manifest.yaml")
     configs = arch_configs(work, plan, archs, dsb, vessels)
     add_wall(work, "data", time.perf_counter() - started)
     if "dsb" in parts:

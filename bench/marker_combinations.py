@@ -53,7 +53,6 @@ from typing import Any
 import numpy as np
 from _common import (
     RESULTS,
-    ROOT,
     WORK,
     densest_window,
     log,
@@ -62,11 +61,11 @@ from _common import (
     rel,
     run_logged,
     terminate_child_on_sigterm,
+    vessels_manifest,
     write_json,
     write_text,
 )
 
-DEFAULT_MANIFEST = ROOT / "examples" / "vessels5" / "manifest.yaml"
 METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB")
 # Upper-bound subset: the artery marker alone, the paper's poor m_15 (its Fig. 3h), a good pair, all five.
 UB_COMBINATIONS = "m_4,m_15,m_24,m_12345"
@@ -82,9 +81,9 @@ SMOKE = {"epochs": 1, "steps": 2, "batch": 2, "patch": 60, "depth": 2, "base_fil
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="dataset manifest (default vessels5)")
+    p.add_argument("--manifest", type=Path, help="dataset manifest (default: vessels5, written into the work folder)")
     p.add_argument("--work", type=Path, help="work folder (default bench/work/marker_combinations[_smoke])")
-    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the report (default bench/results)")
+    p.add_argument("--results", type=Path, help="folder of the report (default bench/results; smoke: WORK/results)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     size = p.add_argument_group("sizing (defaults: the full run; --smoke: a tiny one)")
     size.add_argument("--smoke", action="store_true", help="tiny networks and crops: checks the pipeline in ~2 min")
@@ -120,6 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     args.name = "marker_combinations_smoke" if args.smoke else "marker_combinations"
     args.work = args.work or WORK / args.name
+    args.results = args.results or (args.work / "results" if args.smoke else RESULTS)
     return args
 
 
@@ -539,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     terminate_child_on_sigterm()
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
+    args.manifest = args.manifest or vessels_manifest(args.work / "data" / "vessels5" / "manifest.yaml")
     log(f"work folder {args.work}; methods {args.methods}")
     manifest = prepare_data(args)
     profiles = {m: profile(m, args) for m in args.methods}

@@ -257,9 +257,8 @@ def fluoseg_versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"nproc": os.cpu_count(), "platform": platform.platform()}
-    with contextlib.suppress(OSError):
-        info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    # The CPUs this process may run on (what `nproc` prints, without its reading of OMP_NUM_THREADS).
+    info: dict[str, Any] = {"nproc": len(os.sched_getaffinity(0)), "platform": platform.platform()}
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text()
         for line in text.splitlines():
