@@ -36,13 +36,12 @@ def _segmenter(spec):
 
     torch.set_num_threads(spec["threads"])
     torch.set_num_interop_threads(1)
-    segmenter = Segmenter.load(spec["run"], device="cpu")
     if spec.get("five_channel"):
-        segmenter = _five_channel(segmenter, spec["run"])
-    return segmenter
+        return _five_channel(spec["run"])
+    return Segmenter.load(spec["run"], device="cpu")
 
 
-def _five_channel(segmenter, run):
+def _five_channel(run):
     """The trained 1-marker network widened to 5 marker slots (first-layer weights / 5 in each)."""
     from dataclasses import replace
 
