@@ -13,7 +13,9 @@ every script needs in the same way:
   so a killed benchmark never leaves a training running (:func:`run_logged`);
 - the fixed DSB 2018 split and its manifests, shared by ``nuclei.py`` and ``peers.py``, and
   the vessels5 manifest of ``architectures.py`` and ``marker_combinations.py``;
-- a run's per-epoch metrics (:func:`epoch_rows`), read through :class:`fluoseg.run.RunDir`.
+- a run's per-epoch metrics (:func:`epoch_rows`), read through :class:`fluoseg.run.RunDir`;
+- what two scripts computed each in their own way: a metric pooled over the test images
+  (:func:`pooled_metric`) and the crop richest in foreground (:func:`densest_window`).
 
 The jobs under ``bench/peers/`` that run in the peers' own virtual environments cannot
 import fluoseg; they keep their standard-library helpers in ``bench/peers/common.py``.
