@@ -49,9 +49,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -60,15 +58,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from _common import (
+    BENCH,
+    DSB2018,
+    RESULTS,
+    WORK,
+    accumulate,
+    epoch_rows,
+    log,
+    read_json,
+    read_rows,
+    vessels_manifest,
+    write_json,
+    write_text,
+    write_yaml,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DSB = Path("/work/shared/data/dsb2018_fluo")
-VESSELS = Path("/work/shared/data/vessels5")
-DEFAULT_WORK = ROOT / "bench" / "work" / "architectures"
-SMOKE_WORK = ROOT / "bench" / "work" / "architectures_smoke"
-RESULTS = ROOT / "bench" / "results"
-NOTES = ROOT / "bench" / "notes" / "architectures.md"
+DEFAULT_WORK = WORK / "architectures"
+SMOKE_WORK = WORK / "architectures_smoke"
+NOTES = BENCH / "notes" / "architectures.md"
 
 ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
     "unet": ("unet", {"depth": 4, "base_filters": 16, "padding": "same"}, "U-Net (MS-ME)"),
@@ -77,8 +85,6 @@ ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
     "fcn-resnet34": ("fcn", {"encoder": "resnet34"}, "FCN ResNet34 (OS 8)"),
     "deeplabv3-resnet34": ("deeplabv3", {"encoder": "resnet34", "output_stride": 16}, "DeepLabv3 ResNet34 (OS 16)"),
 }
-VESSEL_MARKERS = ["DAPI", "endomucin", "endoglin", "collagen", "CXCL12-GFP"]
-VESSEL_CLASSES = ["sinusoids", "arteries"]
 # The ISL part normalises to [0, 1] (1-99.8 percentiles), so the pretext predicts intensities in
 # the range the paper's shifted sigmoid f(x) = 1 / (1 + exp(-(x - 0.5))) is centred on.
 ISL_PREPROCESS = {"normalization": "percentile"}
@@ -118,36 +124,9 @@ SIZING_NOTE = ("Planned from a probe at load ~3.5 on the 2 shared cores, 1 threa
                "(DeepLabv3), so about 75 min in all.")
 
 
-# ---- small helpers ------------------------------------------------------------------------------
-
-def log(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-    return path
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
 def add_wall(work: Path, part: str, seconds: float) -> None:
     """Accumulate the wall time of each part over (possibly interrupted) invocations."""
-    timing = read_json(work / "wall.json", {})
-    timing[part] = round(timing.get(part, 0.0) + seconds, 1)
-    write_text(work / "wall.json", json.dumps(timing, indent=1))
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    accumulate(work / "wall.json", **{part: seconds})
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -160,11 +139,11 @@ def dsb_pools(plan: Plan) -> dict[str, list[str]]:
     """
     import tifffile
 
-    ids = sorted(p.name.split(".")[0] for p in (DSB / "images").glob("*.tif"))
+    ids = sorted(p.name.split(".")[0] for p in (DSB2018 / "images").glob("*.tif"))
     a, b, c = plan.dsb_images, plan.isl_images, plan.pretext_images
     order = []
     for k in np.random.default_rng(0).permutation(len(ids)):
-        if centre_crop(tifffile.imread(DSB / "labels" / f"{ids[k]}.tif"), plan.crop).any():
+        if centre_crop(tifffile.imread(DSB2018 / "labels" / f"{ids[k]}.tif"), plan.crop).any():
             order.append(ids[k])
         if len(order) == a + b + c:
             break
@@ -200,28 +179,22 @@ def prepare_dsb(work: Path, name: str, ids: list[str], crop: int, *, pretext: bo
         return manifest
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for k, image_id in enumerate(ids):
-        image = centre_crop(tifffile.imread(DSB / "images" / f"{image_id}.tif"), crop)
+        image = centre_crop(tifffile.imread(DSB2018 / "images" / f"{image_id}.tif"), crop)
         if pretext:
             tifffile.imwrite(folder / "images" / f"{image_id}.tif", np.stack([degrade(image, k), image]),
                              photometric="minisblack")
         else:  # instance labels, and their foreground as the one-class mask of the semantic set-up
             (folder / "labels").mkdir(exist_ok=True)
             (folder / "masks").mkdir(exist_ok=True)
-            labels = centre_crop(tifffile.imread(DSB / "labels" / f"{image_id}.tif"), crop)
+            labels = centre_crop(tifffile.imread(DSB2018 / "labels" / f"{image_id}.tif"), crop)
             tifffile.imwrite(folder / "images" / f"{image_id}.tif", image)
             tifffile.imwrite(folder / "labels" / f"{image_id}.tif", relabel_sequential(labels)[0].astype(np.uint16))
             tifffile.imwrite(folder / "masks" / f"{image_id}.tif", (labels > 0).astype(np.uint8))
     content = {"markers": ["degraded", "DNA"] if pretext else ["DNA"], "images": "images/*.tif"}
     if not pretext:
         content.update(labels="labels/{id}.tif", classes=["nuclei"], masks="masks/{id}.tif")
-    write_text(manifest, yaml.safe_dump(content, sort_keys=False))  # last: marks the folder as complete
+    write_yaml(manifest, content)  # last: marks the folder as complete
     return manifest
-
-
-def prepare_vessels(work: Path) -> Path:
-    content = {"root": str(VESSELS), "markers": VESSEL_MARKERS, "classes": VESSEL_CLASSES, "pixel_size_um": 1.0,
-               "images": "images/*.tif", "masks": "masks/{id}.tif"}
-    return write_text(work / "data" / "vessels5" / "manifest.yaml", yaml.safe_dump(content, sort_keys=False))
 
 
 # ---- configs ------------------------------------------------------------------------------------
@@ -237,22 +210,15 @@ def model_section(arch: str) -> dict[str, Any]:
     return {"name": name, "options": dict(options)}
 
 
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    text = yaml.safe_dump(config, sort_keys=False)
-    if not path.is_file() or path.read_text() != text:
-        write_text(path, text)
-    return path
-
-
 def arch_configs(work: Path, plan: Plan, archs: list[str], dsb: Path, vessels: Path) -> dict[str, list[Path]]:
     instance = {"method": "border", "w0": 10.0, "sigma": 5.0, "min_size": 10}
     vessel_tile = int(round(768 / plan.vessels_pixel_um))  # the whole resampled sample in one tile
     configs: dict[str, list[Path]] = {"dsb": [], "vessels": []}
     for arch in archs:
-        configs["dsb"].append(write_config(work / "configs" / "dsb" / f"{arch}.yaml", {
+        configs["dsb"].append(write_yaml(work / "configs" / "dsb" / f"{arch}.yaml", {
             "data": {"manifest": str(dsb)}, "task": "instance", "instance": instance, "model": model_section(arch),
             "train": train_section(plan, val_tile=plan.crop)}))
-        configs["vessels"].append(write_config(work / "configs" / "vessels" / f"{arch}.yaml", {
+        configs["vessels"].append(write_yaml(work / "configs" / "vessels" / f"{arch}.yaml", {
             "data": {"manifest": str(vessels)}, "task": "semantic", "model": model_section(arch),
             "preprocess": {"pixel_size_um": plan.vessels_pixel_um},
             "train": train_section(plan, val_tile=vessel_tile)}))
@@ -263,14 +229,14 @@ def arch_configs(work: Path, plan: Plan, archs: list[str], dsb: Path, vessels: P
 
 def run_part(work: Path, part: str, configs: list[Path], plan: Plan, *, tta_too: bool,
              train_sizes: tuple[int, ...] | None = None) -> None:
-    from fluoseg.crossval import run_crossval
+    from fluoseg.experiments.config_comparison import compare_configs
 
     for tta in ((False, True) if tta_too else (False,)):
         started = time.perf_counter()
         log(f"{part}: cross-validation of {len(configs)} config(s){' with TTA' if tta else ''}")
         try:
-            run_crossval(configs, work / part, folds=plan.folds, seed=0, train_sizes=train_sizes, tta=tta,
-                         progress=sys.stderr.isatty(), log=lambda line: log(f"{part}: {line}"))
+            compare_configs(configs, work / part, folds=plan.folds, seed=0, train_sizes=train_sizes, tta=tta,
+                            progress=sys.stderr.isatty(), log=lambda line: log(f"{part}: {line}"))
         finally:
             add_wall(work, f"{part}{'_tta' if tta else ''}", time.perf_counter() - started)
 
@@ -278,20 +244,20 @@ def run_part(work: Path, part: str, configs: list[Path], plan: Plan, *, tta_too:
 def pretext(work: Path, plan: Plan, manifest: Path) -> Path:
     """Train the ISL pretext network (degraded -> clean), resuming an interrupted run."""
     from fluoseg.config import load_config
-    from fluoseg.crossval import training_finished
+    from fluoseg.run import RunDir
     from fluoseg.train.trainer import train
 
-    config = write_config(work / "configs" / "isl" / "pretext.yaml", {
+    config = write_yaml(work / "configs" / "isl" / "pretext.yaml", {
         "data": {"manifest": str(manifest), "split": {"val_fraction": 0.1, "seed": 0}}, "task": "regression",
         "regression": {"targets": ["DNA"], "loss": "l1"}, "model": model_section("unet"),
         "preprocess": ISL_PREPROCESS,
         "train": train_section(plan, epochs=plan.pretext_epochs, val_tile=plan.crop)})
     run = work / "isl" / "pretext"
-    if training_finished(run, plan.pretext_epochs):
+    if RunDir(run).is_finished(plan.pretext_epochs):
         log("isl: pretext network trained before, skipped")
         return run
     started = time.perf_counter()
-    resume = (run / "config.yaml").is_file()
+    resume = RunDir(run).config_path.is_file()
     log(f"isl: pretext training (degraded -> clean) on {plan.pretext_images} images{', resuming' if resume else ''}")
     try:
         train(load_config(config), run, resume=resume, overwrite=not resume, progress=sys.stderr.isatty())
@@ -315,8 +281,8 @@ def isl_configs(work: Path, plan: Plan, manifest: Path, pretext_run: Path, part:
     base = {"data": {"manifest": str(manifest)}, **task, "model": model_section("unet"), "preprocess": ISL_PREPROCESS,
             "train": dict(train_section(plan, val_tile=plan.crop), **({} if part == "isl" else {"loss": "jaccard"}))}
     pretrained = dict(base, model=dict(base["model"], init_from=str(pretext_run)))
-    return [write_config(work / "configs" / part / "scratch.yaml", base),
-            write_config(work / "configs" / part / "isl-pretrained.yaml", pretrained)]
+    return [write_yaml(work / "configs" / part / "scratch.yaml", base),
+            write_yaml(work / "configs" / part / "isl-pretrained.yaml", pretrained)]
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -411,7 +377,7 @@ ISL_PARTS = {  # part -> (title, columns, how the fine-tuned network starts)
 
 
 def isl_section(work: Path, plan: Plan) -> list[str]:
-    pretext_rows = read_rows(work / "isl" / "pretext" / "model" / "metrics.csv")
+    pretext_rows = epoch_rows(work / "isl" / "pretext")
     best = [r for r in pretext_rows if r.get("best") == "1"]
     pearson = f"{float(best[-1]['val_pearson_DNA']):.3f}" if best else "–"
     lines = ["## In-silico-labelling pretraining vs from scratch (dsb2018)", "",
@@ -514,13 +480,13 @@ def main(argv: list[str] | None = None) -> int:
         write_report(work, plan, archs, args.threads, report, smoke=smoke)
         log(f"report: {report}")
         return 0
-    write_text(settings, json.dumps({"plan": asdict(plan), "threads": args.threads, "smoke": args.smoke}, indent=1))
+    write_json(settings, {"plan": asdict(plan), "threads": args.threads, "smoke": args.smoke})
     log(f"plan: {asdict(plan)}; networks {archs}; parts {parts}; {args.threads} thread(s); work {work}")
 
     started = time.perf_counter()
     pools = dsb_pools(plan)
     dsb = prepare_dsb(work, "arch", pools["arch"], plan.crop)
-    vessels = prepare_vessels(work)
+    vessels = vessels_manifest(work / "data" / "vessels5" / "manifest.yaml")
     configs = arch_configs(work, plan, archs, dsb, vessels)
     add_wall(work, "data", time.perf_counter() - started)
     if "dsb" in parts:

@@ -18,19 +18,18 @@ they do what they promise before the middle layer wires them in:
    fine-tuning vs training from scratch (same steps), scored on 6 shifted test images.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python bench/beyond_probe.py [--steps 600]``;
-prints tables and writes ``bench/work/beyond_probe.json``.
+prints tables and writes ``bench/work/beyond_probe.json`` (``--steps 20``: a quick check that it runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import WORK, log, rel, write_json
 from scipy import ndimage
 
 from fluoseg.data.synth.cells import label_borders, simulate_cells
@@ -41,6 +40,7 @@ from fluoseg.metrics.calibration import (
 )
 from fluoseg.models import build_model, freeze_except, mc_dropout
 from fluoseg.models.channel_invariant import marker_rows
+from fluoseg.predictor import dihedral, inverse_dihedral
 
 MARKERS = ("DAPI", "ECAD", "CK", "CD45")
 SIZE = 128
@@ -83,15 +83,6 @@ def train(net: torch.nn.Module, images: np.ndarray, targets: np.ndarray, steps: 
     net.eval()
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, dims=(-2, -1))
-
-
-def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
-    return x.flip(-1) if k >= 4 else x
-
-
 @torch.no_grad()
 def probabilities(net, images, availability, method: str, marker_ids=None) -> np.ndarray:
     x = torch.from_numpy(images) * availability[:, :, None, None]
@@ -100,7 +91,7 @@ def probabilities(net, images, availability, method: str, marker_ids=None) -> np
     if method == "plain":
         return torch.sigmoid(net(x, availability, **kwargs))[:, 0].numpy()
     if method == "tta":
-        samples = [undo_dihedral(torch.sigmoid(net(dihedral(x, k), availability, **kwargs)), k) for k in range(8)]
+        samples = [inverse_dihedral(torch.sigmoid(net(dihedral(x, k), availability, **kwargs)), k) for k in range(8)]
     else:
         torch.manual_seed(1)
         with mc_dropout(net):
@@ -186,9 +177,8 @@ def main() -> None:
     results["unknown_marker"] = unknown_marker_part(training, test, steps)
     results["adaptation"] = adaptation_part(net.state_dict(), shifted_pool, shifted_test, steps)
     results["seconds"] = time.time() - start
-    out = Path("bench/work/beyond_probe.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    out = write_json(WORK / "beyond_probe.json", results)
+    log(f"results: {rel(out)}")
     for method, row in results["calibration"].items():
         print(f"{method:5s} spearman {row['spearman']:.3f}  |expF1-F1| {row['mean_abs_error']:.3f}  "
               f"ECE {row['mean_ece']:.4f}")

@@ -40,12 +40,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -53,11 +51,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import (
+    RESULTS,
+    WORK,
+    densest_window,
+    log,
+    log_tail,
+    read_json,
+    rel,
+    run_logged,
+    terminate_child_on_sigterm,
+    vessels_manifest,
+    write_json,
+    write_text,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = ROOT / "examples" / "vessels5" / "manifest.yaml"
-WORK = ROOT / "bench" / "work"
-RESULTS = ROOT / "bench" / "results"
 METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB")
 # Upper-bound subset: the artery marker alone, the paper's poor m_15 (its Fig. 3h), a good pair, all five.
 UB_COMBINATIONS = "m_4,m_15,m_24,m_12345"
@@ -71,16 +79,11 @@ SMOKE = {"epochs": 1, "steps": 2, "batch": 2, "patch": 60, "depth": 2, "base_fil
          "lr": 1e-3, "ub_epochs": 1, "ub_combinations": "m_2,m_12345", "folds": 4}
 
 
-def log(message: str) -> None:
-    """A timestamped progress line (the run is meant to be followed with ``tail -f``)."""
-    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="dataset manifest (default vessels5)")
+    p.add_argument("--manifest", type=Path, help="dataset manifest (default: vessels5, written into the work folder)")
     p.add_argument("--work", type=Path, help="work folder (default bench/work/marker_combinations[_smoke])")
-    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the report (default bench/results)")
+    p.add_argument("--results", type=Path, help="folder of the report (default bench/results; smoke: WORK/results)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     size = p.add_argument_group("sizing (defaults: the full run; --smoke: a tiny one)")
     size.add_argument("--smoke", action="store_true", help="tiny networks and crops: checks the pipeline in ~2 min")
@@ -116,27 +119,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     args.name = "marker_combinations_smoke" if args.smoke else "marker_combinations"
     args.work = args.work or WORK / args.name
+    args.results = args.results or (args.work / "results" if args.smoke else RESULTS)
     return args
 
 
 # ---- data ------------------------------------------------------------------------------------
-
-def best_window(mask: np.ndarray, size: int, step: int = 16) -> tuple[int, int]:
-    """Top-left of the ``size`` window holding the most foreground pixels; the centre on ties or none."""
-    height, width = mask.shape
-    if size >= min(height, width):
-        return 0, 0
-    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    centre = ((height - size) // 2, (width - size) // 2)
-    best, best_key = centre, (-1, 0)
-    for y in sorted({*range(0, height - size + 1, step), centre[0]}):
-        for x in sorted({*range(0, width - size + 1, step), centre[1]}):
-            count = integral[y + size, x + size] - integral[y, x + size] - integral[y + size, x] + integral[y, x]
-            key = (int(count), -abs(y - centre[0]) - abs(x - centre[1]))
-            if key > best_key:
-                best, best_key = (y, x), key
-    return best
-
 
 def prepare_data(args: argparse.Namespace) -> Path:
     """The manifest to train on: the original, or crops written once into the work folder."""
@@ -160,20 +147,18 @@ def prepare_data(args: argparse.Namespace) -> Path:
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     crops = {}
     for sample in data.samples:
-        y, x = best_window(masks[sample.id][rarest], args.crop)
+        y, x = densest_window(masks[sample.id][rarest] > 0, args.crop)
         window = (slice(None), slice(y, y + args.crop), slice(x, x + args.crop))
         image = np.asarray(sample.read_image().array)[window]
         tifffile.imwrite(folder / "images" / f"{sample.id}.tif", image, photometric="minisblack")
         tifffile.imwrite(folder / "masks" / f"{sample.id}.tif", masks[sample.id][window], photometric="minisblack")
         crops[sample.id] = {"y": int(y), "x": int(x), "size": args.crop}
-    (folder / "crops.json").write_text(json.dumps({"rarest_class": classes[rarest], "crops": crops}, indent=1))
+    write_json(folder / "crops.json", {"rarest_class": classes[rarest], "crops": crops})
     pixel = data.samples[0].pixel_size
     raw = {"root": ".", "markers": list(data.markers), "classes": classes,
            "pixel_size_um": float(pixel[0]) if pixel else None, "images": "images/*.tif", "masks": "masks/{id}.tif"}
-    temporary = manifest.with_name(".manifest.yaml.partial")
-    temporary.write_text(f"# {args.crop}-px crops of {args.manifest.resolve()} at the windows richest in "
-                         f"{classes[rarest]}\n" + yaml.safe_dump(raw, sort_keys=False))
-    os.replace(temporary, manifest)
+    comment = f"# {args.crop}-px crops of {args.manifest.resolve()} at the windows richest in {classes[rarest]}\n"
+    write_text(manifest, comment + yaml.safe_dump(raw, sort_keys=False))  # last: marks the crops as complete
     log(f"data: {len(crops)} crops of {args.crop} px in {folder} (windows richest in {classes[rarest]})")
     return manifest
 
@@ -276,8 +261,10 @@ def profile(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if not path.is_file():
         command = [sys.executable, str(Path(__file__).resolve()), "--profile-method", path.stem, "--work",
                    str(args.work), "--threads", str(args.threads)] + sizing_flags(args)
-        subprocess.run(command, check=True)
-    return json.loads(path.read_text())
+        log_path = path.with_suffix(".log")
+        if run_logged(command, log_path, threads=args.threads).code != 0:
+            raise SystemExit(f"profiling {path.stem} failed; log {rel(log_path)}:\n{log_tail(log_path)}")
+    return read_json(path)
 
 
 def sizing_flags(args: argparse.Namespace) -> list[str]:
@@ -336,6 +323,14 @@ def data_code(data: Any, combination: tuple[str, ...]) -> str:
 # ---- running -----------------------------------------------------------------------------------
 
 def run_methods(args: argparse.Namespace, manifest: Path) -> None:
+    """Cross-validate every method on the same folds, then the upper bound.
+
+    The methods share one cross-validation folder (``WORK/folds.json``, units in
+    ``WORK/<method>/fold<k>/``), so their folds are checked to be the same;
+    ``crossval_combinations`` would also rewrite ``WORK/combinations.csv`` with the rows of
+    the last method only, so :func:`collect` reads the units' tables instead.
+    """
+    from fluoseg.experiments.combinations import CombinationScorer
     from fluoseg.experiments.crossval import run_crossval
     from fluoseg.experiments.upper_bound import run_upper_bound
 
@@ -347,21 +342,20 @@ def run_methods(args: argparse.Namespace, manifest: Path) -> None:
             run_upper_bound(config, args.work / "UB", folds=args.folds, epochs=args.ub_epochs, tile_size=args.tile,
                             progress=not args.quiet, log=lambda m: log(f"UB {m}"), **ub_selection(args))
         else:
-            run_crossval(config, args.work / method, folds=args.folds, method=method, tile_size=args.tile,
-                         progress=not args.quiet, log=log)
+            run_crossval({method: config}, args.work, CombinationScorer(method=method, tile_size=args.tile),
+                         folds=args.folds, seed=config.data.split.seed, progress=not args.quiet, log=log)
         log(f"== {method} done in {(time.perf_counter() - started) / 60:.1f} min")
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Result rows of every method whose results exist."""
+    """Result rows of every finished (method, fold) unit."""
+    from fluoseg.experiments.combinations import CombinationScorer
     from fluoseg.experiments.results import read_results
 
-    rows = []
-    for method in METHODS:
-        path = args.work / method / ("upper_bound.csv" if method == "UB" else "combinations.csv")
-        if path.is_file():
-            rows.extend(read_results(path))
-    return rows
+    paths = [p for method in METHODS if method != "UB"
+             for p in sorted((args.work / method).glob(f"fold*/{CombinationScorer.RESULTS}"))]
+    upper_bound = args.work / "UB" / "upper_bound.csv"
+    return read_results(paths + ([upper_bound] if upper_bound.is_file() else []))
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -440,18 +434,8 @@ def write_report(args: argparse.Namespace, manifest: Path, profiles: dict[str, d
     lines += ["", "## Computational cost (cf. Supplementary Table 3)", ""] + cost_lines(args, profiles, rows)
     lines += ["", "## Notes", ""] + notes_lines(args)
     path = args.results / f"{args.name}.md"
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def relative(path: Path) -> str:
-    """A path relative to the repository when it lies inside it (reports stay machine-independent)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _pooled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -465,7 +449,7 @@ def settings_lines(args: argparse.Namespace, manifest: Path, torch_version: str)
     ub_text = ("all trainable combinations" if not ub else f"{ub['max_combinations']} combinations spread over the 31"
                if "max_combinations" in ub else f"combinations {ub['combinations']}")
     return [
-        f"- Data: `{relative(args.manifest)}` → `{relative(manifest)}`" + (f" ({args.crop}×{args.crop} px crops at the windows richest in "
+        f"- Data: `{rel(args.manifest)}` → `{rel(manifest)}`" + (f" ({args.crop}×{args.crop} px crops at the windows richest in "
                                                      "the rarest class)" if args.crop else " (whole samples)"),
         f"- {args.folds}-fold cross-validation by sample (`kfold_splits`, seed 0), same folds for every method; "
         "each method evaluated on all 31 marker combinations of its test samples.",
@@ -525,7 +509,7 @@ def cost_lines(args: argparse.Namespace, profiles: dict[str, dict[str, Any]], ro
 def wall_times(args: argparse.Namespace, method: str) -> list[float]:
     folder = args.work / method
     records = folder.glob("fold*/*/run/trained.json") if method == "UB" else folder.glob("fold*/run/trained.json")
-    return [json.loads(p.read_text())["seconds"] for p in records if json.loads(p.read_text()).get("seconds")]
+    return [seconds for seconds in (read_json(p).get("seconds") for p in records) if seconds]
 
 
 def notes_lines(args: argparse.Namespace) -> list[str]:
@@ -547,13 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile_method:  # internal: the subprocess measuring one network
         path = args.work / "profile" / f"{args.profile_method}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(profile_in_process(args.profile_method, args), indent=1))
+        write_json(path, profile_in_process(args.profile_method, args))
         return 0
     import torch
 
     torch.set_num_threads(args.threads)
+    terminate_child_on_sigterm()
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
+    args.manifest = args.manifest or vessels_manifest(args.work / "data" / "vessels5" / "manifest.yaml")
     log(f"work folder {args.work}; methods {args.methods}")
     manifest = prepare_data(args)
     profiles = {m: profile(m, args) for m in args.methods}

@@ -30,14 +30,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,18 +43,36 @@ from typing import Any
 
 import numpy as np
 import yaml
+from _common import (
+    DSB2018,
+    DSB_MARKER,
+    DSB_SPLIT,
+    RESULTS,
+    WORK,
+    accumulate,
+    densest_window,
+    dsb_manifest,
+    dsb_split,
+    dsb_target_diameter,
+    epoch_rows,
+    log,
+    pooled_metric,
+    read_json,
+    read_rows,
+    rel,
+    run_fluoseg,
+    terminate_child_on_sigterm,
+    write_json,
+    write_rows,
+    write_text,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("/work/shared/data/dsb2018_fluo")
-SPLIT_PATH = ROOT / "bench" / "splits" / "dsb2018_fluo.json"
-DEFAULT_WORK = ROOT / "bench" / "work" / "nuclei"
-SMOKE_WORK = ROOT / "bench" / "work" / "nuclei_smoke"
-DEFAULT_RESULTS = ROOT / "bench" / "results"
-MARKER = "DNA"
+from fluoseg.io import read_image, read_labels
+
+DEFAULT_WORK = WORK / "nuclei"
+SMOKE_WORK = WORK / "nuclei_smoke"
 
 # ---- fixed benchmark settings (the sizing is explained in bench/results/nuclei.md) ----------
-SPLIT_SEED = 0
-SPLIT_PATTERN = ("train",) * 8 + ("val", "test")          # 80/10/10
 MODEL = {"name": "unet", "options": {"depth": 4, "base_filters": 16, "padding": "same"}}
 PATCH, BATCH, LEARNING_RATE = 256, 4, 1e-3
 EPOCHS, STEPS = 6, 45                                     # full run: 270 steps per variant (sizing below)
@@ -116,151 +132,16 @@ class Variant:
 ALL_VARIANTS = [Variant(m, a, s) for a, s in ((False, False), (True, False), (False, True), (True, True)) for m in METHODS]
 
 
-# ---- small helpers ---------------------------------------------------------------------------
-
-def log(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
-
-
-def add_timing(path: Path, **seconds: float) -> None:
-    """Accumulate wall times over (possibly resumed) invocations."""
-    timing = read_json(path, {})
-    for key, value in seconds.items():
-        timing[key] = timing.get(key, 0) + value
-    write_json(path, timing)
-
-
-_CHILD: subprocess.Popen | None = None
-
-
-def _terminate_child(signum, frame):  # a killed benchmark must not leave a training behind
-    if _CHILD is not None and _CHILD.poll() is None:
-        _CHILD.terminate()
-    raise SystemExit(128 + signum)
-
-
-def fluoseg(args: list[str], *, log_path: Path, threads: int, poll=None, on_exit=None) -> float:
-    """Run ``fluoseg ARGS`` with its output in ``log_path``; returns the wall time in seconds.
-
-    ``on_exit(seconds)`` is called however the command ends (success, failure, or this script
-    being killed), so times of interrupted and resumed runs add up.
-    """
-    global _CHILD
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "fluoseg.cli", *map(str, args)]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    try:
-        with log_path.open("a") as handle:
-            handle.write(f"\n$ {' '.join(command)}\n")
-            handle.flush()
-            _CHILD = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            while True:
-                try:
-                    _CHILD.wait(timeout=5)
-                    break
-                except subprocess.TimeoutExpired:
-                    if poll is not None:
-                        poll()
-            code = _CHILD.returncode
-            _CHILD = None
-    finally:
-        if on_exit is not None:
-            on_exit(time.perf_counter() - started)
-    if poll is not None:
-        poll()
-    if code != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"fluoseg {args[0]} failed with exit status {code}; log {log_path}:\n{tail}")
-    return time.perf_counter() - started
-
-
-# ---- data: split, manifest, target diameter, artificial images -------------------------------
-
-def make_split(data: Path) -> dict[str, Any]:
-    """80/10/10 by image, stratified by image shape; written once and reused."""
-    if SPLIT_PATH.is_file():
-        split = read_json(SPLIT_PATH)
-        log(f"split: {SPLIT_PATH.relative_to(ROOT)} (train {len(split['train'])}, val {len(split['val'])}, "
-            f"test {len(split['test'])})")
-        return split
-    import tifffile
-
-    ids = sorted(p.name.split(".")[0] for p in (data / "images").glob("*.tif"))
-    shapes = {i: tuple(tifffile.TiffFile(data / "images" / f"{i}.tif").pages[0].shape) for i in ids}
-    rng = np.random.default_rng(SPLIT_SEED)
-    # Systematic sampling: images ordered by shape stratum (shuffled within), then every 10th
-    # position goes to val and to test, so every image size is spread over the three roles.
-    ordered = []
-    for shape in sorted(set(shapes.values())):
-        members = [i for i in ids if shapes[i] == shape]
-        ordered += [members[k] for k in rng.permutation(len(members))]
-    pattern = [SPLIT_PATTERN[k] for k in rng.permutation(len(SPLIT_PATTERN))]
-    roles = {"train": [], "val": [], "test": []}
-    for position, image_id in enumerate(ordered):
-        roles[pattern[position % len(pattern)]].append(image_id)
-    split = {
-        "dataset": "dsb2018_fluo",
-        "description": "80/10/10 by image, seeded, stratified by image shape (systematic sampling over "
-                       "shape-sorted, within-shape shuffled images); created once by bench/nuclei.py",
-        "seed": SPLIT_SEED,
-        **{role: sorted(members) for role, members in roles.items()},
-        "shapes": {f"{h}x{w}": {role: sum(shapes[i] == (h, w) for i in roles[role]) for role in roles}
-                   for h, w in sorted(set(shapes.values()))},
-    }
-    write_json(SPLIT_PATH, split)
-    log(f"split written: {SPLIT_PATH.relative_to(ROOT)} (train {len(split['train'])}, val {len(split['val'])}, "
-        f"test {len(split['test'])})")
-    return split
-
-
-def write_manifest(path: Path, data: Path, ids: list[str]) -> Path:
-    manifest = {"root": str(data), "markers": [MARKER],
-                "samples": [{"id": i, "image": f"images/{i}.tif", "labels": f"labels/{i}.tif"} for i in ids]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(manifest, sort_keys=False)
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
-    return path
-
-
-def target_diameter(work: Path, data: Path, train_ids: list[str]) -> float:
-    """Median over training images of their mean equivalent-circle nucleus diameter (pixels)."""
-    path = work / "target_diameter.json"
-    cached = read_json(path)
-    if cached is not None:
-        return float(cached["target_diameter"])
-    from fluoseg.instance.scale import estimate_diameter_from_labels
-    from fluoseg.io import read_labels
-
-    per_image = [estimate_diameter_from_labels(read_labels(data / "labels" / f"{i}.tif")) for i in train_ids]
-    value = round(float(np.median(per_image)), 1)
-    write_json(path, {"target_diameter": value, "statistic": "median over training images of the mean "
-                      "equivalent-circle diameter", "n_images": len(per_image),
-                      "range": [round(float(min(per_image)), 1), round(float(max(per_image)), 1)]})
-    return value
-
+# ---- data: artificial images (split, manifest and target diameter: _common) ---------------
 
 def artificial_images(work: Path, manifest: Path, train_ids: list[str], n_images: int, threads: int) -> Path:
+    """Kromp's artificial images made from the training images only (``fluoseg synth nuclei``), once."""
     out = work / "artificial"
     if (out / "manifest.yaml").is_file():
         return out / "manifest.yaml"
     log(f"artificial images: {n_images} from {len(train_ids)} training images (fluoseg synth nuclei)")
-    wall = fluoseg(["synth", "nuclei", "--data", manifest, "--out", out, "--samples", ",".join(train_ids),
-                    "--n-images", n_images, "--seed", 0, "--overwrite"], log_path=work / "artificial.log",
-                   threads=threads)
+    wall = run_fluoseg(["synth", "nuclei", "--data", manifest, "--out", out, "--samples", ",".join(train_ids),
+                        "--n-images", n_images, "--seed", 0, "--overwrite"], work / "artificial.log", threads=threads)
     log(f"artificial images done in {wall:.0f} s")
     return out / "manifest.yaml"
 
@@ -280,8 +161,9 @@ class Settings:
     smoke: bool
 
 
-def variant_config(variant: Variant, settings: Settings, split: dict[str, list[str]], manifest: Path,
-                   artificial: Path | None, diameter: float) -> dict[str, Any]:
+def variant_config(variant: Variant, *, manifest: Path, split: dict[str, list[str]], artificial: Path | None,
+                   diameter: float | None, epochs: int, steps: int, threads: int, device: str) -> dict[str, Any]:
+    """The ``fluoseg train`` config of a variant (peers.py trains the same with its own epochs/steps)."""
     instance = dict(INSTANCE[variant.method])
     if variant.scale:
         instance["target_diameter"] = diameter
@@ -291,50 +173,55 @@ def variant_config(variant: Variant, settings: Settings, split: dict[str, list[s
         "task": "instance",
         "instance": instance,
         "model": MODEL,
-        "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": BATCH,
-                  "patch_size": PATCH, "learning_rate": LEARNING_RATE, "seed": 0, "device": settings.device,
-                  "num_threads": settings.threads},
+        "train": {"epochs": epochs, "steps_per_epoch": steps, "batch_size": BATCH, "patch_size": PATCH,
+                  "learning_rate": LEARNING_RATE, "seed": 0, "device": device, "num_threads": threads},
     }
 
 
+@contextmanager
+def recorded(record: Callable[[float], None]) -> Iterator[None]:
+    """Hand the block's wall seconds to ``record`` however it ends, so interrupted and resumed runs add up."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        record(time.perf_counter() - started)
+
+
 def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) -> None:
+    from fluoseg.run import RunDir
+
     vdir = settings.work / variant.name
     run = vdir / "run"
-    metrics = run / "model" / "metrics.csv"
-
-    def finished_epochs() -> list[dict[str, str]]:
-        return list(csv.DictReader(metrics.open())) if metrics.is_file() else []
-
-    if len(finished_epochs()) >= settings.epochs and (run / "model" / "best.pt").is_file():
+    if RunDir(run).is_finished(settings.epochs):
         log(f"{variant.name}: training done, skipped")
         return
-    vdir.mkdir(parents=True, exist_ok=True)
     config_path = vdir / "train.yaml"
     text = yaml.safe_dump(config, sort_keys=False)
     if run.exists() and config_path.is_file() and config_path.read_text() != text:
         raise RuntimeError(f"{variant.name}: {run} was started with another configuration (e.g. other --epochs/"
                            f"--steps); delete {vdir} or use another --work folder")
-    config_path.write_text(text)
+    write_text(config_path, text)
     args = ["train", config_path, "--out", run, "--quiet"]
-    if (run / "config.yaml").is_file():
+    if RunDir(run).config_path.is_file():
         args.append("--resume")
-        log(f"{variant.name}: resuming training after epoch {len(finished_epochs())}/{settings.epochs}")
+        log(f"{variant.name}: resuming training after epoch {len(epoch_rows(run))}/{settings.epochs}")
     elif run.exists():
         args.append("--overwrite")
-    seen = [len(finished_epochs())]
+    seen = [len(epoch_rows(run))]
     log(f"{variant.name}: training {settings.epochs} epochs x {settings.steps} steps x batch {BATCH} "
         f"({settings.threads} thread(s))")
 
     def progress() -> None:
-        rows = finished_epochs()
+        rows = epoch_rows(run)
         for row in rows[seen[0]:]:
             log(f"{variant.name}: epoch {row['epoch']}/{settings.epochs} loss {float(row['train_loss']):.4f} "
                 f"val F1@0.5 {float(row['val_score']):.3f}{' *' if row['best'] == '1' else ''} "
                 f"({float(row['seconds']):.0f} s)")
         seen[0] = max(seen[0], len(rows))
 
-    wall = fluoseg(args, log_path=vdir / "train.log", threads=settings.threads, poll=progress,
-                   on_exit=lambda seconds: add_timing(vdir / "timing.json", train_wall_s=seconds, train_invocations=1))
+    with recorded(lambda seconds: accumulate(vdir / "timing.json", train_wall_s=seconds, train_invocations=1)):
+        wall = run_fluoseg(args, vdir / "train.log", threads=settings.threads, poll=progress)
     log(f"{variant.name}: training finished in {wall / 60:.1f} min")
 
 
@@ -347,17 +234,19 @@ def predict_variant(variant: Variant, settings: Settings, test_ids: list[str]) -
         return
     (vdir / "eval.csv").unlink(missing_ok=True)
     images = [settings.data / "images" / f"{i}.tif" for i in missing]
-    args = ["predict", vdir / "run", *images, "--out", pred, "--markers", MARKER, "--quiet", "--device", settings.device]
+    args = ["predict", vdir / "run", *images, "--out", pred, "--markers", DSB_MARKER, "--quiet",
+            "--device", settings.device]
     if variant.scale:
         args += ["--diameter", "auto"]
     log(f"{variant.name}: predicting {len(missing)} test images")
 
     def record(seconds: float) -> None:
         written = [p for i, p in zip(missing, images) if (pred / f"{i}.tif").is_file()]
-        add_timing(vdir / "timing.json", predict_wall_s=seconds, predict_images=len(written),
+        accumulate(vdir / "timing.json", predict_wall_s=seconds, predict_images=len(written),
                    predict_megapixels=sum(_megapixels(p) for p in written))
 
-    wall = fluoseg(args, log_path=vdir / "predict.log", threads=settings.threads, on_exit=record)
+    with recorded(record):
+        wall = run_fluoseg(args, vdir / "predict.log", threads=settings.threads)
     log(f"{variant.name}: prediction finished in {wall:.0f} s ({wall / len(missing):.2f} s/image)")
 
 
@@ -373,8 +262,8 @@ def evaluate_variant(variant: Variant, settings: Settings, truth: Path) -> None:
     if (vdir / "eval.csv").is_file():
         log(f"{variant.name}: evaluation done, skipped")
         return
-    fluoseg(["evaluate", "--task", "instance", "--pred", vdir / "pred", "--truth", truth, "--out", vdir / "eval.csv"],
-            log_path=vdir / "evaluate.log", threads=settings.threads)
+    run_fluoseg(["evaluate", "--task", "instance", "--pred", vdir / "pred", "--truth", truth, "--out", vdir / "eval.csv"],
+                vdir / "evaluate.log", threads=settings.threads)
     summary = summarise(variant, settings)
     log(f"{variant.name}: F1@0.5 {summary['f1_at_0.5']:.3f}  AJI {summary['aji']:.3f}  "
         f"mAcc {summary['accuracy_mean_0.5_0.95']:.3f}")
@@ -383,63 +272,55 @@ def evaluate_variant(variant: Variant, settings: Settings, truth: Path) -> None:
 # ---- results ---------------------------------------------------------------------------------
 
 def pooled_rows(eval_csv: Path) -> list[dict[str, str]]:
-    return [r for r in csv.DictReader(eval_csv.open()) if r["image"] == "ALL"]
+    """The rows of ``fluoseg evaluate`` pooled over all test images."""
+    from fluoseg.metrics.semantic import ALL_IMAGES
 
-
-def _metric(rows: list[dict[str, str]], metric: str, threshold: str = "") -> float:
-    for r in rows:
-        if r["metric"] == metric and r["threshold"] == threshold:
-            return float(r["value"]) if r["value"] != "" else math.nan
-    return math.nan
-
-
-def count_parameters(run: Path) -> int:
-    from fluoseg.train.checkpoint import load_checkpoint
-
-    state = load_checkpoint(run / "model" / "best.pt")
-    return int(sum(t.numel() for t in state["model_state"].values()))
+    return [r for r in read_rows(eval_csv) if r["image"] == ALL_IMAGES]
 
 
 def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
     """One row of nuclei.csv for a variant with a finished evaluation."""
+    from fluoseg.run import RunDir
+
     vdir = settings.work / variant.name
+    run = RunDir.open(vdir / "run")
     rows = pooled_rows(vdir / "eval.csv")
     timing = read_json(vdir / "timing.json", {})
     config = yaml.safe_load((vdir / "train.yaml").read_text())
-    epochs = list(csv.DictReader((vdir / "run" / "model" / "metrics.csv").open()))
+    epochs = epoch_rows(run.path)
     best = max(epochs, key=lambda r: float(r["val_score"]))
     summary = {
         "variant": variant.name, "method": variant.method, "artificial": int(variant.artificial),
         "scale": int(variant.scale),
         "target_diameter": config["instance"].get("target_diameter", ""),
-        "f1_at_0.5": _metric(rows, "f1", "0.5"),
-        "accuracy_at_0.5": _metric(rows, "accuracy", "0.5"),
-        "f1_at_0.75": _metric(rows, "f1", "0.75"),
-        "accuracy_mean_0.5_0.95": _metric(rows, "accuracy_mean_over_thresholds"),
-        "aji": _metric(rows, "aji"),
-        "us_rate": _metric(rows, "us_rate"),
-        "os_rate": _metric(rows, "os_rate"),
-        "precision_at_0.5": _metric(rows, "precision", "0.5"),
-        "recall_at_0.5": _metric(rows, "recall", "0.5"),
-        "pq_at_0.5": _metric(rows, "pq", "0.5"),
-        "f1_mean_0.5_0.95": _metric(rows, "f1_mean_over_thresholds"),
-        "aji_cellpose": _metric(rows, "aji_cellpose"),
-        "kromp_precision": _metric(rows, "kromp_precision"),
-        "kromp_recall": _metric(rows, "kromp_recall"),
-        "pixel_dice": _metric(rows, "pixel_dice"),
-        "n_true": _metric(rows, "n_true"),
-        "n_pred": _metric(rows, "n_pred"),
-        "test_images": len({r["image"] for r in csv.DictReader((vdir / "eval.csv").open())}) - 1,
+        "f1_at_0.5": pooled_metric(rows, "f1", 0.5),
+        "accuracy_at_0.5": pooled_metric(rows, "accuracy", 0.5),
+        "f1_at_0.75": pooled_metric(rows, "f1", 0.75),
+        "accuracy_mean_0.5_0.95": pooled_metric(rows, "accuracy_mean_over_thresholds"),
+        "aji": pooled_metric(rows, "aji"),
+        "us_rate": pooled_metric(rows, "us_rate"),
+        "os_rate": pooled_metric(rows, "os_rate"),
+        "precision_at_0.5": pooled_metric(rows, "precision", 0.5),
+        "recall_at_0.5": pooled_metric(rows, "recall", 0.5),
+        "pq_at_0.5": pooled_metric(rows, "pq", 0.5),
+        "f1_mean_0.5_0.95": pooled_metric(rows, "f1_mean_over_thresholds"),
+        "aji_cellpose": pooled_metric(rows, "aji_cellpose"),
+        "kromp_precision": pooled_metric(rows, "kromp_precision"),
+        "kromp_recall": pooled_metric(rows, "kromp_recall"),
+        "pixel_dice": pooled_metric(rows, "pixel_dice"),
+        "n_true": pooled_metric(rows, "n_true"),
+        "n_pred": pooled_metric(rows, "n_pred"),
+        "test_images": len({r["image"] for r in read_rows(vdir / "eval.csv")}) - 1,
         "epochs": config["train"]["epochs"], "steps_per_epoch": config["train"]["steps_per_epoch"],
         "batch_size": config["train"]["batch_size"], "patch_size": config["train"]["patch_size"],
         "threads": config["train"]["num_threads"],
         "best_epoch": int(best["epoch"]), "best_val_f1_at_0.5": float(best["val_score"]),
         "train_wall_min": timing.get("train_wall_s", math.nan) / 60,
-        "train_epochs_min": sum(float(r["seconds"]) for r in epochs) / 60,
+        "train_epochs_min": run.train_seconds() / 60,
         "infer_wall_s": timing.get("predict_wall_s", math.nan),
         "infer_s_per_image": timing.get("predict_wall_s", math.nan) / max(timing.get("predict_images", 0), 1),
         "infer_s_per_megapixel": timing.get("predict_wall_s", math.nan) / max(timing.get("predict_megapixels", 0), 1e-9),
-        "params": count_parameters(vdir / "run"),
+        "params": run.parameter_count(),
     }
     write_json(vdir / "summary.json", summary)
     return summary
@@ -472,33 +353,27 @@ def write_report(settings: Settings, plan: str, sizing: dict[str, Any] | None) -
         return
     results = settings.results
     results.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for s in summaries for k in s))
-    with (results / "nuclei.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(summaries)
-    with (results / "nuclei_pooled_metrics.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["variant", "metric", "threshold", "value"])
-        for s in summaries:
-            for r in pooled_rows(settings.work / s["variant"] / "eval.csv"):
-                writer.writerow([s["variant"], r["metric"], r["threshold"], r["value"]])
+    write_rows(results / "nuclei.csv", summaries)
+    write_rows(results / "nuclei_pooled_metrics.csv",
+               [{"variant": s["variant"], "metric": r["metric"], "threshold": r["threshold"], "value": r["value"]}
+                for s in summaries for r in pooled_rows(settings.work / s["variant"] / "eval.csv")],
+               fields=["variant", "metric", "threshold", "value"])
     figures = overlay_figures(settings, [Variant.parse(s["variant"]) for s in summaries])
-    (results / "nuclei.md").write_text(markdown(settings, plan, sizing, summaries, figures))
+    write_text(results / "nuclei.md", markdown(settings, plan, sizing, summaries, figures))
     log(f"report: {results / 'nuclei.md'} ({len(summaries)} variant(s)), {results / 'nuclei.csv'}, "
         f"{len(figures)} overlay figure(s)")
 
 
 def markdown(settings: Settings, plan: str, sizing: dict[str, Any] | None, summaries: list[dict[str, Any]],
              figures: list[Path]) -> str:
-    split = read_json(SPLIT_PATH)
+    split = read_json(DSB_SPLIT)
     first = summaries[0]
     diameter = read_json(settings.work / "target_diameter.json", {})
     lines = [
         "# Nuclear instance segmentation on DSB 2018 fluorescence (Kromp et al. Tables I and III in spirit)",
         "",
         f"Generated by `bench/nuclei.py` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the "
-        f"cached evaluations in `{_rel(settings.work)}/`." + (" **SMOKE RUN: numbers are meaningless.**" if settings.smoke else ""),
+        f"cached evaluations in `{rel(settings.work)}/`." + (" **SMOKE RUN: numbers are meaningless.**" if settings.smoke else ""),
         "",
         "## Set-up",
         "",
@@ -607,8 +482,6 @@ def overlay_figures(settings: Settings, variants: list[Variant], n_images: int =
     import matplotlib.pyplot as plt
     from skimage.segmentation import find_boundaries
 
-    from fluoseg.io import read_image, read_labels
-
     available = [v for v in variants if (settings.work / v.name / "pred").is_dir()]
     if not available:
         return []
@@ -616,7 +489,7 @@ def overlay_figures(settings: Settings, variants: list[Variant], n_images: int =
     chosen = pick_examples(settings.data, test_ids, n_images)
     per_image_f1 = {}
     for v in available:
-        for r in csv.DictReader((settings.work / v.name / "eval.csv").open()):
+        for r in read_rows(settings.work / v.name / "eval.csv"):
             if r["metric"] == "f1" and r["threshold"] == "0.5":
                 per_image_f1[(v.name, r["image"])] = float(r["value"])
     paths = []
@@ -624,7 +497,8 @@ def overlay_figures(settings: Settings, variants: list[Variant], n_images: int =
     for image_id in chosen:
         image = np.asarray(read_image(settings.data / "images" / f"{image_id}.tif").array, dtype=np.float32)[0]
         truth = read_labels(settings.data / "labels" / f"{image_id}.tif")
-        window = densest_window(truth, crop)
+        y, x = densest_window(truth > 0, crop)
+        window = (slice(y, y + crop), slice(x, x + crop))
         low, high = np.percentile(image[window], (1, 99.8))
         gray = np.clip((image[window] - low) / max(high - low, 1e-6), 0, 1)
         truth_edges = find_boundaries(truth[window], mode="outer")  # truth outside, prediction inside the object
@@ -653,24 +527,9 @@ def overlay_figures(settings: Settings, variants: list[Variant], n_images: int =
     return paths
 
 
-def densest_window(labels: np.ndarray, size: int) -> tuple[slice, slice]:
-    """The ``size`` x ``size`` window (on a 16-pixel grid) holding the most annotated pixels."""
-    height, width = labels.shape
-    integral = np.pad((labels > 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    best, best_yx = -1, (0, 0)
-    for y in range(0, max(height - size, 0) + 1, 16):
-        for x in range(0, max(width - size, 0) + 1, 16):
-            y1, x1 = min(y + size, height), min(x + size, width)
-            total = integral[y1, x1] - integral[y, x1] - integral[y1, x] + integral[y, x]
-            if total > best:
-                best, best_yx = total, (y, x)
-    return slice(best_yx[0], best_yx[0] + size), slice(best_yx[1], best_yx[1] + size)
-
-
 def pick_examples(data: Path, test_ids: list[str], n_images: int) -> list[str]:
     """The most crowded small image, the image with the largest nuclei, and the largest image."""
     from fluoseg.instance.scale import estimate_diameter_from_labels
-    from fluoseg.io import read_labels
 
     stats = []
     for i in test_ids:
@@ -684,13 +543,6 @@ def pick_examples(data: Path, test_ids: list[str], n_images: int) -> list[str]:
                 chosen.append(s[0])
                 break
     return chosen[:n_images]
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 # ---- sizing ----------------------------------------------------------------------------------
@@ -757,20 +609,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny end-to-end check: {SMOKE['train']} train / {SMOKE['val']} val / {SMOKE['test']} "
                         f"test images, {SMOKE['epochs']} epoch x {SMOKE['steps']} steps, work and results in "
-                        f"{_rel(SMOKE_WORK)}/")
+                        f"{rel(SMOKE_WORK)}/")
     parser.add_argument("--measure", action="store_true", help="only time a few training steps and print the estimate")
     parser.add_argument("--measure-steps", type=int, default=5, help="steps timed by the sizing measurement")
     parser.add_argument("--report", action="store_true", help="only regenerate the results from the cached evaluations")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dsb2018_fluo folder (images/, labels/)")
-    parser.add_argument("--work", type=Path, help=f"work folder (default {_rel(DEFAULT_WORK)})")
-    parser.add_argument("--results", type=Path, help=f"results folder (default {_rel(DEFAULT_RESULTS)})")
+    parser.add_argument("--data", type=Path, default=DSB2018, help="dsb2018_fluo folder (images/, labels/)")
+    parser.add_argument("--work", type=Path, help=f"work folder (default {rel(DEFAULT_WORK)})")
+    parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)})")
     args = parser.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, _terminate_child)
+    terminate_child_on_sigterm()
     work = (args.work or (SMOKE_WORK if args.smoke else DEFAULT_WORK)).resolve()
     settings = Settings(
         data=args.data.resolve(), work=work,
-        results=(args.results or (work / "results" if args.smoke else DEFAULT_RESULTS)).resolve(),
+        results=(args.results or (work / "results" if args.smoke else RESULTS)).resolve(),
         epochs=args.epochs or (SMOKE["epochs"] if args.smoke else EPOCHS),
         steps=args.steps or (SMOKE["steps"] if args.smoke else STEPS),
         threads=args.threads, device=args.device,
@@ -799,11 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         write_report(settings, args.plan, sizing)
         return 0
 
-    split = make_split(settings.data)
-    if args.smoke:
-        split = {role: split[role][: SMOKE[role]] for role in ("train", "val", "test")}
-    manifest = write_manifest(work / "manifest.yaml", settings.data, split["train"] + split["val"] + split["test"])
-    diameter = target_diameter(work, settings.data, split["train"])
+    split = dsb_split(settings.data, sizes=SMOKE if args.smoke else None)
+    manifest = dsb_manifest(work / "manifest.yaml", settings.data, split["train"] + split["val"] + split["test"])
+    diameter = dsb_target_diameter(work, settings.data, split["train"])
     log(f"target diameter for scale normalisation: {diameter} px")
 
     failures = []
@@ -818,7 +668,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 artificial = (artificial_images(work, manifest, split["train"], settings.n_artificial, settings.threads)
                               if variant.artificial else None)
-                config = variant_config(variant, settings, split, manifest, artificial, diameter)
+                config = variant_config(variant, manifest=manifest, split=split, artificial=artificial,
+                                        diameter=diameter, epochs=settings.epochs, steps=settings.steps,
+                                        threads=settings.threads, device=settings.device)
                 train_variant(variant, settings, config)
                 predict_variant(variant, settings, split["test"])
                 evaluate_variant(variant, settings, settings.data / "labels")

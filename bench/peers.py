@@ -39,14 +39,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import importlib.util
 import json
 import math
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -56,20 +53,43 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+import nuclei
+from _common import (
+    BENCH,
+    DSB2018,
+    DSB_MARKER,
+    DSB_SPLIT,
+    RESULTS,
+    ROOT,
+    WORK,
+    child_env,
+    dsb_manifest,
+    dsb_split,
+    dsb_target_diameter,
+    epoch_rows,
+    fluoseg_command,
+    git_commit,
+    log,
+    log_tail,
+    pooled_metric,
+    read_json,
+    read_rows,
+    rel,
+    run_fluoseg,
+    run_logged,
+    terminate_child_on_sigterm,
+    write_json,
+    write_rows,
+    write_text,
+    write_yaml,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
 JOBS = BENCH / "peers"
-PEERS_ROOT = BENCH / "work" / "peers"          # venvs live here, shared by full and smoke runs
+PEERS_ROOT = WORK / "peers"          # venvs live here, shared by full and smoke runs
 DEFAULT_WORK = PEERS_ROOT / "full"
 SMOKE_WORK = PEERS_ROOT / "smoke"
-DEFAULT_RESULTS = BENCH / "results"
-DEFAULT_DATA = Path("/work/shared/data/dsb2018_fluo")
-SPLIT_PATH = BENCH / "splits" / "dsb2018_fluo.json"
 CONSTRAINTS = ROOT / "constraints.txt"
 NOTES = BENCH / "notes" / "peers.md"   # hand-written judgement, appended to the report's mechanical reading
-MARKER = "DNA"
 
 TOOLS = ("fluoseg", "cellpose", "stardist")
 PEERS = ("cellpose", "stardist")
@@ -107,37 +127,6 @@ TABLE = (  # (header, summary key, format)
 )
 
 
-def log(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else default
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(value, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _nuclei():
-    """bench/nuclei.py as a module: its split, manifest, model and instance settings are reused."""
-    spec = importlib.util.spec_from_file_location("bench_nuclei", BENCH / "nuclei.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_nuclei"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class Settings:
     work: Path
@@ -168,68 +157,6 @@ class Settings:
 
 # ---- subprocesses -----------------------------------------------------------------------------
 
-_CHILD: subprocess.Popen | None = None
-
-
-def _terminate_child(signum, frame):  # a killed benchmark must not leave a training behind
-    if _CHILD is not None and _CHILD.poll() is None:
-        _CHILD.terminate()
-    raise SystemExit(128 + signum)
-
-
-def child_env(threads: int, *, peer: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
-        if peer:
-            env.pop(key, None)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               NUMBA_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1",
-               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-    return env
-
-
-def run_logged(command: list[str], log_path: Path, *, threads: int, peer: bool = False,
-               deadline: float | None = None) -> tuple[int, float, bool]:
-    """Run a command with its output appended to ``log_path``.
-
-    With ``deadline`` (a ``time.time()`` value) the command is terminated when it passes.
-    Returns (exit status, wall seconds, stopped at the deadline).
-    """
-    global _CHILD
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    stopped = False
-    with log_path.open("a") as handle:
-        handle.write(f"\n$ {' '.join(map(str, command))}\n")
-        handle.flush()
-        _CHILD = subprocess.Popen(list(map(str, command)), stdout=handle, stderr=subprocess.STDOUT,
-                                  env=child_env(threads, peer=peer), cwd=ROOT)
-        while True:
-            try:
-                _CHILD.wait(timeout=1)
-                break
-            except subprocess.TimeoutExpired:
-                if deadline is not None and time.time() > deadline:
-                    stopped = True
-                    _CHILD.terminate()
-                    try:
-                        _CHILD.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        _CHILD.kill()
-                        _CHILD.wait()
-                    break
-        code = _CHILD.returncode
-        _CHILD = None
-    return code, time.time() - started, stopped
-
-
-def log_tail(path: Path, lines: int = 12) -> str:
-    if not path.is_file():
-        return ""
-    text = [line[-300:] for line in path.read_text(errors="replace").splitlines() if "it/s]" not in line]
-    return "\n".join(text[-lines:])
-
-
 def venv_python(tool: str) -> Path:
     return PEERS_ROOT / f"venv-{tool}" / "bin" / "python"
 
@@ -243,12 +170,13 @@ def run_job(tool: str, command: str, spec: dict[str, Any], settings: Settings, *
     write_json(jobs / f"{name}.spec.json", spec)
     python = sys.executable if tool == "fluoseg" else venv_python(tool)
     log_path = settings.work / "logs" / f"{name}.log"
-    code, wall, _ = run_logged([python, JOBS / f"{tool}_job.py", command, jobs / f"{name}.spec.json"], log_path,
-                               threads=spec["threads"], peer=tool != "fluoseg", deadline=deadline)
+    finished = run_logged([python, JOBS / f"{tool}_job.py", command, jobs / f"{name}.spec.json"], log_path,
+                          threads=spec["threads"], peer=tool != "fluoseg", deadline=deadline)
     result = read_json(Path(spec["result"]))
-    if code != 0 or result is None:
-        raise RuntimeError(f"{tool} {command} failed (exit status {code}); log {_rel(log_path)}:\n{log_tail(log_path)}")
-    result["job_wall_s"] = wall
+    if finished.code != 0 or result is None:
+        raise RuntimeError(f"{tool} {command} failed (exit status {finished.code}); log {rel(log_path)}:\n"
+                           f"{log_tail(log_path)}")
+    result["job_wall_s"] = finished.seconds
     return result
 
 
@@ -286,7 +214,7 @@ def stage_venvs(settings: Settings, failures: list[str]) -> None:
             wanted = json.dumps(PEER_PACKAGES[tool])
             log_path = PEERS_ROOT / f"install-{tool}.log"
             if not (stamp.is_file() and stamp.read_text() == wanted and venv_python(tool).exists()):
-                log(f"{tool}: installing {' '.join(PEER_PACKAGES[tool])} into {_rel(venv)} (a few minutes)")
+                log(f"{tool}: installing {' '.join(PEER_PACKAGES[tool])} into {rel(venv)} (a few minutes)")
                 started = time.time()
                 steps = []
                 if not venv_python(tool).exists():
@@ -295,13 +223,12 @@ def stage_venvs(settings: Settings, failures: list[str]) -> None:
                 steps.append([venv_python(tool), "-m", "pip", "install", "--constraint", CONSTRAINTS,
                               *PEER_PACKAGES[tool]])
                 for step in steps:
-                    code, _, _ = run_logged(step, log_path, threads=settings.threads, peer=True)
-                    if code != 0:
-                        raise RuntimeError(f"{tool}: '{' '.join(map(str, step))}' failed; log {_rel(log_path)}:\n"
+                    if run_logged(step, log_path, threads=settings.threads, peer=True).code != 0:
+                        raise RuntimeError(f"{tool}: '{' '.join(map(str, step))}' failed; log {rel(log_path)}:\n"
                                            f"{log_tail(log_path)}")
-                stamp.write_text(wanted)
+                write_text(stamp, wanted)
                 versions.pop(tool, None)
-                (venv / ".bench-install-seconds").write_text(f"{time.time() - started:.0f}")
+                write_text(venv / ".bench-install-seconds", f"{time.time() - started:.0f}")
                 log(f"{tool}: installed in {time.time() - started:.0f} s")
             if tool not in versions:
                 result = run_job(tool, "versions", {}, settings, name=f"versions-{tool}")
@@ -329,19 +256,9 @@ def fluoseg_versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    """The checked-out fluoseg commit (recorded with each training and measurement)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip() or "?"
-    except OSError:
-        return "?"
-
-
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"nproc": os.cpu_count(), "platform": platform.platform()}
-    with contextlib.suppress(OSError):
-        info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+    # The CPUs this process may run on (what `nproc` prints, without its reading of OMP_NUM_THREADS).
+    info: dict[str, Any] = {"nproc": len(os.sched_getaffinity(0)), "platform": platform.platform()}
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text()
         for line in text.splitlines():
@@ -358,27 +275,13 @@ def machine() -> dict[str, Any]:
 
 # ---- stage: data -----------------------------------------------------------------------------
 
-def load_split(settings: Settings) -> dict[str, list[str]]:
-    if SPLIT_PATH.is_file():
-        split = read_json(SPLIT_PATH)
-        note = f"reused {_rel(SPLIT_PATH)}"
-    else:  # the colleague's generator: 80/10/10 by image, seed 0, stratified by shape
-        split = _nuclei().make_split(settings.data)
-        note = f"created {_rel(SPLIT_PATH)} with bench/nuclei.py's make_split (80/10/10 by image, seed 0)"
-    log(f"split: {note} (train {len(split['train'])}, val {len(split['val'])}, test {len(split['test'])})")
-    split = {role: list(split[role]) for role in ("train", "val", "test")}
-    if settings.smoke:
-        split = {role: split[role][: SMOKE[role]] for role in split}
-    return split
-
-
 def mosaic_base(settings: Settings, size: int = 2048) -> np.ndarray:
     """A size x size uint8 mosaic of 256x256 centre crops of the test images (random flips/rot90)."""
     import tifffile
 
     rng = np.random.default_rng(0)
     crops = []
-    for image_id in load_split_full()["test"]:
+    for image_id in read_json(DSB_SPLIT)["test"]:  # the whole test split, also in smoke runs
         image = tifffile.imread(settings.data / "images" / f"{image_id}.tif")
         y, x = (image.shape[0] - 256) // 2, (image.shape[1] - 256) // 2
         crops.append(image[y : y + 256, x : x + 256])
@@ -391,10 +294,6 @@ def mosaic_base(settings: Settings, size: int = 2048) -> np.ndarray:
             crop = crop[:, ::-1]
         out[(k // n) * 256 : (k // n + 1) * 256, (k % n) * 256 : (k % n + 1) * 256] = crop
     return out
-
-
-def load_split_full() -> dict[str, list[str]]:
-    return read_json(SPLIT_PATH)
 
 
 def tiled(base: np.ndarray, rows: slice, size: int) -> np.ndarray:
@@ -415,7 +314,7 @@ def stage_data(settings: Settings) -> None:
     data.mkdir(parents=True, exist_ok=True)
     manifest = data / "manifest.yaml"
     split = settings.split
-    _nuclei().write_manifest(manifest, settings.data, split["train"] + split["val"] + split["test"])
+    dsb_manifest(manifest, settings.data, split["train"] + split["val"] + split["test"])
     sizes = sorted(set(settings.speed_sizes) | {settings.warmup})
     todo = [s for s in sizes if not (data / f"speed_{s}.npy").is_file()]
     zarr_todo = [s for s in settings.scaling_sizes if s <= settings.max_size and not (data / f"scaling_{s}.zarr").exists()]
@@ -430,7 +329,7 @@ def stage_data(settings: Settings) -> None:
 
     for size in zarr_todo:
         with create_output(data / f"scaling_{size}.zarr", shape=(1, size, size), dtype="uint8", axes="CYX",
-                           channel_names=[MARKER], chunks=(1, 1024, 1024), overwrite=True) as out:
+                           channel_names=[DSB_MARKER], chunks=(1, 1024, 1024), overwrite=True) as out:
             for y in range(0, size, 1024):
                 out.array[0, y : y + 1024] = tiled(base, slice(y, y + 1024), size)
         log(f"data: scaling_{size}.zarr ({size}x{size}, chunks 1024x1024)")
@@ -441,72 +340,62 @@ def stage_data(settings: Settings) -> None:
 def choose_fluoseg_variant(requested: str) -> tuple[str, str]:
     if requested != "auto":
         return requested, "given with --fluoseg-variant"
-    table = DEFAULT_RESULTS / "nuclei.csv"
+    table = RESULTS / "nuclei.csv"
     if table.is_file():
-        rows = list(csv.DictReader(table.open()))
+        rows = read_rows(table)
         rows = [r for r in rows if r.get("f1_at_0.5") not in (None, "", "nan")]
         if rows:
             best = max(rows, key=lambda r: (float(r["f1_at_0.5"]), float(r.get("accuracy_mean_0.5_0.95") or 0)))
-            return best["variant"], f"best F1@0.5 in {_rel(table)} ({float(best['f1_at_0.5']):.3f})"
-    return "border", f"default (no {_rel(table)} yet)"
+            return best["variant"], f"best F1@0.5 in {rel(table)} ({float(best['f1_at_0.5']):.3f})"
+    return "border", f"default (no {rel(table)} yet)"
 
 
 def train_fluoseg(settings: Settings) -> dict[str, Any]:
-    nuclei = _nuclei()
+    """Train bench/nuclei.py's variant until the budget (counted from here, data preparation included)."""
+    from fluoseg.run import RunDir
+
     variant = nuclei.Variant.parse(settings.fluoseg_variant)
     tdir = settings.tool_dir("fluoseg") / variant.name
-    run = tdir / "run"
+    run = RunDir(tdir / "run")
     manifest = settings.work / "data" / "manifest.yaml"
     started = time.time()
     deadline = started + settings.budget_s
-    instance = dict(nuclei.INSTANCE[variant.method])
-    extra = []
-    if variant.scale:
-        instance["target_diameter"] = nuclei.target_diameter(tdir, settings.data, settings.split["train"])
+    diameter = dsb_target_diameter(tdir, settings.data, settings.split["train"]) if variant.scale else None
+    artificial = None
     if variant.artificial:  # generated from the training images only; its time counts in the budget
-        extra = [str(nuclei.artificial_images(tdir, manifest, settings.split["train"],
-                                              4 if settings.smoke else nuclei.N_ARTIFICIAL, settings.threads))]
-    config = {
-        "data": {"manifest": str(manifest), "extra_train": extra,
-                 "split": {"val": settings.split["val"], "test": settings.split["test"]}},
-        "task": "instance", "instance": instance, "model": nuclei.MODEL,
-        "train": {"epochs": 100_000, "steps_per_epoch": settings.fluoseg_steps, "batch_size": nuclei.BATCH,
-                  "patch_size": nuclei.PATCH, "learning_rate": nuclei.LEARNING_RATE, "seed": 0, "device": "cpu",
-                  "num_threads": settings.threads},
-    }
-    tdir.mkdir(parents=True, exist_ok=True)
-    (tdir / "train.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        artificial = nuclei.artificial_images(tdir, manifest, settings.split["train"],
+                                              nuclei.SMOKE["artificial"] if settings.smoke else nuclei.N_ARTIFICIAL,
+                                              settings.threads)
+    config = nuclei.variant_config(variant, manifest=manifest, split=settings.split, artificial=artificial,
+                                   diameter=diameter, epochs=100_000, steps=settings.fluoseg_steps,
+                                   threads=settings.threads, device="cpu")
+    write_yaml(tdir / "train.yaml", config)
     log(f"fluoseg ({variant.name}): training until the budget ({settings.budget_s / 60:.1f} min), "
         f"{settings.fluoseg_steps} steps x batch {nuclei.BATCH} per epoch")
-    code, wall, stopped = run_logged([sys.executable, "-m", "fluoseg.cli", "train", tdir / "train.yaml", "--out", run,
-                                      "--quiet", "--overwrite"], tdir / "train.log", threads=settings.threads,
-                                     deadline=deadline)
+    finished = run_logged(fluoseg_command("train", tdir / "train.yaml", "--out", run.path, "--quiet", "--overwrite"),
+                          tdir / "train.log", threads=settings.threads, deadline=deadline)
     wall = time.time() - started
-    member = json.loads((run / "run.json").read_text())["members"][0] if (run / "run.json").is_file() else "model"
-    metrics = list(csv.DictReader((run / member / "metrics.csv").open())) if (run / member / "metrics.csv").is_file() else []
-    if not stopped and code != 0:
-        raise RuntimeError(f"fluoseg train failed (exit status {code}):\n{log_tail(tdir / 'train.log')}")
-    if not metrics or not (run / member / "best.pt").is_file():
+    metrics = epoch_rows(run.path)
+    if not finished.stopped and finished.code != 0:
+        raise RuntimeError(f"fluoseg train failed (exit status {finished.code}):\n{log_tail(tdir / 'train.log')}")
+    if not metrics or not run.checkpoint_path(run.members()[0], "best").is_file():
         raise RuntimeError(f"fluoseg: no epoch finished within the budget of {settings.budget_s:.0f} s; "
                            f"raise --budget-minutes. Log:\n{log_tail(tdir / 'train.log')}")
     best = max(metrics, key=lambda r: float(r["val_score"]))
-    from fluoseg.train.checkpoint import load_checkpoint
-
-    state = load_checkpoint(run / member / "best.pt")
     epochs = len(metrics)
     return {
-        "tool": "fluoseg", "variant": variant.name, "run": str(run), "train_wall_s": wall, "stopped_at_budget": stopped,
-        "fluoseg_commit": git_commit(),
+        "tool": "fluoseg", "variant": variant.name, "run": str(run.path), "train_wall_s": wall,
+        "stopped_at_budget": finished.stopped, "fluoseg_commit": git_commit(),
         "epochs_done": epochs, "steps_done": epochs * settings.fluoseg_steps, "batch_size": nuclei.BATCH,
         "images_seen": epochs * settings.fluoseg_steps * nuclei.BATCH, "patch": nuclei.PATCH,
         "epoch_seconds_median": float(np.median([float(r["seconds"]) for r in metrics])),
-        "lost_partial_epoch_s": max(0.0, wall - sum(float(r["seconds"]) for r in metrics)),
+        "lost_partial_epoch_s": max(0.0, wall - run.train_seconds()),
         "best_epoch": int(best["epoch"]), "best_val_f1_at_0.5": float(best["val_score"]),
         "train_losses": [float(r["train_loss"]) for r in metrics],
         "loss_first": float(metrics[0]["train_loss"]), "loss_last": float(metrics[-1]["train_loss"]),
-        "params": int(sum(t.numel() for t in state["model_state"].values())),
-        "settings": {"model": nuclei.MODEL, "instance": instance, "learning_rate": nuclei.LEARNING_RATE,
-                     "steps_per_epoch": settings.fluoseg_steps, "extra_train": extra},
+        "params": run.parameter_count(),
+        "settings": {"model": nuclei.MODEL, "instance": config["instance"], "learning_rate": nuclei.LEARNING_RATE,
+                     "steps_per_epoch": settings.fluoseg_steps, "extra_train": config["data"]["extra_train"]},
     }
 
 
@@ -565,13 +454,11 @@ def stage_predict(settings: Settings, failures: list[str]) -> None:
             log(f"{tool}: predicting {len(test)} test images")
             if tool == "fluoseg":
                 images = [settings.data / "images" / f"{i}.tif" for i in test]
-                args = [sys.executable, "-m", "fluoseg.cli", "predict", train["run"], *images, "--out", out,
-                        "--markers", MARKER, "--quiet", "--device", "cpu", "--overwrite"]
+                args = ["predict", train["run"], *images, "--out", out, "--markers", DSB_MARKER, "--quiet",
+                        "--device", "cpu", "--overwrite"]
                 if train["variant"].endswith("scale"):
                     args += ["--diameter", "auto"]
-                code, wall, _ = run_logged(args, settings.tool_dir(tool) / "predict.log", threads=settings.threads)
-                if code != 0:
-                    raise RuntimeError(f"fluoseg predict failed:\n{log_tail(settings.tool_dir(tool) / 'predict.log')}")
+                wall = run_fluoseg(args, settings.tool_dir(tool) / "predict.log", threads=settings.threads)
                 result = {"predict_s": wall, "images": len(test), "note": "wall time of `fluoseg predict` (incl. start-up)"}
             else:
                 spec = {"data": str(settings.data), "test": test, "pred_dir": str(out)}
@@ -584,14 +471,10 @@ def stage_predict(settings: Settings, failures: list[str]) -> None:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    pooled = [r for r in rows if r["image"] == "ALL"]
+    """The headline numbers of a tool's evaluation rows (pooled over the test images)."""
 
     def metric(name: str, threshold: float | None = None) -> float:
-        for r in pooled:
-            if r["metric"] == name and (r["threshold"] is None if threshold is None else
-                                        r["threshold"] is not None and abs(float(r["threshold"]) - threshold) < 1e-9):
-                return float(r["value"])
-        return math.nan
+        return pooled_metric(rows, name, threshold)
 
     out = {}
     for t in (0.5, 0.75):
@@ -627,12 +510,7 @@ def stage_evaluate(settings: Settings, failures: list[str]) -> None:
             items = [(i, read_labels(pred_dir(settings, tool) / f"{i}.tif"), read_labels(truth_dir / f"{i}.tif"))
                      for i in settings.split["test"]]
             rows = instance_rows(items)
-            tmp = path.with_name(".eval.csv.partial")
-            with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=["image", "metric", "threshold", "value"])
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, path)
+            write_rows(path, rows, fields=["image", "metric", "threshold", "value"])
             summary = summarise(rows)
             write_json(settings.tool_dir(tool) / "summary.json", summary)
             log(f"{tool}: F1@0.5 {summary['f1_at_0.5']:.3f}  Acc@0.5 {summary['accuracy_at_0.5']:.3f}  "
@@ -839,20 +717,12 @@ def write_report(settings: Settings) -> None:
         if parts["predict"]:
             row["predict_s"] = parts["predict"]["predict_s"]
         rows.append(row)
-    _write_csv(results / "peers.csv", rows)
+    write_rows(results / "peers.csv", rows)
     speed_rows = [{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report["speed"]]
-    _write_csv(results / "peers_speed.csv", speed_rows)
-    _write_csv(results / "peers_scaling.csv", report["scaling"])
-    (results / "peers.md").write_text(markdown(settings, report))
-    log(f"report: {_rel(results / 'peers.md')}, peers.csv, peers_speed.csv, peers_scaling.csv, peers.json")
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(results / "peers_speed.csv", speed_rows)
+    write_rows(results / "peers_scaling.csv", report["scaling"])
+    write_text(results / "peers.md", markdown(settings, report))
+    log(f"report: {rel(results / 'peers.md')}, peers.csv, peers_speed.csv, peers_scaling.csv, peers.json")
 
 
 def markdown(settings: Settings, report: dict[str, Any]) -> str:
@@ -862,7 +732,7 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
     lines = [
         "# fluoseg vs Cellpose 3 and StarDist 2D: nuclei from scratch on a CPU budget",
         "",
-        f"Generated by `bench/peers.py` on {report['generated']} from the caches in `{_rel(settings.work)}/`.{smoke}",
+        f"Generated by `bench/peers.py` on {report['generated']} from the caches in `{rel(settings.work)}/`.{smoke}",
         "",
         "## Machine and versions",
         "",
@@ -870,13 +740,13 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
         f"{m.get('memory_gib', '?')} GiB RAM; shared with other jobs (the 1-minute load average at each measurement "
         "is in the CSV/JSON). Every tool ran with "
         f"{settings.threads} thread(s) (`OMP_NUM_THREADS`, `torch.set_num_threads`, TF intra-op threads; inter-op 1).",
-        f"- fluoseg: " + ", ".join(f"{k} {val}" for k, val in v.get("fluoseg", {}).items()) + commits_line(report),
+        "- fluoseg: " + ", ".join(f"{k} {val}" for k, val in v.get("fluoseg", {}).items()) + commits_line(report),
     ]
     for peer in PEERS:
         info = v.get(peer)
         lines.append(f"- {peer}: " + (", ".join(f"{k} {val}" for k, val in info.items()
                                                 if k not in ("pip_freeze", "packages", "install_s"))
-                                      + f" (own venv `{_rel(PEERS_ROOT / f'venv-{peer}')}`, "
+                                      + f" (own venv `{rel(PEERS_ROOT / f'venv-{peer}')}`, "
                                       f"`pip install -c constraints.txt {' '.join(info.get('packages', []))}`)"
                                       if info else "not installed"))
     lines += ["", "## Accuracy after the same training budget", ""]
@@ -884,7 +754,7 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
     cp = (tools["cellpose"]["train"] or {})
     sd = (tools["stardist"]["train"] or {})
     lines += [
-        f"Fixed split `{_rel(SPLIT_PATH)}` (80/10/10 by image, seed 0, stratified by shape): "
+        f"Fixed split `{rel(DSB_SPLIT)}` (80/10/10 by image, seed 0, stratified by shape): "
         f"{report['split']['train']} training, {report['split']['val']} validation, {report['split']['test']} test images"
         + (" (smoke: the first few of each)" if settings.smoke else "") + ". "
         f"Budget **{settings.budget_s / 60:.1f} min wall clock per tool**, counted from process start (imports, data "
@@ -1039,7 +909,7 @@ def markdown(settings: Settings, report: dict[str, Any]) -> str:
               ".venv/bin/python bench/peers.py --stages data,scaling,report --max-size 16384",
               "# this report from the caches",
               ".venv/bin/python bench/peers.py --stages report" + (" --smoke" if settings.smoke else "")
-              + (f" --reference {_rel(settings.reference)}" if settings.reference else ""),
+              + (f" --reference {rel(settings.reference)}" if settings.reference else ""),
               "```", "", f"This report's run: `{report['command']}`", ""]
     return "\n".join(lines)
 
@@ -1050,7 +920,7 @@ REPRODUCED_METRICS = (("F1@0.5", "f1_at_0.5"), ("mAcc 0.5:0.95", "accuracy_mean_
 def reproduction(settings: Settings, report: dict[str, Any]) -> list[str]:
     """This run's headline numbers next to those of another run (``--reference WORK``)."""
     other = collect(replace(settings, work=settings.reference))
-    lines = ["## Second run", "", f"The same script in `{_rel(settings.reference)}` (trained and measured again from "
+    lines = ["## Second run", "", f"The same script in `{rel(settings.reference)}` (trained and measured again from "
              "scratch): headline numbers of both runs and their difference.", "",
              "| tool | figure | this run | second run | difference |", "|---|---|---|---|---|"]
     for tool in TOOLS:
@@ -1126,6 +996,13 @@ def reading(settings: Settings, report: dict[str, Any]) -> list[str]:
     return out
 
 
+RUNNERS = {  # stage -> what runs it (the report is written last, whatever ran)
+    "venvs": stage_venvs, "data": lambda settings, failures: stage_data(settings), "train": stage_train,
+    "predict": stage_predict, "evaluate": stage_evaluate, "flops": stage_flops, "speed": stage_speed,
+    "scaling": stage_scaling,
+}
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -1136,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny end-to-end run: {SMOKE['train']}/{SMOKE['val']}/{SMOKE['test']} images, "
                         f"{SMOKE['budget_minutes']} min budgets, speed at {SMOKE['speed_sizes']}, scaling up to "
-                        f"{SMOKE['max_size']}; work and results in {_rel(SMOKE_WORK)}/")
+                        f"{SMOKE['max_size']}; work and results in {rel(SMOKE_WORK)}/")
     parser.add_argument("--budget-minutes", type=float,
                         help=f"training wall-clock budget per tool (default {BUDGET_MINUTES:g}: 3 tools x "
                         f"{BUDGET_MINUTES:g} min of training fit a session with the speed stages)")
@@ -1155,29 +1032,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="longest expected run of one speed measurement (predicted from the tool's rate at the "
                         "smaller size): repeats are reduced to fit, and a measurement whose single run would take "
                         f"longer is estimated instead of run (default {SPEED_MAX_MINUTES:g})")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dsb2018_fluo folder (images/, labels/)")
-    parser.add_argument("--work", type=Path, help=f"work folder (default {_rel(DEFAULT_WORK)}; smoke {_rel(SMOKE_WORK)})")
+    parser.add_argument("--data", type=Path, default=DSB2018, help="dsb2018_fluo folder (images/, labels/)")
+    parser.add_argument("--work", type=Path, help=f"work folder (default {rel(DEFAULT_WORK)}; smoke {rel(SMOKE_WORK)})")
     parser.add_argument("--reference", type=Path, help="another work folder of this benchmark (a second run with "
                         "--work): the report adds a table comparing the two runs' headline numbers")
-    parser.add_argument("--results", type=Path, help=f"results folder (default {_rel(DEFAULT_RESULTS)}; smoke WORK/results)")
+    parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)}; smoke WORK/results)")
     args = parser.parse_args(argv)
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
-    signal.signal(signal.SIGTERM, _terminate_child)
+    terminate_child_on_sigterm()
     smoke = args.smoke
     work = (args.work or (SMOKE_WORK if smoke else DEFAULT_WORK)).resolve()
     variant, why = choose_fluoseg_variant(args.fluoseg_variant)
     trained = read_json(work / "fluoseg" / "train.json")
     if trained and trained["variant"] != variant:
         if args.fluoseg_variant != "auto":
-            log(f"WARNING: {_rel(work)}/fluoseg holds a training of {trained['variant']}, not {variant}; "
-                f"delete {_rel(work)}/fluoseg to retrain; using the cached {trained['variant']}")
+            log(f"WARNING: {rel(work)}/fluoseg holds a training of {trained['variant']}, not {variant}; "
+                f"delete {rel(work)}/fluoseg to retrain; using the cached {trained['variant']}")
         variant, why = trained["variant"], "the cached training of this work folder"
     settings = Settings(
-        work=work, results=(args.results or (work / "results" if smoke else DEFAULT_RESULTS)).resolve(),
+        work=work, results=(args.results or (work / "results" if smoke else RESULTS)).resolve(),
         data=args.data.resolve(), smoke=smoke, threads=args.threads,
         budget_s=60 * (args.budget_minutes or (SMOKE["budget_minutes"] if smoke else BUDGET_MINUTES)),
         fluoseg_variant=variant,
@@ -1198,13 +1075,13 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cached = read_json(work / "settings.json")
     if cached and (work / "fluoseg" / "train.json").is_file() and cached.get("budget_s") != settings.budget_s:
-        log(f"WARNING: the cached trainings in {_rel(work)} used a budget of {cached['budget_s'] / 60:.1f} min, not "
-            f"{settings.budget_s / 60:.1f}; delete {_rel(work)}/*/train.json (and what follows) to retrain")
+        log(f"WARNING: the cached trainings in {rel(work)} used a budget of {cached['budget_s'] / 60:.1f} min, not "
+            f"{settings.budget_s / 60:.1f}; delete {rel(work)}/*/train.json (and what follows) to retrain")
     write_json(work / "settings.json", {"budget_s": settings.budget_s, "threads": settings.threads,
                                         "fluoseg_variant": settings.fluoseg_variant, "command": settings.command})
-    log(f"work {_rel(work)}; budget {settings.budget_s / 60:.1f} min per tool; {settings.threads} threads; "
+    log(f"work {rel(work)}; budget {settings.budget_s / 60:.1f} min per tool; {settings.threads} threads; "
         f"fluoseg variant {variant} ({why}); stages {','.join(stages)}")
-    settings.split = load_split(settings)
+    settings.split = dsb_split(settings.data, sizes=SMOKE if smoke else None)
     with (work / "invocations.jsonl").open("a") as handle:
         handle.write(json.dumps({"when": datetime.now().isoformat(timespec="seconds"), "command": settings.command}) + "\n")
 
@@ -1214,23 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
         if stage not in stages:
             continue
         t0 = time.time()
-        if stage == "venvs":
-            stage_venvs(settings, failures)
-        elif stage == "data":
-            stage_data(settings)
-        elif stage == "train":
-            stage_train(settings, failures)
-        elif stage == "predict":
-            stage_predict(settings, failures)
-        elif stage == "evaluate":
-            stage_evaluate(settings, failures)
-        elif stage == "flops":
-            stage_flops(settings, failures)
-        elif stage == "speed":
-            stage_speed(settings, failures)
-        elif stage == "scaling":
-            stage_scaling(settings, failures)
         if stage != "report":
+            RUNNERS[stage](settings, failures)
             log(f"stage {stage}: {time.time() - t0:.0f} s")
     if "report" in stages:
         write_report(settings)

@@ -15,6 +15,10 @@ Commands (spec keys in brackets):
 * ``flops``  [run, threads, tile, image_size, result]  FLOPs of one tile with
   ``torch.utils.flop_counter.FlopCounterMode``, the tile plan of an image, and the measured
   fp32 matmul and 3x3-convolution FLOP/s of this machine at ``threads`` threads.
+
+Instance labels are predicted in one pass at the image's scale (``diameter="off"``), also for
+a scale-normalised model: the speed of the network, the tiling and the decoding, without the
+diameter estimate and rescaling that ``fluoseg predict --diameter auto`` adds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import log, load_spec, peak_rss_mb, time_runs, write_result  # noqa: E402
+from common import load_spec, peak_rss_mb, time_runs, write_result  # noqa: E402
 
 FIVE = ["DNA", "M2", "M3", "M4", "M5"]
 
@@ -36,35 +40,29 @@ def _segmenter(spec):
 
     torch.set_num_threads(spec["threads"])
     torch.set_num_interop_threads(1)
-    segmenter = Segmenter.load(spec["run"], device="cpu")
     if spec.get("five_channel"):
-        segmenter = _five_channel(segmenter, spec["run"])
-    return segmenter
+        return _five_channel(spec["run"])
+    return Segmenter.load(spec["run"], device="cpu")
 
 
-def _five_channel(segmenter, run):
+def _five_channel(run):
     """The trained 1-marker network widened to 5 marker slots (first-layer weights / 5 in each)."""
-    import json
-
-    import torch
+    from dataclasses import replace
 
     from fluoseg.infer import Member, Segmenter
-    from fluoseg.models import build_model
-    from fluoseg.train.checkpoint import load_checkpoint
+    from fluoseg.run import RunDir
 
-    member_name = json.loads((Path(run) / "run.json").read_text())["members"][0]
-    state = load_checkpoint(Path(run) / member_name / "best.pt")
-    spec = dict(state["model"], in_channels=len(FIVE))
-    model = build_model(spec["name"], in_channels=spec["in_channels"], out_channels=spec["out_channels"],
-                        **spec["options"])
-    widened = model.state_dict()
-    for key, value in state["model_state"].items():
+    run_dir = RunDir.open(run)
+    trained = run_dir.load(run_dir.members()[0])
+    spec = replace(trained.model, in_channels=len(FIVE))
+    widened = spec.build().state_dict()
+    for key, value in trained.weights.items():
         if widened[key].shape == value.shape:
             widened[key] = value
         elif value.ndim == 4 and value.shape[1] == 1 and widened[key].shape[1] == len(FIVE):
             widened[key] = value.repeat(1, len(FIVE), 1, 1) / len(FIVE)
-    state = dict(state, model=spec, markers=list(FIVE), model_state=widened)
-    return Segmenter([Member.from_checkpoint(state, torch.device("cpu"))])
+    checkpoint = replace(trained, model=spec, markers=tuple(FIVE), weights=widened)
+    return Segmenter([Member.from_checkpoint(checkpoint, "cpu")])
 
 
 def speed(spec):
@@ -82,7 +80,7 @@ def speed(spec):
 
     image, warm = as_cyx(np.load(spec["image"])), as_cyx(np.load(spec["warmup_image"]))
     if spec["mode"] == "labels":
-        run = lambda x: segmenter.predict_labels(x, names)[0]  # noqa: E731
+        run = lambda x: segmenter.predict_labels(x, names, diameter="off")[0]  # noqa: E731
     else:
         def run(x):
             out = segmenter.predict_probabilities(x, names)
@@ -98,13 +96,14 @@ def stream(spec):
 
     import numpy as np
 
+    from fluoseg.infer import PredictOptions
     from fluoseg.io import create_output, read_image
     from fluoseg.predict import PredictionPaths, predict_file
 
     segmenter = _segmenter(spec)
     warm = np.load(spec["warmup_image"])[None].astype(np.float32)
     started = time.perf_counter()
-    segmenter.predict_labels(warm, ["DNA"])
+    segmenter.predict_labels(warm, ["DNA"], diameter="off")
     warmup_s = time.perf_counter() - started
     rss_warm = peak_rss_mb()
     out = Path(spec["out"])
@@ -118,7 +117,9 @@ def stream(spec):
                            channel_names=[f"p{i}" for i in range(n_out)], overwrite=True) as target:
             segmenter.predict_probabilities(image.array, names, out=target.array)
     else:
-        predict_file(segmenter, Path(spec["zarr"]), PredictionPaths(masks=out, probabilities=None), overwrite=True)
+        predict_file(segmenter, Path(spec["zarr"]), PredictionPaths(masks=out, probabilities=None),
+                     PredictOptions(diameter="off"),
+                     overwrite=True)
     seconds = time.perf_counter() - started
     megapixels = shape[-1] * shape[-2] / 1e6
     write_result(spec, {"mode": spec["mode"], "size": shape[-1], "megapixels": megapixels, "seconds": seconds,
