@@ -39,6 +39,13 @@ def test_every_sample_is_once_in_test_and_folds_merge(experiment_config, tmp_pat
     assert len(again) == len(rows)
     with pytest.raises(FluosegError, match="another folds"):
         run_crossval(config, out, folds=3, method="MS", progress=False, log=lambda m: None)
+    assert not list(out.glob("*/fold*/run/*/last.pt"))  # finished units keep best.pt only
+    assert list(out.glob("MS/fold*/run/model/best.pt"))
+    monkeypatch.undo()
+    _, other = experiment_config("mz.yaml")
+    run_crossval(other, out, folds=2, method="MZ", tile_size=60, progress=False, log=lambda m: None)
+    merged = list(csv.DictReader((out / "combinations.csv").open()))
+    assert {r["method"] for r in merged} == {"MS", "MZ"}  # methods sharing OUT: one merged table
 
 
 def test_same_folds_for_every_method_given_the_seed(experiment_config):

@@ -280,5 +280,8 @@ def crossval_combinations(config: RunConfig, out_dir: str | Path, *, folds: int 
     rows = run_crossval({method: config}, out_dir, scorer, folds=folds,
                         seed=config.data.split.seed if seed is None else seed, case=case, case_seed=case_seed,
                         progress=progress, log=log)
-    write_tables(rows, out_dir)
+    # Several methods may share OUT (the paper's comparisons): the merged tables hold all of them.
+    every = [row for path in sorted(Path(out_dir).glob(f"*/fold*/{CombinationScorer.RESULTS}"))
+             for row in read_results(path)]
+    write_tables(every or rows, out_dir)
     return rows

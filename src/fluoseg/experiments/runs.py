@@ -63,7 +63,9 @@ def train_unit(config: RunConfig, run_dir: str | Path, *, split: Split, progress
     """Train ``config`` on ``split`` into ``run_dir`` unless that was done already.
 
     A finished run (its ``trained.json``) is skipped, an interrupted one is resumed, and a
-    finished run of another configuration or split is refused rather than reused.
+    finished run of another configuration or split is refused rather than reused. Once a
+    unit is finished its ``last.pt`` files (optimiser state, kept for resuming) are deleted:
+    an experiment of many units would otherwise keep gigabytes nobody reads.
 
     Returns
     -------
@@ -82,4 +84,6 @@ def train_unit(config: RunConfig, run_dir: str | Path, *, split: Split, progress
     Trainer(config, run_dir, split=split, progress=progress).run(resume=resume, overwrite=not resume)
     record = {**expected, "seconds": round(time.perf_counter() - started, 3), "resumed": resume}
     write_json_atomically(run_dir / TRAINED, record)
+    for last in run_dir.glob("*/last.pt"):
+        last.unlink()
     return record

@@ -198,8 +198,18 @@ def write_json_atomically(
 
     ``indent`` is passed to :func:`json.dumps`; None writes one line.
     """
-    text = json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
+    text = json.dumps(data, indent=indent, ensure_ascii=False, default=_json_value) + "\n"
     return write_text_atomically(path, text, overwrite=overwrite)
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for what ``json`` does not know: paths as text, numpy scalars and arrays as numbers and lists."""
+    if isinstance(value, Path):
+        return str(value)
+    for attribute in ("tolist", "item"):  # numpy arrays and scalars (io does not import numpy for this)
+        if hasattr(value, attribute):
+            return getattr(value, attribute)()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _flush_to_disk(tmp: Path) -> None:
