@@ -242,6 +242,25 @@ class Segmenter:
             merged = resample_to_shape(merged, spatial, kind="probabilities")
         return _into(merged, out)
 
+    def set_decoding(self, **parameters: float) -> None:
+        """Change decoding parameters of every member's task (e.g. ``h=1.5, min_size=20``).
+
+        Raises
+        ------
+        FluosegError
+            For a parameter the task does not have (the message lists those it has).
+        """
+        from fluoseg.tasks import task_from_state
+
+        for member in self.members:
+            state = member.task.state()
+            unknown = sorted(set(parameters) - set(state) - {"name"})
+            if unknown:
+                known = sorted(k for k in state if k not in ("name", "method", "class_weights", "classes"))
+                raise FluosegError(f"decoding parameter(s) {unknown} do not apply to this model; it has {known}")
+            member.task = task_from_state({**state, **parameters})
+        self.task = self.members[0].task
+
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """Activated outputs of all members -> masks ``(n_classes, ...)``, labels, or predicted channels."""
         parts, start = [], 0
@@ -268,21 +287,35 @@ class Segmenter:
         scale (``"auto"``, the default); ``"off"`` predicts at the original scale.
         """
         options = _options(options, settings)
+        outputs, rescaled = self.model_scale_maps(image, channel_names, options)
+        labels = self.decode(outputs)
+        if not rescaled:
+            return labels, outputs
+        spatial = tuple(image.shape[1:])
+        return (resample_to_shape(labels, spatial, kind="labels"),
+                resample_to_shape(outputs, spatial, kind="probabilities"))
+
+    def model_scale_maps(self, image: Any, channel_names: Sequence[str] | None = None,
+                         options: PredictOptions | None = None, **settings: Any) -> tuple[np.ndarray, bool]:
+        """Activated maps at the scale the network works at, and whether the image was rescaled.
+
+        This is what :meth:`predict_labels` decodes (the labels are then resampled back);
+        decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`).
+        """
+        options = _options(options, settings)
         target = self.task.target_diameter
         if options.diameter == "off" or not target:
-            outputs = np.asarray(self.predict_probabilities(image, channel_names, options))
-            return self.decode(outputs), outputs
+            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
         diameter = options.diameter
         if diameter == "auto":
             first, _ = self.predict_labels(image, channel_names, options.replace(diameter="off"))
             diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
         factor = scale_factor(float(diameter), float(target))
-        spatial = tuple(image.shape[1:])
-        factors = (1.0,) * (len(spatial) - 2) + (factor, factor)  # z of a stack is never resampled
+        if abs(factor - 1.0) < 1e-6:
+            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
+        factors = (1.0,) * (len(image.shape) - 3) + (factor, factor)  # z of a stack is never resampled
         scaled = resample_image(np.asarray(image, dtype=np.float32), factors)
-        outputs = np.asarray(self.predict_probabilities(scaled, channel_names, options))
-        labels = resample_to_shape(self.decode(outputs), spatial, kind="labels")
-        return labels, resample_to_shape(outputs, spatial, kind="probabilities")
+        return np.asarray(self.predict_probabilities(scaled, channel_names, options)), True
 
     def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
         """The image at the model's working pixel size (unchanged when it is already there)."""

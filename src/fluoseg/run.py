@@ -9,6 +9,8 @@ benchmarks read it; this module is the only code that knows the format::
     RUN_DIR/<member>/best.pt     best validation epoch (what prediction uses)
     RUN_DIR/<member>/last.pt     end of the last finished epoch (what --resume uses)
     RUN_DIR/<member>/metrics.csv one row per finished epoch
+    RUN_DIR/<member>/decoding.json  decoding parameters tuned on validation images (``fluoseg tune``),
+                                 applied to the member's task when the run predicts
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``: opening one never executes code from it. It carries the
@@ -33,7 +35,7 @@ from torch import nn
 
 from fluoseg.data.normalize import DEFAULT_PERCENTILES
 from fluoseg.errors import FluosegError
-from fluoseg.io import atomic_path, write_csv_atomically, write_text_atomically
+from fluoseg.io import atomic_path, write_csv_atomically, write_json_atomically, write_text_atomically
 from fluoseg.models import build_model, model_spec
 from fluoseg.models.pretrained import without_encoder_weights
 
@@ -241,6 +243,7 @@ class RunDir:
     CONFIG = "config.yaml"
     METRICS = "metrics.csv"
     LOG = "train.log"
+    DECODING = "decoding.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -295,8 +298,31 @@ class RunDir:
         return Checkpoint.load(self.checkpoint_path(member, which))
 
     def load_all(self, which: str = "best") -> list[Checkpoint]:
-        """The checkpoints of every member, in order."""
-        return [self.load(member, which) for member in self.members()]
+        """The checkpoints of every member, in order, with their tuned decoding parameters applied."""
+        checkpoints = []
+        for member in self.members():
+            checkpoint = self.load(member, which)
+            tuned = self.decoding(member)
+            if tuned:
+                checkpoint.task = {**checkpoint.task, **tuned["parameters"]}
+            checkpoints.append(checkpoint)
+        return checkpoints
+
+    def decoding(self, member: str) -> dict[str, Any] | None:
+        """A member's tuned decoding record (``parameters``, ``objective``, ``value``, ...), if tuned."""
+        path = self.member_dir(member) / self.DECODING
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            dict(record["parameters"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise FluosegError("damaged decoding record; run 'fluoseg tune' again or delete it", path=path) from None
+        return record
+
+    def write_decoding(self, member: str, record: dict[str, Any]) -> Path:
+        """Store a member's tuned decoding record (``parameters`` is what the task takes)."""
+        return write_json_atomically(self.member_dir(member) / self.DECODING, record)
 
     def save(self, member: str, which: str, checkpoint: Checkpoint) -> Path:
         return checkpoint.save(self.checkpoint_path(member, which))

@@ -39,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="instance models trained with scale normalisation: mean object diameter in these "
                          "images, in pixels (12) or micrometres (6.5um, needs the pixel size in the file); 'auto' "
                          "(default) estimates it from a first pass, 'off' predicts at the original scale")
+    decoding = p.add_argument_group("instance decoding (default: the values 'fluoseg tune' stored, else those trained with)")
+    decoding.add_argument("--h", type=_args.positive_float, help="distance method: height of the h-maxima seeding objects")
+    decoding.add_argument("--threshold", type=_args.probability, help="foreground probability threshold")
+    decoding.add_argument("--min-size", type=int, help="smallest object kept, in pixels at the model's scale")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -70,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
     segmenter = load_model(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    overrides = {k: v for k, v in (("h", args.h), ("threshold", args.threshold), ("min_size", args.min_size))
+                 if v is not None}
+    if overrides:
+        segmenter.set_decoding(**overrides)
     if args.objects and segmenter.task_name != "instance":
         raise FluosegError(f"--objects measures instance labels, but this model's task is {segmenter.task_name}; "
                            "leave --objects out")

@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     _args.add_overwrite(p, "an existing run directory")
     p.add_argument("--epochs", type=_args.positive_int, help="override train.epochs")
+    p.add_argument("--tune", action="store_true", help="instance runs: after training, tune the decoding on the "
+                   "validation images and store it in the run (as 'fluoseg tune RUN' does)")
     _args.add_device(p)
     _args.add_verbosity(p)
     p.set_defaults(func=run)
@@ -26,10 +28,19 @@ def run(args: argparse.Namespace) -> int:
     from fluoseg.train.trainer import train
 
     config = load_config(args.config)
+    if args.tune and config.task != "instance":
+        from fluoseg.errors import FluosegError
+
+        raise FluosegError(f"--tune tunes instance decoding, but this config's task is {config.task}; leave it out",
+                           path=args.config)
     if args.device != "auto":
         config.train.device = args.device
     if args.epochs is not None:
         config.train.epochs = args.epochs
     run_dir = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(f"trained: {run_dir}")
+    if args.tune:
+        from fluoseg.tuning import tune_run
+
+        tune_run(run_dir, device=args.device)
     return 0

@@ -22,7 +22,7 @@ Scores are pooled over images (counts summed, then ratios), with the matching of
 
 Maps may be at another scale than the truth (scale-normalised models predict on a rescaled
 image): decoded labels are then resized to the truth's shape by nearest neighbour
-(:func:`fluoseg.instance.scale.restore_shape`) after the size filter, exactly as inference
+(:func:`fluoseg.data.resample.resample_to_shape`) after the size filter, exactly as inference
 restores them. Ties keep the combination tried first. numpy/scipy only (no torch).
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from fluoseg.errors import FluosegError
 from fluoseg.instance.postprocess import labels_from_border_classes, labels_from_distance, labels_from_threshold
-from fluoseg.instance.scale import restore_shape
+from fluoseg.data.resample import resample_to_shape
 from fluoseg.metrics.aji import aggregated_jaccard_index, pool_aji
 from fluoseg.metrics.matching import DEFAULT_IOU_THRESHOLDS, matching_at_thresholds, pool_matching
 from fluoseg.metrics.overlap import label_overlap
@@ -138,7 +138,7 @@ def _without_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def _to_truth_shape(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return labels if labels.shape == truth.shape else restore_shape(labels, truth.shape, labels=True)
+    return labels if labels.shape == truth.shape else resample_to_shape(labels, truth.shape, kind="labels")
 
 
 def _pooled_scores(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, with_aji: bool) -> dict[str, float]:

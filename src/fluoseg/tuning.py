@@ -1,0 +1,96 @@
+"""Tune an instance run's decoding on its validation images: the work behind ``fluoseg tune``.
+
+A trained instance network outputs maps; the numbers that turn them into labels (the h of
+the h-maxima, the foreground threshold, the smallest object kept) are not learned. As
+StarDist tunes its thresholds after training, :func:`tune_run` predicts the run's
+validation images exactly as ``fluoseg predict`` would (same diameter mode, TTA and tiles),
+searches the decoding parameters on those maps (:func:`fluoseg.instance.tune.tune_decoding`)
+and stores the best ones in the run (``<member>/decoding.json``), where prediction picks
+them up. Test images are never used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fluoseg.data.manifest import load_manifest
+from fluoseg.errors import FluosegError
+from fluoseg.infer import PredictOptions, Segmenter
+from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, tune_decoding
+from fluoseg.io import write_csv_atomically
+from fluoseg.run import RunDir
+
+
+def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequence[str] | None = None,
+             manifest: str | Path | None = None, options: PredictOptions | None = None, rounds: int = 1,
+             device: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Tune and store the decoding parameters of an instance run on validation images.
+
+    Parameters
+    ----------
+    run_dir
+        The trained run (one member).
+    objective
+        What to maximise, one of :data:`fluoseg.instance.tune.OBJECTIVES`.
+    samples
+        Sample ids to tune on; default the run's validation split.
+    manifest
+        The manifest holding them; default the run's data manifest.
+    options
+        How the images are predicted (TTA, tiles, diameter); default as ``fluoseg predict``.
+    rounds
+        Refinements of the grid around the best combination.
+
+    Returns
+    -------
+    dict
+        The stored record: ``parameters``, ``objective``, ``value``, ``before`` (the objective with
+        the parameters the run was trained with), ``samples``, ``seconds``.
+
+    Raises
+    ------
+    FluosegError
+        For a run that is not an instance run, has several members or no validation images.
+    """
+    started = time.perf_counter()
+    run = RunDir.open(run_dir)
+    members = run.members()
+    if len(members) != 1:
+        raise FluosegError(f"tuning needs a run of one network; this one has {members}", path=run.path)
+    checkpoint = run.load(members[0], "best")  # the trained constants, without earlier tuning
+    if checkpoint.task.get("name") != "instance":
+        raise FluosegError(f"only instance runs have decoding parameters to tune; this run's task is "
+                           f"{checkpoint.task.get('name')!r}", path=run.path)
+    method = checkpoint.task.get("method", "border")
+    ids = list(samples) if samples else run.split()["val"]
+    if not ids:
+        raise FluosegError("the run has no validation images to tune on; name some with --samples", path=run.path)
+    source = Path(manifest) if manifest else Path((run.read_config().get("data") or {}).get("manifest", ""))
+    data = load_manifest(source)
+    segmenter = Segmenter.load(run.path, device=device)
+    segmenter.set_decoding(**{k: checkpoint.task[k] for k in ("h", "threshold", "min_size") if k in checkpoint.task})
+    options = options or PredictOptions()
+    images = []
+    for sample_id in ids:
+        sample = data.sample(sample_id)
+        image = sample.read_image()
+        maps, _ = segmenter.model_scale_maps(image.array, sample.channel_names,
+                                             options.replace(pixel_size=image.pixel_size, source=str(sample.image_path)))
+        images.append(TuningImage(maps=maps, truth=sample.read_labels(image.spatial_shape), name=sample_id))
+    log(f"tune: predicted {len(images)} validation images in {time.perf_counter() - started:.0f} s")
+    trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
+    result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
+                           progress=lambda line: log(f"tune: {line}"))
+    before = tune_decoding(images, method=method, objective=objective, rounds=0,
+                           grid={k: (v,) for k, v in trained.items()}).value if trained else float("nan")
+    record = {"parameters": result.best, "objective": objective, "value": result.value, "before": before,
+              "trained_with": trained, "samples": ids, "manifest": str(source),
+              "seconds": round(time.perf_counter() - started, 1)}
+    run.write_decoding(members[0], record)
+    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", result.table)
+    log(f"tune: {objective} {before:.4f} with the trained parameters {trained} -> {result.value:.4f} with "
+        f"{result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
+    return record

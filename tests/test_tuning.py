@@ -1,0 +1,76 @@
+"""``fluoseg tune``: decoding tuned on validation images, stored in the run, used by predict."""
+
+import json
+
+import pytest
+import yaml
+
+from fluoseg.cli import main
+from fluoseg.config import load_config
+from fluoseg.errors import FluosegError
+from fluoseg.infer import Segmenter
+from fluoseg.run import RunDir
+from fluoseg.train.trainer import train
+from fluoseg.tuning import tune_run
+
+
+@pytest.fixture(scope="module")
+def instance_run(tmp_path_factory):
+    import tifffile
+
+    from support import make_tiny_nuclei
+
+    root = tmp_path_factory.mktemp("tune")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for i in range(5):
+        image, labels = make_tiny_nuclei(i)
+        tifffile.imwrite(root / "images" / f"n{i}.tif", image[0])
+        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
+    (root / "manifest.yaml").write_text(yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
+                                                        "labels": "labels/{id}.tif"}))
+    config = {"data": {"manifest": str(root / "manifest.yaml"), "split": {"val": ["n3", "n4"]}}, "task": "instance",
+              "instance": {"method": "distance", "h": 4.0, "min_size": 5},
+              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same"}},
+              "train": {"epochs": 3, "steps_per_epoch": 4, "batch_size": 2, "patch_size": 64, "device": "cpu",
+                        "num_threads": 1, "learning_rate": 3e-3}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return train(load_config(root / "config.yaml"), root / "run", progress=False)
+
+
+def test_tuned_parameters_are_stored_and_used_by_prediction(instance_run):
+    record = tune_run(instance_run, rounds=0, log=lambda line: None)
+    stored = json.loads((instance_run / "model" / RunDir.DECODING).read_text())
+    assert stored["parameters"] == record["parameters"] and set(record["parameters"]) == {"h", "threshold", "min_size"}
+    assert record["samples"] == ["n3", "n4"] and record["value"] >= record["before"]  # the trained values were a candidate
+    segmenter = Segmenter.load(instance_run, device="cpu")
+    assert segmenter.task.h == record["parameters"]["h"]
+    assert segmenter.task.min_size == record["parameters"]["min_size"]
+    assert RunDir(instance_run).load("model").task["h"] == 4.0  # the checkpoint keeps what training used
+    segmenter.set_decoding(h=2.5)
+    assert segmenter.task.h == 2.5
+    with pytest.raises(FluosegError, match=r"do not apply to this model; it has .*min_size"):
+        segmenter.set_decoding(smoothing=1.0)
+
+
+def test_cli_tune_and_predict_overrides(instance_run, tmp_path, capsys):
+    assert main(["tune", str(instance_run), "--rounds", "1", "--quiet"]) == 0
+    assert "stored in" in capsys.readouterr().out
+    image = instance_run.parent / "images" / "n1.tif"
+    assert main(["predict", str(instance_run), str(image), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["predict", str(instance_run), str(image), "--out", str(tmp_path / "b"), "--min-size", "100000",
+                 "--quiet"]) == 0
+    import tifffile
+
+    assert tifffile.imread(tmp_path / "b" / "n1.tif").max() == 0  # every object is below the overriding size
+    with pytest.raises(SystemExit) as stop:  # argparse refuses the value before anything loads
+        main(["predict", str(instance_run), str(image), "--out", str(tmp_path / "c"), "--threshold", "1.5"])
+    assert stop.value.code == 2 and not (tmp_path / "c").exists()
+
+
+def test_tuning_refuses_semantic_runs(tiny_config, tmp_path):
+    run = train(load_config(tiny_config), tmp_path / "run", progress=False)
+    with pytest.raises(FluosegError, match="only instance runs"):
+        tune_run(run, log=lambda line: None)
+    assert main(["train", str(tiny_config), "--out", str(tmp_path / "other"), "--tune"]) == 2
+    assert not (tmp_path / "other").exists()
