@@ -72,3 +72,35 @@ def make_tiny_nuclei(seed: int, shape: tuple[int, int] = (64, 64)) -> tuple[np.n
         labels[disk] = i
     image = rng.normal(15, 4, shape) + 150 * (labels > 0)
     return np.clip(image, 0, 255).astype(np.uint8)[None], labels
+
+
+def write_nuclei_dataset(root: Path, n: int = 5) -> Path:
+    """``n`` tiny nuclei images with labels and a manifest in ``root``; returns the manifest."""
+    import tifffile
+    import yaml
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    for i in range(n):
+        image, labels = make_tiny_nuclei(i)
+        tifffile.imwrite(root / "images" / f"n{i}.tif", image[0])
+        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
+    (root / "manifest.yaml").write_text(yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
+                                                        "labels": "labels/{id}.tif"}))
+    return root / "manifest.yaml"
+
+
+def train_nuclei_run(root: Path, *, instance: dict, val: list[str], n: int = 5, epochs: int = 2) -> Path:
+    """A tiny distance/border nuclei run trained for a few steps on :func:`write_nuclei_dataset` data."""
+    import yaml
+
+    from fluoseg.config import load_config
+    from fluoseg.train.trainer import train
+
+    manifest = write_nuclei_dataset(root, n)
+    config = {"data": {"manifest": str(manifest), "split": {"val": val}}, "task": "instance", "instance": instance,
+              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same"}},
+              "train": {"epochs": epochs, "steps_per_epoch": 4 if epochs > 2 else 3, "batch_size": 2,
+                        "patch_size": 64, "device": "cpu", "num_threads": 1, "learning_rate": 3e-3}}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return train(load_config(root / "config.yaml"), root / "run", progress=False)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import yaml
 
 from fluoseg.cli import main
 from fluoseg.config import load_config
@@ -16,26 +15,10 @@ from fluoseg.tuning import tune_run
 
 @pytest.fixture(scope="module")
 def instance_run(tmp_path_factory):
-    import tifffile
+    from support import train_nuclei_run
 
-    from support import make_tiny_nuclei
-
-    root = tmp_path_factory.mktemp("tune")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    for i in range(5):
-        image, labels = make_tiny_nuclei(i)
-        tifffile.imwrite(root / "images" / f"n{i}.tif", image[0])
-        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
-    (root / "manifest.yaml").write_text(yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
-                                                        "labels": "labels/{id}.tif"}))
-    config = {"data": {"manifest": str(root / "manifest.yaml"), "split": {"val": ["n3", "n4"]}}, "task": "instance",
-              "instance": {"method": "distance", "h": 4.0, "min_size": 5},
-              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same"}},
-              "train": {"epochs": 3, "steps_per_epoch": 4, "batch_size": 2, "patch_size": 64, "device": "cpu",
-                        "num_threads": 1, "learning_rate": 3e-3}}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return train(load_config(root / "config.yaml"), root / "run", progress=False)
+    return train_nuclei_run(tmp_path_factory.mktemp("tune"), instance={"method": "distance", "h": 4.0, "min_size": 5},
+                            val=["n3", "n4"], epochs=3)
 
 
 def test_tuned_parameters_are_stored_and_used_by_prediction(instance_run):

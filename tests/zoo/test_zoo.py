@@ -5,37 +5,21 @@ import csv
 import numpy as np
 import pytest
 import tifffile
-import yaml
 
 from fluoseg import zoo
 from fluoseg.cli import main
-from fluoseg.config import load_config
 from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter
-from fluoseg.train.trainer import train
 
 
 @pytest.fixture(scope="module")
 def nuclei_run(tmp_path_factory):
     """A tiny distance-map nuclei run with scale normalisation, trained for a few steps."""
-    from support import make_tiny_nuclei
+    from support import train_nuclei_run
 
     root = tmp_path_factory.mktemp("zoo")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    for i in range(4):
-        image, labels = make_tiny_nuclei(i)
-        tifffile.imwrite(root / "images" / f"n{i}.tif", image[0])
-        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
-    (root / "manifest.yaml").write_text(yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
-                                                        "labels": "labels/{id}.tif"}))
-    config = {"data": {"manifest": str(root / "manifest.yaml"), "split": {"val": ["n3"]}}, "task": "instance",
-              "instance": {"method": "distance", "min_size": 5, "target_diameter": 10.0},
-              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same"}},
-              "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 64, "device": "cpu",
-                        "num_threads": 1, "learning_rate": 3e-3}}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root, train(load_config(root / "config.yaml"), root / "run", progress=False)
+    return root, train_nuclei_run(root, n=4, instance={"method": "distance", "min_size": 5, "target_diameter": 10.0},
+                                  val=["n3"])
 
 
 def test_exported_model_predicts_as_its_run(nuclei_run, tmp_path, monkeypatch):
