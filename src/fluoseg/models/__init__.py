@@ -20,6 +20,7 @@ from fluoseg.models.channel_invariant import (
     marker_rows,
     register_front_end,
 )
+from fluoseg.models.deepcell import DeepCell
 from fluoseg.models.deeplab import DeepLabV3
 from fluoseg.models.decoders import EncoderNetwork, EncoderUNet
 from fluoseg.models.encoders import Encoder, build_encoder, encoder_names
@@ -53,6 +54,7 @@ from fluoseg.models.unetpp import UNetPlusPlus
 
 __all__ = [
     "ChannelInvariantFrontEnd",
+    "DeepCell",
     "DeepLabV3",
     "Encoder",
     "EncoderNetwork",

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from fluoseg.errors import FluosegError
 from fluoseg.models.encoders import build_encoder
-from fluoseg.models.marker_input import build_marker_input, default_availability
+from fluoseg.models.marker_input import build_marker_input, checked_marker_input
 from fluoseg.models.pretrained import LoadReport, load_encoder_weights
 from fluoseg.models.registry import register_model
 
@@ -188,15 +188,7 @@ class EncoderNetwork(nn.Module):
             ``(N, out_channels, H, W)`` logits (a list of them only for U-Net++ with deep
             supervision in training mode).
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        for size in x.shape[-2:]:
-            self.output_size(int(size))
-        if availability is None:
-            availability = default_availability(x)
-        elif tuple(availability.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"expected availability of shape {tuple(x.shape[:2])}, got {tuple(availability.shape)}")
-        x, availability = self.marker_input(x, availability)
+        x, availability = checked_marker_input(self, x, availability)
         height, width = x.shape[-2:]
         return self.decode(self.encoder(x), (int(height), int(width)))
 

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from fluoseg.errors import FluosegError
-from fluoseg.models.marker_input import build_marker_input, default_availability
+from fluoseg.models.marker_input import build_marker_input, checked_marker_input
 from fluoseg.models.registry import register_model
 from fluoseg.models.unet import NORMS, PADDINGS, UNet
 
@@ -198,15 +198,7 @@ class HeMIS(nn.Module):
         Tensor
             ``(N, out_channels, output_size(H), output_size(W))`` logits.
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        for size in x.shape[-2:]:
-            self.output_size(int(size))
-        if availability is None:
-            availability = default_availability(x)
-        elif tuple(availability.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"expected availability of shape {tuple(x.shape[:2])}, got {tuple(availability.shape)}")
-        x, availability = self.marker_input(x, availability)
+        x, availability = checked_marker_input(self, x, availability)
         used = (availability > 0.5).any(dim=0).tolist()
         size = (x.shape[-2] - self.backend_shrink, x.shape[-1] - self.backend_shrink)
         features = []

@@ -118,6 +118,29 @@ def default_availability(x: Tensor) -> Tensor:
     return torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
 
 
+def checked_marker_input(model: nn.Module, x: Tensor, availability: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Validate a segmentation model's input and apply its marker input layer.
+
+    ``model`` has ``in_channels``, ``output_size`` (raising ``ValueError`` for an
+    inadmissible size) and ``marker_input``; ``availability`` defaults to all present.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not ``(N, in_channels, H, W)`` with admissible sizes, or the
+        availability does not have shape ``(N, in_channels)``.
+    """
+    if x.ndim != 4 or x.shape[1] != model.in_channels:
+        raise ValueError(f"expected input (N, {model.in_channels}, H, W), got {tuple(x.shape)}")
+    for size in x.shape[-2:]:
+        model.output_size(int(size))
+    if availability is None:
+        availability = default_availability(x)
+    elif tuple(availability.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"expected availability of shape {tuple(x.shape[:2])}, got {tuple(availability.shape)}")
+    return model.marker_input(x, availability)
+
+
 def sample_markers(availability: Tensor, r_drop: float) -> Tensor:
     """Draw which present markers a training sample keeps; never none of them.
 

@@ -119,6 +119,46 @@ ATTENTION: Registry[type[nn.Module]] = Registry("attention module", required=("c
 """Modules ``forward(features, availability) -> features`` placed after network blocks."""
 
 
+def record_construction(cls: T, name: str) -> T:
+    """Make every instance of ``cls`` remember its name and constructor arguments.
+
+    The arguments (defaults filled in, ``**kwargs`` flattened) are stored as
+    ``{"name": name, **arguments}`` and read back with :func:`recorded_construction`,
+    so that a checkpoint can describe how to rebuild the instance.
+
+    Raises
+    ------
+    ValueError
+        If the constructor has an argument named ``options`` (reserved by the builders).
+    """
+    original_init = cls.__init__
+    signature = inspect.signature(original_init)
+    if "options" in signature.parameters:
+        raise ValueError("'options' is reserved by the builders and cannot be a constructor argument")
+    var_keyword = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+
+    @functools.wraps(original_init)
+    def init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop("self")
+        for key in var_keyword:
+            arguments.update(arguments.pop(key, {}))
+        # Set last: a registered subclass calling a registered parent's __init__ must
+        # end up described by its own name and arguments.
+        object.__setattr__(self, _SPEC_ATTRIBUTE, {"name": name, **arguments})
+
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+def recorded_construction(model: nn.Module) -> Mapping[str, Any] | None:
+    """``{"name", **arguments}`` recorded by :func:`record_construction`, or ``None``."""
+    return getattr(model, _SPEC_ATTRIBUTE, None)
+
+
 def register_model(name: str) -> Callable[[T], T]:
     """Class decorator making a segmentation network buildable by ``name``.
 
@@ -133,28 +173,10 @@ def register_model(name: str) -> Callable[[T], T]:
     """
 
     def decorator(cls: T) -> T:
-        original_init = cls.__init__
-        signature = inspect.signature(original_init)
-        if "options" in signature.parameters:
+        if "options" in inspect.signature(cls.__init__).parameters:
             raise ValueError("'options' is reserved by build_model and cannot be a model constructor argument")
         MODELS.register(name)(cls)  # before wrapping, so a name clash leaves the class untouched
-        var_keyword = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
-
-        @functools.wraps(original_init)
-        def init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
-            original_init(self, *args, **kwargs)
-            bound = signature.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            arguments.pop("self")
-            for key in var_keyword:
-                arguments.update(arguments.pop(key, {}))
-            # Set last: a registered subclass calling a registered parent's __init__ must
-            # end up described by its own name and arguments.
-            object.__setattr__(self, _SPEC_ATTRIBUTE, {"name": name, **arguments})
-
-        cls.__init__ = init  # type: ignore[misc]
-        return cls
+        return record_construction(cls, name)
 
     return decorator
 
@@ -183,17 +205,32 @@ def build_model(
     FluosegError
         For an unknown name or option, an option given twice, or an invalid option value.
     """
-    for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+    sizes = {"in_channels": in_channels, "out_channels": out_channels}
+    merged = merge_options("model", sizes, options, more_options)
+    return MODELS.build(name, **sizes, **merged)
+
+
+def merge_options(kind: str, sizes: Mapping[str, Any], options: Mapping[str, Any] | None,
+                  more_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the channel counts and merge options given as a mapping and as keywords.
+
+    Raises
+    ------
+    FluosegError
+        If a count in ``sizes`` is not a positive integer, ``options`` is not a mapping,
+        or an option is given both ways.
+    """
+    for label, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise FluosegError(f"{label} must be a positive integer, got {value!r}")
     if options is not None and not isinstance(options, Mapping):
-        raise FluosegError(f"model options must be a mapping of option names to values, got {options!r}")
+        raise FluosegError(f"{kind} options must be a mapping of option names to values, got {options!r}")
     merged = dict(options or {})
     twice = sorted(set(merged) & set(more_options))
     if twice:
-        raise FluosegError(f"model option(s) {twice} given twice; give each once")
+        raise FluosegError(f"{kind} option(s) {twice} given twice; give each once")
     merged.update(more_options)
-    return MODELS.build(name, in_channels=in_channels, out_channels=out_channels, **merged)
+    return merged
 
 
 def model_names() -> list[str]:
@@ -214,7 +251,7 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     ValueError
         If the model was not built by a registered class, or an option is not JSON-able.
     """
-    recorded: Mapping[str, Any] | None = getattr(model, _SPEC_ATTRIBUTE, None)
+    recorded = recorded_construction(model)
     if recorded is None:
         raise ValueError(f"{type(model).__qualname__} is not a registered fluoseg model")
     options = {k: v for k, v in recorded.items() if k not in ("name", "in_channels", "out_channels")}
