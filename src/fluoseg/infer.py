@@ -36,6 +36,10 @@ from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 
 DEFAULT_TILE = 572
 """Default network input tile: the MS-ME tile, rounded to what the network accepts."""
+AUTO_REFINEMENTS = 2
+"""Extra probe passes of ``--diameter auto`` at the zoom the previous one asked for."""
+AUTO_TOLERANCE = 1.5
+"""A probe whose estimate asks for a zoom within this factor of its own is trusted."""
 
 
 @dataclass(frozen=True)
@@ -308,14 +312,48 @@ class Segmenter:
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
         diameter = options.diameter
         if diameter == "auto":
-            first, _ = self.predict_labels(image, channel_names, options.replace(diameter="off"))
-            diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
+            diameter = self.estimate_diameter(image, channel_names, options)
         factor = scale_factor(float(diameter), float(target))
         if abs(factor - 1.0) < 1e-6:
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        factors = (1.0,) * (len(image.shape) - 3) + (factor, factor)  # z of a stack is never resampled
-        scaled = resample_image(np.asarray(image, dtype=np.float32), factors)
-        return np.asarray(self.predict_probabilities(scaled, channel_names, options)), True
+        return np.asarray(self.predict_probabilities(_zoomed(image, factor), channel_names, options)), True
+
+    def estimate_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
+                          options: PredictOptions | None = None, *, refinements: int = AUTO_REFINEMENTS) -> float:
+        """The mean object diameter of an image in pixels, from the model's own predictions.
+
+        A first pass at the original scale gives an estimate; a network sees objects best at
+        its training size, so when that estimate asks for a zoom far from 1 (more than
+        :data:`AUTO_TOLERANCE`) the image is probed again at that zoom and the estimate is
+        taken from there, up to ``refinements`` times (Cellpose refines its size model's
+        guess in the same spirit). Nuclei several times the training size, which a first pass
+        cuts into pieces, are measured whole this way. Only zooms below 1 are probed (they
+        are cheap); without any object the model's training diameter is returned (no
+        rescaling).
+        """
+        options = _options(options, {}).replace(diameter="off")
+        target = float(self.task.target_diameter or 0.0)
+        if not target:
+            raise FluosegError("this model was trained without scale normalisation; it has no diameter to estimate")
+        diameter, zoom = target, 1.0
+        for _ in range(1 + refinements):
+            labels = self._probe_labels(image, channel_names, options, zoom)
+            if labels.max() == 0:
+                break
+            diameter = estimate_diameter_from_labels(labels) / zoom
+            wanted = scale_factor(diameter, target)
+            # Zooming in costs zoom^2 times the pixels and small objects are seen at the
+            # original scale anyway; only probes at a smaller zoom are worth running.
+            if abs(np.log(wanted / zoom)) <= np.log(AUTO_TOLERANCE) or wanted >= 1.0:
+                break
+            zoom = wanted
+        return float(diameter)
+
+    def _probe_labels(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
+                      zoom: float) -> np.ndarray:
+        """Labels of the image zoomed by ``zoom`` (a probe pass of :meth:`estimate_diameter`)."""
+        probe = image if zoom == 1.0 else _zoomed(image, zoom)
+        return self.decode(np.asarray(self.predict_probabilities(probe, channel_names, options)))
 
     def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
         """The image at the model's working pixel size (unchanged when it is already there)."""
@@ -329,6 +367,12 @@ class Segmenter:
             return image, False
         factors = (1.0,) * (spatial_axes - 2) + tuple(factors)  # z of a stack is never resampled
         return resample_image(np.asarray(image, dtype=np.float32), factors), True
+
+
+def _zoomed(image: Any, factor: float) -> np.ndarray:
+    """The image resampled by ``factor`` along Y and X (the z of a stack is never resampled)."""
+    factors = (1.0,) * (len(image.shape) - 3) + (factor, factor)
+    return resample_image(np.asarray(image, dtype=np.float32), factors)
 
 
 def _into(result: Any, out: Any) -> Any:
