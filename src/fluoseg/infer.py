@@ -23,6 +23,7 @@ from torch import nn
 
 from fluoseg import zoo
 from fluoseg.bioimage.package import is_package, load_checkpoints
+from fluoseg.data.blank import BLANK_SNR, is_blank
 from fluoseg.data.normalize import compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
 from fluoseg.device import resolve_device
@@ -64,6 +65,10 @@ class PredictOptions:
         Instance models trained with scale normalisation: mean object diameter in pixels,
         ``"auto"`` (the default: estimated from a first pass) or ``"off"`` (no rescaling).
         Models without scale normalisation ignore it.
+    blank_snr
+        Instance models: an image whose brightest spot stands less than this many noise
+        standard deviations above its background (:func:`fluoseg.data.blank.signal_to_noise`)
+        is an empty field and gets no objects; 0 turns the check off.
     progress
         Show a progress bar over tiles.
     source
@@ -76,6 +81,7 @@ class PredictOptions:
     batch_size: int = 1
     tta: bool | tuple[int, ...] = (0,)
     diameter: float | str | None = "auto"
+    blank_snr: float = BLANK_SNR
     progress: bool = False
     source: str | None = None
 
@@ -90,6 +96,8 @@ class PredictOptions:
             raise FluosegError(f"the tile size must be an integer of at least 8 pixels, got {self.tile_size!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
             raise FluosegError(f"the batch size must be a positive integer, got {self.batch_size!r}")
+        if isinstance(self.blank_snr, bool) or not (np.isfinite(self.blank_snr) and self.blank_snr >= 0):
+            raise FluosegError(f"the blank-field threshold must be a number >= 0 (0: no check), got {self.blank_snr!r}")
         if self.diameter is None:
             set_(self, "diameter", "off")
         if self.diameter not in ("auto", "off"):
@@ -288,11 +296,17 @@ class Segmenter:
         is rescaled so its objects get the training size (:func:`fluoseg.instance.scale.scale_factor`,
         the rule training used), and labels and maps are resampled back. The diameter is
         ``options.diameter`` in pixels, or estimated from a first prediction at the original
-        scale (``"auto"``, the default); ``"off"`` predicts at the original scale.
+        scale (``"auto"``, the default); ``"off"`` predicts at the original scale. An empty
+        field (``options.blank_snr``) gets no objects, and no diameter is estimated on it.
         """
         options = _options(options, settings)
+        blank = options.blank_snr > 0 and is_blank(image, threshold=options.blank_snr)
+        if blank:
+            options = options.replace(diameter="off")
         outputs, rescaled = self.model_scale_maps(image, channel_names, options)
         labels = self.decode(outputs)
+        if blank:
+            labels = np.zeros_like(labels)
         if not rescaled:
             return labels, outputs
         spatial = tuple(image.shape[1:])

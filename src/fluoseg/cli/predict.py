@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fluoseg.cli._args as _args
+from fluoseg.data.blank import BLANK_SNR
 
 FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
 """The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
@@ -43,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoding.add_argument("--h", type=_args.positive_float, help="distance method: height of the h-maxima seeding objects")
     decoding.add_argument("--threshold", type=_args.probability, help="foreground probability threshold")
     decoding.add_argument("--min-size", type=int, help="smallest object kept, in pixels at the model's scale")
+    decoding.add_argument("--blank-snr", type=_args.non_negative_float, default=BLANK_SNR,
+                          help="an image whose brightest spot is less than this many noise standard deviations above "
+                          f"its background is an empty field and gets no objects (default {BLANK_SNR:g}; pure noise "
+                          "scores about 6-7; 0 turns the check off)")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         markers=segmenter.panel.parse([model for model, _ in args.markers]) if args.markers else None,
         tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
-        diameter=None if diameter_um is not None else args.diameter)
+        diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
     with OutputLock(out_dir, what="output folder"):
         out_dir.mkdir(parents=True, exist_ok=True)
