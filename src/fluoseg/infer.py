@@ -302,20 +302,33 @@ class Segmenter:
         This is what :meth:`predict_labels` decodes (the labels are then resampled back);
         decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`).
         """
-        options = _options(options, settings)
+        options = self.resolve_diameter(image, channel_names, options, **settings)
         target = self.task.target_diameter
-        if options.diameter == "off" or not target:
+        if options.diameter == "off":
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        diameter = options.diameter
-        if diameter == "auto":
-            first, _ = self.predict_labels(image, channel_names, options.replace(diameter="off"))
-            diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
-        factor = scale_factor(float(diameter), float(target))
+        factor = scale_factor(float(options.diameter), float(target))
         if abs(factor - 1.0) < 1e-6:
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
         factors = (1.0,) * (len(image.shape) - 3) + (factor, factor)  # z of a stack is never resampled
         scaled = resample_image(np.asarray(image, dtype=np.float32), factors)
         return np.asarray(self.predict_probabilities(scaled, channel_names, options)), True
+
+    def resolve_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
+                         options: PredictOptions | None = None, **settings: Any) -> PredictOptions:
+        """The options with the object diameter settled: a number of pixels, or ``"off"``.
+
+        ``"off"`` when the model has no scale normalisation; ``"auto"`` is estimated from a
+        first prediction at the original scale. Callers that predict one image several times
+        (e.g. :mod:`fluoseg.uncertainty`) settle it once, so every pass sees the same scale.
+        """
+        options = _options(options, settings)
+        target = self.task.target_diameter
+        if options.diameter == "off" or not target:
+            return options.replace(diameter="off")
+        if options.diameter != "auto":
+            return options
+        first, _ = self.predict_labels(image, channel_names, options.replace(diameter="off"))
+        return options.replace(diameter=estimate_diameter_from_labels(first) if first.max() > 0 else float(target))
 
     def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
         """The image at the model's working pixel size (unchanged when it is already there)."""
