@@ -332,11 +332,11 @@ def test_a_small_network_learns_a_separable_problem(make_config, tiny_dataset, t
 # ---- model.trainable: Marker-Excite-only fine-tuning ---------------------------------------
 
 
-def me_config(make_config, name, **model):
+def me_config(make_config, name, epochs=1, **model):
     """A tiny MS-ME U-Net (Marker Sampling, Marker Excite, batch norm) config with ``model`` overrides."""
     import yaml
 
-    path = make_config(name, epochs=1, steps_per_epoch=3, learning_rate=1e-2)
+    path = make_config(name, epochs=epochs, steps_per_epoch=3, learning_rate=1e-2)
     config = yaml.safe_load(path.read_text())
     config["model"]["options"].update(marker_input="ms", attention="me", norm="batch")
     config["model"].update(model)
@@ -401,3 +401,20 @@ def test_unknown_trainable_scope_is_refused_by_the_schema(make_config):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(FluosegError, match="model.trainable"):
         load_config(path)
+
+
+def test_killed_excite_fine_tuning_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
+    pretrained = train(load_config(me_config(make_config, "pre.yaml")), tmp_path / "pre", progress=False)
+
+    def config():
+        return load_config(me_config(make_config, "fine.yaml", epochs=2, init_from=str(pretrained), trainable="excite"))
+
+    reference = train(config(), tmp_path / "reference", progress=False)
+    original = kill_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(), tmp_path / "killed", progress=False)
+    monkeypatch.setattr(trainer_module, "_write_metrics", original)
+    resumed = train(config(), tmp_path / "killed", resume=True, progress=False)
+    assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
+    start, tuned = weights(pretrained / "model" / "best.pt"), weights(resumed / "model" / "last.pt")
+    assert {k for k in tuned if not torch.equal(tuned[k], start[k])} == {k for k in tuned if ".hook." in k}
