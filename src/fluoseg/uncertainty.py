@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fluoseg.data.resample import resample_to_shape
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.metrics.uncertainty import uncertainty_maps
@@ -146,9 +147,7 @@ def sample_probabilities(segmenter: Segmenter, image: Any, channel_names: Sequen
 
     def one_pass(settings: PredictOptions) -> np.ndarray:
         maps, rescaled = segmenter.model_scale_maps(image, channel_names, settings)
-        if rescaled:
-            from fluoseg.data.resample import resample_to_shape
-
+        if rescaled:  # back to the image's pixels, as predict_labels does with its maps
             maps = resample_to_shape(maps, spatial, kind="probabilities")
         return np.asarray(maps, dtype=np.float32)
 
