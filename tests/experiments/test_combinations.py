@@ -57,7 +57,12 @@ def test_cli_combinations(ms_run, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["experiment", "combinations", str(ms_run), "--data", str(tiny_dataset), "--out", str(out),
                  "--samples", "s4", "--method", "MS", "--tile-size", "60", "--quiet"]) == 0
-    assert "mean F1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean F1" in printed and "expected F1 vs F1 over 7 combinations: Spearman" in printed
+    quality = list(csv.DictReader((out / "combinations_estimates.csv").open()))
+    assert {r["class"] for r in quality} == {"blob", "bar"} and {r["n_combinations"] for r in quality} == {"7"}
+    assert all(-1 <= float(r["spearman_expected_f1"]) <= 1 and 0 <= float(r["mean_ece"]) <= 1 for r in quality
+               if r["spearman_expected_f1"])
     assert len(list(csv.DictReader((out / "combinations.csv").open()))) == 7 * 2
     assert main(["experiment", "combinations", str(ms_run), "--data", str(tiny_dataset), "--out", str(out),
                  "--samples", "nope", "--quiet"]) == 2
