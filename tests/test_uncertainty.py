@@ -163,6 +163,16 @@ def test_mc_dropout_passes_disagree_reproducibly_and_need_dropout():
         pixel_uncertainty(segmenter_of(_Valid3x3(HORIZONTAL_EDGES)), step_image(), ["DNA"], None, options)
 
 
+def test_only_fluoseg_models_can_be_sampled():
+    from fluoseg.uncertainty import check_uncertainty
+
+    class Foreign:  # what fluoseg.bioimage.foreign.load_model gives for other bioimage.io packages
+        task_name = "semantic"
+
+    with pytest.raises(FluosegError, match="leave --uncertainty out"):
+        check_uncertainty(Foreign(), UncertaintyOptions())
+
+
 def test_options_are_checked():
     with pytest.raises(FluosegError, match="unknown uncertainty method"):
         UncertaintyOptions(method="ensemble")

@@ -115,8 +115,12 @@ def check_uncertainty(segmenter: Segmenter, options: UncertaintyOptions) -> None
     Raises
     ------
     FluosegError
-        For a regression run, or ``"dropout"`` with a network without dropout layers.
+        For a regression run, a foreign bioimage.io model (no fluoseg networks to sample),
+        or ``"dropout"`` with a network without dropout layers.
     """
+    if not isinstance(segmenter, Segmenter):
+        raise FluosegError("uncertainty maps need a fluoseg run, zoo model or package exported by fluoseg; "
+                           "leave --uncertainty out for other bioimage.io models")
     for member in segmenter.members:
         probability_groups(member.task)
         if options.method == "dropout" and not dropout_modules(member.model):
