@@ -320,14 +320,11 @@ class Segmenter:
         This is what :meth:`predict_labels` decodes (the labels are then resampled back);
         decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`).
         """
-        options = _options(options, settings)
+        options = self.resolve_diameter(image, channel_names, options, **settings)
         target = self.task.target_diameter
-        if options.diameter == "off" or not target:
+        if options.diameter == "off":
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        diameter = options.diameter
-        if diameter == "auto":
-            diameter = self.estimate_diameter(image, channel_names, options)
-        factor = scale_factor(float(diameter), float(target))
+        factor = scale_factor(float(options.diameter), float(target))
         if abs(factor - 1.0) < 1e-6:
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
         return np.asarray(self.predict_probabilities(_zoomed(image, factor), channel_names, options)), True
@@ -368,6 +365,22 @@ class Segmenter:
         """Labels of the image zoomed by ``zoom`` (a probe pass of :meth:`estimate_diameter`)."""
         probe = image if zoom == 1.0 else _zoomed(image, zoom)
         return self.decode(np.asarray(self.predict_probabilities(probe, channel_names, options)))
+
+    def resolve_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
+                         options: PredictOptions | None = None, **settings: Any) -> PredictOptions:
+        """The options with the object diameter settled: a number of pixels, or ``"off"``.
+
+        ``"off"`` when the model has no scale normalisation; ``"auto"`` is estimated by
+        :meth:`estimate_diameter`. Callers that predict one image several times
+        (e.g. :mod:`fluoseg.uncertainty`) settle it once, so every pass sees the same scale.
+        """
+        options = _options(options, settings)
+        target = self.task.target_diameter
+        if options.diameter == "off" or not target:
+            return options.replace(diameter="off")
+        if options.diameter != "auto":
+            return options
+        return options.replace(diameter=self.estimate_diameter(image, channel_names, options))
 
     def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
         """The image at the model's working pixel size (unchanged when it is already there)."""

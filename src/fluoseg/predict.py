@@ -8,7 +8,10 @@ Outputs per input image ``NAME.*`` in the output folder:
   probabilities of the same shape;
 - ``NAME_objects.csv`` with ``objects=True`` (instance models): one row per object with its
   area, centroid, bounding box, eccentricity and the intensity of every named channel
-  (:func:`fluoseg.objects.object_table`).
+  (:func:`fluoseg.objects.object_table`);
+- ``NAME_uncertainty.tif`` (or ``.zarr``) with ``uncertainty=True``: float32 per-pixel
+  uncertainty ``([Z], Y, X)`` from repeated predictions (:mod:`fluoseg.uncertainty`), and
+  one row per image in ``uncertainty.csv`` (:data:`UNCERTAINTY_TABLE`) with its mean.
 
 Other formats of the masks or labels, for viewers (:data:`OUTPUT_FORMATS`): ``ome-tiff``
 (``NAME.ome.tif``, tiled with pyramid levels for large images), ``geojson``
@@ -32,10 +35,15 @@ from fluoseg.io import ImageData, create_output, read_image, supported_suffixes,
 from fluoseg.io.objects import write_geojson, write_imagej_rois
 from fluoseg.io.pyramid import write_pyramidal_ome_tiff
 from fluoseg.objects import object_table
+from fluoseg.uncertainty import UncertaintyOptions, count_passes, pixel_uncertainty
 
 MASK_SUFFIX = ""
 PROBABILITY_SUFFIX = "_probabilities"
 OBJECTS_SUFFIX = "_objects.csv"
+UNCERTAINTY_SUFFIX = "_uncertainty"
+UNCERTAINTY_TABLE = "uncertainty.csv"
+"""Per-image mean uncertainty, one row per input, in the output folder."""
+UNCERTAINTY_FIELDS = ("image", "method", "measure", "passes", "mean_uncertainty")
 OUTPUT_FORMATS = {"tif": ".tif", "zarr": ".zarr", "ome-tiff": ".ome.tif", "geojson": ".geojson", "roi": "_rois.zip"}
 """``--format`` -> file name ending of the masks or labels (probabilities stay TIFF or Zarr)."""
 OBJECT_FORMATS = ("geojson", "roi")
@@ -53,6 +61,7 @@ class PredictionPaths:
     masks: Path
     probabilities: Path | None
     objects: Path | None = None
+    uncertainty: Path | None = None
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -84,7 +93,7 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool,
-                 objects: bool = False) -> list[PredictionPaths]:
+                 objects: bool = False, uncertainty: bool = False) -> list[PredictionPaths]:
     """Output paths for every input, refusing duplicates (two inputs with the same stem)."""
     if fmt not in OUTPUT_FORMATS:
         raise FluosegError(f"unknown output format {fmt!r}; use one of {list(OUTPUT_FORMATS)}")
@@ -101,18 +110,18 @@ def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabiliti
             masks=out_dir / f"{stem}{MASK_SUFFIX}{suffix}",
             probabilities=out_dir / f"{stem}{PROBABILITY_SUFFIX}{probability_suffix}" if probabilities else None,
             objects=out_dir / f"{stem}{OBJECTS_SUFFIX}" if objects else None,
+            uncertainty=out_dir / f"{stem}{UNCERTAINTY_SUFFIX}{probability_suffix}" if uncertainty else None,
         ))
     return paths
 
 
-def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool) -> None:
-    """Refuse up front when an output exists and ``overwrite`` is not set."""
+def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool, others: Sequence[Path] = ()) -> None:
+    """Refuse up front when an output (of an image, or one of ``others``) exists and ``overwrite`` is not set."""
     if overwrite:
         return
-    for p in paths:
-        for path in (p.masks, p.probabilities, p.objects):
-            if path is not None and path.exists():
-                raise FluosegError("output exists; pass --overwrite to replace it", path=path)
+    for path in [q for p in paths for q in (p.masks, p.probabilities, p.objects, p.uncertainty)] + list(others):
+        if path is not None and path.exists():
+            raise FluosegError("output exists; pass --overwrite to replace it", path=path)
 
 
 def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
@@ -184,11 +193,8 @@ def predict_file(
     aliases
         File channel name -> the model's marker name (``{"DAPI": "DNA"}``).
     """
-    image = read_image(image_path, axes=axes, lazy=True)
-    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names, aliases)
-    options = options.replace(pixel_size=image.pixel_size, source=str(image_path))
-    if diameter_um is not None:
-        options = options.replace(diameter=_diameter_pixels(diameter_um, image))
+    image, names, options = _file_options(segmenter, image_path, options, channel_names=channel_names, axes=axes,
+                                          diameter_um=diameter_um, aliases=aliases)
     if segmenter.task_name == "instance":
         return _write_instance(segmenter, image, names, paths, options, overwrite)
     if segmenter.task_name == "regression":
@@ -205,6 +211,53 @@ def predict_file(
     if paths.probabilities is not None:
         write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
     return write_segmentation(paths.masks, masks, overwrite=overwrite, **meta)
+
+
+def _file_options(segmenter: Segmenter, image_path: Path, options: PredictOptions, *,
+                  channel_names: Sequence[str] | None, axes: str | None, diameter_um: float | None,
+                  aliases: dict[str, str] | None) -> tuple[ImageData, tuple[str, ...], PredictOptions]:
+    """The lazily read image, its channel names, and the options with its pixel size and name."""
+    image = read_image(image_path, axes=axes, lazy=True)
+    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names, aliases)
+    options = options.replace(pixel_size=image.pixel_size, source=str(image_path))
+    if diameter_um is not None:
+        options = options.replace(diameter=_diameter_pixels(diameter_um, image))
+    return image, names, options
+
+
+def predict_uncertainty_file(
+    segmenter: Segmenter,
+    image_path: Path,
+    path: Path,
+    options: PredictOptions,
+    uncertainty: UncertaintyOptions,
+    *,
+    channel_names: Sequence[str] | None = None,
+    axes: str | None = None,
+    diameter_um: float | None = None,
+    overwrite: bool = False,
+    aliases: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """Write the per-pixel uncertainty map of one image file; returns its row of :data:`UNCERTAINTY_TABLE`.
+
+    The map (float32, the spatial shape of the image, like its labels or one mask channel)
+    comes from :func:`fluoseg.uncertainty.pixel_uncertainty` with the same prediction
+    options as :func:`predict_file`.
+    """
+    image, names, options = _file_options(segmenter, image_path, options, channel_names=channel_names, axes=axes,
+                                          diameter_um=diameter_um, aliases=aliases)
+    array = np.asarray(image.array)
+    uncertainty_map = pixel_uncertainty(segmenter, array, names, options, uncertainty)
+    write_image(path, uncertainty_map, axes=image.axes[1:], channel_names=None, pixel_size=image.pixel_size,
+                overwrite=overwrite)
+    return {"image": image_stem(image_path), "method": uncertainty.method, "measure": uncertainty.measure,
+            "passes": count_passes(options, uncertainty), "mean_uncertainty": float(uncertainty_map.mean(dtype=np.float64))}
+
+
+def write_uncertainty_table(out_dir: Path, rows: Sequence[dict[str, object]], *, overwrite: bool = False) -> Path:
+    """Write :data:`UNCERTAINTY_TABLE` (one row per image) atomically."""
+    return write_csv_atomically(Path(out_dir) / UNCERTAINTY_TABLE, list(rows), fields=list(UNCERTAINTY_FIELDS),
+                                overwrite=overwrite)
 
 
 def _diameter_pixels(diameter_um: float, image: ImageData) -> float:

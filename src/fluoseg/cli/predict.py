@@ -8,6 +8,9 @@ from fluoseg.data.blank import BLANK_SNR
 
 FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
 """The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
+UNCERTAINTY_METHODS = ("tta", "dropout")
+UNCERTAINTY_MEASURES = ("variance", "entropy", "mutual-information")
+""":data:`fluoseg.uncertainty.METHODS` and ``MEASURES`` (a test checks they agree)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +38,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
                          "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object)")
+    outputs.add_argument("--uncertainty", nargs="?", const="tta", choices=UNCERTAINTY_METHODS,
+                         help="also write NAME_uncertainty.tif, a float32 per-pixel uncertainty map, and the mean per "
+                         "image in OUT/uncertainty.csv, from repeated predictions: tta (default: the 8 flips/rotations, "
+                         "or those of --tta) or dropout (Monte-Carlo dropout; the model needs dropout layers)")
+    outputs.add_argument("--uncertainty-measure", choices=UNCERTAINTY_MEASURES, default="variance",
+                         help="per-pixel summary of the repeated predictions: variance (default; 0 where they agree), "
+                         "entropy (predictive entropy of their mean, nats) or mutual-information (the part of the "
+                         "entropy due to disagreement)")
+    outputs.add_argument("--uncertainty-passes", type=_args.positive_int, default=8, metavar="N",
+                         help="--uncertainty dropout: number of passes (at least 2; default 8)")
     _args.add_overwrite(outputs)
     outputs.add_argument("--diameter", type=_args.diameter, default="auto",
                          help="instance models trained with scale normalisation: mean object diameter in these "
@@ -69,12 +82,19 @@ def run(args: argparse.Namespace) -> int:
     from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
-    from fluoseg.predict import check_inputs, check_writable, expand_inputs, output_paths, predict_file
+    from fluoseg.predict import (UNCERTAINTY_TABLE, check_inputs, check_writable, expand_inputs, output_paths,
+                                 predict_file, predict_uncertainty_file, write_uncertainty_table)
+    from fluoseg.uncertainty import UncertaintyOptions, check_uncertainty
 
+    uncertainty = None
+    if args.uncertainty is not None:
+        uncertainty = UncertaintyOptions(method=args.uncertainty, measure=args.uncertainty_measure,
+                                         samples=args.uncertainty_passes)
     images = expand_inputs(args.images)
     out_dir = prepare_output_dir(args.out, overwrite=True, what="output folder")  # other files may stay there
-    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects)
-    check_writable(paths, overwrite=args.overwrite)
+    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects,
+                         uncertainty=uncertainty is not None)
+    check_writable(paths, overwrite=args.overwrite, others=[out_dir / UNCERTAINTY_TABLE] if uncertainty else [])
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
@@ -94,10 +114,20 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
+    if uncertainty is not None:
+        check_uncertainty(segmenter, uncertainty)
+    rows: list[dict[str, object]] = []
     with OutputLock(out_dir, what="output folder"):
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
                                    axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases)
             print(f"{image} -> {written}")
+            if uncertainty is not None and target.uncertainty is not None:
+                rows.append(predict_uncertainty_file(
+                    segmenter, image, target.uncertainty, options, uncertainty, channel_names=args.channel_names,
+                    axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases))
+                # rewritten after every image (checked up front), so an interrupted run keeps the rows it made
+                write_uncertainty_table(out_dir, rows, overwrite=True)
+                print(f"{image} -> {target.uncertainty}")
     return 0
