@@ -43,6 +43,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoding.add_argument("--h", type=_args.positive_float, help="distance method: height of the h-maxima seeding objects")
     decoding.add_argument("--threshold", type=_args.probability, help="foreground probability threshold")
     decoding.add_argument("--min-size", type=int, help="smallest object kept, in pixels at the model's scale")
+    large = p.add_argument_group("large images (instance models)",
+                                 "Labels of Zarr outputs and of images over 4096x4096 pixels are decoded block by "
+                                 "block in bounded memory; a work folder NAME.work beside the output records the "
+                                 "finished blocks until the output is complete.")
+    large.add_argument("--block-size", type=_block_size, default=1024,
+                       help="side of the blocks decoded one at a time, in pixels (default 1024; also the chunk "
+                       "side of Zarr label outputs)")
+    large.add_argument("--halo", type=_halo, help="context decoded around each block, in pixels: at least the "
+                       "largest object's extent (default: twice the model's object diameter, at least 64, plus the "
+                       "border band of border models); a warning names objects that reach it")
+    large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
+                       "finished blocks its work folder recorded (same image, model and options)")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -56,6 +68,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _block_size(text: str) -> int:
+    """A block side of at least 8 pixels."""
+    value = _args.positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"blocks are at least 8 pixels wide, got {value}")
+    return value
+
+
+def _halo(text: str) -> int:
+    """A halo of 0 or more pixels."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the halo is 0 or more pixels, got {value}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -64,11 +95,17 @@ def run(args: argparse.Namespace) -> int:
     from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
-    from fluoseg.predict import check_inputs, check_writable, expand_inputs, output_paths, predict_file
+    from fluoseg.predict import (BlockOptions, check_inputs, check_work_folders, check_writable, expand_inputs,
+                                 output_paths, predict_file)
 
     images = expand_inputs(args.images)
     out_dir = prepare_output_dir(args.out, overwrite=True, what="output folder")  # other files may stay there
     paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects)
+    done = set(check_work_folders(paths, resume=args.resume))
+    for image, target in zip(images, paths):
+        if target.masks in done:
+            print(f"{image} -> {target.masks} (done before; --resume keeps it)")
+    images, paths = [i for i, t in zip(images, paths) if t.masks not in done], [t for t in paths if t.masks not in done]
     check_writable(paths, overwrite=args.overwrite)
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
@@ -89,10 +126,12 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
+    blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume)
     with OutputLock(out_dir, what="output folder"):
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
-                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases)
+                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases,
+                                   blocks=blocks)
             print(f"{image} -> {written}")
     return 0
