@@ -52,10 +52,18 @@ def whole(nuclei, tmp_path_factory):
     return labels_of(out / "big.tif"), np.asarray(read_image(out / "big_probabilities.tif").array)
 
 
-def test_zarr_output_is_decoded_blockwise_and_equals_whole_image(nuclei, whole, tmp_path):
+@pytest.fixture(scope="module")
+def blockwise(nuclei, tmp_path_factory):
+    """The output folder of a single-process blockwise prediction (Zarr labels and probabilities)."""
     run, image = nuclei
-    assert main(["predict", str(run), str(image), "--out", str(tmp_path), "--format", "zarr", "--probabilities",
+    out = tmp_path_factory.mktemp("blockwise")
+    assert main(["predict", str(run), str(image), "--out", str(out), "--format", "zarr", "--probabilities",
                  *BLOCKS, "--quiet"]) == 0
+    return out
+
+
+def test_zarr_output_is_decoded_blockwise_and_equals_whole_image(blockwise, whole):
+    tmp_path = blockwise
     labels = labels_of(tmp_path / "big.zarr")
     assert whole[0].max() >= 15 and same_partition(labels, whole[0])
     assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
@@ -104,7 +112,7 @@ def killing_script(run: Path, image: Path, out: Path, after: int) -> str:
     """)
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_output(nuclei, whole, tmp_path, capsys):
+def test_resume_after_sigkill_gives_the_uninterrupted_output(nuclei, whole, blockwise, tmp_path, capsys):
     run, image = nuclei
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
@@ -132,10 +140,19 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(nuclei, whole, tmp_
         blockjobs.decode_job_block = original
     assert sorted(calls) == list(range(7, 8 * 12))  # the finished blocks were not decoded again
     assert not work.exists()
-    uninterrupted = tmp_path / "again"
-    assert main(["predict", str(run), str(image), "--out", str(uninterrupted), "--format", "zarr", *BLOCKS,
-                 "--quiet"]) == 0
-    assert np.array_equal(labels_of(out / "big.zarr"), labels_of(uninterrupted / "big.zarr"))
+    assert np.array_equal(labels_of(out / "big.zarr"), labels_of(blockwise / "big.zarr"))  # uninterrupted run
     assert same_partition(labels_of(out / "big.zarr"), whole[0])
     assert main(["predict", str(run), str(image), "--out", str(out), "--format", "zarr", "--resume"]) == 0
     assert "done before" in capsys.readouterr().out  # a finished output is kept by --resume
+
+
+def test_two_dask_workers_give_the_single_process_output(nuclei, blockwise, tmp_path, capsys):
+    run, image = nuclei
+    single, workers = blockwise, tmp_path / "workers"
+    assert main(["predict", str(run), str(image), "--out", str(workers), "--format", "zarr", *BLOCKS, "--quiet",
+                 "--workers", "2"]) == 0
+    assert np.array_equal(labels_of(workers / "big.zarr"), labels_of(single / "big.zarr"))
+    assert not work_folder(workers / "big.zarr").exists()
+    with pytest.raises(SystemExit):
+        main(["predict", str(run), str(image), "--out", str(workers), "--workers", "2", "--scheduler", "tcp://x:1"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import sys
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from fluoseg.errors import FluosegError
-from fluoseg.instance.blockjobs import decode_blocks, finished_blocks, open_work, write_blocks
+from fluoseg.instance.blockjobs import dask_client, decode_blocks, finished_blocks, open_work, write_blocks
 from fluoseg.instance.blocks import plan_blocks
 from fluoseg.instance.postprocess import labels_from_threshold
 
@@ -114,3 +117,35 @@ def test_halo_too_small_warns(tmp_path):
     maps[0, 5:35, 18:22] = 1  # a bar 30 px long crossing block borders
     with pytest.warns(UserWarning, match="halo"):
         run_job(tmp_path, maps, block=10, halo=4)
+
+
+def decoder_killing_its_worker(window: np.ndarray, *, marker: str) -> np.ndarray:
+    """Kills the process it runs in (SIGKILL) the first time any block is decoded."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return threshold_decoder(window)
+
+
+def test_dask_workers_survive_a_killed_worker_and_match_one_process(tmp_path):
+    import cloudpickle
+    import zarr
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # test modules are not importable by workers
+    maps = blob_maps(4, (64, 80))
+    _, expected = run_job(tmp_path / "here", maps, block=16, halo=16)
+    plan = plan_blocks(maps.shape[1:], block_shape=16, halo=16)
+    marker = tmp_path / "killed-once"
+    decoder = functools.partial(decoder_killing_its_worker, marker=str(marker))
+    job = open_work(tmp_path / "tasks.work", {"image": "x"}, plan, decoder, resume=False)
+    job.create_maps(1)[...] = maps
+    job.mark_maps_done()
+    out = zarr.create_array(store=str(tmp_path / "labels.zarr"), shape=plan.shape, chunks=(16, 16), dtype="uint32",
+                            fill_value=0)
+    with dask_client(workers=2) as client:
+        write_blocks(job, decode_blocks(job, client=client), out, client=client)
+    assert marker.exists()  # a worker process died mid-task (this process would not have survived it)
+    assert np.array_equal(np.asarray(out), expected)
+    with pytest.raises(FluosegError, match="not both"):
+        with dask_client(workers=1, scheduler="tcp://127.0.0.1:1"):
+            pass

@@ -55,6 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "border band of border models); a warning names objects that reach it")
     large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
                        "finished blocks its work folder recorded (same image, model and options)")
+    where = large.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_args.positive_int, help="decode the blocks on a local Dask cluster of "
+                       "this many worker processes (one thread each); the network runs in this process")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="decode the blocks on the workers of a running Dask "
+                       "scheduler (e.g. tcp://host:8786 started by dask-jobqueue); they must reach the output folder")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from fluoseg.device import set_threads
     from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions
+    from fluoseg.instance.blockjobs import dask_client
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
     from fluoseg.predict import (BlockOptions, check_inputs, check_work_folders, check_writable, expand_inputs,
                                  output_paths, predict_file)
@@ -126,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
-    blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume)
-    with OutputLock(out_dir, what="output folder"):
+    with OutputLock(out_dir, what="output folder"), dask_client(args.workers, args.scheduler) as client:
+        blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume, client=client)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,

@@ -22,7 +22,8 @@ blocks' strips plus the links; phase C (:func:`write_blocks`) rewrites every cor
 global ids into the output (idempotent, so it simply runs again after an interruption).
 Tasks receive a :class:`BlockJob` (paths, the plan and a picklable decoder) and an index,
 and open the arrays themselves: nothing large is sent to or from a worker. The work folder
-must be reachable by every worker (a shared file system on a cluster).
+must be reachable by every worker (a shared file system on a cluster). :func:`dask_client`
+starts a local cluster of worker processes or connects to a running scheduler.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from fluoseg.instance.blocks import BlockPlan
 from fluoseg.instance.blockwise import Decoder, _truncation_message, decode_block, write_block
 from fluoseg.io import write_bytes_atomically, write_json_atomically
 
-__all__ = ["BlockJob", "decode_blocks", "finished_blocks", "link_records", "open_work", "write_blocks"]
+__all__ = ["BlockJob", "dask_client", "decode_blocks", "finished_blocks", "link_records", "open_work", "write_blocks"]
 
 SPEC = "spec.json"
 MAPS = "maps.zarr"
@@ -291,3 +293,54 @@ def write_blocks(job: BlockJob, relabelling: Relabelling, out: Any, *, client: A
     indices = [b.index for b in job.plan]
     _run(client, write_job_block, job, indices, relabelling.luts, [out] * len(indices), progress=progress,
          desc="write")
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A ``dask.distributed.Client`` for block tasks, closed (with its local cluster) on exit.
+
+    Parameters
+    ----------
+    workers
+        Start a local cluster of this many worker processes, one thread each (decoding is
+        single-threaded numpy/scipy, so processes scale where threads would not).
+    scheduler
+        Address of a running scheduler instead (``tcp://host:8786``), e.g. one that
+        dask-jobqueue started on a cluster; its workers must reach the work folder.
+
+    Yields
+    ------
+    Client or None
+        None when neither is given (blocks then run in this process).
+
+    Raises
+    ------
+    FluosegError
+        When both are given, dask.distributed is not installed, or the scheduler cannot
+        be reached.
+    """
+    if workers is None and scheduler is None:
+        yield None
+        return
+    if workers is not None and scheduler is not None:
+        raise FluosegError("give either --workers (a local cluster) or --scheduler (a running one), not both")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise FluosegError("distributed prediction needs dask.distributed; install it with "
+                           "pip install 'dask[distributed]'") from None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise FluosegError(f"cannot reach the Dask scheduler at {scheduler!r} ({error}); check the address "
+                               "and that the scheduler is running") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    # no dashboard: a second cluster on this machine would fight for its port
+    with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None,
+                      env={"OMP_NUM_THREADS": "1"}) as cluster, Client(cluster) as client:
+        yield client
