@@ -58,7 +58,7 @@ def blockwise(nuclei, tmp_path_factory):
     run, image = nuclei
     out = tmp_path_factory.mktemp("blockwise")
     assert main(["predict", str(run), str(image), "--out", str(out), "--format", "zarr", "--probabilities",
-                 *BLOCKS, "--quiet"]) == 0
+                 "--objects", *BLOCKS, "--quiet"]) == 0
     return out
 
 
@@ -70,6 +70,7 @@ def test_zarr_output_is_decoded_blockwise_and_equals_whole_image(blockwise, whol
     assert np.allclose(np.asarray(read_image(tmp_path / "big_probabilities.zarr").array), whole[1], atol=1e-6)
     zarr_array = read_image(tmp_path / "big.zarr", lazy=True).array
     assert not work_folder(tmp_path / "big.zarr").exists()
+    assert (tmp_path / "big_objects.csv").read_text().count("\n") == labels.max() + 1  # header + one row per object
     assert tuple(getattr(zarr_array, "chunks", (1, 16, 16)))[-2:] == (16, 16)  # one block, one chunk
 
 

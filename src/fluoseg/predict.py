@@ -393,7 +393,7 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
         with create_output(paths.masks, shape=spatial, dtype=dtype, axes=label_axes, pixel_size=image.pixel_size,
                            chunks=chunks, overwrite=overwrite) as out:
             write_blocks(job, relabelling, out.array, client=blocks.client, progress=options.progress)
-        labels: Any = read_image(paths.masks, lazy=True).array[0]
+        labels: Any = None
     else:
         labels = zarr.create_array(store=str(work / "labels.zarr"), shape=spatial, dtype=dtype, chunks=chunks,
                                    fill_value=0, overwrite=True)
@@ -403,6 +403,8 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
     if paths.probabilities is not None:
         write_image(paths.probabilities, maps, axes=image.axes, pixel_size=image.pixel_size, overwrite=overwrite)
     if paths.objects is not None:  # the object table measures whole images
+        if labels is None:
+            labels = read_image(paths.masks).array[0]
         rows = object_table(np.asarray(labels), np.asarray(image.array), names, pixel_size=image.pixel_size)
         write_csv_atomically(paths.objects, rows, fields=None if rows else ["label"], overwrite=overwrite)
     shutil.rmtree(work, ignore_errors=True)

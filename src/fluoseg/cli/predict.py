@@ -93,6 +93,8 @@ def _halo(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
     from tqdm.auto import tqdm
 
     from fluoseg.bioimage.foreign import load_model
@@ -132,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
-    with OutputLock(out_dir, what="output folder"), dask_client(args.workers, args.scheduler) as client:
+    distributed = (args.workers, args.scheduler) if segmenter.task_name == "instance" else (None, None)
+    if distributed == (None, None) and (args.workers or args.scheduler):
+        warnings.warn(f"--workers and --scheduler share out the decoding of instance labels; this model's task is "
+                      f"{segmenter.task_name}, so everything runs in this process")
+    with OutputLock(out_dir, what="output folder"), dask_client(*distributed) as client:
         blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume, client=client)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
