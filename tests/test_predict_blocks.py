@@ -157,3 +157,41 @@ def test_two_dask_workers_give_the_single_process_output(nuclei, blockwise, tmp_
     with pytest.raises(SystemExit):
         main(["predict", str(run), str(image), "--out", str(workers), "--workers", "2", "--scheduler", "tcp://x:1"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_kill_before_the_maps_were_complete_predicts_them_again(nuclei, blockwise, tmp_path):
+    run, image = nuclei
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from fluoseg.instance.blockjobs import BlockJob
+        from fluoseg.cli import main
+
+        BlockJob.mark_maps_done = lambda job: os.kill(os.getpid(), signal.SIGKILL)
+        main(["predict", {str(run)!r}, {str(image)!r}, "--out", {str(out)!r}, "--format", "zarr",
+              "--block-size", "16", "--halo", "24", "--quiet"])
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    work = work_folder(out / "big.zarr")
+    assert (work / "maps.zarr").exists() and not (work / "maps.done").exists()
+    assert not list((work / "blocks").glob("*.npz"))
+    assert main(["predict", str(run), str(image), "--out", str(out), "--format", "zarr", *BLOCKS, "--resume",
+                 "--quiet"]) == 0
+    assert np.array_equal(labels_of(out / "big.zarr"), labels_of(blockwise / "big.zarr"))
+
+
+def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
+    run, image = nuclei
+    plane = np.asarray(read_image(image).array)[:, :64, :96]
+    stack = tmp_path / "stack.tif"
+    write_image(stack, np.stack([plane, plane[:, ::-1], plane[:, :, ::-1]], axis=1), axes="CZYX",
+                channel_names=["DNA"])
+    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "whole"), "--quiet"]) == 0
+    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "blocks"), "--format", "zarr", *BLOCKS,
+                 "--quiet"]) == 0
+    whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
+    assert blocks.shape == whole.shape == (3, 64, 96) and whole.max() >= 10
+    assert same_partition(blocks, whole)  # slice-wise decoders: no object spans two planes in either
