@@ -104,6 +104,13 @@ def test_resuming_other_settings_is_refused(tmp_path):
         run_job(tmp_path, maps, block=16, halo=8, spec={"image": "b.tif"}, resume=True)
 
 
+def test_a_folder_killed_during_its_setup_is_set_up_again(tmp_path):
+    maps = blob_maps(5, (40, 40))
+    (tmp_path / "w.work" / "blocks").mkdir(parents=True)  # no spec.json: set-up never finished
+    _, out = run_job(tmp_path, maps, block=16, halo=16)
+    assert same_partition(out, threshold_decoder(maps))
+
+
 def test_incomplete_maps_are_not_decoded(tmp_path):
     plan = plan_blocks((20, 20), block_shape=10, halo=4)
     job = open_work(tmp_path / "w", {}, plan, threshold_decoder, resume=False)

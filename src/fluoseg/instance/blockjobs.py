@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -140,6 +141,9 @@ def open_work(work: str | Path, spec: dict[str, Any], plan: BlockPlan, decoder: 
     record = json.loads(json.dumps(record, default=str))  # tuples as lists, as read back
     job = BlockJob(work=str(work), plan=plan, decoder=decoder, min_iou=min_iou)
     spec_path = work / SPEC
+    if work.exists() and not spec_path.exists():
+        # killed while the folder was being set up (the spec is written last): nothing to keep
+        shutil.rmtree(work, ignore_errors=True)
     if work.exists():
         if not resume:
             raise FluosegError("an interrupted prediction left this work folder; pass --resume to continue it, "
