@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "side of Zarr label outputs)")
     large.add_argument("--halo", type=_halo, help="context decoded around each block, in pixels: at least the "
                        "largest object's extent (default: twice the model's object diameter, at least 64, plus the "
-                       "border band of border models); a warning names objects that reach it")
+                       "border band of border models); a warning counts the objects that reach it")
     large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
                        "finished blocks its work folder recorded (same image, model and options)")
     where = large.add_mutually_exclusive_group()
