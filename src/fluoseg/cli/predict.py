@@ -61,6 +61,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           help="an image whose brightest spot is less than this many noise standard deviations above "
                           f"its background is an empty field and gets no objects (default {BLANK_SNR:g}; pure noise "
                           "scores about 6-7; 0 turns the check off)")
+    large = p.add_argument_group("large images (instance models)",
+                                 "Labels of Zarr outputs and of images over 4096x4096 pixels are decoded block by "
+                                 "block in bounded memory; a work folder NAME.work beside the output records the "
+                                 "finished blocks until the output is complete.")
+    large.add_argument("--block-size", type=_block_size, default=1024,
+                       help="side of the blocks decoded one at a time, in pixels (default 1024; also the chunk "
+                       "side of Zarr label outputs)")
+    large.add_argument("--halo", type=_halo, help="context decoded around each block, in pixels: at least the "
+                       "largest object's extent (default: twice the model's object diameter, at least 64, plus the "
+                       "border band of border models); a warning counts the objects that reach it")
+    large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
+                       "finished blocks its work folder recorded (same image, model and options)")
+    where = large.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_args.positive_int, help="decode the blocks on a local Dask cluster of "
+                       "this many worker processes (one thread each); the network runs in this process")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="decode the blocks on the workers of a running Dask "
+                       "scheduler (e.g. tcp://host:8786 started by dask-jobqueue); they must reach the output folder")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -74,16 +91,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _block_size(text: str) -> int:
+    """A block side of at least 8 pixels."""
+    value = _args.positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"blocks are at least 8 pixels wide, got {value}")
+    return value
+
+
+def _halo(text: str) -> int:
+    """A halo of 0 or more pixels."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the halo is 0 or more pixels, got {value}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
     from tqdm.auto import tqdm
 
     from fluoseg.bioimage.foreign import load_model
     from fluoseg.device import set_threads
     from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions
+    from fluoseg.instance.blockjobs import dask_client
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
-    from fluoseg.predict import (UNCERTAINTY_TABLE, check_inputs, check_writable, expand_inputs, output_paths,
-                                 predict_file, predict_uncertainty_file, write_uncertainty_table)
+    from fluoseg.predict import (UNCERTAINTY_TABLE, BlockOptions, check_inputs, check_work_folders, check_writable,
+                                 expand_inputs, output_paths, predict_file, predict_uncertainty_file,
+                                 write_uncertainty_table)
     from fluoseg.uncertainty import UncertaintyOptions, check_uncertainty
 
     uncertainty = None
@@ -94,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir = prepare_output_dir(args.out, overwrite=True, what="output folder")  # other files may stay there
     paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects,
                          uncertainty=uncertainty is not None)
+    done = set(check_work_folders(paths, resume=args.resume))
+    for image, target in zip(images, paths):
+        if target.masks in done:
+            print(f"{image} -> {target.masks} (done before; --resume keeps it)")
+    images, paths = [i for i, t in zip(images, paths) if t.masks not in done], [t for t in paths if t.masks not in done]
     check_writable(paths, overwrite=args.overwrite, others=[out_dir / UNCERTAINTY_TABLE] if uncertainty else [])
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
@@ -117,11 +162,17 @@ def run(args: argparse.Namespace) -> int:
     if uncertainty is not None:
         check_uncertainty(segmenter, uncertainty)
     rows: list[dict[str, object]] = []
-    with OutputLock(out_dir, what="output folder"):
+    distributed = (args.workers, args.scheduler) if segmenter.task_name == "instance" else (None, None)
+    if distributed == (None, None) and (args.workers or args.scheduler):
+        warnings.warn(f"--workers and --scheduler share out the decoding of instance labels; this model's task is "
+                      f"{segmenter.task_name}, so everything runs in this process")
+    with OutputLock(out_dir, what="output folder"), dask_client(*distributed) as client:
+        blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume, client=client)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
-                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases)
+                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases,
+                                   blocks=blocks)
             print(f"{image} -> {written}")
             if uncertainty is not None and target.uncertainty is not None:
                 rows.append(predict_uncertainty_file(
