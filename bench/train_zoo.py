@@ -65,7 +65,7 @@ SCORES = (("F1@0.5", "f1", 0.5), ("F1@0.75", "f1", 0.75), ("mean F1 0.5:0.95", "
 
 
 def config(manifest: Path, split: dict[str, list[str]], artificial: Path, diameter: float,
-           threads: int, device: str) -> dict[str, Any]:
+           settings: Settings) -> dict[str, Any]:
     """The ``fluoseg train`` configuration of the shipped model."""
     return {
         "data": {"manifest": str(manifest), "extra_train": [str(artificial)],
@@ -74,9 +74,9 @@ def config(manifest: Path, split: dict[str, list[str]], artificial: Path, diamet
         "instance": {"method": "distance", "alpha": 1.0, "h": 2.0, "threshold": 0.5, "min_size": 10,
                      "target_diameter": diameter},
         "model": MODEL,
-        "train": {"epochs": EPOCHS, "steps_per_epoch": STEPS, "batch_size": BATCH, "patch_size": PATCH,
-                  "learning_rate": LEARNING_RATE, "schedule": "cosine", "seed": 0, "device": device,
-                  "num_threads": threads},
+        "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": BATCH,
+                  "patch_size": PATCH, "learning_rate": LEARNING_RATE, "schedule": "cosine", "seed": 0,
+                  "device": settings.device, "num_threads": settings.threads},
     }
 
 
@@ -104,9 +104,10 @@ def test_scores(settings: Settings) -> dict[str, float]:
 
 
 def card(settings: Settings, split: dict[str, list[str]], diameter: float, decoding: dict[str, Any],
-         scores: dict[str, float], summary: dict[str, Any]) -> str:
+         scores: dict[str, float], summary: dict[str, Any], shipped: dict[str, float] | None) -> str:
     """The model card: data, licence, recipe, training, decoding, test scores, limits."""
-    table = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
+    shipped = shipped or {header: float("nan") for header in scores}
+    table = "\n".join(f"| {header} | {value:.3f} | {shipped[header]:.3f} |" for header, value in scores.items())
     parameters = ", ".join(f"{k} = {v:g}" for k, v in decoding["parameters"].items())
     return f"""# nuclei — fluorescence nuclei, instance segmentation
 
@@ -137,20 +138,22 @@ default `--diameter auto` a first pass estimates the nucleus size; give `--diame
   distance map to the object border (MSE) and foreground (BCE); labels by h-maxima watershed.
 - Every training image rescaled so its mean nucleus diameter is {diameter:g} px (median over
   training images).
-- Adam, learning rate {LEARNING_RATE:g} with cosine annealing, {EPOCHS} epochs x {STEPS} steps, batch
+- Adam, learning rate {LEARNING_RATE:g} with cosine annealing, {settings.epochs} epochs x {settings.steps} steps, batch
   {BATCH} of {PATCH}x{PATCH}, flips, 90° rotations, intensity jitter, seed 0, on CPU
   ({summary['threads']} threads, {summary['train_minutes']:.0f} min).
-- Kept epoch {summary['best_epoch']} of {EPOCHS}, the best validation F1@0.5 ({summary['best_val']:.3f}).
+- Kept epoch {summary['best_epoch']} of {settings.epochs}, the best validation F1@0.5 ({summary['best_val']:.3f}).
 - Decoding tuned on the validation images (`fluoseg tune`, objective mean F1 over IoU 0.5:0.95):
   {parameters}.
 - Weights stored as float16; fluoseg commit {summary['commit']}.
 
 ## Scores on the {len(split['test'])} test images (never used for a choice)
 
-Pooled over images; `fluoseg predict nuclei --diameter auto` then `fluoseg evaluate --task instance`.
+Pooled over images, with `--diameter auto`: the trained run (float32, `fluoseg predict RUN` then
+`fluoseg evaluate --task instance`) and this shipped model (float16 weights, computed as
+float32) predicting the same images.
 
-| metric | value |
-|---|---:|
+| metric | run (float32) | shipped (float16) |
+|---|---:|---:|
 {table}
 
 ## Limits
@@ -158,9 +161,62 @@ Pooled over images; `fluoseg predict nuclei --diameter auto` then `fluoseg evalu
 - Trained on DSB 2018 fluorescence only: cultured cells and tissue sections imaged at many
   magnifications, mostly 256-1040 px images. Crowded tissue, very dim nuclei and 3D stacks were
   rare or absent; retrain (`fluoseg train ... init_from`) or fine-tune on your images for those.
-- The nucleus size estimate of `--diameter auto` fails on images without nuclei; fluoseg then
-  predicts at the original scale. Give `--diameter` for such images.
+- An empty field of view (only noise around a flat background) gets no objects: fluoseg checks
+  for a spot brighter than the noise allows before decoding (`--blank-snr`, default 10 noise
+  standard deviations; 0 turns it off). Nuclei dimmer than about 1.2 noise standard deviations
+  are below that limit.
+- `--diameter auto` probes the image at the original scale, and again zoomed out when nuclei
+  look larger than the training size; nuclei under about 4 px across are not rescaled
+  enough (give `--diameter`).
 """
+
+
+def shipped_scores(settings: Settings, split: dict[str, list[str]]) -> dict[str, float]:
+    """Test scores of the exported (float16) model, predicted in this process as ``fluoseg predict nuclei`` does."""
+    from fluoseg import Segmenter
+    from fluoseg.io import read_image, read_labels
+    from fluoseg.metrics.instance import instance_rows
+
+    segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
+    items = []
+    for image_id in split["test"]:
+        labels, _ = segmenter.predict_labels(read_image(settings.data / "images" / f"{image_id}.tif").array)
+        items.append((image_id, labels, read_labels(settings.data / "labels" / f"{image_id}.tif")))
+    rows = instance_rows(items)
+    return {header: pooled_metric(rows, metric, threshold) for header, metric, threshold in SCORES}
+
+
+def speed(settings: Settings, split: dict[str, list[str]], sizes: tuple[int, ...] = (1024, 2048)) -> list[dict[str, Any]]:
+    """Labels per second of the exported model as shipped (``--diameter auto``, tuned decoding, blank check).
+
+    The input is a mosaic of test images (so the nuclei density is a real one) at each size;
+    the best of 3 runs after a warm-up, on ``settings.threads`` threads.
+    """
+    import numpy as np
+    import torch
+
+    from fluoseg import Segmenter
+    from fluoseg.io import read_image
+
+    torch.set_num_threads(settings.threads)
+    segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
+    tiles = [read_image(settings.data / "images" / f"{i}.tif").array[0] for i in split["test"]]
+    tiles = [t for t in tiles if t.shape == (256, 256)]
+    rows = []
+    for size in sizes:
+        per_side = size // 256
+        mosaic = np.block([[tiles[(r * per_side + c) % len(tiles)] for c in range(per_side)] for r in range(per_side)])
+        segmenter.predict_labels(mosaic[None, :512, :512])
+        seconds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            labels, _ = segmenter.predict_labels(mosaic[None])
+            seconds.append(time.perf_counter() - started)
+        rows.append({"size": f"{size}x{size}", "threads": settings.threads, "seconds": round(min(seconds), 2),
+                     "megapixels_per_second": round(size * size / 1e6 / min(seconds), 3),
+                     "objects": int(labels.max())})
+        log(f"speed at {size}^2: {rows[-1]['megapixels_per_second']} MP/s ({rows[-1]['objects']} objects)")
+    return rows
 
 
 def export(settings: Settings, split: dict[str, list[str]], diameter: float, overwrite: bool) -> None:
@@ -176,18 +232,45 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     summary = {"params": run.parameter_count(), "threads": settings.threads,
                "train_minutes": timing.get("train_wall_s", float("nan")) / 60,
                "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]), "commit": git_commit()}
-    text = card(settings, split, diameter, decoding, scores, summary)
-    export_run(run.path, ZOO_FOLDER, card=text, task_updates=dict(decoding["parameters"]), overwrite=overwrite)
+    export_run(run.path, ZOO_FOLDER, card=card(settings, split, diameter, decoding, scores, summary, None),
+               task_updates=dict(decoding["parameters"]), overwrite=overwrite)
+    shipped = shipped_scores(settings, split)
+    log("float16 zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
+    write_text(ZOO_FOLDER / "card.md", card(settings, split, diameter, decoding, scores, summary, shipped))
     log(f"exported {rel(ZOO_FOLDER)}")
     write_rows(RESULTS / "zoo.csv", [{"model": ZOO_NAME, **{k: round(v, 4) for k, v in scores.items()},
                                       **{f"decoding_{k}": v for k, v in decoding["parameters"].items()},
                                       "val_objective": decoding.get("value"), **summary}])
-    write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, epochs))
+    timings = speed(settings, split)
+    write_rows(RESULTS / "zoo_speed.csv", timings)
+    write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, epochs, timings))
+    render_readme(scores, split)
+
+
+README_BEGIN, README_END = "<!-- zoo-scores:begin (bench/train_zoo.py --export) -->", "<!-- zoo-scores:end -->"
+
+
+def render_readme(scores: dict[str, float], split: dict[str, list[str]]) -> None:
+    """Replace the README's block of shipped-model scores with these ones."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md has no {README_BEGIN} ... {README_END} block to fill")
+    header = "| " + " | ".join(scores) + " |"
+    rule = "|" + "---:|" * len(scores)
+    values = "| " + " | ".join(f"{v:.3f}" for v in scores.values()) + " |"
+    block = (f"{README_BEGIN}\nScores of the shipped model on the {len(split['test'])} DSB 2018 test images it never saw "
+             f"(pooled; `bench/results/zoo.md`):\n\n{header}\n{rule}\n{values}\n")
+    write_text(readme, text[:start] + block + text[end:])
+    log("README.md: shipped-model scores updated")
 
 
 def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict[str, Any],
-           summary: dict[str, Any], epochs: list[dict[str, str]]) -> str:
+           summary: dict[str, Any], epochs: list[dict[str, str]], timings: list[dict[str, Any]]) -> str:
     rows = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
+    speeds = "\n".join(f"| {r['size']} | {r['threads']} | {r['seconds']} | {r['megapixels_per_second']} | {r['objects']} |"
+                       for r in timings)
     curve = "\n".join(f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_score']):.3f} |" for r in epochs)
     return f"""# The shipped `nuclei` model
 
@@ -207,6 +290,16 @@ For scale: the 270-step variants of `bench/results/nuclei.md` (same split) reach
 same budget (issue 11's fair set-up) has not been run for this model yet; see the closing
 notes of issue 12.
 
+## Speed as shipped
+
+`Segmenter.pretrained("nuclei").predict_labels` with `--diameter auto` (probe pass + final
+pass), the tuned decoding and the blank-field check, on mosaics of 256x256 test images, CPU,
+best of 3 after a warm-up (`zoo_speed.csv`). StarDist was not timed beside it in this run.
+
+| image | threads | seconds | MP/s | objects |
+|---|---:|---:|---:|---:|
+{speeds}
+
 ## Training curve (validation F1@0.5 per epoch; best epoch {summary['best_epoch']})
 
 | epoch | train loss | val F1@0.5 |
@@ -220,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DSB2018)
     parser.add_argument("--work", type=Path, default=WORK / "zoo")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--steps", type=int, default=STEPS, help="steps per epoch")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--export", action="store_true", help="write the zoo folder and the report (after the run)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
@@ -228,13 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.data}: no DSB 2018 images here; give --data")
     terminate_child_on_sigterm()
     args.work.mkdir(parents=True, exist_ok=True)
-    settings = Settings(data=args.data, work=args.work, results=RESULTS, epochs=EPOCHS, steps=STEPS,
+    settings = Settings(data=args.data, work=args.work, results=RESULTS, epochs=args.epochs, steps=args.steps,
                         threads=args.threads, device=args.device, n_artificial=N_ARTIFICIAL, smoke=False)
     split = dsb_split(args.data)
     manifest = dsb_manifest(args.work / "manifest.yaml", args.data, split["train"] + split["val"] + split["test"])
     diameter = dsb_target_diameter(args.work, args.data, split["train"])
     artificial = artificial_images(args.work, manifest, split["train"], N_ARTIFICIAL, args.threads)
-    train_variant(RECIPE, settings, config(manifest, split, artificial, diameter, args.threads, args.device))
+    train_variant(RECIPE, settings, config(manifest, split, artificial, diameter, settings))
     tune(settings)
     predict_variant(RECIPE, settings, split["test"])
     evaluate_variant(RECIPE, settings, args.data / "labels")
