@@ -64,6 +64,9 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     if checkpoint.task.get("name") != "instance":
         raise FluosegError(f"only instance runs have decoding parameters to tune; this run's task is "
                            f"{checkpoint.task.get('name')!r}", path=run.path)
+    if checkpoint.model.is_detector:
+        raise FluosegError(f"a detection model ({checkpoint.model.name}) has no decoding maps to tune; set "
+                           "instance.min_score and instance.threshold in the config instead", path=run.path)
     method = checkpoint.task.get("method", "border")
     ids = list(samples) if samples else run.split()["val"]
     if not ids:
