@@ -171,3 +171,52 @@ def test_make_task_picks_the_detection_task_for_detectors():
 def test_settings_a_detector_cannot_honour(model, instance, message):
     with pytest.raises(FluosegError, match=message):
         make_task(config(model, **instance), ("objects",))
+
+
+def test_point_supervision_targets_losses_and_scores(tmp_path):
+    import tifffile
+
+    from fluoseg.data.sample import Sample
+
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:10, 4:10] = 1
+    labels[20:28, 15:25] = 2
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    (tmp_path / "points.csv").write_text("y,x\n6.6,7\n24,19.2\n")
+    sample = Sample(id="a", image_path=tmp_path / "image.tif", channel_names=("DNA",),
+                    labels_path=tmp_path / "labels.tif", points_path=tmp_path / "points.csv")
+    task = DetectionTask(supervision="points")
+    annotation = task.read_annotation(sample, (32, 32))
+    assert annotation[7, 7] == 2 and annotation[24, 19] == 3 and (annotation == 1).sum() == (labels > 0).sum() - 2
+    targets = task.make_targets(annotation)
+    assert set(targets) == {"points", "foreground"}
+    np.testing.assert_array_equal(targets["foreground"], labels > 0)
+    assert np.argwhere(targets["points"] > 0).tolist() == [[7, 7], [24, 19]]
+    np.testing.assert_array_equal(task.sampling_map(targets), labels > 0)
+
+    # scored against the points: object 1 holds a point (TP), a third object holds none (FP), and
+    # the second point lies in no object (FN)
+    found = labels.astype(np.int32).copy()
+    found[found == 2] = 0
+    found[0:3, 28:32] = 3
+    assert task.score_counts(found, targets).tolist() == [1, 1, 1]
+    assert task.score(np.array([1, 1, 1]))["f1_points"] == pytest.approx(0.5)
+
+    torch.manual_seed(0)
+    model = build_detector("lacss", in_channels=1, depth="resnet18", fpn_channels=16, lpn_channels=[16, 16],
+                           shared_channels=[16], patch_channels=8, crop_size=24).train()
+    batch = {k: torch.from_numpy(np.stack([v, np.zeros_like(v)])) for k, v in targets.items()}
+    loss = task.batch_loss(model, torch.randn(2, 1, 32, 32), torch.ones(2, 1), batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    full = DetectionTask().batch_loss(model, torch.randn(2, 1, 32, 32), torch.ones(2, 1),
+                                      {"labels": torch.from_numpy(np.stack([labels, labels]).astype(np.int32))})
+    assert torch.isfinite(full)
+
+
+def test_points_need_a_foreground(tmp_path):
+    from fluoseg.data.sample import Sample
+
+    (tmp_path / "points.csv").write_text("y,x\n1,1\n")
+    sample = Sample(id="a", image_path=tmp_path / "image.tif", channel_names=("DNA",), points_path=tmp_path / "points.csv")
+    with pytest.raises(FluosegError, match="has points but no foreground"):
+        DetectionTask(supervision="points").read_annotation(sample, (8, 8))

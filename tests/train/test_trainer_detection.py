@@ -107,3 +107,19 @@ def test_tuning_map_decoding_is_refused_for_detectors(tmp_path, capsys):
     config = write_config(tmp_path, "lacss", epochs=1)
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--tune"]) != 0
     assert "has no decoding maps to tune" in capsys.readouterr().err
+
+
+def test_lacss_trains_from_points_and_the_foreground(tmp_path):
+    manifest = write_nuclei_dataset(tmp_path / "data", 4)
+    assert main(["points", "--data", str(manifest), "--out", str(tmp_path / "pts")]) == 0
+    config = write_config(tmp_path, "lacss", epochs=3, instance={"supervision": "points"})
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["manifest"] = str(tmp_path / "pts" / "manifest.yaml")
+    config.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--quiet"]) == 0
+    rows = metrics(run)
+    assert float(rows[-1]["train_loss"]) < 0.85 * float(rows[0]["train_loss"])
+    assert set(rows[0]) >= {"val_f1_points", "val_score"}  # validated against the points, not labels
+    task = RunDir.open(run).load("model", "best").build_task()
+    assert task.supervision == "points"
