@@ -42,7 +42,7 @@ def metrics(run: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((run / "model" / "metrics.csv").open()))
 
 
-def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path):
+def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path, capsys):
     config = write_config(tmp_path, "maskrcnn", epochs=8)
     run = tmp_path / "run"
     assert main(["train", str(config), "--out", str(run), "--quiet"]) == 0
@@ -70,6 +70,15 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     np.testing.assert_array_equal(written, labels)
     table = list(csv.DictReader((tmp_path / "pred" / "n3_objects.csv").open()))
     assert len(table) == labels.max()
+
+    # what does not apply to detectors is refused in one line: tuning map decoding, bioimage.io export
+    capsys.readouterr()
+    assert main(["tune", str(run)]) == 2
+    assert "has no decoding maps to tune" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(tmp_path / "model.zip")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "maskrcnn is a detection model" in error and "\n" not in error
+    assert not (tmp_path / "model.zip").exists()
 
 
 def test_killed_lacss_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
@@ -103,12 +112,6 @@ def test_point_supervision_with_maskrcnn_is_a_one_line_error(tmp_path, capsys):
     assert len(error) == 1 and "config.yaml" in error[0] and "not possible with 'maskrcnn'" in error[0]
 
 
-def test_tuning_map_decoding_is_refused_for_detectors(tmp_path, capsys):
-    config = write_config(tmp_path, "lacss", epochs=1)
-    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--tune"]) != 0
-    assert "has no decoding maps to tune" in capsys.readouterr().err
-
-
 def test_lacss_trains_from_points_and_the_foreground(tmp_path):
     manifest = write_nuclei_dataset(tmp_path / "data", 4)
     assert main(["points", "--data", str(manifest), "--out", str(tmp_path / "pts")]) == 0
@@ -123,3 +126,4 @@ def test_lacss_trains_from_points_and_the_foreground(tmp_path):
     assert set(rows[0]) >= {"val_f1_points", "val_score"}  # validated against the points, not labels
     task = RunDir.open(run).load("model", "best").build_task()
     assert task.supervision == "points"
+
