@@ -12,7 +12,7 @@ reported), predicted with ``fluoseg predict`` and scored with ``fluoseg evaluate
 * ``deepcell``        — DeepCell's 3-class pixel classifier (31 px window) with the ``border`` decoding;
 * ``unet-distance``   — fluoseg's distance U-Net of ``bench/nuclei.py``.
 
-The pixel classifiers' decoding is tuned on the validation images (``fluoseg train --tune``);
+The pixel classifiers' decoding is tuned on the validation images (``fluoseg tune``);
 the detectors keep a detection score threshold of 0.5 and a mask threshold of 0.5 (the
 detection task has no tuner yet). Everything runs as ``fluoseg`` commands with one work
 folder per model under ``bench/work/detection/`` (git-ignored); finished steps are skipped
@@ -108,6 +108,7 @@ VARIANTS = (
 BY_NAME = {v.name: v for v in VARIANTS}
 
 TABLE = (
+    ("AP@0.5", "ap_at_0.5", "{:.3f}"),
     ("F1@0.5", "f1_at_0.5", "{:.3f}"),
     ("F1@0.75", "f1_at_0.75", "{:.3f}"),
     ("Acc@0.5", "accuracy_at_0.5", "{:.3f}"),
@@ -215,6 +216,31 @@ def predict_variant(variant: Variant, settings: Settings, test_ids: list[str]) -
     log(f"{variant.name}: predicted {len(missing)} test images in {wall:.0f} s")
 
 
+def score_detections(variant: Variant, settings: Settings, test_ids: list[str]) -> None:
+    """Detectors: every detection down to score 0.05 (``--min-score``) with its score, then pooled COCO AP."""
+    from fluoseg.io import read_labels
+    from fluoseg.metrics.coco import coco_detections, pool_coco
+
+    vdir = settings.work / variant.name
+    if variant.tuned or (vdir / "coco.json").is_file():
+        return
+    pred = vdir / "pred_ap"
+    missing = [i for i in test_ids if not (pred / f"{i}_objects.csv").is_file()]
+    if missing:
+        run_fluoseg(["predict", vdir / "run", *[settings.data / "images" / f"{i}.tif" for i in missing], "--out", pred,
+                     "--markers", DSB_MARKER, "--quiet", "--objects", "--min-score", 0.05, "--overwrite",
+                     "--device", settings.device], vdir / "predict_ap.log", threads=settings.threads)
+    detections = []
+    for image_id in test_ids:
+        scores = {int(r["label"]): float(r["score"]) for r in read_rows(pred / f"{image_id}_objects.csv")}
+        detections.append(coco_detections(read_labels(settings.data / "labels" / f"{image_id}.tif"),
+                                          read_labels(pred / f"{image_id}.tif"), scores))
+    ap = pool_coco(detections).average_precision()
+    write_json(vdir / "coco.json", {"ap_at_0.5": float(ap[0]), "ap_mean_0.5_0.95": float(ap.mean()),
+                                    "min_score": 0.05})
+    log(f"{variant.name}: COCO AP@0.5 {ap[0]:.3f}, AP@[.5:.95] {ap.mean():.3f}")
+
+
 def _megapixels(path: Path) -> float:
     import tifffile
 
@@ -243,11 +269,14 @@ def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
     vdir = settings.work / variant.name
     rows = [r for r in read_rows(vdir / "eval.csv") if r["image"] == ALL_IMAGES]
     timing = read_json(vdir / "timing.json", {})
+    coco = read_json(vdir / "coco.json", {})
     config = yaml.safe_load((vdir / "train.yaml").read_text())
     summary = {
         "variant": variant.name, "model": variant.model,
         "supervision": variant.instance.get("supervision", "full"), "train_fraction": variant.fraction,
         "decoding": "tuned on validation" if variant.tuned else "score >= 0.5, mask >= 0.5",
+        "ap_at_0.5": coco.get("ap_at_0.5", math.nan),
+        "ap_mean_0.5_0.95": coco.get("ap_mean_0.5_0.95", math.nan),
         "f1_at_0.5": pooled_metric(rows, "f1", 0.5),
         "f1_at_0.75": pooled_metric(rows, "f1", 0.75),
         "accuracy_at_0.5": pooled_metric(rows, "accuracy", 0.5),
@@ -302,8 +331,10 @@ def markdown(settings: Settings, summaries: list[dict[str, Any]]) -> str:
         supervision = s["supervision"] + (f" ({s['train_fraction']:.0%} of images)" if s["train_fraction"] < 1 else "")
         lines.append(f"| {s['variant']} | {supervision} | " + " | ".join(_cell(s[k], f) for _, k, f in TABLE) + " |")
     lines += ["", "F1 = 2TP/(2TP+FP+FN), accuracy = TP/(TP+FP+FN) at the IoU threshold (one-to-one matching); "
-              "AJI of Kumar et al.; US/OS = Kromp et al.'s under-/over-segmentation rates. COCO AP of the detectors' "
-              "scored detections is not computed yet (the label images written by `fluoseg predict` carry no scores)."]
+              "AJI of Kumar et al.; US/OS = Kromp et al.'s under-/over-segmentation rates; all from the label images "
+              "(detections scoring >= 0.5). AP = COCO average precision of the detectors' detections scoring >= 0.05, "
+              "ranked by score (`fluoseg predict --min-score 0.05 --objects`), pooled over the test images; the "
+              "pixel classifiers' objects have no score, so no AP."]
     by = {s["variant"]: s for s in summaries}
     if "lacss" in by and "lacss-points" in by and by["lacss"]["f1_at_0.5"] > 0:
         full, weak = by["lacss"]["f1_at_0.5"], by["lacss-points"]["f1_at_0.5"]
@@ -353,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             train_variant(variant, settings, variant_config(variant, settings, manifest, split))
             predict_variant(variant, settings, split["test"])
             evaluate_variant(variant, settings)
+            score_detections(variant, settings, split["test"])
         except Exception as error:  # noqa: BLE001 - one failed model must not stop the others
             log(f"{variant.name}: FAILED: {error}")
             failures.append(variant.name)

@@ -8,7 +8,9 @@ Outputs per input image ``NAME.*`` in the output folder:
   probabilities of the same shape;
 - ``NAME_objects.csv`` with ``objects=True`` (instance models): one row per object with its
   area, centroid, bounding box, eccentricity and the intensity of every named channel
-  (:func:`fluoseg.objects.object_table`).
+  (:func:`fluoseg.objects.object_table`), and for detection models its detection ``score``
+  (what COCO AP ranks by); their ``NAME_probabilities.tif`` is the score map (each object's
+  pixels hold its score).
 
 Other formats of the masks or labels, for viewers (:data:`OUTPUT_FORMATS`): ``ome-tiff``
 (``NAME.ome.tif``, tiled with pyramid levels for large images), ``geojson``
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
@@ -32,6 +35,7 @@ from fluoseg.io import ImageData, create_output, read_image, supported_suffixes,
 from fluoseg.io.objects import write_geojson, write_imagej_rois
 from fluoseg.io.pyramid import write_pyramidal_ome_tiff
 from fluoseg.objects import object_table
+from fluoseg.tasks import ObjectPredictor
 
 MASK_SUFFIX = ""
 PROBABILITY_SUFFIX = "_probabilities"
@@ -220,6 +224,10 @@ def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str]
     labels, outputs = segmenter.predict_labels(image.array, names, options)
     if paths.objects is not None:
         rows = object_table(labels, np.asarray(image.array), names, pixel_size=image.pixel_size)
+        if isinstance(segmenter.task, ObjectPredictor) and rows:  # a detector scores its objects (COCO AP ranks them)
+            scores = ndimage.maximum(outputs[0], labels, [row["label"] for row in rows])
+            for row, score in zip(rows, np.atleast_1d(scores)):
+                row["score"] = round(float(score), 6)
         write_csv_atomically(paths.objects, rows, fields=None if rows else ["label"], overwrite=overwrite)
     if paths.probabilities is not None:
         write_image(paths.probabilities, outputs.astype(np.float32), axes=image.axes, pixel_size=image.pixel_size,

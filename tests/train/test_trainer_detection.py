@@ -70,6 +70,15 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     np.testing.assert_array_equal(written, labels)
     table = list(csv.DictReader((tmp_path / "pred" / "n3_objects.csv").open()))
     assert len(table) == labels.max()
+    # each object's score, ranked as the labels are numbered (descending score), at least the run's min_score
+    scores = [float(row["score"]) for row in table]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.5
+    assert scores[0] == pytest.approx(float(score_map[0][labels == 1].max()), abs=1e-6)
+    # a lower --min-score keeps more detections (for COCO AP)
+    assert main(["predict", str(run), str(images), "--out", str(tmp_path / "all"), "--objects", "--quiet",
+                 "--min-score", "0.05"]) == 0
+    every = list(csv.DictReader((tmp_path / "all" / "n3_objects.csv").open()))
+    assert len(every) >= len(table) and min(float(row["score"]) for row in every) >= 0.05
 
     # what does not apply to detectors is refused in one line: tuning map decoding, bioimage.io export
     capsys.readouterr()

@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "levels for large images), geojson (QuPath objects), roi (Fiji ROI set)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
-                         "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object)")
+                         "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object; "
+                         "detection models add each object's score)")
     _args.add_overwrite(outputs)
     outputs.add_argument("--diameter", type=_args.diameter, default="auto",
                          help="instance models trained with scale normalisation: mean object diameter in these "
@@ -43,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoding.add_argument("--h", type=_args.positive_float, help="distance method: height of the h-maxima seeding objects")
     decoding.add_argument("--threshold", type=_args.probability, help="foreground probability threshold")
     decoding.add_argument("--min-size", type=int, help="smallest object kept, in pixels at the model's scale")
+    decoding.add_argument("--min-score", type=_args.probability,
+                          help="detection models: lowest detection score kept (e.g. 0.05 to rank every detection "
+                          "for COCO AP with --objects)")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -74,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
     segmenter = load_model(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    overrides = {k: v for k, v in (("h", args.h), ("threshold", args.threshold), ("min_size", args.min_size))
-                 if v is not None}
+    overrides = {k: v for k, v in (("h", args.h), ("threshold", args.threshold), ("min_size", args.min_size),
+                                   ("min_score", args.min_score)) if v is not None}
     if overrides:
         segmenter.set_decoding(**overrides)
     if args.objects and segmenter.task_name != "instance":
