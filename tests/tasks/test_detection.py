@@ -220,3 +220,19 @@ def test_points_need_a_foreground(tmp_path):
     sample = Sample(id="a", image_path=tmp_path / "image.tif", channel_names=("DNA",), points_path=tmp_path / "points.csv")
     with pytest.raises(FluosegError, match="has points but no foreground"):
         DetectionTask(supervision="points").read_annotation(sample, (8, 8))
+
+
+def test_whole_image_prediction_of_a_real_detector_is_labels_from_detections():
+    torch.manual_seed(1)
+    model = build_detector("maskrcnn", in_channels=1, box_score_thresh=0.0, **SMALL_MASKRCNN).eval()
+    image = disc_image((70, 90), [(20, 20), (50, 60)]) * 2 - 1
+    with torch.no_grad():
+        detected = model(torch.from_numpy(image)[None])[0]
+    assert len(detected["scores"]) > 5  # an untrained detector reports many low-scoring boxes
+    task = DetectionTask(min_score=0.0, threshold=0.5, min_size=3)
+    found = task.predict_objects(model, image, geometry=TileGeometry(96, 96, "same", 32))
+    labels, scores = labels_from_detections(detected["masks"].numpy(), detected["scores"].numpy(), threshold=0.5,
+                                            min_area=3)
+    assert labels.max() > 10  # many overlapping masks: the pasting order matters
+    np.testing.assert_array_equal(found.labels, labels)
+    np.testing.assert_allclose(found.scores, scores, rtol=1e-6)

@@ -290,13 +290,19 @@ class DetectionTask(InstanceTask):
                 windows = np.stack([image[:, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in same_shape])
                 detections = model(torch.as_tensor(np.ascontiguousarray(windows, np.float32), device=device))
                 for tile, detected in zip(same_shape, detections):
-                    objects.extend(self._kept(tile, detected))
+                    objects.extend(self._kept(tile, detected, image.shape[1:]))
         return paste_objects(image.shape[1:], objects, min_area=self.min_size)
 
-    def _kept(self, tile: DetectionTile, detected: dict[str, torch.Tensor]) -> list[_Object]:
-        """The tile's detections centred in its core, as cropped masks in image coordinates."""
+    def _kept(self, tile: DetectionTile, detected: dict[str, torch.Tensor], shape: Sequence[int]) -> list[_Object]:
+        """The tile's detections centred in its core, as cropped masks in image coordinates.
+
+        A core on the image border extends beyond it, so that a box clipped to the border
+        (centre on the border line) still belongs to a tile.
+        """
         y0, _, x0, _ = tile.window
         cy0, cy1, cx0, cx1 = tile.core
+        cy0, cx0 = (-np.inf if cy0 == 0 else cy0), (-np.inf if cx0 == 0 else cx0)
+        cy1, cx1 = (np.inf if cy1 == shape[0] else cy1), (np.inf if cx1 == shape[1] else cx1)
         scores = detected["scores"].float().cpu().numpy()
         boxes = detected["boxes"].float().cpu().numpy()
         kept = []
