@@ -12,9 +12,9 @@ reported), predicted with ``fluoseg predict`` and scored with ``fluoseg evaluate
 * ``deepcell``        — DeepCell's 3-class pixel classifier (31 px window) with the ``border`` decoding;
 * ``unet-distance``   — fluoseg's distance U-Net of ``bench/nuclei.py``.
 
-The pixel classifiers' decoding is tuned on the validation images (``fluoseg tune``);
-the detectors keep a detection score threshold of 0.5 and a mask threshold of 0.5 (the
-detection task has no tuner yet). Everything runs as ``fluoseg`` commands with one work
+Every model's decoding is tuned on the validation images by F1@0.5 (``fluoseg tune``: h, threshold
+and smallest object of the pixel classifiers, the detection score threshold of the detectors,
+whose mask threshold stays 0.5). Everything runs as ``fluoseg`` commands with one work
 folder per model under ``bench/work/detection/`` (git-ignored); finished steps are skipped
 on rerun, an interrupted training resumes, and the report is rebuilt from the cached
 evaluations.
@@ -29,7 +29,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,9 +93,9 @@ class Variant:
     fraction: float = 1.0
 
     @property
-    def tuned(self) -> bool:
-        """Pixel classifiers get their decoding tuned on validation images."""
-        return self.model in ("deepcell", "unet")
+    def detector(self) -> bool:
+        """Detection models score their objects (COCO AP); pixel classifiers do not."""
+        return self.model in ("maskrcnn", "lacss")
 
 
 VARIANTS = (
@@ -174,7 +176,7 @@ def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) 
     run = vdir / "run"
     config_path = vdir / "train.yaml"
     text = yaml.safe_dump(config, sort_keys=False)
-    if RunDir(run).is_finished(settings.epochs) and (not variant.tuned or (vdir / "tuned").is_file()):
+    if RunDir(run).is_finished(settings.epochs) and (vdir / "tuned").is_file():
         log(f"{variant.name}: training done, skipped")
         return
     if run.exists() and config_path.is_file() and config_path.read_text() != text:
@@ -193,11 +195,13 @@ def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) 
         rows = epoch_rows(run)
         log(f"{variant.name}: trained in {wall / 60:.1f} min; last loss {float(rows[-1]['train_loss']):.4f}, "
             f"best val score {max(float(r['val_score']) for r in rows):.3f}")
-    if variant.tuned:
-        wall = run_fluoseg(["tune", run, "--device", settings.device], vdir / "tune.log", threads=settings.threads)
-        accumulate(vdir / "timing.json", tune_wall_s=wall)
-        write_text(vdir / "tuned", "decoding tuned on the validation images\n")
-        log(f"{variant.name}: decoding tuned on the validation images in {wall:.0f} s")
+    wall = run_fluoseg(["tune", run, "--objective", "f1_0.5", "--device", settings.device], vdir / "tune.log",
+                       threads=settings.threads)
+    accumulate(vdir / "timing.json", tune_wall_s=wall)
+    write_text(vdir / "tuned", "decoding tuned on the validation images\n")
+    shutil.rmtree(vdir / "pred", ignore_errors=True)  # predictions made before tuning are stale
+    (vdir / "eval.csv").unlink(missing_ok=True)
+    log(f"{variant.name}: decoding tuned on the validation images in {wall:.0f} s")
 
 
 def predict_variant(variant: Variant, settings: Settings, test_ids: list[str]) -> None:
@@ -222,7 +226,7 @@ def score_detections(variant: Variant, settings: Settings, test_ids: list[str]) 
     from fluoseg.metrics.coco import coco_detections, pool_coco
 
     vdir = settings.work / variant.name
-    if variant.tuned or (vdir / "coco.json").is_file():
+    if not variant.detector or (vdir / "coco.json").is_file():
         return
     pred = vdir / "pred_ap"
     missing = [i for i in test_ids if not (pred / f"{i}_objects.csv").is_file()]
@@ -274,7 +278,7 @@ def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
     summary = {
         "variant": variant.name, "model": variant.model,
         "supervision": variant.instance.get("supervision", "full"), "train_fraction": variant.fraction,
-        "decoding": "tuned on validation" if variant.tuned else "score >= 0.5, mask >= 0.5",
+        "decoding": json.dumps((read_json(vdir / "run" / "model" / "decoding.json", {}) or {}).get("parameters", {})),
         "ap_at_0.5": coco.get("ap_at_0.5", math.nan),
         "ap_mean_0.5_0.95": coco.get("ap_mean_0.5_0.95", math.nan),
         "f1_at_0.5": pooled_metric(rows, "f1", 0.5),
@@ -288,7 +292,8 @@ def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
         "epochs": config["train"]["epochs"], "steps_per_epoch": config["train"]["steps_per_epoch"],
         "batch_size": config["train"]["batch_size"], "patch_size": config["train"]["patch_size"],
         "train_wall_min": timing.get("train_wall_s", math.nan) / 60,
-        "infer_megapixels_per_s": timing.get("predict_megapixels", math.nan) / max(timing.get("predict_wall_s", 0), 1e-9),
+        "infer_megapixels_per_s": (timing.get("predict_megapixels", math.nan)
+                                   / max(timing.get("predict_wall_s", 0), 1e-9)),
         "params": RunDir.open(vdir / "run").parameter_count(),
     }
     write_json(vdir / "summary.json", summary)
@@ -316,8 +321,8 @@ def markdown(settings: Settings, summaries: list[dict[str, Any]]) -> str:
         "# Detection models vs pixel classifiers on DSB 2018 fluorescence nuclei",
         "",
         f"Generated by `bench/detection.py` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the "
-        f"cached evaluations in `{rel(settings.work)}/`." + (" **SMOKE RUN: numbers are meaningless.**" if settings.smoke
-                                                            else ""),
+        f"cached evaluations in `{rel(settings.work)}/`."
+        + (" **SMOKE RUN: numbers are meaningless.**" if settings.smoke else ""),
         "",
         f"Every model: {first['epochs']} epochs x {first['steps_per_epoch']} steps, batch {first['batch_size']} of "
         f"{first['patch_size']}x{first['patch_size']} patches, Adam lr {LEARNING_RATE:g}, flips/rot90/intensity "
@@ -331,10 +336,11 @@ def markdown(settings: Settings, summaries: list[dict[str, Any]]) -> str:
         supervision = s["supervision"] + (f" ({s['train_fraction']:.0%} of images)" if s["train_fraction"] < 1 else "")
         lines.append(f"| {s['variant']} | {supervision} | " + " | ".join(_cell(s[k], f) for _, k, f in TABLE) + " |")
     lines += ["", "F1 = 2TP/(2TP+FP+FN), accuracy = TP/(TP+FP+FN) at the IoU threshold (one-to-one matching); "
-              "AJI of Kumar et al.; US/OS = Kromp et al.'s under-/over-segmentation rates; all from the label images "
-              "(detections scoring >= 0.5). AP = COCO average precision of the detectors' detections scoring >= 0.05, "
-              "ranked by score (`fluoseg predict --min-score 0.05 --objects`), pooled over the test images; the "
-              "pixel classifiers' objects have no score, so no AP."]
+              "AJI of Kumar et al.; US/OS = Kromp et al.'s under-/over-segmentation rates; all from the label "
+              "images (detectors: detections above the tuned score threshold). AP = COCO average precision of the "
+              "detectors' detections scoring >= 0.05, ranked by score (`fluoseg predict --min-score 0.05 "
+              "--objects`), pooled over the test images; the pixel classifiers' objects have no score, so no AP. "
+              "Decoding (incl. the score threshold of the points runs) is tuned with the validation images' labels."]
     by = {s["variant"]: s for s in summaries}
     if "lacss" in by and "lacss-points" in by and by["lacss"]["f1_at_0.5"] > 0:
         full, weak = by["lacss"]["f1_at_0.5"], by["lacss-points"]["f1_at_0.5"]

@@ -331,8 +331,8 @@ class Segmenter:
         prep = member.preprocess
         stats = compute_stats(raw, method=prep.normalization, percentiles=tuple(prep.percentiles))
         if not stats.is_finite:
-            raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before prediction",
-                               path=options.source)
+            raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before "
+                               "prediction", path=options.source)
         slots = selection.arrange(normalize(raw, stats, method=prep.normalization), source=options.source)
         found = member.task.predict_objects(member.model, slots, geometry=self.tile_geometry(member, options.tile_size),
                                             batch_size=options.batch_size, progress=options.progress)

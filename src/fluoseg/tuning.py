@@ -6,7 +6,8 @@ StarDist tunes its thresholds after training, :func:`tune_run` predicts the run'
 validation images exactly as ``fluoseg predict`` would (same diameter mode, TTA and tiles),
 searches the decoding parameters on those maps (:func:`fluoseg.instance.tune.tune_decoding`)
 and stores the best ones in the run (``<member>/decoding.json``), where prediction picks
-them up. Test images are never used.
+them up. Test images are never used. A detection run (Mask R-CNN, LACSS) has no maps: its
+detection score threshold ``min_score`` is chosen on the validation images' objects instead.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fluoseg.data.manifest import load_manifest
+import numpy as np
+
+from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, tune_decoding
+from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, score_labels, tune_decoding
 from fluoseg.io import write_csv_atomically
 from fluoseg.run import RunDir
 
@@ -64,15 +67,15 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     if checkpoint.task.get("name") != "instance":
         raise FluosegError(f"only instance runs have decoding parameters to tune; this run's task is "
                            f"{checkpoint.task.get('name')!r}", path=run.path)
-    if checkpoint.model.is_detector:
-        raise FluosegError(f"a detection model ({checkpoint.model.name}) has no decoding maps to tune; set "
-                           "instance.min_score and instance.threshold in the config instead", path=run.path)
     method = checkpoint.task.get("method", "border")
     ids = list(samples) if samples else run.split()["val"]
     if not ids:
         raise FluosegError("the run has no validation images to tune on; name some with --samples", path=run.path)
     source = Path(manifest) if manifest else Path((run.read_config().get("data") or {}).get("manifest", ""))
     data = load_manifest(source)
+    if checkpoint.model.is_detector:
+        return _tune_detector(run, members[0], checkpoint.task, ids, data, source, objective=objective,
+                              options=options or PredictOptions(), device=device, log=log, started=started)
     segmenter = Segmenter.load(run.path, device=device)
     segmenter.set_decoding(**{k: checkpoint.task[k] for k in ("h", "threshold", "min_size") if k in checkpoint.task})
     options = options or PredictOptions()
@@ -97,3 +100,46 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     log(f"tune: {objective} {before:.4f} with the trained parameters {trained} -> {result.value:.4f} with "
         f"{result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
     return record
+
+
+MIN_SCORES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Detection score thresholds tried for a detection run."""
+
+
+def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Sequence[str], data: Manifest,
+                   source: Path, *, objective: str, options: PredictOptions, device: str,
+                   log: Callable[[str], None], started: float) -> dict[str, Any]:
+    """A detection run's score threshold (``min_score``) chosen on validation images.
+
+    The images are predicted once keeping every detection (``min_score`` 0); objects are
+    numbered by descending score and pasted best first, so the labels at a threshold ``s``
+    are exactly those numbered up to the count of scores >= ``s``: no second prediction.
+    """
+    segmenter = Segmenter.load(run.path, device=device)
+    segmenter.set_decoding(min_score=0.0, threshold=trained["threshold"], min_size=trained["min_size"])
+    found = []
+    for sample_id in ids:
+        sample = data.sample(sample_id)
+        image = sample.read_image()
+        where = options.replace(pixel_size=image.pixel_size, source=str(sample.image_path))
+        objects = segmenter.detect_objects(image.array, sample.channel_names, where)
+        found.append((sample.read_labels(image.spatial_shape), objects))
+    log(f"tune: predicted {len(found)} validation images in {time.perf_counter() - started:.0f} s")
+
+    def scored(min_score: float) -> dict[str, Any]:
+        pairs = [(truth, np.where(o.labels <= np.count_nonzero(o.scores >= min_score), o.labels, 0))
+                 for truth, o in found]
+        return {"min_score": min_score, **score_labels(pairs, with_aji=objective == "aji")}
+
+    rows = [scored(value) for value in MIN_SCORES]
+    best = max(rows, key=lambda row: row[objective])
+    before = scored(float(trained["min_score"]))[objective]
+    record = {"parameters": {"min_score": best["min_score"]}, "objective": objective, "value": best[objective],
+              "before": before, "trained_with": {"min_score": trained["min_score"]}, "samples": list(ids),
+              "manifest": str(source), "seconds": round(time.perf_counter() - started, 1)}
+    run.write_decoding(member, record)
+    write_csv_atomically(run.member_dir(member) / "decoding_search.csv", rows)
+    log(f"tune: {objective} {before:.4f} with min_score {trained['min_score']} -> {best[objective]:.4f} with "
+        f"min_score {best['min_score']}; stored in {run.member_dir(member) / RunDir.DECODING}")
+    return record
+

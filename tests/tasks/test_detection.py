@@ -217,7 +217,8 @@ def test_points_need_a_foreground(tmp_path):
     from fluoseg.data.sample import Sample
 
     (tmp_path / "points.csv").write_text("y,x\n1,1\n")
-    sample = Sample(id="a", image_path=tmp_path / "image.tif", channel_names=("DNA",), points_path=tmp_path / "points.csv")
+    sample = Sample(id="a", image_path=tmp_path / "image.tif", channel_names=("DNA",),
+                    points_path=tmp_path / "points.csv")
     with pytest.raises(FluosegError, match="has points but no foreground"):
         DetectionTask(supervision="points").read_annotation(sample, (8, 8))
 

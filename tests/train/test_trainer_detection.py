@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from fluoseg.cli import main
 from fluoseg.train import trainer as trainer_module
 from fluoseg.infer import Segmenter
 from fluoseg.run import RunDir
+from fluoseg.tuning import MIN_SCORES
 
 TINY = {
     "maskrcnn": {"encoder": "resnet18", "fpn_channels": 16, "representation_size": 64, "mask_channels": 16,
@@ -80,10 +82,17 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     every = list(csv.DictReader((tmp_path / "all" / "n3_objects.csv").open()))
     assert len(every) >= len(table) and min(float(row["score"]) for row in every) >= 0.05
 
-    # what does not apply to detectors is refused in one line: tuning map decoding, bioimage.io export
+    # the score threshold is tuned on the validation images, stored in the run and used by predict
+    assert main(["tune", str(run), "--objective", "f1_0.5"]) == 0
+    record = json.loads((run / "model" / "decoding.json").read_text())
+    search = list(csv.DictReader((run / "model" / "decoding_search.csv").open()))
+    assert [float(r["min_score"]) for r in search] == list(MIN_SCORES)
+    assert record["value"] == max(float(r["f1_0.5"]) for r in search) >= record["before"]
+    assert record["before"] == float(next(r for r in search if float(r["min_score"]) == 0.5)["f1_0.5"])
+    assert Segmenter.load(run).task.min_score == record["parameters"]["min_score"]
+
+    # bioimage.io packages cannot describe a detector: refused in one line
     capsys.readouterr()
-    assert main(["tune", str(run)]) == 2
-    assert "has no decoding maps to tune" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(tmp_path / "model.zip")]) == 2
     error = capsys.readouterr().err.strip()
     assert "maskrcnn is a detection model" in error and "\n" not in error

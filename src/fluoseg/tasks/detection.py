@@ -316,7 +316,8 @@ class DetectionTask(InstanceTask):
             if not found or found[0] is None:
                 continue
             rows, cols = found[0]
-            kept.append(_Object(score=float(scores[index]), y=y0 + rows.start, x=x0 + cols.start, mask=mask[rows, cols]))
+            kept.append(_Object(score=float(scores[index]), y=y0 + rows.start, x=x0 + cols.start,
+                                mask=mask[rows, cols]))
         return kept
 
     def options(self) -> dict[str, Any]:
