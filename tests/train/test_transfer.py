@@ -18,7 +18,7 @@ SMALL = {"unet": {"depth": 2, "base_filters": 4, "padding": "same"},
          "hemis": {"depth": 2, "base_filters": 4, "backend_filters": 4, "padding": "same"},
          "hemis-ms": {"depth": 2, "base_filters": 4, "backend_filters": 4, "padding": "same"},
          "unet-encoder": {"encoder": "resnet18"}, "unetpp": {"encoder": "resnet18", "deep_supervision": True},
-         "fcn": {"encoder": "resnet18"}, "deeplabv3": {"encoder": "resnet18"}}
+         "fcn": {"encoder": "resnet18"}, "deeplabv3": {"encoder": "resnet18"}, "deepcell": {"window": 31}}
 
 
 
