@@ -189,7 +189,8 @@ class DetectionTask(InstanceTask):
 
         The points image is 0 for background, 1 for foreground and ``k + 2`` at the pixel of
         point ``k`` (rounded), so that it is cut into patches, flipped, rotated and resampled
-        (nearest neighbour) exactly like labels.
+        (nearest neighbour) exactly like labels. A point's pixel counts as foreground even
+        where the mask says background (a click on a cell's edge).
         """
         if len(spatial_shape) != 2:
             raise FluosegError(f"detection models are 2D, but sample {sample.id!r} has {len(spatial_shape)} "
