@@ -308,7 +308,8 @@ class Segmenter:
         The image is normalised with statistics of the whole image and its channels placed
         into the model's marker slots, as for the other models; large images are cut into
         overlapping tiles of ``options.tile_size`` (see :mod:`fluoseg.tasks.detection`).
-        Test-time augmentation and scale normalisation do not apply to detectors.
+        Scale normalisation does not apply to detectors (``options.diameter`` is ignored);
+        test-time augmentation is refused.
 
         Returns
         -------
@@ -323,6 +324,9 @@ class Segmenter:
         if len(image.shape) != 3:
             raise FluosegError(f"detection models are 2D, but the image has {len(image.shape) - 1} spatial axes",
                                path=options.source)
+        if options.tta != (0,):
+            raise FluosegError("test-time augmentation averages maps, which a detection model does not output; "
+                               "leave --tta out", path=options.source)
         names = self.channel_names_for(image, channel_names, source=options.source)
         selection = self.select_markers(names, options.markers, source=options.source)
         spatial = tuple(image.shape[1:])

@@ -82,6 +82,10 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     every = list(csv.DictReader((tmp_path / "all" / "n3_objects.csv").open()))
     assert len(every) >= len(table) and min(float(row["score"]) for row in every) >= 0.05
 
+    # test-time augmentation averages maps: refused for a detector, in one line
+    assert main(["predict", str(run), str(images), "--out", str(tmp_path / "tta"), "--tta", "--quiet"]) == 2
+    assert "leave --tta out" in capsys.readouterr().err
+
     # the score threshold is tuned on the validation images, stored in the run and used by predict
     assert main(["tune", str(run), "--objective", "f1_0.5"]) == 0
     record = json.loads((run / "model" / "decoding.json").read_text())
