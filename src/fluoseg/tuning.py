@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, score_labels, tune_decoding
 from fluoseg.io import write_csv_atomically
 from fluoseg.run import RunDir
+from fluoseg.tasks.detection import SCORE_GRID, labels_at_score
 
 
 def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequence[str] | None = None,
@@ -102,18 +101,14 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     return record
 
 
-MIN_SCORES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-"""Detection score thresholds tried for a detection run."""
-
-
 def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Sequence[str], data: Manifest,
                    source: Path, *, objective: str, options: PredictOptions, device: str,
                    log: Callable[[str], None], started: float) -> dict[str, Any]:
     """A detection run's score threshold (``min_score``) chosen on validation images.
 
-    The images are predicted once keeping every detection (``min_score`` 0); objects are
-    numbered by descending score and pasted best first, so the labels at a threshold ``s``
-    are exactly those numbered up to the count of scores >= ``s``: no second prediction.
+    The images are predicted once keeping every detection (``min_score`` 0) and scored at
+    every threshold of :data:`~fluoseg.tasks.detection.SCORE_GRID`
+    (:func:`~fluoseg.tasks.detection.labels_at_score`).
     """
     segmenter = Segmenter.load(run.path, device=device)
     segmenter.set_decoding(min_score=0.0, threshold=trained["threshold"], min_size=trained["min_size"])
@@ -127,11 +122,10 @@ def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Seque
     log(f"tune: predicted {len(found)} validation images in {time.perf_counter() - started:.0f} s")
 
     def scored(min_score: float) -> dict[str, Any]:
-        pairs = [(truth, np.where(o.labels <= np.count_nonzero(o.scores >= min_score), o.labels, 0))
-                 for truth, o in found]
+        pairs = [(truth, labels_at_score(objects, min_score)) for truth, objects in found]
         return {"min_score": min_score, **score_labels(pairs, with_aji=objective == "aji")}
 
-    rows = [scored(value) for value in MIN_SCORES]
+    rows = [scored(value) for value in SCORE_GRID]
     best = max(rows, key=lambda row: row[objective])
     before = scored(float(trained["min_score"]))[objective]
     record = {"parameters": {"min_score": best["min_score"]}, "objective": objective, "value": best[objective],

@@ -12,7 +12,7 @@ from fluoseg.config import RunConfig
 from fluoseg.errors import FluosegError
 from fluoseg.models.detection import build_detector, labels_from_detections
 from fluoseg.tasks import DetectionTask, ObjectPredictor, make_task, task_from_state
-from fluoseg.tasks.detection import _Object, detection_tiles, paste_objects
+from fluoseg.tasks.detection import _Object, detection_tiles, labels_at_score, paste_objects
 from fluoseg.tiling import TileGeometry
 
 SMALL_MASKRCNN = {"encoder": "resnet18", "fpn_channels": 16, "representation_size": 64, "mask_channels": 16,
@@ -237,3 +237,21 @@ def test_whole_image_prediction_of_a_real_detector_is_labels_from_detections():
     assert labels.max() > 10  # many overlapping masks: the pasting order matters
     np.testing.assert_array_equal(found.labels, labels)
     np.testing.assert_allclose(found.scores, scores, rtol=1e-6)
+
+
+def test_validation_scores_at_the_best_score_threshold():
+    # the oracle scores discs by intensity / 10: 0.1 (a true object) and 0.3 (a false one)
+    image = disc_image((64, 64), [(20, 20), (45, 45)], radius=5)
+    image[0][image[0] > 1.05] = 3.0
+    truth = np.zeros((64, 64), np.int32)
+    truth[image[0] == 1.0] = 1
+    task = DetectionTask(min_score=0.5, min_size=1)
+    geometry = TileGeometry(64, 64, "same", 16)
+    assert task.predict_objects(BlobOracle(), image, geometry=geometry).labels.max() == 0  # nothing at 0.5
+    scores = task.validate(BlobOracle(), [(image, {"labels": truth})], geometry=geometry)
+    # thresholds 0.05 and 0.1 keep both (F1 2/3), 0.2 and 0.3 keep only the false one (F1 0): the first wins
+    assert scores["min_score"] == 0.05 and scores["f1_at_0.5"] == pytest.approx(2 / 3)
+    found = task.predict_objects(BlobOracle(), image, geometry=geometry, min_score=0.0)
+    assert labels_at_score(found, 0.2).max() == 1 and labels_at_score(found, 0.05).max() == 2
+    np.testing.assert_array_equal(labels_at_score(found, 0.2),
+                                  task.predict_objects(BlobOracle(), image, geometry=geometry, min_score=0.2).labels)

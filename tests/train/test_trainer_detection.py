@@ -17,7 +17,7 @@ from fluoseg.cli import main
 from fluoseg.train import trainer as trainer_module
 from fluoseg.infer import Segmenter
 from fluoseg.run import RunDir
-from fluoseg.tuning import MIN_SCORES
+from fluoseg.tasks.detection import SCORE_GRID
 
 TINY = {
     "maskrcnn": {"encoder": "resnet18", "fpn_channels": 16, "representation_size": 64, "mask_channels": 16,
@@ -53,6 +53,7 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     assert float(rows[-1]["train_loss"]) < 0.7 * float(rows[0]["train_loss"])
     # Validation matches whole validation images' objects: the detector has learnt to find nuclei.
     assert max(float(r["val_f1_at_0.5"]) for r in rows) > 0.3
+    assert all(float(r["val_min_score"]) in SCORE_GRID for r in rows)  # scored at the best score threshold
     best_epoch = max(int(r["epoch"]) for r in rows if r["best"] == "1")
 
     checkpoint = RunDir.open(run).load("model", "best")
@@ -90,7 +91,7 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     assert main(["tune", str(run), "--objective", "f1_0.5"]) == 0
     record = json.loads((run / "model" / "decoding.json").read_text())
     search = list(csv.DictReader((run / "model" / "decoding_search.csv").open()))
-    assert [float(r["min_score"]) for r in search] == list(MIN_SCORES)
+    assert [float(r["min_score"]) for r in search] == list(SCORE_GRID)
     assert record["value"] == max(float(r["f1_0.5"]) for r in search) >= record["before"]
     assert record["before"] == float(next(r for r in search if float(r["min_score"]) == 0.5)["f1_0.5"])
     assert Segmenter.load(run).task.min_score == record["parameters"]["min_score"]

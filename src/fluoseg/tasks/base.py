@@ -125,6 +125,10 @@ class ObjectPredictor(Protocol):
                         progress: bool = False) -> Any:
         """Objects of a ``(K, Y, X)`` normalised image: ``.labels``, ``.scores``, ``.score_map``."""
 
+    def validate(self, model: torch.nn.Module, images: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], *,
+                 geometry: Any) -> dict[str, float]:
+        """Validation scores (with ``"score"``) of whole ``(K, Y, X)`` images and their targets."""
+
 
 def pooled_class_counts(targets: Sequence[dict[str, np.ndarray]], n_classes: int) -> np.ndarray:
     """Pixel count of each class index ``0..n_classes-1`` in the ``classes`` targets (ignored pixels left out)."""

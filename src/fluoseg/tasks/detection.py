@@ -41,6 +41,8 @@ from fluoseg.tiling import TileGeometry
 METHOD = "detection"
 SUPERVISIONS = ("full", "points")
 """What a detector learns from: instance labels, or one point per object plus the foreground."""
+SCORE_GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Detection score thresholds that validation and ``fluoseg tune`` try."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,15 @@ class DetectedObjects:
     labels: np.ndarray
     scores: np.ndarray
     score_map: np.ndarray
+
+
+def labels_at_score(found: DetectedObjects, min_score: float) -> np.ndarray:
+    """The labels of ``found`` keeping only objects scoring at least ``min_score``.
+
+    Objects are numbered by descending score and pasted best first, so this equals the
+    labels of a prediction made with that threshold: no second prediction is needed.
+    """
+    return np.where(found.labels <= np.count_nonzero(found.scores >= min_score), found.labels, 0)
 
 
 @dataclass(frozen=True)
@@ -260,9 +271,37 @@ class DetectionTask(InstanceTask):
     def decode(self, activated: np.ndarray) -> np.ndarray:
         raise TypeError("a detector has no maps to decode; use DetectionTask.predict_objects")
 
+    def validate(self, model: nn.Module, images: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], *,
+                 geometry: TileGeometry) -> dict[str, float]:
+        """Validation scores of whole images at the best detection score threshold of :data:`SCORE_GRID`.
+
+        A detector's scores are not calibrated while it trains (LACSS's location scores start
+        near 0.01 and stay under 0.5 for many steps), so scoring at the fixed ``min_score``
+        would give 0 for those epochs and keep ``best.pt`` at the first. Each image is
+        predicted once keeping every detection; the returned scores are those of the best
+        threshold, which is returned too (``min_score``; ``fluoseg tune`` chooses the one
+        prediction uses).
+
+        Parameters
+        ----------
+        images
+            ``(K, Y, X)`` normalised images with their targets (:meth:`make_targets`).
+        geometry
+            Tiling, as for :meth:`predict_objects`.
+        """
+        found = [(self.predict_objects(model, image, geometry=geometry, min_score=0.0), targets)
+                 for image, targets in images]
+        best: dict[str, float] = {}
+        for min_score in SCORE_GRID:
+            counts = sum(self.score_counts(labels_at_score(objects, min_score), targets) for objects, targets in found)
+            scores = self.score(np.asarray(counts))
+            if not best or scores["score"] > best["score"]:
+                best = {**scores, "min_score": min_score}
+        return best
+
     @torch.no_grad()
     def predict_objects(self, model: nn.Module, image: np.ndarray, *, geometry: TileGeometry, batch_size: int = 1,
-                        progress: bool = False) -> DetectedObjects:
+                        progress: bool = False, min_score: float | None = None) -> DetectedObjects:
         """Detect the objects of a whole normalised ``(K, Y, X)`` image, tile by tile.
 
         Parameters
@@ -277,6 +316,8 @@ class DetectionTask(InstanceTask):
             Tiles of equal size per forward pass.
         progress
             Unused (tiles are few); accepted for symmetry with map tiling.
+        min_score
+            Lowest score kept, instead of the task's ``min_score``.
         """
         if image.ndim != 3:
             raise FluosegError(f"detection models are 2D; got an image of {image.ndim - 1} spatial axes")
@@ -291,10 +332,12 @@ class DetectionTask(InstanceTask):
                 windows = np.stack([image[:, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in same_shape])
                 detections = model(torch.as_tensor(np.ascontiguousarray(windows, np.float32), device=device))
                 for tile, detected in zip(same_shape, detections):
-                    objects.extend(self._kept(tile, detected, image.shape[1:]))
+                    objects.extend(self._kept(tile, detected, image.shape[1:],
+                                              self.min_score if min_score is None else min_score))
         return paste_objects(image.shape[1:], objects, min_area=self.min_size)
 
-    def _kept(self, tile: DetectionTile, detected: dict[str, torch.Tensor], shape: Sequence[int]) -> list[_Object]:
+    def _kept(self, tile: DetectionTile, detected: dict[str, torch.Tensor], shape: Sequence[int],
+              min_score: float) -> list[_Object]:
         """The tile's detections centred in its core, as cropped masks in image coordinates.
 
         A core on the image border extends beyond it, so that a box clipped to the border
@@ -307,7 +350,7 @@ class DetectionTask(InstanceTask):
         scores = detected["scores"].float().cpu().numpy()
         boxes = detected["boxes"].float().cpu().numpy()
         kept = []
-        for index in np.flatnonzero(scores >= self.min_score):
+        for index in np.flatnonzero(scores >= min_score):
             x1, y1, x2, y2 = boxes[index]
             cy, cx = y0 + (y1 + y2) / 2, x0 + (x1 + x2) / 2
             if not (cy0 <= cy < cy1 and cx0 <= cx < cx1):

@@ -344,13 +344,11 @@ class Trainer:
     def _validate_objects(self, model: torch.nn.Module, samples: Sequence[PreparedSample], task: Task,
                           geometry: TileGeometry) -> dict[str, float]:
         """Validation scores of a detector: each whole sample's objects (tiled as in prediction)
-        against its labels. A detector has no validation loss (it computes losses only in training)."""
-        counts = None
-        for sample in samples:
-            found = task.predict_objects(model, sample.image, geometry=geometry)  # type: ignore[attr-defined]
-            sample_counts = task.score_counts(found.labels, sample.targets)
-            counts = sample_counts if counts is None else counts + sample_counts
-        return {**task.score(counts), "loss": float("nan")}
+        against its targets, at the task's best score threshold (a ``min_score`` column). A
+        detector has no validation loss (it computes losses only in training)."""
+        images = [(sample.image, sample.targets) for sample in samples]
+        scores = task.validate(model, images, geometry=geometry)  # type: ignore[attr-defined]
+        return {**scores, "loss": float("nan")}
 
 
 def _whole_sample_loss(task: Task, logits: np.ndarray, targets: dict[str, np.ndarray]) -> float:
