@@ -76,7 +76,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "detections_per_image": 500}},
     "lacss": {"name": "lacss", "options": {
         "depth": "resnet18", "fpn_channels": 64, "lpn_channels": [64, 64], "shared_channels": [64, 64],
-        "patch_channels": 32, "crop_size": 48}},
+        "patch_channels": 32, "crop_size": 48, "min_score": 0.05}},  # proposals down to 0.05, as Mask R-CNN's boxes
     "deepcell": {"name": "deepcell", "options": {"window": 31, "padding": "same"}},
     "unet": {"name": "unet", "options": {"depth": 4, "base_filters": 16, "padding": "same"}},
 }
