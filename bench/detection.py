@@ -2,8 +2,10 @@
 """Detection models against pixel classifiers on DSB 2018 fluorescence nuclei (issue 15, deliverable 5).
 
 Models, each trained through ``fluoseg train`` on the fixed split ``bench/splits/dsb2018_fluo.json``
-with the same patches, batch, epochs and steps (equal step budgets; the wall time of each is
-reported), predicted with ``fluoseg predict`` and scored with ``fluoseg evaluate --task instance``:
+with the same patches, batch and epochs and an equal CPU budget for training steps
+(``--budget-minutes``, default 30 per model: the seconds per step of each model are measured by
+two short probe trainings, and its steps per epoch fill the budget; ``--steps`` gives every model
+the same step count instead, as ``--smoke`` does), predicted with ``fluoseg predict`` and scored with ``fluoseg evaluate --task instance``:
 
 * ``maskrcnn``        — Mask R-CNN (ResNet-18 FPN, narrow heads for a CPU budget), full supervision;
 * ``lacss``           — LACSS (ResNet-18), full supervision (instance masks);
@@ -65,6 +67,10 @@ SMOKE_WORK = WORK / "detection_smoke"
 
 PATCH, BATCH, LEARNING_RATE = 256, 4, 1e-3
 EPOCHS, STEPS = 6, 45
+BUDGET_MINUTES = 30.0
+"""Training-step CPU time per model in the full run."""
+PROBE_STEPS = (2, 6)
+"""Steps of the two probe trainings whose time difference gives a model's seconds per step."""
 SMOKE = {"epochs": 1, "steps": 2, "train": 10, "val": 2, "test": 2}
 POINTS_FRACTION = 0.1
 
@@ -117,6 +123,7 @@ TABLE = (
     ("AJI", "aji", "{:.3f}"),
     ("US rate", "us_rate", "{:.3f}"),
     ("OS rate", "os_rate", "{:.3f}"),
+    ("steps", "train_steps", "{:,.0f}"),
     ("train (min)", "train_wall_min", "{:.1f}"),
     ("infer (MP/s)", "infer_megapixels_per_s", "{:.3f}"),
     ("params", "params", "{:,.0f}"),
@@ -133,6 +140,7 @@ class Settings:
     threads: int
     device: str
     smoke: bool
+    budget_minutes: float | None = None
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -154,17 +162,45 @@ def variant_manifest(variant: Variant, settings: Settings, split: dict[str, list
     return points / "manifest.yaml"
 
 
-def variant_config(variant: Variant, settings: Settings, manifest: Path, split: dict[str, list[str]]) -> dict[str, Any]:
+def variant_config(variant: Variant, settings: Settings, manifest: Path, split: dict[str, list[str]], *,
+                   steps: int, epochs: int | None = None) -> dict[str, Any]:
     """The ``fluoseg train`` config of a variant."""
     return {
         "data": {"manifest": str(manifest), "split": {"val": split["val"], "test": split["test"]}},
         "task": "instance",
         "instance": dict(variant.instance),
         "model": MODELS[variant.model],
-        "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": BATCH,
+        "train": {"epochs": epochs or settings.epochs, "steps_per_epoch": steps, "batch_size": BATCH,
                   "patch_size": PATCH, "learning_rate": LEARNING_RATE, "seed": 0, "device": settings.device,
                   "num_threads": settings.threads},
     }
+
+
+def budget_steps(variant: Variant, settings: Settings, manifest: Path, split: dict[str, list[str]]) -> int:
+    """Steps per epoch that spend ``settings.budget_minutes`` on the variant's training steps.
+
+    Seconds per step come from two probe trainings of one epoch (:data:`PROBE_STEPS` steps,
+    one validation image): the difference of their epoch times cancels the validation, so
+    data preparation and start-up are not charged to the budget. Cached in ``sizing.json``.
+    """
+    path = settings.work / "sizing.json"
+    sizing = read_json(path, {})
+    if variant.name not in sizing:
+        seconds = []
+        for steps in PROBE_STEPS:
+            probe = settings.work / "probes" / f"{variant.name}-{steps}"
+            config = variant_config(variant, settings, manifest, {**split, "val": split["val"][:1]}, steps=steps,
+                                    epochs=1)
+            write_text(probe.with_suffix(".yaml"), yaml.safe_dump(config, sort_keys=False))
+            run_fluoseg(["train", probe.with_suffix(".yaml"), "--out", probe, "--quiet", "--overwrite"],
+                        settings.work / "probes.log", threads=settings.threads)
+            seconds.append(float(epoch_rows(probe)[0]["seconds"]))
+        step_s = max((seconds[1] - seconds[0]) / (PROBE_STEPS[1] - PROBE_STEPS[0]), 1e-3)
+        sizing[variant.name] = {"step_s": round(step_s, 4), "probe_epoch_seconds": seconds}
+        write_json(path, sizing)
+        log(f"{variant.name}: {step_s:.2f} s per training step (probes of {PROBE_STEPS} steps)")
+    step_s = sizing[variant.name]["step_s"]
+    return max(1, int(settings.budget_minutes * 60 / (settings.epochs * step_s)))
 
 
 # ---- one variant: train (and tune), predict, evaluate ------------------------------------------
@@ -189,7 +225,8 @@ def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) 
             args.append("--resume")
         elif run.exists():
             args.append("--overwrite")
-        log(f"{variant.name}: training {settings.epochs} epochs x {settings.steps} steps x batch {BATCH}")
+        log(f"{variant.name}: training {settings.epochs} epochs x {config['train']['steps_per_epoch']} steps x "
+            f"batch {BATCH}")
         wall = run_fluoseg(args, vdir / "train.log", threads=settings.threads)
         accumulate(vdir / "timing.json", train_wall_s=wall)
         rows = epoch_rows(run)
@@ -291,6 +328,7 @@ def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
         "n_pred": pooled_metric(rows, "n_pred"),
         "epochs": config["train"]["epochs"], "steps_per_epoch": config["train"]["steps_per_epoch"],
         "batch_size": config["train"]["batch_size"], "patch_size": config["train"]["patch_size"],
+        "train_steps": config["train"]["epochs"] * config["train"]["steps_per_epoch"],
         "train_wall_min": timing.get("train_wall_s", math.nan) / 60,
         "infer_megapixels_per_s": (timing.get("predict_megapixels", math.nan)
                                    / max(timing.get("predict_wall_s", 0), 1e-9)),
@@ -324,7 +362,10 @@ def markdown(settings: Settings, summaries: list[dict[str, Any]]) -> str:
         f"cached evaluations in `{rel(settings.work)}/`."
         + (" **SMOKE RUN: numbers are meaningless.**" if settings.smoke else ""),
         "",
-        f"Every model: {first['epochs']} epochs x {first['steps_per_epoch']} steps, batch {first['batch_size']} of "
+        f"Every model: {first['epochs']} epochs, "
+        + (f"{settings.budget_minutes:g} CPU minutes of training steps (steps per epoch in `detection.csv`)"
+           if settings.budget_minutes else f"{first['steps_per_epoch']} steps per epoch")
+        + f", batch {first['batch_size']} of "
         f"{first['patch_size']}x{first['patch_size']} patches, Adam lr {LEARNING_RATE:g}, flips/rot90/intensity "
         f"jitter, per-image Gaussian standardisation, best epoch by validation F1@0.5 (points runs: F1 of objects "
         f"against points), {settings.threads} thread(s). Test split pooled over images.",
@@ -354,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help=f"comma-separated models to run (all: {', '.join(BY_NAME)})")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {EPOCHS}; smoke {SMOKE['epochs']})")
-    parser.add_argument("--steps", type=int, help=f"steps per epoch (default {STEPS}; smoke {SMOKE['steps']})")
+    parser.add_argument("--steps", type=int, help=f"the same steps per epoch for every model instead of a CPU "
+                        f"budget (smoke {SMOKE['steps']})")
+    parser.add_argument("--budget-minutes", type=float, help=f"CPU minutes of training steps per model (default "
+                        f"{BUDGET_MINUTES:g}; none with --steps or --smoke unless given)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per fluoseg process (default 1)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the networks run")
     parser.add_argument("--smoke", action="store_true",
@@ -373,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                         results=(args.results or (work / "results" if args.smoke else RESULTS)).resolve(),
                         epochs=args.epochs or (SMOKE["epochs"] if args.smoke else EPOCHS),
                         steps=args.steps or (SMOKE["steps"] if args.smoke else STEPS),
-                        threads=args.threads, device=args.device, smoke=args.smoke)
+                        threads=args.threads, device=args.device, smoke=args.smoke,
+                        budget_minutes=args.budget_minutes or (None if args.steps or args.smoke else BUDGET_MINUTES))
     work.mkdir(parents=True, exist_ok=True)
     if args.report:
         write_report(settings)
@@ -387,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         try:
             manifest = variant_manifest(variant, settings, split)
-            train_variant(variant, settings, variant_config(variant, settings, manifest, split))
+            steps = budget_steps(variant, settings, manifest, split) if settings.budget_minutes else settings.steps
+            train_variant(variant, settings, variant_config(variant, settings, manifest, split, steps=steps))
             predict_variant(variant, settings, split["test"])
             evaluate_variant(variant, settings)
             score_detections(variant, settings, split["test"])
