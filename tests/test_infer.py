@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
-from fluoseg.infer import make_batch_predictor
+from fluoseg.infer import Segmenter, make_batch_predictor
 from fluoseg.models import build_model
 
 
@@ -23,3 +25,48 @@ def test_batch_predictor_runs_channels_last_with_the_same_outputs():
     with torch.inference_mode():
         expected = torch.softmax(reference(torch.from_numpy(batch), torch.ones(2, 2)), 1).numpy()
     np.testing.assert_allclose(predict(batch), expected, atol=1e-5)
+
+
+class _FragmentingSegmenter(Segmenter):
+    """A stand-in for a network trained on objects of ``target`` px, shown disks of ``true`` px.
+
+    At zoom z it sees disks of ``true * z`` px; disks over twice its training size it cuts
+    into pieces, so they measure 0.6 of their size (what a distance-map network does to
+    nuclei much larger than it was trained on).
+    """
+
+    def __init__(self, true: float, target: float) -> None:  # no network: only the probes are simulated
+        self.true = true
+        self.task = SimpleNamespace(target_diameter=target)
+        self.zooms: list[float] = []
+
+    def _probe_labels(self, image, channel_names, options, zoom):
+        self.zooms.append(zoom)
+        seen = self.true * zoom
+        measured = seen if seen <= 2 * self.task.target_diameter else 0.6 * seen
+        yy, xx = np.mgrid[:512, :512]
+        labels = np.zeros((512, 512), np.int32)
+        if measured <= 0:
+            return labels
+        for k, (cy, cx) in enumerate([(128, 128), (128, 384), (384, 128), (384, 384)], start=1):
+            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= (measured / 2) ** 2] = k
+        return labels
+
+
+def test_auto_diameter_probes_again_at_the_zoom_a_first_pass_asks_for():
+    image = np.zeros((1, 64, 64), np.float32)
+    one_pass = _FragmentingSegmenter(true=60, target=14)
+    assert one_pass.estimate_diameter(image, refinements=0) == pytest.approx(36, rel=0.05)
+    refined = _FragmentingSegmenter(true=60, target=14)
+    assert refined.estimate_diameter(image) == pytest.approx(60, rel=0.05)
+    assert refined.zooms[0] == 1.0 and refined.zooms[1] == pytest.approx(14 / 36, rel=0.05)
+    # objects near the training size need one pass; small ones are never probed zoomed in
+    for true in (14, 18, 5):
+        segmenter = _FragmentingSegmenter(true=true, target=14)
+        assert segmenter.estimate_diameter(image) == pytest.approx(true, rel=0.1)
+        assert segmenter.zooms == [1.0]
+
+
+def test_auto_diameter_without_objects_keeps_the_training_scale():
+    segmenter = _FragmentingSegmenter(true=0, target=14)
+    assert segmenter.estimate_diameter(np.zeros((1, 64, 64), np.float32)) == 14.0

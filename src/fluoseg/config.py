@@ -30,6 +30,10 @@ InitHead = Literal["auto", "fresh", "copy", "shifted-sigmoid"]
 HEAD_MODES: tuple[str, ...] = get_args(InitHead)
 """Values of ``model.init_head`` (see :mod:`fluoseg.train.transfer`)."""
 
+Trainable = Literal["all", "excite", "head", "excite+head"]
+TRAINABLE: tuple[str, ...] = get_args(Trainable)
+"""Values of ``model.trainable``: which parameters training updates (see :mod:`fluoseg.models.trainable`)."""
+
 OptimizerName = Literal["adam", "sgd"]
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 ScheduleName = Literal["none", "step", "cosine", "plateau"]
@@ -87,12 +91,19 @@ class ModelConfig(_Section):
     copied; ``init_head`` says what happens to the output layer: ``fresh`` (new head),
     ``copy``, ``shifted-sigmoid`` (the ISL paper's eq. 1 from a regression run) or ``auto``
     (see :mod:`fluoseg.train.transfer`).
+
+    ``trainable`` says which parameters training updates: ``all`` (default), ``excite``
+    (only the Marker Excite and marker input layers: the MS-ME paper's cheap adaptation
+    to new tissue, usually with ``init_from``), ``head`` (the output layer) or
+    ``excite+head``. Everything else is frozen: no gradient, not in the optimiser, and its
+    batch-normalisation statistics stay as they were.
     """
 
     name: str = "unet"
     options: dict[str, Any] = Field(default_factory=dict)
     init_from: Path | None = None
     init_head: InitHead = "auto"
+    trainable: Trainable = "all"
 
     _paths = field_validator("init_from", mode="before")(_no_nul)
 
@@ -295,12 +306,14 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 
 
 def upgrade_config_dict(previous: dict[str, Any]) -> dict[str, Any]:
-    """A stored run config with ``train`` keys added to the schema since then set to their defaults.
+    """A stored run config with ``train`` and ``model`` keys added to the schema since then set to their defaults.
 
     A run started before a key existed was trained with that key's default behaviour, so it
     resumes under a config that leaves the key at its default.
     """
     if not isinstance(previous, dict) or not isinstance(previous.get("train"), dict):
         return previous
-    defaults = TrainConfig().model_dump(mode="json")
-    return {**previous, "train": {**defaults, **previous["train"]}}
+    upgraded = {**previous, "train": {**TrainConfig().model_dump(mode="json"), **previous["train"]}}
+    if isinstance(previous.get("model"), dict):
+        upgraded["model"] = {**ModelConfig().model_dump(mode="json"), **previous["model"]}
+    return upgraded

@@ -23,6 +23,7 @@ from torch import nn
 
 from fluoseg import zoo
 from fluoseg.bioimage.package import is_package, load_checkpoints
+from fluoseg.data.blank import BLANK_SNR, is_blank
 from fluoseg.data.normalize import compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
 from fluoseg.device import resolve_device
@@ -36,6 +37,10 @@ from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 
 DEFAULT_TILE = 572
 """Default network input tile: the MS-ME tile, rounded to what the network accepts."""
+AUTO_REFINEMENTS = 2
+"""Extra probe passes of ``--diameter auto`` at the zoom the previous one asked for."""
+AUTO_TOLERANCE = 1.5
+"""A probe whose estimate asks for a zoom within this factor of its own is trusted."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,10 @@ class PredictOptions:
         Instance models trained with scale normalisation: mean object diameter in pixels,
         ``"auto"`` (the default: estimated from a first pass) or ``"off"`` (no rescaling).
         Models without scale normalisation ignore it.
+    blank_snr
+        Instance models: an image whose brightest spot stands less than this many noise
+        standard deviations above its background (:func:`fluoseg.data.blank.signal_to_noise`)
+        is an empty field and gets no objects; 0 turns the check off.
     progress
         Show a progress bar over tiles.
     source
@@ -72,6 +81,7 @@ class PredictOptions:
     batch_size: int = 1
     tta: bool | tuple[int, ...] = (0,)
     diameter: float | str | None = "auto"
+    blank_snr: float = BLANK_SNR
     progress: bool = False
     source: str | None = None
 
@@ -86,6 +96,8 @@ class PredictOptions:
             raise FluosegError(f"the tile size must be an integer of at least 8 pixels, got {self.tile_size!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
             raise FluosegError(f"the batch size must be a positive integer, got {self.batch_size!r}")
+        if isinstance(self.blank_snr, bool) or not (np.isfinite(self.blank_snr) and self.blank_snr >= 0):
+            raise FluosegError(f"the blank-field threshold must be a number >= 0 (0: no check), got {self.blank_snr!r}")
         if self.diameter is None:
             set_(self, "diameter", "off")
         if self.diameter not in ("auto", "off"):
@@ -287,14 +299,20 @@ class Segmenter:
         is rescaled so its objects get the training size (:func:`fluoseg.instance.scale.scale_factor`,
         the rule training used), and labels and maps are resampled back. The diameter is
         ``options.diameter`` in pixels, or estimated from a first prediction at the original
-        scale (``"auto"``, the default); ``"off"`` predicts at the original scale.
+        scale (``"auto"``, the default); ``"off"`` predicts at the original scale. An empty
+        field (``options.blank_snr``) gets no objects, and no diameter is estimated on it.
         """
         options = _options(options, settings)
+        blank = options.blank_snr > 0 and is_blank(image, threshold=options.blank_snr)
         if isinstance(self.task, ObjectPredictor):
             found = self.detect_objects(image, channel_names, options)
-            return found.labels, found.score_map
+            return (np.zeros_like(found.labels) if blank else found.labels), found.score_map
+        if blank:
+            options = options.replace(diameter="off")
         outputs, rescaled = self.model_scale_maps(image, channel_names, options)
         labels = self.decode(outputs)
+        if blank:
+            labels = np.zeros_like(labels)
         if not rescaled:
             return labels, outputs
         spatial = tuple(image.shape[1:])
@@ -352,20 +370,67 @@ class Segmenter:
         This is what :meth:`predict_labels` decodes (the labels are then resampled back);
         decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`).
         """
+        options = self.resolve_diameter(image, channel_names, options, **settings)
+        target = self.task.target_diameter
+        if options.diameter == "off":
+            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
+        factor = scale_factor(float(options.diameter), float(target))
+        if abs(factor - 1.0) < 1e-6:
+            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
+        return np.asarray(self.predict_probabilities(_zoomed(image, factor), channel_names, options)), True
+
+    def estimate_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
+                          options: PredictOptions | None = None, *, refinements: int = AUTO_REFINEMENTS) -> float:
+        """The mean object diameter of an image in pixels, from the model's own predictions.
+
+        A first pass at the original scale gives an estimate; a network sees objects best at
+        its training size, so when that estimate asks for a zoom far from 1 (more than
+        :data:`AUTO_TOLERANCE`) the image is probed again at that zoom and the estimate is
+        taken from there, up to ``refinements`` times (Cellpose refines its size model's
+        guess in the same spirit). Nuclei several times the training size, which a first pass
+        cuts into pieces, are measured whole this way. Only zooms below 1 are probed (they
+        are cheap); without any object the model's training diameter is returned (no
+        rescaling).
+        """
+        options = _options(options, {}).replace(diameter="off")
+        target = float(self.task.target_diameter or 0.0)
+        if not target:
+            raise FluosegError("this model was trained without scale normalisation; it has no diameter to estimate")
+        diameter, zoom = target, 1.0
+        for _ in range(1 + refinements):
+            labels = self._probe_labels(image, channel_names, options, zoom)
+            if labels.max() == 0:
+                break
+            diameter = estimate_diameter_from_labels(labels) / zoom
+            wanted = scale_factor(diameter, target)
+            # Zooming in costs zoom^2 times the pixels and small objects are seen at the
+            # original scale anyway; only probes at a smaller zoom are worth running.
+            if abs(np.log(wanted / zoom)) <= np.log(AUTO_TOLERANCE) or wanted >= 1.0:
+                break
+            zoom = wanted
+        return float(diameter)
+
+    def _probe_labels(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
+                      zoom: float) -> np.ndarray:
+        """Labels of the image zoomed by ``zoom`` (a probe pass of :meth:`estimate_diameter`)."""
+        probe = image if zoom == 1.0 else _zoomed(image, zoom)
+        return self.decode(np.asarray(self.predict_probabilities(probe, channel_names, options)))
+
+    def resolve_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
+                         options: PredictOptions | None = None, **settings: Any) -> PredictOptions:
+        """The options with the object diameter settled: a number of pixels, or ``"off"``.
+
+        ``"off"`` when the model has no scale normalisation; ``"auto"`` is estimated by
+        :meth:`estimate_diameter`. Callers that predict one image several times
+        (e.g. :mod:`fluoseg.uncertainty`) settle it once, so every pass sees the same scale.
+        """
         options = _options(options, settings)
         target = self.task.target_diameter
         if options.diameter == "off" or not target:
-            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        diameter = options.diameter
-        if diameter == "auto":
-            first, _ = self.predict_labels(image, channel_names, options.replace(diameter="off"))
-            diameter = estimate_diameter_from_labels(first) if first.max() > 0 else float(target)
-        factor = scale_factor(float(diameter), float(target))
-        if abs(factor - 1.0) < 1e-6:
-            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        factors = (1.0,) * (len(image.shape) - 3) + (factor, factor)  # z of a stack is never resampled
-        scaled = resample_image(np.asarray(image, dtype=np.float32), factors)
-        return np.asarray(self.predict_probabilities(scaled, channel_names, options)), True
+            return options.replace(diameter="off")
+        if options.diameter != "auto":
+            return options
+        return options.replace(diameter=self.estimate_diameter(image, channel_names, options))
 
     def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
         """The image at the model's working pixel size (unchanged when it is already there)."""
@@ -379,6 +444,12 @@ class Segmenter:
             return image, False
         factors = (1.0,) * (spatial_axes - 2) + tuple(factors)  # z of a stack is never resampled
         return resample_image(np.asarray(image, dtype=np.float32), factors), True
+
+
+def _zoomed(image: Any, factor: float) -> np.ndarray:
+    """The image resampled by ``factor`` along Y and X (the z of a stack is never resampled)."""
+    factors = (1.0,) * (len(image.shape) - 3) + (factor, factor)
+    return resample_image(np.asarray(image, dtype=np.float32), factors)
 
 
 def _into(result: Any, out: Any) -> Any:

@@ -10,7 +10,19 @@ Outputs per input image ``NAME.*`` in the output folder:
   area, centroid, bounding box, eccentricity and the intensity of every named channel
   (:func:`fluoseg.objects.object_table`), and for detection models its detection ``score``
   (what COCO AP ranks by); their ``NAME_probabilities.tif`` is the score map (each object's
-  pixels hold its score).
+  pixels hold its score);
+- ``NAME_uncertainty.tif`` (or ``.zarr``) with ``uncertainty=True``: float32 per-pixel
+  uncertainty ``([Z], Y, X)`` from repeated predictions (:mod:`fluoseg.uncertainty`), and
+  one row per image in ``uncertainty.csv`` (:data:`UNCERTAINTY_TABLE`) with its mean.
+
+Instance labels of large images (a Zarr output, or more than :data:`BLOCKWISE_MIN_PIXELS`
+pixels) are decoded block by block (:mod:`fluoseg.instance.blockjobs`): the maps stream
+into a work folder ``NAME.work`` next to the output, each block is decoded with a halo of
+context and the blocks are stitched, so memory stays bounded; the labels equal whole-image
+decoding up to renumbering when the halo covers the largest object plus the decoder's
+context. The work folder records finished blocks: after an interruption ``resume`` continues
+from them, and it is removed when the output is complete. Blocks run as tasks of a Dask
+client when one is given (:class:`BlockOptions`).
 
 Other formats of the masks or labels, for viewers (:data:`OUTPUT_FORMATS`): ``ome-tiff``
 (``NAME.ome.tif``, tiled with pyramid levels for large images), ``geojson``
@@ -22,27 +34,95 @@ and never leaves a partial result.
 
 from __future__ import annotations
 
+import logging
+import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
+from fluoseg.instance.blockjobs import decode_blocks, open_work, write_blocks
+from fluoseg.instance.blocks import plan_blocks
+from fluoseg.instance.scale import scale_factor
 from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_csv_atomically, write_image
 from fluoseg.io.objects import write_geojson, write_imagej_rois
 from fluoseg.io.pyramid import write_pyramidal_ome_tiff
 from fluoseg.objects import object_table
 from fluoseg.tasks import ObjectPredictor
+from fluoseg.uncertainty import UncertaintyOptions, count_passes, pixel_uncertainty
 
 MASK_SUFFIX = ""
 PROBABILITY_SUFFIX = "_probabilities"
 OBJECTS_SUFFIX = "_objects.csv"
+UNCERTAINTY_SUFFIX = "_uncertainty"
+UNCERTAINTY_TABLE = "uncertainty.csv"
+"""Per-image mean uncertainty, one row per input, in the output folder."""
+UNCERTAINTY_FIELDS = ("image", "method", "measure", "passes", "mean_uncertainty")
 OUTPUT_FORMATS = {"tif": ".tif", "zarr": ".zarr", "ome-tiff": ".ome.tif", "geojson": ".geojson", "roi": "_rois.zip"}
 """``--format`` -> file name ending of the masks or labels (probabilities stay TIFF or Zarr)."""
 OBJECT_FORMATS = ("geojson", "roi")
+WORK_SUFFIX = ".work"
+BLOCKWISE_MIN_PIXELS = 4096 * 4096
+"""Instance labels of images with more pixels than this (all planes) are decoded blockwise."""
+DEFAULT_OBJECT_EXTENT = 64
+"""Largest object extent assumed for the default halo, in pixels (see :func:`default_halo`)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """How instance labels are decoded block by block (see :mod:`fluoseg.instance.blockjobs`).
+
+    Attributes
+    ----------
+    block_size
+        Core side in pixels (Y and X; one plane along Z); also the chunk side of Zarr label
+        outputs, so that every chunk has one writer.
+    halo
+        Context on each side in pixels; None: :func:`default_halo` of the model.
+    min_pixels
+        Images with more pixels than this are decoded blockwise whatever the output format.
+    resume
+        Continue the work folder an interrupted prediction left.
+    client
+        A ``dask.distributed.Client`` whose workers decode the blocks; None: this process.
+    """
+
+    block_size: int = 1024
+    halo: int | None = None
+    min_pixels: int = BLOCKWISE_MIN_PIXELS
+    resume: bool = False
+    client: Any = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.block_size, bool) or int(self.block_size) < 8:
+            raise FluosegError(f"the block size must be at least 8 pixels, got {self.block_size!r}")
+        if self.halo is not None and (isinstance(self.halo, bool) or int(self.halo) < 0):
+            raise FluosegError(f"the halo must be a number of pixels >= 0, got {self.halo!r}")
+
+
+def default_halo(task: Any) -> int:
+    """The halo of blockwise decoding for an instance task: largest object extent plus decoder context.
+
+    The extent is twice the model's training diameter (objects vary about twofold in size),
+    at least :data:`DEFAULT_OBJECT_EXTENT`; the border-class decoder adds its border band
+    (:mod:`fluoseg.instance.blockwise` states why these bounds suffice).
+    """
+    diameter = task.target_diameter
+    extent = max(DEFAULT_OBJECT_EXTENT, 2 * math.ceil(diameter)) if diameter else DEFAULT_OBJECT_EXTENT
+    return extent + int(getattr(task, "erosion", 0))
+
+
+def work_folder(masks: Path) -> Path:
+    """The work folder of an output: ``NAME.work`` beside it."""
+    return masks.with_name(f"{image_stem(masks)}{WORK_SUFFIX}")
 
 
 def image_stem(path: str | Path) -> str:
@@ -57,6 +137,7 @@ class PredictionPaths:
     masks: Path
     probabilities: Path | None
     objects: Path | None = None
+    uncertainty: Path | None = None
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -88,7 +169,7 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabilities: bool,
-                 objects: bool = False) -> list[PredictionPaths]:
+                 objects: bool = False, uncertainty: bool = False) -> list[PredictionPaths]:
     """Output paths for every input, refusing duplicates (two inputs with the same stem)."""
     if fmt not in OUTPUT_FORMATS:
         raise FluosegError(f"unknown output format {fmt!r}; use one of {list(OUTPUT_FORMATS)}")
@@ -105,18 +186,42 @@ def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabiliti
             masks=out_dir / f"{stem}{MASK_SUFFIX}{suffix}",
             probabilities=out_dir / f"{stem}{PROBABILITY_SUFFIX}{probability_suffix}" if probabilities else None,
             objects=out_dir / f"{stem}{OBJECTS_SUFFIX}" if objects else None,
+            uncertainty=out_dir / f"{stem}{UNCERTAINTY_SUFFIX}{probability_suffix}" if uncertainty else None,
         ))
     return paths
 
 
-def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool) -> None:
-    """Refuse up front when an output exists and ``overwrite`` is not set."""
+def check_writable(paths: Sequence[PredictionPaths], *, overwrite: bool, others: Sequence[Path] = ()) -> None:
+    """Refuse up front when an output (of an image, or one of ``others``) exists and ``overwrite`` is not set."""
     if overwrite:
         return
+    for path in [q for p in paths for q in (p.masks, p.probabilities, p.objects, p.uncertainty)] + list(others):
+        if path is not None and path.exists():
+            raise FluosegError("output exists; pass --overwrite to replace it", path=path)
+
+
+def check_work_folders(paths: Sequence[PredictionPaths], *, resume: bool) -> list[Path]:
+    """Outputs whose work is finished: ``resume`` skips them; without it a left work folder is an error.
+
+    Returns
+    -------
+    list of Path
+        With ``resume``, the mask outputs that exist (done: outputs are committed whole).
+
+    Raises
+    ------
+    FluosegError
+        Without ``resume``, for the work folder an interrupted prediction left.
+    """
+    done = []
     for p in paths:
-        for path in (p.masks, p.probabilities, p.objects):
-            if path is not None and path.exists():
-                raise FluosegError("output exists; pass --overwrite to replace it", path=path)
+        work = work_folder(p.masks)
+        if work.exists() and not resume:
+            raise FluosegError("an interrupted prediction left this work folder; pass --resume to continue it, "
+                               "or delete the folder to start over", path=work)
+        if resume and p.masks.exists():
+            done.append(p.masks)
+    return done
 
 
 def resolve_channel_names(image: ImageData, channel_names: Sequence[str] | None,
@@ -171,6 +276,7 @@ def predict_file(
     diameter_um: float | None = None,
     overwrite: bool = False,
     aliases: dict[str, str] | None = None,
+    blocks: BlockOptions | None = None,
 ) -> Path:
     """Segment one image file and write its outputs atomically; returns the mask (or label) path.
 
@@ -187,13 +293,15 @@ def predict_file(
         ``options.diameter``).
     aliases
         File channel name -> the model's marker name (``{"DAPI": "DNA"}``).
+    blocks
+        Blockwise decoding of instance labels (default :class:`BlockOptions`).
     """
-    image = read_image(image_path, axes=axes, lazy=True)
-    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names, aliases)
-    options = options.replace(pixel_size=image.pixel_size, source=str(image_path))
-    if diameter_um is not None:
-        options = options.replace(diameter=_diameter_pixels(diameter_um, image))
+    image, names, options = _file_options(segmenter, image_path, options, channel_names=channel_names, axes=axes,
+                                          diameter_um=diameter_um, aliases=aliases)
     if segmenter.task_name == "instance":
+        blocks = blocks or BlockOptions()
+        if _decode_blockwise(segmenter, image, paths, options, blocks):
+            return _write_instance_blockwise(segmenter, image, names, paths, options, overwrite, blocks)
         return _write_instance(segmenter, image, names, paths, options, overwrite)
     if segmenter.task_name == "regression":
         if _output_format(paths.masks) in OBJECT_FORMATS:
@@ -209,6 +317,53 @@ def predict_file(
     if paths.probabilities is not None:
         write_image(paths.probabilities, np.asarray(probabilities, np.float32), overwrite=overwrite, **meta)
     return write_segmentation(paths.masks, masks, overwrite=overwrite, **meta)
+
+
+def _file_options(segmenter: Segmenter, image_path: Path, options: PredictOptions, *,
+                  channel_names: Sequence[str] | None, axes: str | None, diameter_um: float | None,
+                  aliases: dict[str, str] | None) -> tuple[ImageData, tuple[str, ...], PredictOptions]:
+    """The lazily read image, its channel names, and the options with its pixel size and name."""
+    image = read_image(image_path, axes=axes, lazy=True)
+    names = resolve_channel_names(image, channel_names, options.markers, segmenter.panel.names, aliases)
+    options = options.replace(pixel_size=image.pixel_size, source=str(image_path))
+    if diameter_um is not None:
+        options = options.replace(diameter=_diameter_pixels(diameter_um, image))
+    return image, names, options
+
+
+def predict_uncertainty_file(
+    segmenter: Segmenter,
+    image_path: Path,
+    path: Path,
+    options: PredictOptions,
+    uncertainty: UncertaintyOptions,
+    *,
+    channel_names: Sequence[str] | None = None,
+    axes: str | None = None,
+    diameter_um: float | None = None,
+    overwrite: bool = False,
+    aliases: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """Write the per-pixel uncertainty map of one image file; returns its row of :data:`UNCERTAINTY_TABLE`.
+
+    The map (float32, the spatial shape of the image, like its labels or one mask channel)
+    comes from :func:`fluoseg.uncertainty.pixel_uncertainty` with the same prediction
+    options as :func:`predict_file`.
+    """
+    image, names, options = _file_options(segmenter, image_path, options, channel_names=channel_names, axes=axes,
+                                          diameter_um=diameter_um, aliases=aliases)
+    array = np.asarray(image.array)
+    uncertainty_map = pixel_uncertainty(segmenter, array, names, options, uncertainty)
+    write_image(path, uncertainty_map, axes=image.axes[1:], channel_names=None, pixel_size=image.pixel_size,
+                overwrite=overwrite)
+    return {"image": image_stem(image_path), "method": uncertainty.method, "measure": uncertainty.measure,
+            "passes": count_passes(options, uncertainty), "mean_uncertainty": float(uncertainty_map.mean(dtype=np.float64))}
+
+
+def write_uncertainty_table(out_dir: Path, rows: Sequence[dict[str, object]], *, overwrite: bool = False) -> Path:
+    """Write :data:`UNCERTAINTY_TABLE` (one row per image) atomically."""
+    return write_csv_atomically(Path(out_dir) / UNCERTAINTY_TABLE, list(rows), fields=list(UNCERTAINTY_FIELDS),
+                                overwrite=overwrite)
 
 
 def _diameter_pixels(diameter_um: float, image: ImageData) -> float:
@@ -235,6 +390,88 @@ def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str]
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     return write_segmentation(paths.masks, labels.astype(dtype), axes=image.axes[1:], pixel_size=image.pixel_size,
                               overwrite=overwrite)
+
+
+def _rescales(segmenter: Segmenter, options: PredictOptions) -> bool:
+    """Whether prediction rescales the image to the model's object size (whole-image work)."""
+    target = segmenter.task.target_diameter
+    if not target or options.diameter == "off":
+        return False
+    if options.diameter == "auto":
+        return True
+    return abs(scale_factor(float(options.diameter), float(target)) - 1.0) > 1e-6
+
+
+def _decode_blockwise(segmenter: Segmenter, image: ImageData, paths: PredictionPaths, options: PredictOptions,
+                      blocks: BlockOptions) -> bool:
+    if isinstance(segmenter.task, ObjectPredictor):
+        return False  # detectors run tile by tile themselves and paste their objects into one label image
+    wanted = paths.masks.suffix == ".zarr" or math.prod(image.spatial_shape) > blocks.min_pixels
+    if wanted and _rescales(segmenter, options):
+        # the estimate of the diameter and the rescaling need the whole image
+        log.warning("%s: the model rescales images to its object size (--diameter %s), which needs the whole image; "
+                    "decoding it at once (give --diameter off or the diameter in pixels for blockwise decoding)",
+                    image.path, options.diameter)
+        return False
+    return wanted
+
+
+@dataclass(frozen=True)
+class _TaskDecoder:
+    """The first member's decoding of a maps window (picklable, for block tasks)."""
+
+    task: Any
+    channels: int
+
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        return self.task.decode(np.asarray(window[: self.channels]))
+
+
+def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
+                              options: PredictOptions, overwrite: bool, blocks: BlockOptions) -> Path:
+    """Maps into the work folder, then blocks decoded, linked and written (see the module docstring)."""
+    import zarr
+
+    task = segmenter.members[0].task
+    spatial = tuple(image.spatial_shape)
+    side, halo = int(blocks.block_size), default_halo(task) if blocks.halo is None else int(blocks.halo)
+    # slice-wise decoders: no context along Z, one plane per block
+    plan = plan_blocks(spatial, block_shape=(1, side, side)[-len(spatial):], halo=(0, halo, halo)[-len(spatial):])
+    spec = {"image": str(image.path), "image_shape": list(image.array.shape), "channels": list(names),
+            "markers": list(segmenter.panel.names), "classes": list(segmenter.classes),
+            "task": [m.task.state() for m in segmenter.members],
+            "options": {"markers": options.markers, "tile_size": options.tile_size, "tta": options.tta,
+                        "diameter": options.diameter, "pixel_size": options.pixel_size}}
+    work = work_folder(paths.masks)
+    job = open_work(work, spec, plan, _TaskDecoder(task, task.activated_channels()), resume=blocks.resume)
+    if not job.maps_done:
+        maps = job.create_maps(sum(m.task.activated_channels() for m in segmenter.members))
+        segmenter.predict_probabilities(image.array, names, options, out=maps)
+        job.mark_maps_done()
+    relabelling = decode_blocks(job, client=blocks.client, progress=options.progress)
+    dtype = np.uint16 if relabelling.n_objects < 2**16 else np.uint32
+    chunks = tuple(min(b, n) for b, n in zip(plan.block_shape, plan.shape))
+    label_axes = image.axes[1:]
+    if paths.masks.suffix == ".zarr":
+        with create_output(paths.masks, shape=spatial, dtype=dtype, axes=label_axes, pixel_size=image.pixel_size,
+                           chunks=chunks, overwrite=overwrite) as out:
+            write_blocks(job, relabelling, out.array, client=blocks.client, progress=options.progress)
+        labels: Any = None
+    else:
+        labels = zarr.create_array(store=str(work / "labels.zarr"), shape=spatial, dtype=dtype, chunks=chunks,
+                                   fill_value=0, overwrite=True)
+        write_blocks(job, relabelling, labels, client=blocks.client, progress=options.progress)
+        write_segmentation(paths.masks, labels, axes=label_axes, pixel_size=image.pixel_size, overwrite=overwrite)
+    maps = zarr.open_array(str(job.maps_path), mode="r")
+    if paths.probabilities is not None:
+        write_image(paths.probabilities, maps, axes=image.axes, pixel_size=image.pixel_size, overwrite=overwrite)
+    if paths.objects is not None:  # the object table measures whole images
+        if labels is None:
+            labels = read_image(paths.masks).array[0]
+        rows = object_table(np.asarray(labels), np.asarray(image.array), names, pixel_size=image.pixel_size)
+        write_csv_atomically(paths.objects, rows, fields=None if rows else ["label"], overwrite=overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    return paths.masks
 
 
 def write_segmentation(path: Path, array: np.ndarray, *, axes: str, channel_names: Sequence[str] | None = None,

@@ -146,7 +146,8 @@ def quantify_volumes(masks: Any, *, tissue: Any = None, regions: Any = None,
     region_names
         Names for the ids of a region label image; other ids are named by their number.
     pixel_size
-        ``(y, x)`` or ``(z, y, x)`` in µm; adds areas (µm²) or volumes (µm³).
+        ``(y, x)`` or ``(z, y, x)`` in µm, or one size for every axis; adds areas (µm²)
+        or volumes (µm³).
     sample
         The sample name put in every row.
     block
@@ -193,8 +194,10 @@ def _unit_size(pixel_size: Sequence[float] | None, ndim: int) -> float | None:
     if pixel_size is None:
         return None
     sizes = [float(s) for s in pixel_size]
+    if len(sizes) == 1:  # one size: isotropic pixels or voxels
+        sizes *= ndim
     if len(sizes) != ndim or not all(math.isfinite(s) and s > 0 for s in sizes):
-        raise FluosegError(f"pixel_size must give {ndim} positive sizes in µm ({'z, ' if ndim == 3 else ''}y, x), "
+        raise FluosegError(f"pixel_size must give {ndim} positive sizes in µm ({'z, ' if ndim == 3 else ''}y, x) or one, "
                            f"got {tuple(pixel_size)}")
     return float(np.prod(sizes))
 
@@ -280,7 +283,8 @@ def quantify_files(masks: str | os.PathLike | Sequence[str | os.PathLike],
     region_names
         ``{id: name}`` for region label images, e.g. ``{1: "diaphysis", 2: "metaphysis"}``.
     pixel_size
-        ``([z,] y, x)`` in µm; default the masks file's (then the tissue file's) metadata.
+        ``([z,] y, x)`` in µm, or one size for every axis; default the masks file's (then the
+        tissue file's) metadata.
     samples
         Sample names; default each masks file's name up to its first dot.
     block

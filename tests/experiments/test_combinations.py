@@ -57,7 +57,12 @@ def test_cli_combinations(ms_run, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["experiment", "combinations", str(ms_run), "--data", str(tiny_dataset), "--out", str(out),
                  "--samples", "s4", "--method", "MS", "--tile-size", "60", "--quiet"]) == 0
-    assert "mean F1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean F1" in printed and "expected F1 vs F1 over 7 combinations: Spearman" in printed
+    quality = list(csv.DictReader((out / "combinations_estimates.csv").open()))
+    assert {r["class"] for r in quality} == {"blob", "bar"} and {r["n_combinations"] for r in quality} == {"7"}
+    assert all(-1 <= float(r["spearman_expected_f1"]) <= 1 and 0 <= float(r["mean_ece"]) <= 1 for r in quality
+               if r["spearman_expected_f1"])
     assert len(list(csv.DictReader((out / "combinations.csv").open()))) == 7 * 2
     assert main(["experiment", "combinations", str(ms_run), "--data", str(tiny_dataset), "--out", str(out),
                  "--samples", "nope", "--quiet"]) == 2
@@ -70,3 +75,72 @@ def test_run_without_test_split_needs_samples(experiment_config, tiny_dataset, t
     run = train(config, tmp_path / "no_test", progress=False)
     with pytest.raises(FluosegError, match="--samples"):
         evaluate_run(run, tiny_dataset, tmp_path / "eval", progress=False)
+
+
+# ---- label-free expected F1 per marker subset, ECE, and how well they rank the subsets -------
+
+
+class _Image:
+    def __init__(self, array):
+        self.array, self.pixel_size = array, None
+
+
+class _Sample:
+    """A 4x4 two-marker sample whose class covers the left half."""
+
+    id, image_path, pixel_size, channel_names, usable_markers = "s", "s.tif", None, ("a", "b"), ("a", "b")
+
+    def read_image(self):
+        import numpy as np
+
+        return _Image(np.zeros((2, 4, 4), np.float32))
+
+    def read_masks(self, classes, spatial):
+        import numpy as np
+
+        truth = np.zeros((1, 4, 4), np.uint8)
+        truth[0, :, :2] = 1
+        return truth
+
+
+class _Segmenter:
+    """Hand-made probability maps per marker subset, decoded like a one-class sigmoid model (p > 0.5)."""
+
+    task_name, classes, panel = "semantic", ("c",), MarkerPanel(["a", "b"])
+
+    def predict_masks(self, array, names, *, markers, **settings):
+        import numpy as np
+
+        p = np.full((1, 4, 4), 0.6 if markers == ("a",) else 0.2, np.float32)
+        if markers == ("a", "b"):
+            p[0], p[0, :, :2] = 0.1, 0.9
+        return (p > 0.5).astype(np.uint8), p
+
+
+def test_expected_f1_and_ece_of_hand_made_subsets(tmp_path):
+    from fluoseg.experiments.combinations import evaluate_combinations
+    from fluoseg.experiments.results import read_results, write_tables
+
+    rows = evaluate_combinations(_Segmenter(), [_Sample()], method="M", progress=False)
+    by = {r["combination"]: r for r in rows}
+    # m_12: p = 0.9 on the 8 true pixels, 0.1 on the 8 others; the mask is exact (F1 = 1) but
+    # the map only expects E[TP] = 7.2, E[FP] = E[FN] = 0.8: F1 0.9; ECE |1 - 0.9| = |0 - 0.1| = 0.1.
+    assert by["m_12"]["f1"] == 1.0
+    assert (by["m_12"]["expected_tp"], by["m_12"]["expected_fp"], by["m_12"]["expected_fn"]) == pytest.approx((7.2, 0.8, 0.8))
+    assert by["m_12"]["expected_f1"] == pytest.approx(0.9) and by["m_12"]["ece"] == pytest.approx(0.1)
+    # m_1: p = 0.6 everywhere, all predicted: F1 = 16 / 24; expected 19.2 / 25.6; ECE |0.5 - 0.6|
+    assert by["m_1"]["f1"] == pytest.approx(2 / 3)
+    assert by["m_1"]["expected_f1"] == pytest.approx(0.75) and by["m_1"]["ece"] == pytest.approx(0.1)
+    # m_2: p = 0.2, nothing predicted: F1 = 0 and expected 0 (E[FN] = 3.2); ECE |0.5 - 0.2|
+    assert by["m_2"]["f1"] == 0.0 and by["m_2"]["expected_f1"] == 0.0 and by["m_2"]["ece"] == pytest.approx(0.3)
+
+    write_tables(rows, tmp_path)
+    quality = list(csv.DictReader((tmp_path / "combinations_estimates.csv").open()))
+    assert len(quality) == 1 and (quality[0]["class"], quality[0]["n_combinations"]) == ("c", "3")
+    assert float(quality[0]["spearman_expected_f1"]) == pytest.approx(1.0)  # same order as the truth
+    assert float(quality[0]["mean_abs_error_expected_f1"]) == pytest.approx((0.75 - 2 / 3 + 0 + 0.1) / 3)
+    assert float(quality[0]["mean_ece"]) == pytest.approx(0.5 / 3)
+    summary = {r["combination"]: r for r in csv.DictReader((tmp_path / "combinations_summary.csv").open())}
+    assert float(summary["m_1"]["mean_expected_f1"]) == pytest.approx(0.75)
+    again = {r["combination"]: r for r in read_results(tmp_path / "combinations.csv")}
+    assert again["m_12"]["expected_f1"] == pytest.approx(0.9) and again["m_2"]["ece"] == pytest.approx(0.3)

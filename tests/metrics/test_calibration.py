@@ -102,6 +102,21 @@ def test_expected_f1_of_a_hand_example_and_its_counts():
     assert expected_f1([0.9, 0.8, 0.2, 0.0], mask=[True, False, True, False]) == pytest.approx(1.8 / 2.1)
 
 
+def test_expected_counts_of_a_given_predicted_mask():
+    # an argmax decoding may leave a 0.45 pixel in the class and drop a 0.55 one (another class won)
+    p = np.array([0.45, 0.55, 0.9, 0.1])
+    predicted = np.array([1, 0, 1, 0])
+    counts = expected_confusion(p, predicted=predicted)
+    assert (counts.tp, counts.fp, counts.fn) == pytest.approx((1.35, 0.65, 0.65))
+    assert expected_f1(p, predicted=predicted) == pytest.approx(2 * 1.35 / (2 + 2.0))
+    assert expected_f1(p, predicted=p > 0.5) == pytest.approx(expected_f1(p))
+    assert expected_f1(p, predicted=predicted, mask=[True, True, False, False]) == pytest.approx(0.9 / 2.0)
+    with pytest.raises(FluosegError, match="0/1"):
+        expected_f1(p, predicted=[2, 0, 1, 0])
+    with pytest.raises(FluosegError, match="shape"):
+        expected_f1(p, predicted=[1, 0])
+
+
 def test_expected_f1_equals_the_mean_true_f1_when_labels_are_bernoulli_p():
     rng = np.random.default_rng(2)
     n = 3000

@@ -299,6 +299,7 @@ def test_run_started_before_the_new_keys_still_resumes(make_config, tmp_path):
                 "loss", "loss_options"):
         assert key in TrainConfig.model_fields
         stored["train"].pop(key)
+    stored["model"].pop("trainable")
     (run / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
     train(load_config(make_config(epochs=1, steps_per_epoch=1)), run, resume=True, progress=False)
     with pytest.raises(FluosegError, match="differs"):
@@ -326,3 +327,94 @@ def test_a_small_network_learns_a_separable_problem(make_config, tiny_dataset, t
           if r["image"] == "ALL" and r["metric"] == "f1"}
     # chance (predicting every pixel as the class) gives F1 = 2p/(1+p): about 0.2 for blobs, 0.1 for bars
     assert f1["blob"] > 0.8 and f1["bar"] > 0.6, f1
+
+
+# ---- model.trainable: Marker-Excite-only fine-tuning ---------------------------------------
+
+
+def me_config(make_config, name, epochs=1, **model):
+    """A tiny MS-ME U-Net (Marker Sampling, Marker Excite, batch norm) config with ``model`` overrides."""
+    import yaml
+
+    path = make_config(name, epochs=epochs, steps_per_epoch=3, learning_rate=1e-2)
+    config = yaml.safe_load(path.read_text())
+    config["model"]["options"].update(marker_input="ms", attention="me", norm="batch")
+    config["model"].update(model)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_excite_fine_tuning_moves_only_the_marker_layers(make_config, tmp_path):
+    pretrained = train(load_config(me_config(make_config, "pre.yaml")), tmp_path / "pre", progress=False)
+    start = weights(pretrained / "model" / "best.pt")
+    config = load_config(me_config(make_config, "fine.yaml", init_from=str(pretrained), trainable="excite"))
+    run = train(config, tmp_path / "fine", progress=False)
+    assert json.loads((run / "model" / "init_from.json").read_text())["head"] == "copy"
+    tuned = weights(run / "model" / "last.pt")
+    assert set(tuned) == set(start)
+    moved = {k for k in tuned if not torch.equal(tuned[k], start[k])}
+    excite = {k for k in tuned if ".hook." in k}  # every Marker Excite module of the U-Net sits at <block>.hook
+    assert excite and moved == excite  # all of them trained, nothing else changed by a single bit
+    assert any("running_mean" in k for k in tuned)  # batch-norm statistics were among the frozen tensors
+
+    from fluoseg.models import build_model
+
+    n_excite = sum(start[k].numel() for k in excite)
+    n_all = sum(p.numel() for p in build_model("unet", in_channels=3, out_channels=3, depth=2, base_filters=4,
+                                               marker_input="ms", attention="me", norm="batch").parameters())
+    assert f"model: {n_all} parameters, {n_excite} trainable (model.trainable: excite)" in (run / "train.log").read_text()
+
+
+def test_all_is_the_default_and_logs_every_parameter_as_trainable(make_config, tmp_path):
+    run = train(load_config(me_config(make_config, "all.yaml")), tmp_path / "run", progress=False)
+    log = (run / "train.log").read_text()
+    line = next(line for line in log.splitlines() if "trainable (model.trainable: all)" in line)
+    total, trainable = (int(word) for word in line.replace(",", "").split() if word.isdigit())
+    assert total == trainable > 0
+
+
+def test_head_scope_trains_the_output_layer_only(make_config, tmp_path):
+    pretrained = train(load_config(me_config(make_config, "pre.yaml")), tmp_path / "pre", progress=False)
+    start = weights(pretrained / "model" / "best.pt")
+    run = train(load_config(me_config(make_config, "head.yaml", init_from=str(pretrained), trainable="head")),
+                tmp_path / "head", progress=False)
+    tuned = weights(run / "model" / "last.pt")
+    assert {k for k in tuned if not torch.equal(tuned[k], start[k])} == {"head.weight", "head.bias"}
+
+
+def test_excite_without_marker_excite_layers_is_a_one_line_error(make_config, tmp_path):
+    path = make_config("plain.yaml")
+    config = load_config(path)
+    config.model.trainable = "excite"
+    with pytest.raises(FluosegError, match="model.trainable: the model has no parameters in trainable scope 'excite'") as info:
+        train(config, tmp_path / "run", progress=False)
+    assert info.value.path == path and "\n" not in info.value.message
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_unknown_trainable_scope_is_refused_by_the_schema(make_config):
+    import yaml
+
+    path = make_config()
+    config = yaml.safe_load(path.read_text())
+    config["model"]["trainable"] = "encoder"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(FluosegError, match="model.trainable"):
+        load_config(path)
+
+
+def test_killed_excite_fine_tuning_resumes_to_the_same_result(make_config, tmp_path, monkeypatch):
+    pretrained = train(load_config(me_config(make_config, "pre.yaml")), tmp_path / "pre", progress=False)
+
+    def config():
+        return load_config(me_config(make_config, "fine.yaml", epochs=2, init_from=str(pretrained), trainable="excite"))
+
+    reference = train(config(), tmp_path / "reference", progress=False)
+    original = kill_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(), tmp_path / "killed", progress=False)
+    monkeypatch.setattr(trainer_module, "_write_metrics", original)
+    resumed = train(config(), tmp_path / "killed", resume=True, progress=False)
+    assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
+    start, tuned = weights(pretrained / "model" / "best.pt"), weights(resumed / "model" / "last.pt")
+    assert {k for k in tuned if not torch.equal(tuned[k], start[k])} == {k for k in tuned if ".hook." in k}

@@ -1,4 +1,4 @@
-"""Command-line interface: ``fluoseg train | predict | evaluate | synth | demo | crossval | experiment``.
+"""Command-line interface: ``fluoseg train | predict | evaluate | quantify | synth | demo | crossval | experiment``.
 
 One module per command family, each with ``add_parser(subparsers)``; shared argument types
 and option groups live in :mod:`._args`. The CLI only wires parts together: every user

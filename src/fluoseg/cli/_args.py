@@ -34,15 +34,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _number_in(low: float, high: float, what: str):
-    """A parser of numbers strictly between ``low`` and ``high`` (finite)."""
+def _number_in(low: float, high: float, what: str, *, low_included: bool = False):
+    """A parser of numbers between ``low`` and ``high`` (finite; ``low`` itself only if included)."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low < value < high:
+        if not (low <= value if low_included else low < value) or not value < high:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
 
@@ -52,6 +52,7 @@ def _number_in(low: float, high: float, what: str):
 
 positive_float = _number_in(0.0, float("inf"), "a positive number")
 probability = _number_in(0.0, 1.0, "a number between 0 and 1")
+non_negative_float = _number_in(0.0, float("inf"), "a number >= 0", low_included=True)
 
 
 def tile_size(text: str) -> int:

@@ -47,6 +47,16 @@ def cmd_upper_bound(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_estimates(rows: list[dict]) -> None:
+    """One line per method, class and fold on how well label-free expected F1 tracks the true F1."""
+    from fluoseg.experiments.results import estimate_quality
+
+    for q in estimate_quality(rows):
+        print(f"{q['method']:<12}{q['class']:<14} fold {q['fold']}: expected F1 vs F1 over {q['n_combinations']} "
+              f"combinations: Spearman {q['spearman_expected_f1']:.3f}, mean |error| "
+              f"{q['mean_abs_error_expected_f1']:.4f}, mean pixel ECE {q['mean_ece']:.4f}")
+
+
 def cmd_combinations(args: argparse.Namespace) -> int:
     from fluoseg.experiments.combinations import evaluate_run
     from fluoseg.experiments.results import mean_table
@@ -57,6 +67,7 @@ def cmd_combinations(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, progress=not args.quiet)
     for (method, class_name), (mean, sd, n) in mean_table(rows).items():
         print(f"{method:<12}{class_name:<14} mean F1 {mean:.4f} (sd {sd:.4f}, n={n})")
+    _print_estimates(rows)
     print(f"results: {Path(args.out) / 'combinations.csv'} and {Path(args.out) / 'combinations_summary.csv'}")
     return 0
 
@@ -102,6 +113,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
                                      tile_size=args.tile_size, batch_size=args.batch_size, progress=not args.quiet)
     for (method, class_name), (mean, sd, n) in mean_table(rows).items():
         print(f"{method:<12}{class_name:<14} mean F1 {mean:.4f} (sd {sd:.4f}, n={n})")
+    _print_estimates(rows)
     print(f"results: {Path(args.out) / 'combinations.csv'}")
     return 0
 

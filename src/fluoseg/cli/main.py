@@ -15,13 +15,15 @@ import fluoseg.cli.export as export_command
 import fluoseg.cli.models as models_command
 import fluoseg.cli.points as points_command
 import fluoseg.cli.predict as predict_command
+import fluoseg.cli.quantify as quantify_command
 import fluoseg.cli.synth as synth_command
 import fluoseg.cli.train as train_command
 import fluoseg.cli.tune as tune_command
 from fluoseg.errors import FluosegError
 
 COMMANDS = (train_command, predict_command, evaluate_command, synth_command, demo_command, crossval_command,
-            experiment_command, models_command, export_command, tune_command, points_command)
+            experiment_command, models_command, export_command, tune_command, points_command,
+            quantify_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import fluoseg.cli._args as _args
+from fluoseg.data.blank import BLANK_SNR
 
 FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
 """The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
+UNCERTAINTY_METHODS = ("tta", "dropout")
+UNCERTAINTY_MEASURES = ("variance", "entropy", "mutual-information")
+""":data:`fluoseg.uncertainty.METHODS` and ``MEASURES`` (a test checks they agree)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +39,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
                          "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object; "
                          "detection models add each object's score)")
+    outputs.add_argument("--uncertainty", nargs="?", const="tta", choices=UNCERTAINTY_METHODS,
+                         help="also write NAME_uncertainty.tif, a float32 per-pixel uncertainty map, and the mean per "
+                         "image in OUT/uncertainty.csv, from repeated predictions: tta (default: the 8 flips/rotations, "
+                         "or those of --tta) or dropout (Monte-Carlo dropout; the model needs dropout layers)")
+    outputs.add_argument("--uncertainty-measure", choices=UNCERTAINTY_MEASURES, default="variance",
+                         help="per-pixel summary of the repeated predictions: variance (default; 0 where they agree), "
+                         "entropy (predictive entropy of their mean, nats) or mutual-information (the part of the "
+                         "entropy due to disagreement)")
+    outputs.add_argument("--uncertainty-passes", type=_args.positive_int, default=8, metavar="N",
+                         help="--uncertainty dropout: number of passes (at least 2; default 8)")
     _args.add_overwrite(outputs)
     outputs.add_argument("--diameter", type=_args.diameter, default="auto",
                          help="instance models trained with scale normalisation: mean object diameter in these "
@@ -47,6 +61,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoding.add_argument("--min-score", type=_args.probability,
                           help="detection models: lowest detection score kept (e.g. 0.05 to rank every detection "
                           "for COCO AP with --objects)")
+    decoding.add_argument("--blank-snr", type=_args.non_negative_float, default=BLANK_SNR,
+                          help="an image whose brightest spot is less than this many noise standard deviations above "
+                          f"its background is an empty field and gets no objects (default {BLANK_SNR:g}; pure noise "
+                          "scores about 6-7; 0 turns the check off)")
+    large = p.add_argument_group("large images (instance models)",
+                                 "Labels of Zarr outputs and of images over 4096x4096 pixels are decoded block by "
+                                 "block in bounded memory; a work folder NAME.work beside the output records the "
+                                 "finished blocks until the output is complete.")
+    large.add_argument("--block-size", type=_block_size, default=1024,
+                       help="side of the blocks decoded one at a time, in pixels (default 1024; also the chunk "
+                       "side of Zarr label outputs)")
+    large.add_argument("--halo", type=_halo, help="context decoded around each block, in pixels: at least the "
+                       "largest object's extent (default: twice the model's object diameter, at least 64, plus the "
+                       "border band of border models); a warning counts the objects that reach it")
+    large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
+                       "finished blocks its work folder recorded (same image, model and options)")
+    where = large.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_args.positive_int, help="decode the blocks on a local Dask cluster of "
+                       "this many worker processes (one thread each); the network runs in this process")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="decode the blocks on the workers of a running Dask "
+                       "scheduler (e.g. tcp://host:8786 started by dask-jobqueue); they must reach the output folder")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -60,20 +95,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _block_size(text: str) -> int:
+    """A block side of at least 8 pixels."""
+    value = _args.positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"blocks are at least 8 pixels wide, got {value}")
+    return value
+
+
+def _halo(text: str) -> int:
+    """A halo of 0 or more pixels."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the halo is 0 or more pixels, got {value}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
     from tqdm.auto import tqdm
 
     from fluoseg.bioimage.foreign import load_model
     from fluoseg.device import set_threads
     from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions
+    from fluoseg.instance.blockjobs import dask_client
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
-    from fluoseg.predict import check_inputs, check_writable, expand_inputs, output_paths, predict_file
+    from fluoseg.predict import (UNCERTAINTY_TABLE, BlockOptions, check_inputs, check_work_folders, check_writable,
+                                 expand_inputs, output_paths, predict_file, predict_uncertainty_file,
+                                 write_uncertainty_table)
+    from fluoseg.uncertainty import UncertaintyOptions, check_uncertainty
 
+    uncertainty = None
+    if args.uncertainty is not None:
+        uncertainty = UncertaintyOptions(method=args.uncertainty, measure=args.uncertainty_measure,
+                                         samples=args.uncertainty_passes)
     images = expand_inputs(args.images)
     out_dir = prepare_output_dir(args.out, overwrite=True, what="output folder")  # other files may stay there
-    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects)
-    check_writable(paths, overwrite=args.overwrite)
+    paths = output_paths(images, out_dir, fmt=args.format, probabilities=args.probabilities, objects=args.objects,
+                         uncertainty=uncertainty is not None)
+    done = set(check_work_folders(paths, resume=args.resume))
+    for image, target in zip(images, paths):
+        if target.masks in done:
+            print(f"{image} -> {target.masks} (done before; --resume keeps it)")
+    images, paths = [i for i, t in zip(images, paths) if t.masks not in done], [t for t in paths if t.masks not in done]
+    check_writable(paths, overwrite=args.overwrite, others=[out_dir / UNCERTAINTY_TABLE] if uncertainty else [])
     for image in images:  # fail on an unreadable input before the model is loaded
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
@@ -91,12 +161,28 @@ def run(args: argparse.Namespace) -> int:
         markers=segmenter.panel.parse([model for model, _ in args.markers]) if args.markers else None,
         tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
-        diameter=None if diameter_um is not None else args.diameter)
+        diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
-    with OutputLock(out_dir, what="output folder"):
+    if uncertainty is not None:
+        check_uncertainty(segmenter, uncertainty)
+    rows: list[dict[str, object]] = []
+    distributed = (args.workers, args.scheduler) if segmenter.task_name == "instance" else (None, None)
+    if distributed == (None, None) and (args.workers or args.scheduler):
+        warnings.warn(f"--workers and --scheduler share out the decoding of instance labels; this model's task is "
+                      f"{segmenter.task_name}, so everything runs in this process")
+    with OutputLock(out_dir, what="output folder"), dask_client(*distributed) as client:
+        blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume, client=client)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
-                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases)
+                                   axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases,
+                                   blocks=blocks)
             print(f"{image} -> {written}")
+            if uncertainty is not None and target.uncertainty is not None:
+                rows.append(predict_uncertainty_file(
+                    segmenter, image, target.uncertainty, options, uncertainty, channel_names=args.channel_names,
+                    axes=args.axes, diameter_um=diameter_um, overwrite=args.overwrite, aliases=aliases))
+                # rewritten after every image (checked up front), so an interrupted run keeps the rows it made
+                write_uncertainty_table(out_dir, rows, overwrite=True)
+                print(f"{image} -> {target.uncertainty}")
     return 0

@@ -7,6 +7,13 @@ import argparse
 import fluoseg.cli._args as _args
 
 
+CELL_PRESETS = ("default", "shifted")
+CELL_MARKER_NAMES = ("DAPI", "ECAD", "CK", "CD45", "KI67")
+DEFAULT_CELL_MARKERS = ("DAPI", "ECAD", "CK", "CD45")
+"""The simulator's presets and markers (:mod:`fluoseg.data.synth.cell_domain`; not imported here so
+that ``--help`` stays fast; a test checks they agree)."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate artificial training images")
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_args.Parser)
@@ -24,6 +31,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _args.add_overwrite(q, "an existing output folder")
     q.set_defaults(func=run_nuclei)
 
+    c = kinds.add_parser("cells", help="simulated multiplexed cell images with cell and nucleus instance labels",
+                         description="Draw tissue of touching cells stained by a nuclear (DAPI), membrane (ECAD) and "
+                         "cytoplasm (CK) marker plus a distractor (CD45) and optionally KI67, with exact instance "
+                         "labels. Writes OUT/images/*.ome.tif, OUT/labels (cells), OUT/nuclei, OUT/manifest.yaml and "
+                         "OUT/simulation.yaml (provenance); other files in OUT are left alone.")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--n-images", type=_args.positive_int, default=50, help="number of images (default 50)")
+    c.add_argument("--settings", default="default",
+                   help=f"simulator preset ({', '.join(CELL_PRESETS)}; shifted has other staining strengths, noise "
+                   "and cell sizes) or a YAML file of settings on a 'base' preset (default: default)")
+    c.add_argument("--markers", type=_args.names, default=list(DEFAULT_CELL_MARKERS),
+                   help=f"comma-separated channels to write, in this order, from {','.join(CELL_MARKER_NAMES)} "
+                   f"(default {','.join(DEFAULT_CELL_MARKERS)})")
+    c.add_argument("--target", choices=("cells", "nuclei"), default="cells",
+                   help="which labels the manifest names: whole cells (default) or nuclei (both are written)")
+    c.add_argument("--size", type=_args.positive_int, default=256, help="side of the square images (default 256)")
+    c.add_argument("--prefix", default="cells", help="file name stem of the sample ids (default cells)")
+    c.add_argument("--seed", type=int, default=0, help="random seed; image i is the same for any --n-images "
+                   "(default 0)")
+    _args.add_overwrite(c, "a dataset this command wrote before in OUT")
+    c.set_defaults(func=run_cells)
+
 
 def run_nuclei(args: argparse.Namespace) -> int:
     from fluoseg.io import prepare_output_dir
@@ -34,4 +63,25 @@ def run_nuclei(args: argparse.Namespace) -> int:
                                  grid=args.grid, max_offset=args.max_offset, overlap_mode=args.overlap,
                                  shape=args.size, seed=args.seed, overwrite=args.overwrite)
     print(f"artificial images: {manifest.parent} (add {manifest} to data.extra_train)")
+    return 0
+
+
+def run_cells(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fluoseg.config import read_yaml
+    from fluoseg.data.synth import cell_domain, write_cells_dataset
+    from fluoseg.io import prepare_output_dir
+
+    settings = args.settings
+    if settings.endswith((".yaml", ".yml")) or Path(settings).is_file():
+        domain = cell_domain(read_yaml(settings), source=settings)
+    else:
+        domain = cell_domain(settings)
+    out = prepare_output_dir(args.out, overwrite=True, what="output folder")  # kind and permissions; files stay
+    manifest = write_cells_dataset(out, args.n_images, domain, args.seed, shape=(args.size, args.size),
+                                   markers=args.markers, target=args.target, prefix=args.prefix,
+                                   overwrite=args.overwrite)
+    print(f"simulated cells: {manifest} ({args.n_images} images, markers {','.join(args.markers)}, "
+          f"labels: {args.target})")
     return 0

@@ -7,6 +7,15 @@ combinations are the non-empty subsets of the markers it was stained with
 subset (:meth:`Segmenter.predict_masks` with ``markers=subset``), the other slots zero
 and unavailable. Scores go into the long results table of :mod:`.results`.
 
+Each row also carries what the subset's probability maps predict without the ground
+truth: the expected TP/FP/FN and F1 of the decoded mask if every pixel's label were drawn
+with its predicted probability (``expected_f1 = 2 sum(p m) / (sum m + sum p)``, derived in
+:mod:`fluoseg.metrics.calibration`), and the pixel ECE of those probabilities against the
+true mask. ``combinations_estimates.csv`` then says per class and fold how well expected F1
+ranks the subsets (Spearman) and how far it is from the true F1
+(:func:`fluoseg.experiments.results.estimate_quality`): a way to tell, on unlabelled
+images, which marker subsets can be trusted.
+
 Work is cached per sample (``samples/<id>.csv`` next to the tables), so an interrupted
 evaluation resumes with the samples it had not finished.
 """
@@ -27,6 +36,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.experiments.crossval import Log, Unit, run_crossval
 from fluoseg.experiments.results import read_results, result_row, write_csv, write_tables
 from fluoseg.markers import MarkerPanel
+from fluoseg.metrics.calibration import expected_calibration_error, expected_confusion
 from fluoseg.metrics.semantic import per_class_confusion
 
 SAMPLE_CACHE = "samples"
@@ -70,7 +80,8 @@ def evaluate_sample(segmenter: Any, sample: Sample, subsets: Sequence[tuple[str,
 
     The image is read once; channels the model does not know are left out before
     prediction (they could not be used anyway), and the masks of the model's classes are
-    read from the sample.
+    read from the sample. Expected counts and ECE come from the same prediction's class
+    probabilities (no extra pass).
     """
     panel = segmenter.panel
     image = sample.read_image()
@@ -82,12 +93,19 @@ def evaluate_sample(segmenter: Any, sample: Sample, subsets: Sequence[tuple[str,
     pixel_size = _pixel_size(sample, image.pixel_size, len(spatial))
     rows = []
     for subset in subsets:
-        masks, _ = segmenter.predict_masks(array, names, markers=subset, pixel_size=pixel_size, tile_size=tile_size,
-                                           batch_size=batch_size, source=str(sample.image_path))
+        masks, probabilities = segmenter.predict_masks(array, names, markers=subset, pixel_size=pixel_size,
+                                                       tile_size=tile_size, batch_size=batch_size,
+                                                       source=str(sample.image_path))
+        # float32 sums of softmax outputs may stray from [0, 1] by an ulp
+        probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
         code = panel.subset_code(subset)
-        for class_name, counts in zip(segmenter.classes, per_class_confusion(masks, truth)):
-            rows.append(result_row(method=method, class_name=class_name, combination=code, markers=subset, fold=fold,
-                                   sample=sample.id, tp=counts.tp, fp=counts.fp, fn=counts.fn))
+        confusions = per_class_confusion(masks, truth)
+        for index, (class_name, counts) in enumerate(zip(segmenter.classes, confusions)):
+            rows.append(result_row(
+                method=method, class_name=class_name, combination=code, markers=subset, fold=fold,
+                sample=sample.id, tp=counts.tp, fp=counts.fp, fn=counts.fn,
+                expected=expected_confusion(probabilities[index], predicted=masks[index] > 0),
+                ece=expected_calibration_error(probabilities[index], truth[index] > 0)))
         if bar is not None:
             bar.update(1)
     return rows

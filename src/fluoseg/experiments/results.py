@@ -12,6 +12,20 @@ joined with ``+``, and ``tp/fp/fn`` the pixel counts of the class on the sample,
 fold afterwards (:func:`pool_samples`), which is the paper's unit (n = 31 combinations x 4
 folds = 124 per class). Tables of several methods or folds are simply concatenated.
 
+Optional columns (:data:`ESTIMATE_FIELDS`, written when the rows have them): what the
+probability maps say about the segmentation without the ground truth, and how calibrated
+they are:
+
+    expected_tp, expected_fp, expected_fn, expected_f1, ece
+
+``expected_*`` are the counts expected if each pixel's label were drawn with the predicted
+probability, for the mask actually decoded (:func:`fluoseg.metrics.calibration.expected_confusion`),
+and ``expected_f1 = 2 E[TP] / (2 E[TP] + E[FP] + E[FN])``; they pool over samples like the
+true counts. ``ece`` is the pixel expected calibration error of the class's probabilities
+against its true mask (15 bins); it does not pool (pooled rows leave it empty).
+:func:`estimate_quality` judges the estimate across marker combinations: Spearman's rank
+correlation between expected and true F1, their mean absolute difference and the mean ECE.
+
 This module imports no deep-learning framework.
 """
 
@@ -27,6 +41,7 @@ import numpy as np
 
 from fluoseg.errors import FluosegError
 from fluoseg.io import write_csv_atomically
+from fluoseg.metrics.calibration import ExpectedConfusion, spearman_correlation
 from fluoseg.metrics.semantic import ALL_IMAGES, f1_score
 
 RESULT_FIELDS = ("method", "class", "combination", "markers", "n_markers", "fold", "sample", "tp", "fp", "fn", "f1")
@@ -34,6 +49,16 @@ RESULT_FIELDS = ("method", "class", "combination", "markers", "n_markers", "fold
 
 SUMMARY_FIELDS = ("method", "class", "combination", "markers", "n_markers", "n", "mean_f1", "sd_f1")
 """Columns of the per-combination summary."""
+
+ESTIMATE_FIELDS = ("expected_tp", "expected_fp", "expected_fn", "expected_f1", "ece")
+"""Optional columns of the long table: label-free expected counts and F1, and pixel ECE."""
+
+SUMMARY_ESTIMATE_FIELDS = ("mean_expected_f1", "mean_ece")
+"""Columns the per-combination summary gets when the rows have estimates."""
+
+QUALITY_FIELDS = ("method", "class", "fold", "n_combinations", "spearman_expected_f1", "mean_abs_error_expected_f1",
+                  "mean_ece")
+"""Columns of :func:`estimate_quality`: how well expected F1 ranks and matches the true F1 of the combinations."""
 
 POOLED_SAMPLE = ALL_IMAGES
 """Sample name of rows whose counts are summed over the test samples of a fold."""
@@ -43,11 +68,20 @@ MARKER_SEPARATOR = "+"
 
 
 def result_row(*, method: str, class_name: str, combination: str, markers: Sequence[str], fold: int, sample: str,
-               tp: int, fp: int, fn: int) -> dict[str, Any]:
-    """One row of the long table; F1 is computed from the counts."""
-    return {"method": method, "class": class_name, "combination": combination,
-            "markers": MARKER_SEPARATOR.join(markers), "n_markers": len(markers), "fold": int(fold),
-            "sample": sample, "tp": int(tp), "fp": int(fp), "fn": int(fn), "f1": f1_score(tp, fp, fn)}
+               tp: int, fp: int, fn: int, expected: ExpectedConfusion | None = None,
+               ece: float | None = None) -> dict[str, Any]:
+    """One row of the long table; F1 is computed from the counts, expected F1 from ``expected``."""
+    row = {"method": method, "class": class_name, "combination": combination,
+           "markers": MARKER_SEPARATOR.join(markers), "n_markers": len(markers), "fold": int(fold),
+           "sample": sample, "tp": int(tp), "fp": int(fp), "fn": int(fn), "f1": f1_score(tp, fp, fn)}
+    if expected is not None:
+        row.update(expected_tp=float(expected.tp), expected_fp=float(expected.fp), expected_fn=float(expected.fn),
+                   expected_f1=expected.f1, ece=float("nan") if ece is None else float(ece))
+    return row
+
+
+def _has_estimates(rows: Iterable[dict[str, Any]]) -> bool:
+    return any("expected_f1" in row for row in rows)
 
 
 def combination_sort_key(row: dict[str, Any]) -> tuple[int, str]:
@@ -55,8 +89,14 @@ def combination_sort_key(row: dict[str, Any]) -> tuple[int, str]:
     return int(row["n_markers"]), str(row["combination"])
 
 
-def write_csv(rows: Iterable[dict[str, Any]], path: str | Path, fields: Sequence[str] = RESULT_FIELDS) -> Path:
-    """Write rows atomically (temporary file, then rename), so a killed run never leaves half a table."""
+def write_csv(rows: Iterable[dict[str, Any]], path: str | Path, fields: Sequence[str] | None = None) -> Path:
+    """Write rows atomically (temporary file, then rename), so a killed run never leaves half a table.
+
+    ``fields`` defaults to :data:`RESULT_FIELDS`, plus :data:`ESTIMATE_FIELDS` when a row has them.
+    """
+    rows = list(rows)
+    if fields is None:
+        fields = RESULT_FIELDS + (ESTIMATE_FIELDS if _has_estimates(rows) else ())
     return write_csv_atomically(path, [{k: _format(row.get(k)) for k in fields} for row in rows], fields=fields)
 
 
@@ -85,20 +125,24 @@ def read_results(paths: str | Path | Sequence[str | Path]) -> list[dict[str, Any
             if missing:
                 raise FluosegError(f"not a combinations results table: columns {missing} are missing "
                                    "(write it with 'fluoseg experiment combinations')", path=path)
+            estimates = [f for f in ESTIMATE_FIELDS if f in (reader.fieldnames or [])]
             for line, raw in enumerate(reader, start=2):
                 try:
-                    rows.append(_typed(raw))
+                    rows.append(_typed(raw, estimates))
                 except ValueError:
                     raise FluosegError(f"line {line} holds a non-numeric count or F1; fix or regenerate the file",
                                        path=path) from None
     return rows
 
 
-def _typed(raw: dict[str, str]) -> dict[str, Any]:
+def _typed(raw: dict[str, str], estimates: Sequence[str] = ()) -> dict[str, Any]:
     row: dict[str, Any] = {k: raw[k] for k in RESULT_FIELDS}
     for key in _INTEGER_FIELDS:
         row[key] = int(raw[key])
     row["f1"] = float(raw["f1"])
+    if raw.get("expected_f1"):  # rows of a table without estimates (or a cached older sample) have none
+        for key in estimates:
+            row[key] = float(raw[key]) if raw[key] else float("nan")
     return row
 
 
@@ -111,19 +155,24 @@ def pool_samples(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (method, class, combination, fold) with TP/FP/FN summed over its samples.
 
     F1 is recomputed from the summed counts (a pooled, dataset-level score); the sample
-    column becomes ``"ALL"``. This is the paper's evaluation unit.
+    column becomes ``"ALL"``. This is the paper's evaluation unit. Expected counts are
+    summed alike when every sample has them (``expected_f1`` from the sums; ``ece`` NaN,
+    as it does not pool).
     """
-    groups: dict[tuple, dict[str, Any]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row["method"], row["class"], row["combination"], row["fold"])
-        if key not in groups:
-            groups[key] = {**row, "sample": POOLED_SAMPLE, "tp": 0, "fp": 0, "fn": 0}
-        pooled = groups[key]
-        for count in ("tp", "fp", "fn"):
-            pooled[count] += int(row[count])
-    for pooled in groups.values():
-        pooled["f1"] = f1_score(pooled["tp"], pooled["fp"], pooled["fn"])
-    return list(groups.values())
+        groups.setdefault((row["method"], row["class"], row["combination"], row["fold"]), []).append(row)
+    pooled_rows = []
+    for members in groups.values():
+        pooled = {k: v for k, v in members[0].items() if k not in ESTIMATE_FIELDS}
+        counts = {c: sum(int(r[c]) for r in members) for c in ("tp", "fp", "fn")}
+        pooled.update(sample=POOLED_SAMPLE, **counts, f1=f1_score(counts["tp"], counts["fp"], counts["fn"]))
+        if all("expected_f1" in r for r in members):
+            expected = ExpectedConfusion(*(sum(float(r[f"expected_{c}"]) for r in members) for c in ("tp", "fp", "fn")))
+            pooled.update(expected_tp=expected.tp, expected_fp=expected.fp, expected_fn=expected.fn,
+                          expected_f1=expected.f1, ece=float("nan"))
+        pooled_rows.append(pooled)
+    return pooled_rows
 
 
 def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,17 +191,66 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                         "markers": members[0]["markers"], "n_markers": members[0]["n_markers"], "n": len(scores),
                         "mean_f1": float(scores.mean()),
                         "sd_f1": float(scores.std(ddof=1)) if len(scores) > 1 else float("nan")})
+        if all("expected_f1" in r for r in members):
+            summary[-1].update(mean_expected_f1=_nanmean([r["expected_f1"] for r in members]),
+                               mean_ece=_nanmean([r["ece"] for r in members]))
     order = {key: i for i, key in enumerate(dict.fromkeys((r["method"], r["class"]) for r in summary))}
     return sorted(summary, key=lambda r: (order[(r["method"], r["class"])], *combination_sort_key(r)))
 
 
+def _nanmean(values: Iterable[Any]) -> float:
+    finite = [float(v) for v in values if v is not None and np.isfinite(float(v))]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def estimate_quality(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How well the label-free expected F1 tracks the true F1 across marker combinations.
+
+    Samples are pooled per (method, class, combination, fold) first (:func:`pool_samples`),
+    the paper's unit; then per (method, class, fold), over its combinations:
+
+    - ``spearman_expected_f1``: Spearman's rank correlation between expected and true F1
+      (1: the estimate orders the combinations exactly as the truth does; NaN for fewer
+      than two combinations or a constant side);
+    - ``mean_abs_error_expected_f1``: mean ``|expected F1 - F1|``;
+    - ``mean_ece``: mean pixel ECE of the unpooled rows (samples x combinations).
+
+    Rows without estimates are left out; groups without any give no row.
+    """
+    rows = [row for row in rows if "expected_f1" in row]
+    pooled = [row for row in pool_samples(rows) if "expected_f1" in row]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in pooled:
+        groups.setdefault((row["method"], row["class"], row["fold"]), []).append(row)
+    eces: dict[tuple, list[float]] = {}
+    for row in rows:
+        eces.setdefault((row["method"], row["class"], row["fold"]), []).append(row["ece"])
+    quality = []
+    for (method, class_name, fold), members in groups.items():
+        expected = np.array([float(r["expected_f1"]) for r in members])
+        true = np.array([float(r["f1"]) for r in members])
+        quality.append({"method": method, "class": class_name, "fold": fold, "n_combinations": len(members),
+                        "spearman_expected_f1": spearman_correlation(expected, true),
+                        "mean_abs_error_expected_f1": float(np.abs(expected - true).mean()),
+                        "mean_ece": _nanmean(eces[(method, class_name, fold)])})
+    return quality
+
+
 def write_tables(rows: list[dict[str, Any]], out_dir: str | Path, *, name: str = "combinations") -> tuple[Path, Path]:
-    """Write ``NAME.csv`` (long table) and ``NAME_summary.csv`` (per combination) into ``out_dir``."""
+    """Write ``NAME.csv`` (long table) and ``NAME_summary.csv`` (per combination) into ``out_dir``.
+
+    Rows with estimates (:data:`ESTIMATE_FIELDS`) also give ``NAME_estimates.csv``
+    (:func:`estimate_quality`, one row per method, class and fold).
+    """
     out_dir = Path(out_dir)
     # A stable sort without the class keeps the classes in the model's order within each combination.
     ordered = sorted(rows, key=lambda r: (r["method"], r["fold"], r["sample"], *combination_sort_key(r)))
+    estimates = _has_estimates(rows)
+    if estimates:
+        write_csv(estimate_quality(rows), out_dir / f"{name}_estimates.csv", QUALITY_FIELDS)
     return (write_csv(ordered, out_dir / f"{name}.csv"),
-            write_csv(summarize(rows), out_dir / f"{name}_summary.csv", SUMMARY_FIELDS))
+            write_csv(summarize(rows), out_dir / f"{name}_summary.csv",
+                      SUMMARY_FIELDS + (SUMMARY_ESTIMATE_FIELDS if estimates else ())))
 
 
 def mean_table(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], tuple[float, float, int]]:

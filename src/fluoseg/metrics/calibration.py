@@ -34,6 +34,10 @@ Derivation of the expected F1
     calibrated, so miscalibration (ECE) is what makes it wrong. Both-empty (no pixel above
     the threshold and all p = 0) is 1.0, the convention of :mod:`fluoseg.metrics.semantic`.
 
+    The derivation holds for any mask ``m`` fixed by the prediction, not only ``p > t``:
+    multi-class maps decoded by argmax (with the background) pass their decoded class
+    mask as ``predicted``, so the estimate is of the F1 of the mask actually written.
+
 This module imports nothing but numpy.
 """
 
@@ -228,7 +232,8 @@ class ExpectedConfusion:
         return 1.0 if denominator == 0 else float(2 * self.tp / denominator)
 
 
-def expected_confusion(probabilities: Any, *, threshold: float = 0.5, mask: Any | None = None) -> ExpectedConfusion:
+def expected_confusion(probabilities: Any, *, threshold: float = 0.5, mask: Any | None = None,
+                       predicted: Any | None = None) -> ExpectedConfusion:
     """Expected TP, FP and FN of the mask ``p > threshold`` under labels drawn Bernoulli(p).
 
     Parameters
@@ -239,24 +244,34 @@ def expected_confusion(probabilities: Any, *, threshold: float = 0.5, mask: Any 
         Pixels with ``p > threshold`` are predicted positive (0.5 as in decoding).
     mask
         Optional boolean array of the pixels to count.
+    predicted
+        Optional 0/1 mask of the predicted positives, the shape of ``probabilities``, used
+        instead of ``p > threshold`` (e.g. one class of an argmax decoding).
 
     Raises
     ------
     FluosegError
-        For probabilities outside [0, 1] or a threshold outside [0, 1).
+        For probabilities outside [0, 1], a threshold outside [0, 1), or a predicted mask
+        of another shape or with values other than 0/1.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
         raise FluosegError(f"threshold must be a number in [0, 1), got {threshold!r}")
-    p, _ = _selected(probabilities, None, mask)
-    predicted = p > threshold
+    if predicted is None:
+        p, _ = _selected(probabilities, None, mask)
+        predicted = p > threshold
+    else:
+        # the predicted mask is checked like reference labels (same shape, 0/1) and selected alike
+        p, chosen = _selected(probabilities, predicted, mask)
+        predicted = cast(np.ndarray, chosen) > 0
     tp = float(p[predicted].sum())
     return ExpectedConfusion(tp=tp, fp=float(predicted.sum()) - tp, fn=float(p[~predicted].sum()))
 
 
-def expected_f1(probabilities: Any, *, threshold: float = 0.5, mask: Any | None = None) -> float:
+def expected_f1(probabilities: Any, *, threshold: float = 0.5, mask: Any | None = None,
+                predicted: Any | None = None) -> float:
     """Expected pixel F1 of a probability map, without labels: ``2 sum(p m) / (sum m + sum p)``.
 
-    ``m = 1[p > threshold]``. An estimate of the F1 the thresholded mask would score
+    ``m = 1[p > threshold]``, or the given ``predicted`` mask. An estimate of the F1 the thresholded mask would score
     against labels drawn ``Bernoulli(p)`` (see the module notes); as good as the map's
     calibration.
 
@@ -265,7 +280,7 @@ def expected_f1(probabilities: Any, *, threshold: float = 0.5, mask: Any | None 
     >>> round(expected_f1([0.9, 0.8, 0.2, 0.0]), 4)  # 2 * 1.7 / (2 + 1.9)
     0.8718
     """
-    return expected_confusion(probabilities, threshold=threshold, mask=mask).f1
+    return expected_confusion(probabilities, threshold=threshold, mask=mask, predicted=predicted).f1
 
 
 def rank_average(values: Any) -> np.ndarray:

@@ -38,7 +38,7 @@ from fluoseg.device import resolve_device, set_threads
 from fluoseg.errors import FluosegError
 from fluoseg.io import OutputLock, prepare_output_dir
 from fluoseg.markers import MarkerPanel
-from fluoseg.models import model_names
+from fluoseg.models import count_parameters, eval_frozen_normalization, freeze_except, model_names
 from fluoseg.models.detection import detector_names
 from fluoseg.predictor import make_batch_predictor
 from fluoseg.run import Checkpoint, ModelSpec, Preprocessing, RunDir, TrainingState
@@ -83,6 +83,39 @@ def check_names(config: RunConfig, classes: Sequence[str] = ("objects",)) -> Tas
         return make_task(config, classes)
     except FluosegError as error:
         raise FluosegError(error.message, path=config.source or error.path) from None
+
+
+def freeze_for(model: torch.nn.Module, config: RunConfig) -> list[torch.nn.Parameter]:
+    """Freeze what ``model.trainable`` leaves out; returns the parameters training updates.
+
+    Frozen parameters get ``requires_grad = False`` and are not handed to the optimiser, so
+    neither gradients nor weight decay nor Adam's moments can move them.
+
+    Raises
+    ------
+    FluosegError
+        Naming the config file, when the model has no parameters in the scope (e.g.
+        ``excite`` on a network without Marker Excite layers).
+    """
+    try:
+        freeze_except(model, config.model.trainable)
+    except FluosegError as error:
+        raise FluosegError(f"model.trainable: {error.message}", path=config.source or error.path) from None
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _check_trainable(config: RunConfig, n_markers: int, task: Task) -> None:
+    """Refuse a ``model.trainable`` scope the network lacks before any data is read or written.
+
+    Only built when a scope other than ``all`` is asked for, so ordinary runs pay nothing.
+    """
+    if config.model.trainable == "all":
+        return
+    try:
+        model = ModelSpec(config.model.name, dict(config.model.options), n_markers, task.output_channels()).build()
+    except FluosegError as error:
+        raise FluosegError(error.message, path=config.source or error.path) from None
+    freeze_for(model, config)
 
 
 def resolve_vocabulary(config: RunConfig, manifest: Manifest) -> tuple[MarkerPanel, tuple[str, ...]]:
@@ -153,7 +186,7 @@ class Trainer:
         self.progress = progress
         self.manifest = load_manifest(config.data.manifest)
         self.panel, self.classes = resolve_vocabulary(config, self.manifest)
-        check_names(config, self.classes)
+        _check_trainable(config, len(self.panel), check_names(config, self.classes))
         s = config.data.split
         self.split = split or split_samples(self.manifest.samples, val=s.val, test=s.test, val_fraction=s.val_fraction,
                                             test_fraction=s.test_fraction, seed=s.seed)
@@ -221,15 +254,25 @@ class Trainer:
         model = spec.build().to(self.device)
         spec = ModelSpec.of(model)  # every option, defaults included
         resuming = resume and self.directory.can_resume(member.name)
+        head_source = "fresh"
         if self.config.model.init_from is not None and not resuming:
             report = transfer_weights(model, self.config.model.init_from, task, head=self.config.model.init_head)
             report.write(self.directory.member_dir(member.name), source=self.config.model.init_from)
+            head_source = report.head
+        if self.config.model.trainable == "excite" and head_source == "fresh" and not resuming:
+            logger.warning("%s: model.trainable %r keeps a freshly initialised output layer frozen; "
+                           "use 'excite+head' unless init_from provides the head", member.name,
+                           self.config.model.trainable)
         # NHWC weights make the convolutions pick oneDNN/cuDNN's fast kernels (1.4x per training step
         # of the U-Net on 2 CPU cores); done before the first step so a resumed run trains alike.
         model.to(memory_format=torch.channels_last)
+        trained = freeze_for(model, self.config)
+        frozen = self.config.model.trainable != "all"
+        logger.info("%s: %d parameters, %d trainable (model.trainable: %s)", member.name, count_parameters(model),
+                    count_parameters(model, trainable_only=True), self.config.model.trainable)
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
-        optimizer = build_optimizer(model.parameters(), cfg.optimizer, learning_rate=cfg.learning_rate,
+        optimizer = build_optimizer(trained, cfg.optimizer, learning_rate=cfg.learning_rate,
                                     momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         schedule = build_schedule(optimizer, cfg.schedule, epochs=cfg.epochs, step_size=cfg.step_size,
                                   gamma=cfg.gamma, patience=cfg.patience)
@@ -263,6 +306,8 @@ class Trainer:
             started = time.perf_counter()
             learning_rate = schedule.learning_rate
             model.train()
+            if frozen:  # batch-norm statistics of frozen layers must not drift either
+                eval_frozen_normalization(model)
             losses = []
             for _ in range(cfg.steps_per_epoch):
                 images, availability, targets = sampler.batch(cfg.batch_size)

@@ -57,6 +57,14 @@ def test_nuclei_target_and_overwrite_keep_the_users_other_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["cells_0000.ome.tif"]
 
 
+def test_a_bad_request_with_overwrite_removes_no_earlier_dataset(tmp_path):
+    write_cells_dataset(tmp_path, 1, shape=(64, 64))
+    for bad in ({"markers": ("DAPI", "FOO")}, {"shape": (8, 8)}):
+        with pytest.raises(FluosegError):
+            write_cells_dataset(tmp_path, 2, overwrite=True, **{"shape": (64, 64), **bad})
+        assert (tmp_path / "images" / "cells_0000.ome.tif").is_file() and (tmp_path / "manifest.yaml").is_file()
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"n": 0}, "positive integer"),
     ({"seed": -1}, "seed"),

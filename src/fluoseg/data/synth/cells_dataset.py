@@ -120,11 +120,13 @@ def write_cells_dataset(
     domain = cell_domain(settings)
     markers = tuple(markers)
     out = Path(out)
-    _clear_outputs(out, overwrite)
     seeds = sample_seeds(seed, n)
     ids = [f"{prefix}_{index:04d}" for index in range(n)]
-    for sample_id, sample_seed in zip(ids, seeds):
-        sample = simulate_cells(shape, domain=domain, markers=markers, seed=sample_seed)
+    # Drawing the first image checks the markers and the shape: a mistake then removes no earlier dataset.
+    first = simulate_cells(shape, domain=domain, markers=markers, seed=seeds[0])
+    _clear_outputs(out, overwrite)
+    for index, (sample_id, sample_seed) in enumerate(zip(ids, seeds)):
+        sample = first if index == 0 else simulate_cells(shape, domain=domain, markers=markers, seed=sample_seed)
         write_image(out / "images" / f"{sample_id}.ome.tif", sample.image, axes="CYX",
                     channel_names=markers, pixel_size=sample.pixel_size)
         write_image(out / "labels" / f"{sample_id}.tif", sample.cells, axes="YX")

@@ -1,0 +1,262 @@
+"""Memory and time of instance prediction on large images: blockwise vs whole-image decoding.
+
+For each image side (1024² to 8192² by default) a synthetic nuclei image is written as Zarr
+and ``fluoseg predict`` runs on it in a child process, in three modes:
+
+* ``blockwise``: Zarr labels out, decoded block by block (1024 px blocks, the default halo);
+* ``whole``: TIFF labels out, decoded for the whole image at once (sizes up to 4096²;
+  larger TIFF outputs are decoded blockwise too, so there is nothing to compare);
+* ``blockwise-2workers``: as ``blockwise`` with ``--workers 2`` (Dask; the peak RSS is the
+  main process's, the workers' own memory is not in it).
+
+The peak resident memory of the child (``wait4``'s ``ru_maxrss``), its wall time and the
+object count are recorded; where ``blockwise`` and ``whole`` both ran, their labels are
+compared (the same partition of the pixels, ids aside). Semantic (probabilities) figures
+of ``peers.py``'s scaling stage are shown beside them when ``results/peers_scaling.csv``
+exists. The model is a small threshold U-Net trained here for a minute on synthetic nuclei
+(``--model RUN`` uses another run; it must not rescale images: ``--diameter off`` is passed).
+
+Run from the repository root::
+
+    python bench/scale.py                       # 1024² .. 8192², results/scale.md (long)
+    python bench/scale.py --max-size 2048       # a short run: sizes above are left out
+    python bench/scale.py --smoke               # 512² and 1024², results under bench/work/scale
+    python bench/scale.py --report              # rebuild the tables from the cached records
+
+Finished measurements are skipped on rerun (records in ``bench/work/scale/records``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from _common import (
+    RESULTS,
+    WORK,
+    child_env,
+    fluoseg_command,
+    git_commit,
+    log,
+    read_json,
+    read_rows,
+    rel,
+    run_fluoseg,
+    write_json,
+    write_rows,
+    write_text,
+)
+
+from fluoseg.io import create_output, read_image, write_image
+
+SIZES = (1024, 2048, 4096, 8192)
+WHOLE_MAX = 4096
+MODES = ("blockwise", "whole", "blockwise-2workers")
+CHUNK = 512
+
+
+def nuclei_tile(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size``² uint8 image of bright discs (radius 4-9 px) on noise, and their labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((size, size), np.uint16)
+    n = int(size * size / 900)  # about one nucleus per 30x30 px
+    yy, xx = np.ogrid[:size, :size]
+    for i in range(1, n + 1):
+        cy, cx = rng.integers(0, size, 2)
+        r = rng.uniform(4, 9)
+        y0, y1, x0, x1 = max(cy - 10, 0), min(cy + 11, size), max(cx - 10, 0), min(cx + 11, size)
+        disc = ((yy[y0:y1] - cy) ** 2 + (xx[:, x0:x1] - cx) ** 2 <= r * r) & (labels[y0:y1, x0:x1] == 0)
+        labels[y0:y1, x0:x1][disc] = i
+    image = rng.normal(20, 6, (size, size)) + rng.uniform(90, 160) * (labels > 0)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def train_model(work: Path, threads: int) -> Path:
+    """A small threshold U-Net trained on synthetic nuclei (skipped when it exists)."""
+    run = work / "model" / "run"
+    if (work / "model" / "train.done").is_file():
+        return run
+    data = work / "model" / "data"
+    for i in range(6):
+        image, labels = nuclei_tile(1000 + i, 256)
+        write_image(data / "images" / f"t{i}.tif", image, axes="YX", overwrite=True)
+        write_image(data / "labels" / f"t{i}.tif", labels, axes="YX", overwrite=True)
+    write_text(data / "manifest.yaml", yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
+                                                      "labels": "labels/{id}.tif"}))
+    config = {"data": {"manifest": str(data / "manifest.yaml"), "split": {"val": ["t5"]}}, "task": "instance",
+              "instance": {"method": "threshold", "min_size": 10},
+              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 8, "padding": "same"}},
+              "train": {"epochs": 6, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 128, "device": "cpu",
+                        "num_threads": threads, "learning_rate": 3e-3}}
+    write_text(work / "model" / "config.yaml", yaml.safe_dump(config))
+    log("training the benchmark model (threshold U-Net, synthetic nuclei)")
+    run_fluoseg(["train", work / "model" / "config.yaml", "--out", run, "--overwrite", "--quiet"],
+                work / "logs" / "train.log", threads=threads)
+    write_text(work / "model" / "train.done", "done\n")
+    return run
+
+
+def make_image(work: Path, size: int) -> Path:
+    """A ``size``² one-channel Zarr of synthetic nuclei, written chunk by chunk."""
+    path = work / "data" / f"nuclei_{size}.zarr"
+    if path.exists():
+        return path
+    with create_output(path, shape=(1, size, size), dtype="uint8", axes="CYX", channel_names=["DNA"],
+                       chunks=(1, CHUNK, CHUNK)) as out:
+        for y in range(0, size, CHUNK):
+            for x in range(0, size, CHUNK):
+                out.array[0, y:y + CHUNK, x:x + CHUNK] = nuclei_tile(y * size + x, CHUNK)[0]
+    return path
+
+
+def run_measured(command: list[str], log_path: Path, threads: int) -> dict[str, float]:
+    """Run a child; its exit status, wall seconds and peak RSS (MB, from ``wait4``)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as handle:
+        handle.write(f"\n$ {' '.join(command)}\n")
+        handle.flush()
+        started = time.time()
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=child_env(threads))
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return {"code": child.returncode, "seconds": time.time() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def labels_path(work: Path, mode: str, size: int) -> Path:
+    return work / "out" / f"{mode}-{size}" / (f"nuclei_{size}.zarr" if mode != "whole" else f"nuclei_{size}.tif")
+
+
+def measure(work: Path, run: Path, mode: str, size: int, threads: int) -> dict[str, Any] | None:
+    record_path = work / "records" / f"{mode}-{size}.json"
+    record = read_json(record_path)
+    if record is not None:
+        log(f"{mode} {size}²: done, skipped")
+        return record
+    image = make_image(work, size)
+    out = labels_path(work, mode, size).parent
+    args = ["predict", run, image, "--out", out, "--diameter", "off", "--quiet", "--overwrite",
+            "--threads", threads, "--format", "tif" if mode == "whole" else "zarr"]
+    if mode == "blockwise-2workers":
+        args += ["--workers", 2]
+    log(f"{mode} {size}²: fluoseg predict")
+    load = os.getloadavg()[0]
+    result = run_measured(fluoseg_command(*args), work / "logs" / f"{mode}-{size}.log", threads)
+    if result["code"] != 0:
+        raise RuntimeError(f"{mode} {size}² failed (exit {result['code']}); see {rel(work / 'logs')}")
+    labels = read_image(labels_path(work, mode, size), lazy=True).array
+    n_objects = max(int(np.asarray(labels[(0, slice(y, y + 2048))]).max(initial=0)) for y in range(0, size, 2048))
+    record = {"mode": mode, "size": size, "megapixels": size * size / 1e6, "seconds": result["seconds"],
+              "mp_per_s": size * size / 1e6 / result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+              "n_objects": n_objects, "load_avg_1min": load, "threads": threads, "fluoseg_commit": git_commit()}
+    write_json(record_path, record)
+    log(f"{mode} {size}²: {record['seconds']:.1f} s, peak RSS {record['peak_rss_mb']:.0f} MB, {n_objects} objects")
+    return record
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two label images group the pixels alike (ids aside)."""
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    keys = np.unique(a.astype(np.int64) * (int(b.max()) + 1) + b)
+    return keys.size == np.unique(a).size == np.unique(b).size
+
+
+def compare(work: Path, size: int) -> dict[str, Any] | None:
+    """blockwise == whole-image check at one size (cached)."""
+    path = work / "records" / f"equal-{size}.json"
+    if read_json(path) is not None:
+        return read_json(path)
+    paths = [labels_path(work, mode, size) for mode in ("blockwise", "whole")]
+    if not all(p.exists() for p in paths):
+        return None
+    a, b = (np.asarray(read_image(p).array)[0] for p in paths)
+    record = {"size": size, "same_partition": same_partition(a, b), "objects_blockwise": int(np.unique(a).size - 1),
+              "objects_whole": int(np.unique(b).size - 1)}
+    write_json(path, record)
+    return record
+
+
+def render(work: Path, target: Path, sizes: list[int]) -> None:
+    records = [r for mode in MODES for size in sizes if (r := read_json(work / "records" / f"{mode}-{size}.json"))]
+    for mode in MODES:
+        previous = None
+        for r in (r for r in records if r["mode"] == mode):
+            r["rss_growth"] = r["peak_rss_mb"] / previous["peak_rss_mb"] if previous else None
+            previous = r
+    write_rows(target / "scale.csv", records)
+    lines = [
+        "# Instance prediction on large images: memory and time",
+        "",
+        f"Generated by `bench/scale.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load shared with other jobs: "
+        "the load average is listed). Synthetic nuclei (one per ~30x30 px), a small threshold U-Net trained "
+        "by the script, `fluoseg predict ... --diameter off` in a child process; peak RSS is the child's "
+        "`ru_maxrss`.",
+        "",
+        "| mode | size | MP | seconds | MP/s | peak RSS (MB) | RSS growth | objects | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        growth = f"x{r['rss_growth']:.2f}" if r.get("rss_growth") else "–"
+        lines.append(f"| {r['mode']} | {r['size']}² | {r['megapixels']:.1f} | {r['seconds']:.1f} | "
+                     f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {growth} | {r['n_objects']} | "
+                     f"{r['load_avg_1min']:.1f} |")
+    missing = [f"{m} {s}²" for m in MODES for s in sizes
+               if not (m == "whole" and s > WHOLE_MAX) and read_json(work / "records" / f"{m}-{s}.json") is None]
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
+    checks = [c for s in sizes if (c := read_json(work / "records" / f"equal-{s}.json"))]
+    if checks:
+        lines += ["", "## blockwise == whole-image decoding", "", "| size | same partition | objects (blockwise / whole) |",
+                  "|---|---|---|"]
+        lines += [f"| {c['size']}² | {'yes' if c['same_partition'] else 'NO'} | {c['objects_blockwise']} / "
+                  f"{c['objects_whole']} |" for c in checks]
+    semantic = [r for r in read_rows(RESULTS / "peers_scaling.csv") if r.get("mode") == "probabilities"]
+    if semantic:
+        lines += ["", "## Semantic (probabilities streamed Zarr to Zarr), from `peers.py`", "",
+                  "| size | seconds | peak RSS (MB) |", "|---|---|---|"]
+        lines += [f"| {r['size']}² | {float(r['seconds']):.1f} | {float(r['peak_rss_mb']):.0f} |" for r in semantic]
+    lines += ["", "`blockwise-2workers`: the main process's peak RSS (the network and phase B); each Dask worker "
+              "holds one block window besides. The workers decode the blocks; the network pass stays in the main "
+              "process, so 2 workers help only as much as decoding weighs in the total.", ""]
+    write_text(target / "scale.md", "\n".join(lines))
+    log(f"wrote {rel(target / 'scale.md')}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="image sides, comma-separated")
+    parser.add_argument("--max-size", type=int, default=max(SIZES), help="leave out larger sides (a short run)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"modes to run, from {','.join(MODES)}")
+    parser.add_argument("--model", type=Path, help="a run directory to use instead of training one")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the child processes (default 2)")
+    parser.add_argument("--smoke", action="store_true", help="512² and 1024² only, results under bench/work/scale")
+    parser.add_argument("--report", action="store_true", help="only rebuild the tables from the cached records")
+    args = parser.parse_args()
+    work = WORK / ("scale-smoke" if args.smoke else "scale")
+    target = work if args.smoke else RESULTS
+    sizes = [512, 1024] if args.smoke else [s for s in map(int, args.sizes.split(",")) if s <= args.max_size]
+    modes = [m for m in args.modes.split(",") if m in MODES]
+    if not args.report:
+        run = args.model or train_model(work, args.threads)
+        for size in sizes:
+            for mode in modes:
+                if mode == "whole" and size > WHOLE_MAX:
+                    continue
+                measure(work, run, mode, size, args.threads)
+            compare(work, size)
+    render(work, target, sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""``fluoseg predict --uncertainty``: the map and the per-image table it writes."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from fluoseg.cli import main
+from fluoseg.io import read_labels, read_mask
+
+
+def run_cli(*args: object) -> int:
+    return main([str(a) for a in args])
+
+
+def test_semantic_uncertainty_map_and_table(tiny_config, tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", tiny_config, "--out", run, "--quiet") == 0
+    images = [tiny_dataset.parent / "images" / f"s{i}.tif" for i in (3, 4)]
+    out = tmp_path / "pred"
+    assert run_cli("predict", run, *images, "--out", out, "--channel-names", "m1,m2,m3", "--quiet",
+                   "--tile-size", "60", "--uncertainty") == 0
+    maps = {}
+    for name in ("s3", "s4"):
+        mask_shape = read_mask(out / f"{name}.tif").shape
+        maps[name] = tifffile.imread(out / f"{name}_uncertainty.tif")
+        assert maps[name].dtype == np.float32 and maps[name].shape == mask_shape[1:] == (72, 72)
+        assert 0 <= maps[name].min() and maps[name].max() <= 0.25  # variance of probabilities
+    rows = list(csv.DictReader((out / "uncertainty.csv").open()))
+    assert [r["image"] for r in rows] == ["s3", "s4"]
+    assert {(r["method"], r["measure"], r["passes"]) for r in rows} == {("tta", "variance", "8")}
+    for row in rows:
+        assert float(row["mean_uncertainty"]) == pytest.approx(float(maps[row["image"]].mean()), rel=1e-6)
+        assert float(row["mean_uncertainty"]) > 0  # an untrained-looking U-Net is not flip-invariant
+
+    # existing outputs are kept unless --overwrite; the refusal names the file and costs nothing
+    capsys.readouterr()
+    assert run_cli("predict", run, images[1], "--out", out, "--channel-names", "m1,m2,m3", "--quiet",
+                   "--uncertainty", "--uncertainty-measure", "entropy") == 2
+    assert "s4" in capsys.readouterr().err
+    assert run_cli("predict", run, images[1], "--out", out, "--channel-names", "m1,m2,m3", "--quiet",
+                   "--tile-size", "60", "--uncertainty", "--uncertainty-measure", "entropy", "--overwrite") == 0
+    entropy = tifffile.imread(out / "s4_uncertainty.tif")
+    assert entropy.max() > 0.25 and entropy.max() <= np.log(3) + 1e-6  # nats of a 3-way softmax
+    rows = list(csv.DictReader((out / "uncertainty.csv").open()))
+    assert [(r["image"], r["measure"]) for r in rows] == [("s4", "entropy")]
+
+
+def test_dropout_needs_a_model_with_dropout_before_anything_is_written(tiny_config, tiny_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", tiny_config, "--out", run, "--quiet") == 0
+    out = tmp_path / "pred"
+    image = tiny_dataset.parent / "images" / "s4.tif"
+    assert run_cli("predict", run, image, "--out", out, "--channel-names", "m1,m2,m3", "--quiet",
+                   "--uncertainty", "dropout") == 2
+    err = capsys.readouterr().err
+    assert "dropout" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "s4.tif").exists()
+    assert run_cli("predict", run, image, "--out", out, "--channel-names", "m1,m2,m3", "--quiet",
+                   "--uncertainty", "dropout", "--uncertainty-passes", "1") == 2
+
+
+def test_instance_map_has_the_labels_shape_under_scale_normalisation(tiny_nuclei_dataset, tmp_path):
+    config = {
+        "data": {"manifest": str(tiny_nuclei_dataset), "split": {"val": ["n3"], "test": ["n4"]}},
+        "task": "instance",
+        "instance": {"method": "distance", "min_size": 5, "target_diameter": 12.0},
+        "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "valid", "dropout": 0.2}},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 60, "seed": 0, "device": "cpu",
+                  "num_threads": 1, "learning_rate": 1e-3},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert run_cli("train", path, "--out", run, "--quiet") == 0
+    out = tmp_path / "pred"
+    image = tiny_nuclei_dataset.parent / "images" / "n4.tif"
+    assert run_cli("predict", run, image, "--out", out, "--markers", "DNA", "--quiet", "--diameter", "8",
+                   "--uncertainty", "dropout", "--uncertainty-passes", "3",
+                   "--uncertainty-measure", "mutual-information") == 0
+    labels = read_labels(out / "n4.tif")
+    uncertainty = tifffile.imread(out / "n4_uncertainty.tif")
+    assert uncertainty.shape == labels.shape == (64, 64) and uncertainty.dtype == np.float32
+    assert 0 <= uncertainty.min() and uncertainty.max() <= np.log(2) + 1e-6  # one binary foreground
+    row = next(csv.DictReader((out / "uncertainty.csv").open()))
+    assert (row["method"], row["passes"]) == ("dropout", "3")
