@@ -180,9 +180,20 @@ class TrainConfig(_Section):
 
 
 class InstanceConfig(_Section):
-    """Instance segmentation targets and decoding (used with ``task: instance``)."""
+    """Instance segmentation targets and decoding (used with ``task: instance``).
+
+    With a detection model (``model.name: maskrcnn`` or ``lacss``) ``method`` is not used;
+    ``supervision`` says what the detector learns from (``full``: the instance labels;
+    ``points``, LACSS only: one point per object plus the foreground mask), ``min_score`` is
+    the lowest detection score kept, ``threshold`` the mask probability of an object pixel,
+    ``min_size`` its fewest pixels and ``tile_overlap`` the overlap (pixels) of the tiles a
+    large image is cut into (more than the largest object).
+    """
 
     method: str = "border"
+    supervision: Literal["full", "points"] = "full"
+    min_score: float = Field(0.5, ge=0.0, le=1.0)
+    tile_overlap: int = Field(64, ge=0)
     w0: float = Field(10.0, ge=0.0)
     sigma: float = Field(5.0, gt=0.0)
     erosion: int = Field(1, ge=1)

@@ -32,7 +32,7 @@ from fluoseg.instance.scale import estimate_diameter_from_labels, scale_factor
 from fluoseg.markers import MarkerPanel, MarkerSelection
 from fluoseg.predictor import make_batch_predictor, symmetries
 from fluoseg.run import Checkpoint, Preprocessing, RunDir
-from fluoseg.tasks import Task
+from fluoseg.tasks import DetectedObjects, ObjectPredictor, Task
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 
 DEFAULT_TILE = 572
@@ -221,6 +221,9 @@ class Segmenter:
             Optional writable ``(n, [Z], Y, X)`` float32 array (e.g. zarr) to stream into.
         """
         options = _options(options, settings)
+        if isinstance(self.task, ObjectPredictor):
+            raise FluosegError("a detection model predicts objects, not probability maps; ask for labels "
+                               "(predict_labels, or fluoseg predict without a semantic output)", path=options.source)
         names = self.channel_names_for(image, channel_names, source=options.source)
         selection = self.select_markers(names, options.markers, source=options.source)
         spatial = tuple(image.shape[1:])
@@ -301,6 +304,9 @@ class Segmenter:
         """
         options = _options(options, settings)
         blank = options.blank_snr > 0 and is_blank(image, threshold=options.blank_snr)
+        if isinstance(self.task, ObjectPredictor):
+            found = self.detect_objects(image, channel_names, options)
+            return (np.zeros_like(found.labels) if blank else found.labels), found.score_map
         if blank:
             options = options.replace(diameter="off")
         outputs, rescaled = self.model_scale_maps(image, channel_names, options)
@@ -312,6 +318,50 @@ class Segmenter:
         spatial = tuple(image.shape[1:])
         return (resample_to_shape(labels, spatial, kind="labels"),
                 resample_to_shape(outputs, spatial, kind="probabilities"))
+
+    def detect_objects(self, image: Any, channel_names: Sequence[str] | None = None,
+                       options: PredictOptions | None = None, **settings: Any) -> DetectedObjects:
+        """The objects a detection run (Mask R-CNN, LACSS) finds in a ``(C, Y, X)`` image.
+
+        The image is normalised with statistics of the whole image and its channels placed
+        into the model's marker slots, as for the other models; large images are cut into
+        overlapping tiles of ``options.tile_size`` (see :mod:`fluoseg.tasks.detection`).
+        Scale normalisation does not apply to detectors (``options.diameter`` is ignored);
+        test-time augmentation is refused.
+
+        Returns
+        -------
+        DetectedObjects
+            ``labels`` ``(Y, X)``, per-label ``scores`` (for COCO AP) and the ``score_map``
+            ``(1, Y, X)``, at the image's own pixel size.
+        """
+        options = _options(options, settings)
+        member = self.members[0]
+        if not isinstance(member.task, ObjectPredictor):
+            raise FluosegError("this run's model predicts maps, not objects; use predict_labels", path=options.source)
+        if len(image.shape) != 3:
+            raise FluosegError(f"detection models are 2D, but the image has {len(image.shape) - 1} spatial axes",
+                               path=options.source)
+        if options.tta != (0,):
+            raise FluosegError("test-time augmentation averages maps, which a detection model does not output; "
+                               "leave --tta out", path=options.source)
+        names = self.channel_names_for(image, channel_names, source=options.source)
+        selection = self.select_markers(names, options.markers, source=options.source)
+        spatial = tuple(image.shape[1:])
+        image, resampled = self._to_model_resolution(image, options.pixel_size)
+        raw = np.asarray(image, dtype=np.float32)
+        prep = member.preprocess
+        stats = compute_stats(raw, method=prep.normalization, percentiles=tuple(prep.percentiles))
+        if not stats.is_finite:
+            raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before "
+                               "prediction", path=options.source)
+        slots = selection.arrange(normalize(raw, stats, method=prep.normalization), source=options.source)
+        found = member.task.predict_objects(member.model, slots, geometry=self.tile_geometry(member, options.tile_size),
+                                            batch_size=options.batch_size, progress=options.progress)
+        if resampled:
+            found = DetectedObjects(labels=resample_to_shape(found.labels, spatial, kind="labels"), scores=found.scores,
+                                    score_map=resample_to_shape(found.score_map, spatial, kind="probabilities"))
+        return found
 
     def model_scale_maps(self, image: Any, channel_names: Sequence[str] | None = None,
                          options: PredictOptions | None = None, **settings: Any) -> tuple[np.ndarray, bool]:

@@ -8,7 +8,9 @@ Outputs per input image ``NAME.*`` in the output folder:
   probabilities of the same shape;
 - ``NAME_objects.csv`` with ``objects=True`` (instance models): one row per object with its
   area, centroid, bounding box, eccentricity and the intensity of every named channel
-  (:func:`fluoseg.objects.object_table`);
+  (:func:`fluoseg.objects.object_table`), and for detection models its detection ``score``
+  (what COCO AP ranks by); their ``NAME_probabilities.tif`` is the score map (each object's
+  pixels hold its score);
 - ``NAME_uncertainty.tif`` (or ``.zarr``) with ``uncertainty=True``: float32 per-pixel
   uncertainty ``([Z], Y, X)`` from repeated predictions (:mod:`fluoseg.uncertainty`), and
   one row per image in ``uncertainty.csv`` (:data:`UNCERTAINTY_TABLE`) with its mean.
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
@@ -51,6 +54,7 @@ from fluoseg.io import ImageData, create_output, read_image, supported_suffixes,
 from fluoseg.io.objects import write_geojson, write_imagej_rois
 from fluoseg.io.pyramid import write_pyramidal_ome_tiff
 from fluoseg.objects import object_table
+from fluoseg.tasks import ObjectPredictor
 from fluoseg.uncertainty import UncertaintyOptions, count_passes, pixel_uncertainty
 
 MASK_SUFFIX = ""
@@ -375,6 +379,10 @@ def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str]
     labels, outputs = segmenter.predict_labels(image.array, names, options)
     if paths.objects is not None:
         rows = object_table(labels, np.asarray(image.array), names, pixel_size=image.pixel_size)
+        if isinstance(segmenter.task, ObjectPredictor) and rows:  # a detector scores its objects (COCO AP ranks them)
+            scores = ndimage.maximum(outputs[0], labels, [row["label"] for row in rows])
+            for row, score in zip(rows, np.atleast_1d(scores)):
+                row["score"] = round(float(score), 6)
         write_csv_atomically(paths.objects, rows, fields=None if rows else ["label"], overwrite=overwrite)
     if paths.probabilities is not None:
         write_image(paths.probabilities, outputs.astype(np.float32), axes=image.axes, pixel_size=image.pixel_size,
@@ -396,6 +404,8 @@ def _rescales(segmenter: Segmenter, options: PredictOptions) -> bool:
 
 def _decode_blockwise(segmenter: Segmenter, image: ImageData, paths: PredictionPaths, options: PredictOptions,
                       blocks: BlockOptions) -> bool:
+    if isinstance(segmenter.task, ObjectPredictor):
+        return False  # detectors run tile by tile themselves and paste their objects into one label image
     wanted = paths.masks.suffix == ".zarr" or math.prod(image.spatial_shape) > blocks.min_pixels
     if wanted and _rescales(segmenter, options):
         # the estimate of the diameter and the rescaling need the whole image

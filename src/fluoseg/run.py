@@ -37,6 +37,8 @@ from fluoseg.data.normalize import DEFAULT_PERCENTILES
 from fluoseg.errors import FluosegError
 from fluoseg.io import atomic_path, write_csv_atomically, write_json_atomically, write_text_atomically
 from fluoseg.models import build_model, model_spec
+from fluoseg.models.detection import build_detector, detector_names, detector_spec
+from fluoseg.models.registry import recorded_construction
 from fluoseg.models.pretrained import without_encoder_weights
 
 FORMAT = "fluoseg-checkpoint"
@@ -53,16 +55,28 @@ class ModelSpec:
     in_channels: int
     out_channels: int
 
+    @property
+    def is_detector(self) -> bool:
+        """Whether the name is a detection model's (:mod:`fluoseg.models.detection`); it has no logit
+        channels (``out_channels`` 0) and is built by :func:`~fluoseg.models.detection.build_detector`."""
+        return self.name in detector_names()
+
     @classmethod
     def of(cls, model: nn.Module) -> ModelSpec:
-        """The spec of a network built by :func:`fluoseg.models.build_model`."""
-        spec = model_spec(model)
+        """The spec of a network built by :func:`fluoseg.models.build_model` or a detector."""
+        recorded = recorded_construction(model)
+        if recorded is not None and recorded["name"] in detector_names():
+            spec = {**detector_spec(model), "out_channels": 0}
+        else:
+            spec = model_spec(model)
         return cls(name=spec["name"], options=spec["options"], in_channels=spec["in_channels"],
                    out_channels=spec["out_channels"])
 
     def build(self) -> nn.Module:
         """A freshly initialised network of this spec (never reading pretrained weight files:
         a checkpoint holds every trained weight)."""
+        if self.is_detector:
+            return build_detector(self.name, in_channels=self.in_channels, options=without_encoder_weights(self.options))
         return build_model(self.name, in_channels=self.in_channels, out_channels=self.out_channels,
                            **without_encoder_weights(self.options))
 

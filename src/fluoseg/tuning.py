@@ -6,7 +6,8 @@ StarDist tunes its thresholds after training, :func:`tune_run` predicts the run'
 validation images exactly as ``fluoseg predict`` would (same diameter mode, TTA and tiles),
 searches the decoding parameters on those maps (:func:`fluoseg.instance.tune.tune_decoding`)
 and stores the best ones in the run (``<member>/decoding.json``), where prediction picks
-them up. Test images are never used.
+them up. Test images are never used. A detection run (Mask R-CNN, LACSS) has no maps: its
+detection score threshold ``min_score`` is chosen on the validation images' objects instead.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fluoseg.data.manifest import load_manifest
+from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, tune_decoding
+from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, score_labels, tune_decoding
 from fluoseg.io import write_csv_atomically
 from fluoseg.run import RunDir
+from fluoseg.tasks.detection import SCORE_GRID, labels_at_score
 
 
 def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequence[str] | None = None,
@@ -70,6 +72,9 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         raise FluosegError("the run has no validation images to tune on; name some with --samples", path=run.path)
     source = Path(manifest) if manifest else Path((run.read_config().get("data") or {}).get("manifest", ""))
     data = load_manifest(source)
+    if checkpoint.model.is_detector:
+        return _tune_detector(run, members[0], checkpoint.task, ids, data, source, objective=objective,
+                              options=options or PredictOptions(), device=device, log=log, started=started)
     segmenter = Segmenter.load(run.path, device=device)
     segmenter.set_decoding(**{k: checkpoint.task[k] for k in ("h", "threshold", "min_size") if k in checkpoint.task})
     options = options or PredictOptions()
@@ -94,3 +99,41 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     log(f"tune: {objective} {before:.4f} with the trained parameters {trained} -> {result.value:.4f} with "
         f"{result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
     return record
+
+
+def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Sequence[str], data: Manifest,
+                   source: Path, *, objective: str, options: PredictOptions, device: str,
+                   log: Callable[[str], None], started: float) -> dict[str, Any]:
+    """A detection run's score threshold (``min_score``) chosen on validation images.
+
+    The images are predicted once keeping every detection (``min_score`` 0) and scored at
+    every threshold of :data:`~fluoseg.tasks.detection.SCORE_GRID`
+    (:func:`~fluoseg.tasks.detection.labels_at_score`).
+    """
+    segmenter = Segmenter.load(run.path, device=device)
+    segmenter.set_decoding(min_score=0.0, threshold=trained["threshold"], min_size=trained["min_size"])
+    found = []
+    for sample_id in ids:
+        sample = data.sample(sample_id)
+        image = sample.read_image()
+        where = options.replace(pixel_size=image.pixel_size, source=str(sample.image_path))
+        objects = segmenter.detect_objects(image.array, sample.channel_names, where)
+        found.append((sample.read_labels(image.spatial_shape), objects))
+    log(f"tune: predicted {len(found)} validation images in {time.perf_counter() - started:.0f} s")
+
+    def scored(min_score: float) -> dict[str, Any]:
+        pairs = [(truth, labels_at_score(objects, min_score)) for truth, objects in found]
+        return {"min_score": min_score, **score_labels(pairs, with_aji=objective == "aji")}
+
+    rows = [scored(value) for value in SCORE_GRID]
+    best = max(rows, key=lambda row: row[objective])
+    before = scored(float(trained["min_score"]))[objective]
+    record = {"parameters": {"min_score": best["min_score"]}, "objective": objective, "value": best[objective],
+              "before": before, "trained_with": {"min_score": trained["min_score"]}, "samples": list(ids),
+              "manifest": str(source), "seconds": round(time.perf_counter() - started, 1)}
+    run.write_decoding(member, record)
+    write_csv_atomically(run.member_dir(member) / "decoding_search.csv", rows)
+    log(f"tune: {objective} {before:.4f} with min_score {trained['min_score']} -> {best[objective]:.4f} with "
+        f"min_score {best['min_score']}; stored in {run.member_dir(member) / RunDir.DECODING}")
+    return record
+

@@ -86,7 +86,6 @@ def export_package(model: str | Path, out: str | Path, *, sample: str | Path | N
         raise FluosegError("a bioimage.io package is a .zip file; give --out NAME.zip", path=out)
     if out.exists() and not overwrite:
         raise FluosegError("output exists; pass --overwrite to replace it", path=out)
-    _require_bioimageio()
     source = resolve_model(model)
     if is_package(source):
         raise FluosegError("this is already a bioimage.io package; export a run directory", path=source)
@@ -95,6 +94,10 @@ def export_package(model: str | Path, out: str | Path, *, sample: str | Path | N
     else:
         run = RunDir.open(source)
         checkpoints = run.load_all(checkpoint)
+    if any(c.model.is_detector for c in checkpoints):
+        raise FluosegError(f"{checkpoints[0].model.name} is a detection model, which bioimage.io packages (one "
+                           "tensor in, maps out) cannot describe; predict with 'fluoseg predict' instead", path=source)
+    _require_bioimageio()
     packaged = packaged_network(checkpoints)
     sizes = package_sizes(list(packaged.networks))
     packaged.margin = sizes.margin

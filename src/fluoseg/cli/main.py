@@ -13,6 +13,7 @@ import fluoseg.cli.evaluate as evaluate_command
 import fluoseg.cli.experiment as experiment_command
 import fluoseg.cli.export as export_command
 import fluoseg.cli.models as models_command
+import fluoseg.cli.points as points_command
 import fluoseg.cli.predict as predict_command
 import fluoseg.cli.quantify as quantify_command
 import fluoseg.cli.synth as synth_command
@@ -21,7 +22,8 @@ import fluoseg.cli.tune as tune_command
 from fluoseg.errors import FluosegError
 
 COMMANDS = (train_command, predict_command, evaluate_command, synth_command, demo_command, crossval_command,
-            experiment_command, models_command, export_command, tune_command, quantify_command)
+            experiment_command, models_command, export_command, tune_command, points_command,
+            quantify_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

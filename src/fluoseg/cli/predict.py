@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "levels for large images), geojson (QuPath objects), roi (Fiji ROI set)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
-                         "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object)")
+                         "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object; "
+                         "detection models add each object's score)")
     outputs.add_argument("--uncertainty", nargs="?", const="tta", choices=UNCERTAINTY_METHODS,
                          help="also write NAME_uncertainty.tif, a float32 per-pixel uncertainty map, and the mean per "
                          "image in OUT/uncertainty.csv, from repeated predictions: tta (default: the 8 flips/rotations, "
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoding.add_argument("--h", type=_args.positive_float, help="distance method: height of the h-maxima seeding objects")
     decoding.add_argument("--threshold", type=_args.probability, help="foreground probability threshold")
     decoding.add_argument("--min-size", type=int, help="smallest object kept, in pixels at the model's scale")
+    decoding.add_argument("--min-score", type=_args.probability,
+                          help="detection models: lowest detection score kept (e.g. 0.05 to rank every detection "
+                          "for COCO AP with --objects)")
     decoding.add_argument("--blank-snr", type=_args.non_negative_float, default=BLANK_SNR,
                           help="an image whose brightest spot is less than this many noise standard deviations above "
                           f"its background is an empty field and gets no objects (default {BLANK_SNR:g}; pure noise "
@@ -144,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
         read_image(image, axes=args.axes, lazy=True)
     set_threads(args.threads)
     segmenter = load_model(args.run_dir, checkpoint=args.checkpoint, device=args.device)
-    overrides = {k: v for k, v in (("h", args.h), ("threshold", args.threshold), ("min_size", args.min_size))
-                 if v is not None}
+    overrides = {k: v for k, v in (("h", args.h), ("threshold", args.threshold), ("min_size", args.min_size),
+                                   ("min_score", args.min_score)) if v is not None}
     if overrides:
         segmenter.set_decoding(**overrides)
     if args.objects and segmenter.task_name != "instance":

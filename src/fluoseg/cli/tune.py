@@ -8,10 +8,12 @@ import fluoseg.cli._args as _args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="tune an instance run's decoding (h, threshold, min size) on validation images",
+    p = sub.add_parser("tune", help="tune an instance run's decoding (h, threshold, min size; detection models: "
+                       "min score) on validation images",
                        description="Predict the run's validation images as 'fluoseg predict' would, search the "
                        "decoding parameters that maximise the objective, and store them in the run; 'fluoseg "
-                       "predict' then uses them (unless --h, --threshold or --min-size override them).")
+                       "predict' then uses them (unless --h, --threshold, --min-size or --min-score override them). "
+                       "For a detection model (Mask R-CNN, LACSS) the detection score threshold is tuned.")
     p.add_argument("run_dir", metavar="RUN", help="instance run directory written by 'fluoseg train'")
     p.add_argument("--objective", choices=("f1_mean", "f1_0.5", "accuracy_mean", "aji"), default="f1_mean",
                    help="what to maximise, pooled over the images: F1 averaged over IoU 0.5:0.95 (default), "

@@ -9,6 +9,8 @@ Two forms, which can be combined::
     pixel_size_um: 1.0
     images: images/*.tif
     masks: masks/{id}.tif          # a (n_classes, Y, X) file in class order
+    # labels: labels/{id}.tif      # instance labels (task: instance)
+    # points: points/{id}.csv      # one point per object, columns y,x (LACSS weak supervision)
 
     # or sample by sample
     samples:
@@ -51,6 +53,7 @@ class SampleEntry(_Entry):
     available: list[str] | None = None
     masks: str | dict[str, str] | None = None
     labels: str | None = None
+    points: str | None = None
     group: str | None = None
     pixel_size_um: float | list[float] | None = None
     axes: str | None = None
@@ -67,6 +70,7 @@ class ManifestModel(_Entry):
     images: str | None = None
     masks: str | dict[str, str] | None = None
     labels: str | None = None
+    points: str | None = None
     groups: dict[str, str] = Field(default_factory=dict)
     available: dict[str, list[str]] = Field(default_factory=dict)
     samples: list[SampleEntry] = Field(default_factory=list)
@@ -204,6 +208,7 @@ def _build_sample(entry: SampleEntry, model: ManifestModel, root: Path, manifest
     masks = _mask_sources(entry.masks if entry.masks is not None else model.masks,
                           model.classes, root, sample_id, manifest)
     labels_template = entry.labels or model.labels
+    points_template = entry.points or model.points
     return Sample(
         id=sample_id,
         image_path=image_path,
@@ -213,6 +218,7 @@ def _build_sample(entry: SampleEntry, model: ManifestModel, root: Path, manifest
         available=available,
         masks=masks,
         labels_path=root / _fill(labels_template, sample_id, "labels", manifest) if labels_template else None,
+        points_path=root / _fill(points_template, sample_id, "points", manifest) if points_template else None,
         pixel_size=_pixel_size(entry.pixel_size_um if entry.pixel_size_um is not None else model.pixel_size_um,
                                manifest),
         axes=axes,
@@ -248,7 +254,7 @@ def load_manifest(path: str | Path) -> Manifest:
         raise FluosegError(f"duplicate sample ids {duplicates}; give each sample a unique 'id'", path=path)
     for sample in samples:
         files = [sample.image_path, *(p for p, _ in sample.masks.values())]
-        files += [sample.labels_path] if sample.labels_path else []
+        files += [p for p in (sample.labels_path, sample.points_path) if p]
         for file in files:
             with os_errors_as_user_errors(file, "read"):  # e.g. a name too long for the disk
                 found_file = file.exists()

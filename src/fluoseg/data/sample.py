@@ -9,6 +9,7 @@ import numpy as np
 
 from fluoseg.errors import FluosegError
 from fluoseg.io import ImageData, read_image, read_labels, read_mask
+from fluoseg.io.points import read_points_csv
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Sample:
         mask file appears once per class with its channel index.
     labels_path
         Instance label image, if any.
+    points_path
+        Point annotations (CSV with columns ``y,x``, one point per object), if any.
     pixel_size
         Pixel size in µm per spatial axis, if known.
     axes
@@ -47,6 +50,7 @@ class Sample:
     available: tuple[str, ...] = ()
     masks: dict[str, tuple[Path, int | None]] = field(default_factory=dict)
     labels_path: Path | None = None
+    points_path: Path | None = None
     pixel_size: tuple[float, ...] | None = None
     axes: str | None = None
 
@@ -126,3 +130,26 @@ class Sample:
                 path=self.labels_path,
             )
         return labels
+
+    def read_points(self, spatial_shape: tuple[int, ...]) -> np.ndarray:
+        """The ``(n, 2)`` ``(y, x)`` point annotations, checked to lie inside the image."""
+        if self.points_path is None:
+            raise FluosegError(f"sample {self.id!r} has no point annotations; add 'points:' to the manifest",
+                               path=self.image_path)
+        return read_points_csv(self.points_path, spatial_shape[-2:])
+
+    def read_foreground(self, spatial_shape: tuple[int, ...]) -> np.ndarray:
+        """The foreground ``(Y, X)`` uint8: the union of the sample's class masks, else its labels > 0.
+
+        Raises
+        ------
+        FluosegError
+            If the sample has neither masks nor labels.
+        """
+        if self.masks:
+            return (self.read_masks(list(self.masks), spatial_shape) > 0).any(axis=0).astype(np.uint8)
+        if self.labels_path is not None:
+            return (self.read_labels(spatial_shape) > 0).astype(np.uint8)
+        raise FluosegError(f"sample {self.id!r} has points but no foreground; give 'masks:' or 'labels:' in the "
+                           "manifest", path=self.image_path)
+

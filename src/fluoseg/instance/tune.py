@@ -158,6 +158,13 @@ def _pooled_scores(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, with_aji: 
             "n_pred": int(pooled[0].n_pred), "n_true": int(pooled[0].n_true)}
 
 
+def score_labels(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, with_aji: bool = True) -> dict[str, float]:
+    """Pooled ``f1_mean``, ``f1_0.5``, ``accuracy_mean``, ``aji``, ``n_pred``, ``n_true`` of
+    ``(truth, predicted labels)`` pairs: the objectives :func:`tune_decoding` maximises, for
+    predictions that are labels already (detection models)."""
+    return _pooled_scores(pairs, with_aji=with_aji)
+
+
 def score_decoding(images: Sequence[TuningImage], method: str, params: Mapping[str, float]) -> dict[str, float]:
     """Pooled ``f1_mean``, ``f1_0.5``, ``accuracy_mean``, ``aji``, ``n_pred``, ``n_true`` of one setting.
 

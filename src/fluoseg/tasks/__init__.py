@@ -4,12 +4,15 @@
 - :mod:`.semantic`: exclusive classes (MS-ME log-weighted cross-entropy or a study loss);
 - :mod:`.instance`: one class per instance method (``border``, ``distance``, ``threshold``),
   registered by name like the models;
+- :mod:`.detection`: detection models (Mask R-CNN, LACSS) as the instance method ``detection``,
+  which predicts objects directly (:class:`.base.ObjectPredictor`);
 - :mod:`.regression`: in-silico labelling (predict markers from the other channels);
 - :mod:`.losses`, :mod:`.segmentation_losses`: the losses, built by name;
 - :mod:`.factory`: :func:`make_task` (from a config) and :func:`task_from_state` (from a checkpoint).
 """
 
-from fluoseg.tasks.base import IGNORE_INDEX, Task
+from fluoseg.tasks.base import IGNORE_INDEX, ObjectPredictor, Task
+from fluoseg.tasks.detection import DetectedObjects, DetectionTask
 from fluoseg.tasks.factory import TASK_NAMES, make_task, task_from_state
 from fluoseg.tasks.instance import (
     BorderTask,
@@ -29,8 +32,11 @@ __all__ = [
     "SEMANTIC_LOSSES",
     "TASK_NAMES",
     "BorderTask",
+    "DetectedObjects",
+    "DetectionTask",
     "DistanceTask",
     "InstanceTask",
+    "ObjectPredictor",
     "RegressionTask",
     "SemanticTask",
     "Task",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -88,6 +88,17 @@ class Task(ABC):
     def score(self, counts: np.ndarray) -> dict[str, float]:
         """Validation scores from pooled counts; the key ``"score"`` selects the best epoch."""
 
+    def batch_loss(self, model: torch.nn.Module, images: torch.Tensor, availability: torch.Tensor,
+                   targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss of a batch of patches: the network's logits against the targets.
+
+        A network with deep supervision returns one logit map per head; their losses are averaged.
+        Tasks whose network computes its own losses (detectors) override this.
+        """
+        logits = model(images, availability)
+        heads = logits if isinstance(logits, (list, tuple)) else [logits]
+        return torch.stack([self.loss(head, targets) for head in heads]).mean()
+
     def sigmoid_channels(self) -> tuple[int, ...]:
         """Output channels that are independent sigmoid logits (probability = sigmoid(logit))."""
         return ()
@@ -99,6 +110,24 @@ class Task(ABC):
     def state(self) -> dict[str, Any]:
         """Constants to store in checkpoints (rebuilt with :func:`fluoseg.tasks.task_from_state`)."""
         return {"name": self.name}
+
+
+@runtime_checkable
+class ObjectPredictor(Protocol):
+    """A task whose network finds the objects of an image itself (a detector) instead of giving
+    maps that tiling averages and :meth:`Task.decode` turns into labels.
+
+    The trainer's validation and :class:`fluoseg.infer.Segmenter` call :meth:`predict_objects`
+    on a whole normalised image for such a task (:class:`fluoseg.tasks.detection.DetectionTask`).
+    """
+
+    def predict_objects(self, model: torch.nn.Module, image: np.ndarray, *, geometry: Any, batch_size: int = 1,
+                        progress: bool = False) -> Any:
+        """Objects of a ``(K, Y, X)`` normalised image: ``.labels``, ``.scores``, ``.score_map``."""
+
+    def validate(self, model: torch.nn.Module, images: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], *,
+                 geometry: Any) -> dict[str, float]:
+        """Validation scores (with ``"score"``) of whole ``(K, Y, X)`` images and their targets."""
 
 
 def pooled_class_counts(targets: Sequence[dict[str, np.ndarray]], n_classes: int) -> np.ndarray:

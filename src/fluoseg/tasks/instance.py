@@ -51,8 +51,12 @@ def register_instance_method(name: str) -> Callable[[T], T]:
 
 
 def instance_method_names() -> list[str]:
-    """Names of the registered instance methods, sorted."""
-    return INSTANCE_METHODS.names()
+    """Names of the registered instance methods that decode a segmentation network's maps, sorted.
+
+    The ``detection`` method of detectors (:mod:`fluoseg.tasks.detection`) is left out: it is
+    chosen by ``model.name``, not by ``instance.method``.
+    """
+    return [n for n in INSTANCE_METHODS.names() if not hasattr(INSTANCE_METHODS.get(n), "predict_objects")]
 
 
 def build_instance_task(method: str, **options: Any) -> InstanceTask:

@@ -39,9 +39,10 @@ from fluoseg.errors import FluosegError
 from fluoseg.io import OutputLock, prepare_output_dir
 from fluoseg.markers import MarkerPanel
 from fluoseg.models import count_parameters, eval_frozen_normalization, freeze_except, model_names
+from fluoseg.models.detection import detector_names
 from fluoseg.predictor import make_batch_predictor
 from fluoseg.run import Checkpoint, ModelSpec, Preprocessing, RunDir, TrainingState
-from fluoseg.tasks import Task, make_task
+from fluoseg.tasks import ObjectPredictor, Task, make_task
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
 from fluoseg.train.optim import build_optimizer, build_schedule
 from fluoseg.train.transfer import transfer_weights
@@ -76,8 +77,9 @@ def check_names(config: RunConfig, classes: Sequence[str] = ("objects",)) -> Tas
         Naming the config file, the key and the accepted names.
     """
     try:
-        if config.model.name not in model_names():
-            raise FluosegError(f"model.name: unknown model {config.model.name!r}; available: {model_names()}")
+        if config.model.name not in model_names() + detector_names():
+            raise FluosegError(f"model.name: unknown model {config.model.name!r}; available: "
+                               f"{model_names() + detector_names()}")
         return make_task(config, classes)
     except FluosegError as error:
         raise FluosegError(error.message, path=config.source or error.path) from None
@@ -310,11 +312,9 @@ class Trainer:
             for _ in range(cfg.steps_per_epoch):
                 images, availability, targets = sampler.batch(cfg.batch_size)
                 optimizer.zero_grad(set_to_none=True)
-                logits = model(torch.as_tensor(images, device=self.device),
-                               torch.as_tensor(availability, device=self.device))
                 batch_targets = {k: torch.as_tensor(v, device=self.device) for k, v in targets.items()}
-                heads = logits if isinstance(logits, (list, tuple)) else [logits]  # deep supervision: one per head
-                loss = torch.stack([task.loss(head, batch_targets) for head in heads]).mean()
+                loss = task.batch_loss(model, torch.as_tensor(images, device=self.device),
+                                       torch.as_tensor(availability, device=self.device), batch_targets)
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
@@ -368,6 +368,8 @@ class Trainer:
         if not samples:
             return {}
         model.eval()
+        if isinstance(task, ObjectPredictor):
+            return self._validate_objects(model, samples, task, geometry)
         counts = None
         losses = []
         n_activated = task.activated_channels()
@@ -383,6 +385,15 @@ class Trainer:
             counts = sample_counts if counts is None else counts + sample_counts
             losses.append(_whole_sample_loss(task, stitched[n_activated:], sample.targets))
         return {**task.score(counts), "loss": float(np.mean(losses))}
+
+    def _validate_objects(self, model: torch.nn.Module, samples: Sequence[PreparedSample], task: Task,
+                          geometry: TileGeometry) -> dict[str, float]:
+        """Validation scores of a detector: each whole sample's objects (tiled as in prediction)
+        against its targets, at the task's best score threshold (a ``min_score`` column). A
+        detector has no validation loss (it computes losses only in training)."""
+        images = [(sample.image, sample.targets) for sample in samples]
+        scores = task.validate(model, images, geometry=geometry)  # type: ignore[attr-defined]
+        return {**scores, "loss": float("nan")}
 
 
 def _whole_sample_loss(task: Task, logits: np.ndarray, targets: dict[str, np.ndarray]) -> float:

@@ -52,6 +52,16 @@ def test_centroid_may_fall_outside_a_ring():
     assert points_from_labels(labels).tolist() == [[3.0, 3.0]]
 
 
+def test_inside_points_snap_a_ring_centroid_to_its_nearest_pixel_and_keep_others():
+    labels = np.zeros((9, 9), np.int32)
+    labels[1:6, 1:6] = 1
+    labels[2:5, 2:5] = 0  # ring around (3, 3): its nearest pixels are 2 away, (1, 3) first in row order
+    labels[7, 6:9] = 2  # a bar whose centroid (7, 7) is its own pixel
+    points = points_from_labels(labels, method="inside")
+    assert points.tolist() == [[1.0, 3.0], [7.0, 7.0]]
+    assert [labels[int(y), int(x)] for y, x in points] == [1, 2]
+
+
 @pytest.mark.parametrize("bad", [np.zeros((2, 3, 3), np.int32), np.zeros((3, 3), np.float32), -np.ones((3, 3), int)])
 def test_invalid_labels(bad):
     with pytest.raises(FluosegError):

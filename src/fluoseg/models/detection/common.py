@@ -30,3 +30,29 @@ def check_targets(targets: Sequence[dict[str, Tensor]] | None, n_images: int, ke
         missing = [k for k in keys if k not in target]
         if missing:
             raise ValueError(f"a target lacks {missing}; it has {sorted(target)}")
+
+
+class DetectorGeometry:
+    """The tiling interface of a detector (:class:`fluoseg.tiling.SizedNetwork`): same padding, any size.
+
+    A detector pads its input to a multiple of its stride itself, so its "output" (the image
+    its detections live in) is as large as its input. Sizes are rounded up to that stride so
+    that tiles start on the stride grid, where the anchors and pooling windows of a tile
+    coincide with those of the whole image.
+    """
+
+    padding = "same"
+
+    @property
+    def size_divisible(self) -> int:
+        """The stride the backbone pads images to a multiple of."""
+        return int(self.backbone.size_divisible)  # type: ignore[attr-defined]
+
+    def output_size(self, input_size: int) -> int:
+        """The detections cover the whole input."""
+        return int(input_size)
+
+    def valid_input_size(self, at_least: int) -> int:
+        """The smallest multiple of the stride that is at least ``at_least``."""
+        multiple = int(self.size_divisible)
+        return -(-int(at_least) // multiple) * multiple

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from fluoseg.errors import FluosegError
 from fluoseg.models.decoders import positive_int, positive_ints
-from fluoseg.models.detection.common import check_targets, prepare_images
+from fluoseg.models.detection.common import DetectorGeometry, check_targets, prepare_images
 from fluoseg.models.detection.lacss_backbone import DEPTHS, LacssBackbone
 from fluoseg.models.detection.lacss_head import AuxNet, LocationConditionedSegmentation, paste_patches
 from fluoseg.models.detection.lacss_losses import segmentation_losses
@@ -60,7 +60,7 @@ def mask_centroids(masks: Tensor) -> Tensor:
 
 
 @register_detector(NAME)
-class LACSS(nn.Module):
+class LACSS(DetectorGeometry, nn.Module):
     """LACSS model: backbone, location proposal network, segmentation head (and auxnet).
 
     Parameters
@@ -92,6 +92,9 @@ class LACSS(nn.Module):
     max_detections
         Most cells per image.
     """
+
+    supervisions = ("full", "points")
+    """What it trains from: instance masks, or one point per object plus the foreground."""
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from fluoseg.errors import FluosegError
 from fluoseg.models.decoders import positive_int
 from fluoseg.models.detection.anchors import AnchorGenerator
-from fluoseg.models.detection.common import check_targets, prepare_images
+from fluoseg.models.detection.common import DetectorGeometry, check_targets, prepare_images
 from fluoseg.models.detection.fpn import ResNetFPN
 from fluoseg.models.detection.options import fraction, numbers
 from fluoseg.models.detection.paste import paste_masks_in_image
@@ -39,7 +39,7 @@ NAME = "maskrcnn"
 
 
 @register_detector(NAME)
-class MaskRCNN(nn.Module):
+class MaskRCNN(DetectorGeometry, nn.Module):
     """Mask R-CNN: ResNet-FPN backbone, region proposal network, box and mask heads.
 
     Parameters
@@ -77,6 +77,9 @@ class MaskRCNN(nn.Module):
         Most detections per image (100, torchvision's; raise it, e.g. to 500, for crowded
         nuclei images, or objects beyond the 100 best are lost).
     """
+
+    supervisions = ("full",)
+    """What it trains from: instance masks."""
 
     def __init__(
         self,

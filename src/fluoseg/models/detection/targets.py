@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from fluoseg.errors import FluosegError
 
-POINT_METHODS = ("centroid", "random")
+POINT_METHODS = ("centroid", "inside", "random")
 """How :func:`points_from_labels` places a point in each object."""
 
 
@@ -56,6 +56,8 @@ def points_from_labels(labels: np.ndarray, *, method: str = "centroid",
         Instance label image ``(Y, X)``.
     method
         ``"centroid"``: the mean pixel coordinate (may lie outside a non-convex object);
+        ``"inside"``: the centroid snapped to the object's nearest pixel when it falls
+        outside the object (a crescent, a ring), so the point always marks the object;
         ``"random"``: a pixel of the object drawn uniformly, as a human clicking
         somewhere inside would (LACSS's point annotations).
     rng
@@ -71,8 +73,9 @@ def points_from_labels(labels: np.ndarray, *, method: str = "centroid",
     ids = object_ids(labels)
     if len(ids) == 0:
         return np.zeros((0, 2), np.float32)
-    if method == "centroid":
-        return np.asarray(ndimage.center_of_mass(np.ones(labels.shape), labels, ids), np.float32).reshape(-1, 2)
+    if method in ("centroid", "inside"):
+        centroids = np.asarray(ndimage.center_of_mass(np.ones(labels.shape), labels, ids), np.float32).reshape(-1, 2)
+        return centroids if method == "centroid" else _snapped_inside(labels, ids, centroids)
     rng = rng if rng is not None else np.random.default_rng()
     flat = labels.ravel()
     order = np.argsort(flat, kind="stable")
@@ -80,6 +83,21 @@ def points_from_labels(labels: np.ndarray, *, method: str = "centroid",
     ends = np.searchsorted(flat[order], ids, side="right")
     picks = order[starts + (rng.random(len(ids)) * (ends - starts)).astype(np.int64)]
     return np.stack(np.unravel_index(picks, labels.shape), axis=1).astype(np.float32)
+
+
+def _snapped_inside(labels: np.ndarray, ids: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Each point moved to the nearest pixel of its object unless its rounded pixel belongs to it."""
+    snapped = points.copy()
+    slices = ndimage.find_objects(labels)
+    for row, (object_id, (y, x)) in enumerate(zip(ids, points)):
+        iy, ix = int(round(float(y))), int(round(float(x)))
+        if 0 <= iy < labels.shape[0] and 0 <= ix < labels.shape[1] and labels[iy, ix] == object_id:
+            continue
+        rows, cols = slices[object_id - 1]
+        ys, xs = np.nonzero(labels[rows, cols] == object_id)
+        nearest = int(np.argmin((ys + rows.start - y) ** 2 + (xs + cols.start - x) ** 2))
+        snapped[row] = (ys[nearest] + rows.start, xs[nearest] + cols.start)
+    return snapped
 
 
 def targets_from_labels(labels: np.ndarray, *, point_method: str = "centroid",
