@@ -14,17 +14,17 @@ def test_existing_paths_are_used_as_they_are(tmp_path):
 
 def test_names_go_through_registered_lookups(tmp_path):
     def lookup(name):
-        return tmp_path / "zoo" / name if name == "nuclei" else None
+        return tmp_path / "zoo" / name if name == "test-only-model" else None
 
     register_model_lookup(lookup)
     try:
-        assert resolve_model("nuclei") == tmp_path / "zoo" / "nuclei"
+        assert resolve_model("test-only-model") == tmp_path / "zoo" / "test-only-model"
         with pytest.raises(FluosegError, match="model name"):
             resolve_model("vessels")
     finally:
         unregister_model_lookup(lookup)
     with pytest.raises(FluosegError, match="model name"):
-        resolve_model("nuclei")
+        resolve_model("test-only-model")
 
 
 def test_missing_paths_are_not_asked_of_lookups(tmp_path):
