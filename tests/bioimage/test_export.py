@@ -117,3 +117,13 @@ def test_availability_may_be_left_out_zero_filled_markers_are_then_absent(semant
 
     # (that the vector changes the maps of networks that use it is tested in test_network.py)
     np.testing.assert_allclose(maps(), maps(availability=np.array([[1, 0, 1]], np.float32)), atol=1e-6)
+
+
+def test_one_unnamed_sample_channel_is_the_marker_of_a_one_marker_model():
+    from fluoseg.bioimage.export import _test_sample
+    from fluoseg.data.samples import sample_paths
+
+    grey = sample_paths()[0][0]  # one channel, no names in the file
+    assert _test_sample(None, grey, None, ("DNA",)).channel_names == ("DNA",)
+    with pytest.raises(FluosegError, match="--sample-channels"):
+        _test_sample(None, grey, None, ("DNA", "actin"))

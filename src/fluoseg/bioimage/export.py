@@ -165,6 +165,8 @@ def _test_sample(run: RunDir | None, sample: str | Path | None, channel_names: S
     if sample is not None:
         image = read_image(sample)
         names = tuple(channel_names) if channel_names else image.channel_names
+        if not names and image.n_channels == 1 and len(markers) == 1:
+            names = tuple(markers)  # as in predict: one unnamed channel for a one-marker model is that marker
         if not names or len(names) != image.n_channels:
             raise FluosegError(f"the sample has {image.n_channels} channel(s) but no marker name for each; pass "
                                "--sample-channels with one name per channel", path=sample)
