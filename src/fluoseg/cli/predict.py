@@ -72,8 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     large.add_argument("--block-size", type=_block_size, default=1024,
                        help="side of the blocks decoded one at a time, in pixels (default 1024; also the chunk "
                        "side of Zarr label outputs)")
-    large.add_argument("--halo", type=_halo, help="context decoded around each block, in pixels: at least the "
-                       "largest object's extent (default: twice the model's object diameter, at least 64, plus the "
+    large.add_argument("--halo", type=_args.non_negative_int, help="context decoded around each block, in "
+                       "pixels: at least the largest object's extent (default: twice the model's object diameter, at least 64, plus the "
                        "border band of border models); a warning counts the objects that reach it")
     large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
                        "finished blocks its work folder recorded (same image, model and options)")
@@ -100,17 +100,6 @@ def _block_size(text: str) -> int:
     value = _args.positive_int(text)
     if value < 8:
         raise argparse.ArgumentTypeError(f"blocks are at least 8 pixels wide, got {value}")
-    return value
-
-
-def _halo(text: str) -> int:
-    """A halo of 0 or more pixels."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"the halo is 0 or more pixels, got {value}")
     return value
 
 
