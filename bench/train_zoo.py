@@ -278,6 +278,13 @@ def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict
     rows = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
     speeds = "\n".join(f"| {r['size']} | {r['threads']} | {r['load_average']} | {r['seconds']} | "
                        f"{r['megapixels_per_second']} | {r['objects']} |" for r in timings)
+    auto_rows = read_rows(RESULTS / "zoo_auto_diameter.csv") if (RESULTS / "zoo_auto_diameter.csv").is_file() else []
+    auto_diameter = "\n".join(
+        ["| re-probes zoomed out | keep first maps within zoom | val F1@0.5 | val mean F1 0.5:0.95 | val AJI | seconds |",
+         "|---:|---:|---:|---:|---:|---:|"]
+        + [f"| {r['refinements']} | {r['reuse']} | {float(r['val_f1_at_0.5']):.4f} | "
+           f"{float(r['val_f1_mean_0.5_0.95']):.4f} | {float(r['val_aji']):.4f} | {r['seconds']} |" for r in auto_rows]
+    ) if auto_rows else "(not measured)"
     curve = "\n".join(f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_score']):.3f} |" for r in epochs)
     return f"""# The shipped `nuclei` model
 
@@ -307,6 +314,12 @@ busy the 2-core machine was (other jobs slow it down). StarDist was not timed be
 | image | threads | 1-min load average | seconds | MP/s | objects |
 |---|---:|---:|---:|---:|---:|
 {speeds}
+
+## `--diameter auto`, chosen on the validation images
+
+`bench/zoo_auto_diameter.py` (`zoo_auto_diameter.csv`; seconds on a shared machine):
+
+{auto_diameter}
 
 ## Training curve (validation F1@0.5 per epoch; best epoch {summary['best_epoch']})
 

@@ -40,17 +40,17 @@ class _FragmentingSegmenter(Segmenter):
         self.task = SimpleNamespace(target_diameter=target)
         self.zooms: list[float] = []
 
-    def _probe_labels(self, image, channel_names, options, zoom):
+    def _probe(self, image, channel_names, options, zoom):
         self.zooms.append(zoom)
         seen = self.true * zoom
         measured = seen if seen <= 2 * self.task.target_diameter else 0.6 * seen
         yy, xx = np.mgrid[:512, :512]
         labels = np.zeros((512, 512), np.int32)
         if measured <= 0:
-            return labels
+            return None, labels
         for k, (cy, cx) in enumerate([(128, 128), (128, 384), (384, 128), (384, 384)], start=1):
             labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= (measured / 2) ** 2] = k
-        return labels
+        return None, labels
 
 
 def test_auto_diameter_probes_again_at_the_zoom_a_first_pass_asks_for():

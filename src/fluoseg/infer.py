@@ -41,6 +41,9 @@ AUTO_REFINEMENTS = 2
 """Extra probe passes of ``--diameter auto`` at the zoom the previous one asked for."""
 AUTO_TOLERANCE = 1.5
 """A probe whose estimate asks for a zoom within this factor of its own is trusted."""
+AUTO_REUSE = 1.25
+"""``--diameter auto`` keeps the first probe's maps when the zoom it asks for is within this
+factor of 1 (chosen on validation images, see ``bench/results/zoo.md``)."""
 
 
 @dataclass(frozen=True)
@@ -368,13 +371,21 @@ class Segmenter:
         """Activated maps at the scale the network works at, and whether the image was rescaled.
 
         This is what :meth:`predict_labels` decodes (the labels are then resampled back);
-        decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`).
+        decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`). With
+        ``diameter="auto"``, when the estimate asks for a zoom within :data:`AUTO_REUSE` of 1
+        the maps of the first probe are used as they are, which saves the second pass.
         """
-        options = self.resolve_diameter(image, channel_names, options, **settings)
-        target = self.task.target_diameter
+        options = _options(options, settings)
+        first_maps = None
+        if options.diameter == "auto" and self.task.target_diameter:
+            diameter, first_maps = self._estimate(image, channel_names, options, AUTO_REFINEMENTS)
+            options = options.replace(diameter=diameter)
+        options = self.resolve_diameter(image, channel_names, options)
         if options.diameter == "off":
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        factor = scale_factor(float(options.diameter), float(target))
+        factor = scale_factor(float(options.diameter), float(self.task.target_diameter))
+        if first_maps is not None and abs(np.log(factor)) <= np.log(AUTO_REUSE):
+            return first_maps, False
         if abs(factor - 1.0) < 1e-6:
             return np.asarray(self.predict_probabilities(image, channel_names, options)), False
         return np.asarray(self.predict_probabilities(_zoomed(image, factor), channel_names, options)), True
@@ -392,13 +403,19 @@ class Segmenter:
         are cheap); without any object the model's training diameter is returned (no
         rescaling).
         """
+        return self._estimate(image, channel_names, options, refinements)[0]
+
+    def _estimate(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions | None,
+                  refinements: int) -> tuple[float, np.ndarray | None]:
+        """:meth:`estimate_diameter` and the maps of its first probe (at the original scale)."""
         options = _options(options, {}).replace(diameter="off")
         target = float(self.task.target_diameter or 0.0)
         if not target:
             raise FluosegError("this model was trained without scale normalisation; it has no diameter to estimate")
-        diameter, zoom = target, 1.0
+        diameter, zoom, first_maps = target, 1.0, None
         for _ in range(1 + refinements):
-            labels = self._probe_labels(image, channel_names, options, zoom)
+            maps, labels = self._probe(image, channel_names, options, zoom)
+            first_maps = maps if first_maps is None else first_maps
             if labels.max() == 0:
                 break
             diameter = estimate_diameter_from_labels(labels) / zoom
@@ -408,13 +425,14 @@ class Segmenter:
             if abs(np.log(wanted / zoom)) <= np.log(AUTO_TOLERANCE) or wanted >= 1.0:
                 break
             zoom = wanted
-        return float(diameter)
+        return float(diameter), first_maps
 
-    def _probe_labels(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
-                      zoom: float) -> np.ndarray:
-        """Labels of the image zoomed by ``zoom`` (a probe pass of :meth:`estimate_diameter`)."""
+    def _probe(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
+               zoom: float) -> tuple[np.ndarray, np.ndarray]:
+        """Maps and labels of the image zoomed by ``zoom`` (a probe pass of :meth:`estimate_diameter`)."""
         probe = image if zoom == 1.0 else _zoomed(image, zoom)
-        return self.decode(np.asarray(self.predict_probabilities(probe, channel_names, options)))
+        maps = np.asarray(self.predict_probabilities(probe, channel_names, options))
+        return maps, self.decode(maps)
 
     def resolve_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
                          options: PredictOptions | None = None, **settings: Any) -> PredictOptions:
