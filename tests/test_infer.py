@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter, make_batch_predictor
 from fluoseg.models import build_model
 
@@ -70,3 +71,20 @@ def test_auto_diameter_probes_again_at_the_zoom_a_first_pass_asks_for():
 def test_auto_diameter_without_objects_keeps_the_training_scale():
     segmenter = _FragmentingSegmenter(true=0, target=14)
     assert segmenter.estimate_diameter(np.zeros((1, 64, 64), np.float32)) == 14.0
+
+
+def test_objects_of_a_stack_are_stitched_across_slices_unless_asked_not_to():
+    from fluoseg.data.samples import sample_paths
+    from fluoseg.io import read_image
+
+    plane = read_image(sample_paths()[0][0]).array[0]
+    stack = np.stack([plane] * 3)[None]  # (C, Z, Y, X): the same nuclei on three slices
+    segmenter = Segmenter.pretrained("nuclei", device="cpu")
+    stitched, _ = segmenter.predict_labels(stack, diameter=14.6)
+    per_slice, _ = segmenter.predict_labels(stack, diameter=14.6, stitch_threshold=0)
+    n = len(np.unique(stitched[0])) - 1
+    assert n > 10
+    assert (stitched[0] == stitched[1]).all() and (stitched[1] == stitched[2]).all()
+    assert stitched.max() == n and per_slice.max() == 3 * n
+    with pytest.raises(FluosegError, match="stitching threshold"):
+        segmenter.predict_labels(stack, stitch_threshold=1.5)

@@ -29,6 +29,7 @@ from fluoseg.data.resample import resample_image, resample_to_shape, scale_facto
 from fluoseg.device import resolve_device
 from fluoseg.errors import FluosegError
 from fluoseg.instance.scale import estimate_diameter_from_labels, scale_factor
+from fluoseg.instance.stitch3d import stitch_slices
 from fluoseg.markers import MarkerPanel, MarkerSelection
 from fluoseg.predictor import make_batch_predictor, symmetries
 from fluoseg.run import Checkpoint, Preprocessing, RunDir
@@ -68,6 +69,10 @@ class PredictOptions:
         Instance models trained with scale normalisation: mean object diameter in pixels,
         ``"auto"`` (the default: estimated from a first pass) or ``"off"`` (no rescaling).
         Models without scale normalisation ignore it.
+    stitch_threshold
+        Instance models on z-stacks: objects of consecutive slices with at least this IoU
+        become one 3D object (:func:`fluoseg.instance.stitch3d.stitch_slices`, Cellpose's
+        ``stitch_threshold``); 0 keeps one object per slice.
     blank_snr
         Instance models: an image whose brightest spot stands less than this many noise
         standard deviations above its background (:func:`fluoseg.data.blank.signal_to_noise`)
@@ -84,6 +89,7 @@ class PredictOptions:
     batch_size: int = 1
     tta: bool | tuple[int, ...] = (0,)
     diameter: float | str | None = "auto"
+    stitch_threshold: float = 0.25
     blank_snr: float = BLANK_SNR
     progress: bool = False
     source: str | None = None
@@ -99,6 +105,9 @@ class PredictOptions:
             raise FluosegError(f"the tile size must be an integer of at least 8 pixels, got {self.tile_size!r}")
         if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
             raise FluosegError(f"the batch size must be a positive integer, got {self.batch_size!r}")
+        if isinstance(self.stitch_threshold, bool) or not 0.0 <= self.stitch_threshold <= 1.0:
+            raise FluosegError(f"the stitching threshold is an IoU between 0 and 1 (0: no stitching), "
+                               f"got {self.stitch_threshold!r}")
         if isinstance(self.blank_snr, bool) or not (np.isfinite(self.blank_snr) and self.blank_snr >= 0):
             raise FluosegError(f"the blank-field threshold must be a number >= 0 (0: no check), got {self.blank_snr!r}")
         if self.diameter is None:
@@ -304,6 +313,8 @@ class Segmenter:
         ``options.diameter`` in pixels, or estimated from a first prediction at the original
         scale (``"auto"``, the default); ``"off"`` predicts at the original scale. An empty
         field (``options.blank_snr``) gets no objects, and no diameter is estimated on it.
+        The objects of a z-stack's slices are linked into 3D objects by their overlap
+        (``options.stitch_threshold``).
         """
         options = _options(options, settings)
         blank = options.blank_snr > 0 and is_blank(image, threshold=options.blank_snr)
@@ -316,11 +327,13 @@ class Segmenter:
         labels = self.decode(outputs)
         if blank:
             labels = np.zeros_like(labels)
-        if not rescaled:
-            return labels, outputs
-        spatial = tuple(image.shape[1:])
-        return (resample_to_shape(labels, spatial, kind="labels"),
-                resample_to_shape(outputs, spatial, kind="probabilities"))
+        if rescaled:
+            spatial = tuple(image.shape[1:])
+            labels = resample_to_shape(labels, spatial, kind="labels")
+            outputs = resample_to_shape(outputs, spatial, kind="probabilities")
+        if labels.ndim == 3 and options.stitch_threshold > 0:
+            labels = stitch_slices(labels, threshold=options.stitch_threshold)
+        return labels, outputs
 
     def detect_objects(self, image: Any, channel_names: Sequence[str] | None = None,
                        options: PredictOptions | None = None, **settings: Any) -> DetectedObjects:

@@ -413,6 +413,9 @@ def _decode_blockwise(segmenter: Segmenter, image: ImageData, paths: PredictionP
                     "decoding it at once (give --diameter off or the diameter in pixels for blockwise decoding)",
                     image.path, options.diameter)
         return False
+    if wanted and len(image.spatial_shape) == 3 and options.stitch_threshold > 0:
+        log.warning("%s: blockwise decoding labels each slice of the stack on its own; objects are not stitched "
+                    "across slices (decode the stack at once, e.g. as TIFF, to stitch them)", image.path)
     return wanted
 
 

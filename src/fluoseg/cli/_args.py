@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import warnings
 from typing import NoReturn
@@ -43,15 +44,15 @@ positive_int = _integer_at_least(1, "a positive integer")
 non_negative_int = _integer_at_least(0, "a number >= 0")
 
 
-def _number_in(low: float, high: float, what: str, *, low_included: bool = False):
-    """A parser of numbers between ``low`` and ``high`` (finite; ``low`` itself only if included)."""
+def _number_in(low: float, high: float, what: str, *, closed: bool = False):
+    """A parser of finite numbers between ``low`` and ``high`` (the bounds themselves only if ``closed``)."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (low <= value if low_included else low < value) or not value < high:
+        if not (low <= value <= high if closed else low < value < high) or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
 
@@ -61,7 +62,8 @@ def _number_in(low: float, high: float, what: str, *, low_included: bool = False
 
 positive_float = _number_in(0.0, float("inf"), "a positive number")
 probability = _number_in(0.0, 1.0, "a number between 0 and 1")
-non_negative_float = _number_in(0.0, float("inf"), "a number >= 0", low_included=True)
+non_negative_float = _number_in(0.0, float("inf"), "a number >= 0", closed=True)
+unit_interval = _number_in(0.0, 1.0, "a number from 0 to 1", closed=True)
 
 
 def tile_size(text: str) -> int:

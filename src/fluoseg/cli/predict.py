@@ -61,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     decoding.add_argument("--min-score", type=_args.probability,
                           help="detection models: lowest detection score kept (e.g. 0.05 to rank every detection "
                           "for COCO AP with --objects)")
+    decoding.add_argument("--stitch-threshold", type=_args.unit_interval, default=0.25,
+                          help="z-stacks: objects of consecutive slices overlapping with at least this IoU become one "
+                          "3D object (Cellpose's stitch_threshold; default 0.25; 0 keeps one object per slice)")
     decoding.add_argument("--blank-snr", type=_args.non_negative_float, default=BLANK_SNR,
                           help="an image whose brightest spot is less than this many noise standard deviations above "
                           f"its background is an empty field and gets no objects (default {BLANK_SNR:g}; pure noise "
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         markers=segmenter.panel.parse([model for model, _ in args.markers]) if args.markers else None,
         tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
-        diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr)
+        diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr,
+        stitch_threshold=args.stitch_threshold)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
     if uncertainty is not None:
         check_uncertainty(segmenter, uncertainty)
