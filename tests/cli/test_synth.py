@@ -1,8 +1,9 @@
-"""``fluoseg synth cells``: simulated multiplexed cell datasets from the command line."""
+"""``fluoseg synth cells`` and ``nuclei3d``: simulated datasets from the command line."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import yaml
 
 from fluoseg.cli import main
@@ -85,3 +86,25 @@ def test_simulated_cells_train_an_instance_model_that_predicts_from_a_marker_sub
     assert run_cli("predict", run, data / "images" / "cells_0002.ome.tif", "--out", out, "--markers", "ECAD,CK",
                    "--quiet") == 0
     assert read_image(out / "cells_0002.tif").array.reshape(-1, 64, 64).shape[0] == 1
+
+
+def test_synth_nuclei3d_writes_labelled_anisotropic_stacks(tmp_path, capsys):
+    out = tmp_path / "stacks"
+    assert run_cli("synth", "nuclei3d", "--out", out, "--n-stacks", 2, "--shape", "8,48,64", "--z-step", 2,
+                   "--seed", 3) == 0
+    manifest = load_manifest(out / "manifest.yaml")
+    assert len(manifest.samples) == 2 and manifest.markers == ("DNA",)
+    image = read_image(manifest.samples[0].image_path)
+    assert image.array.shape == (1, 8, 48, 64) and image.channel_names == ("DNA",)
+    assert image.pixel_size == pytest.approx((1.0, 0.5, 0.5))
+    labels = read_image(manifest.samples[0].labels_path).array.reshape(8, 48, 64)
+    ids = np.unique(labels[labels > 0])
+    assert len(ids) >= 2 and ids.max() == len(ids)
+    spans = [len(np.unique(np.nonzero(labels == i)[0])) for i in ids]
+    assert max(spans) >= 2  # nuclei span several slices: the stacks test 3D stitching
+    capsys.readouterr()
+    assert run_cli("synth", "nuclei3d", "--out", out, "--n-stacks", 1) == 2  # a dataset is there
+    assert "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's one-line usage error
+        run_cli("synth", "nuclei3d", "--out", tmp_path / "y", "--shape", "8,48")
+    assert exited.value.code == 2 and "Z,Y,X" in capsys.readouterr().err

@@ -53,6 +53,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _args.add_overwrite(c, "a dataset this command wrote before in OUT")
     c.set_defaults(func=run_cells)
 
+    z = kinds.add_parser("nuclei3d", help="simulated 3D nuclei z-stacks with instance labels",
+                         description="Draw z-stacks of ellipsoid nuclei (random size, orientation, brightness and "
+                         "chromatin texture; an axially elongated point spread function; camera noise), sampled "
+                         "more coarsely along z than in-plane as confocal stacks are. Writes OUT/images/*.ome.tif "
+                         "(channel DNA, pixel size in the metadata), OUT/labels, OUT/manifest.yaml and "
+                         "OUT/simulation.yaml; other files in OUT are left alone.")
+    z.add_argument("--out", required=True, help="output folder")
+    z.add_argument("--n-stacks", type=_args.positive_int, default=10, help="number of stacks (default 10)")
+    z.add_argument("--shape", type=_stack_shape, default=(16, 96, 96),
+                   help="Z,Y,X size of each stack in voxels (default 16,96,96)")
+    z.add_argument("--z-step", type=_args.positive_float, default=2.0,
+                   help="slice spacing in in-plane pixels (anisotropy; 1 = cubic voxels; default 2)")
+    z.add_argument("--pixel-size", type=_args.positive_float, default=0.5,
+                   help="in-plane pixel size in µm (the z size is z-step times it; default 0.5)")
+    z.add_argument("--seed", type=int, default=0, help="random seed; stack i is the same for any --n-stacks "
+                   "(default 0)")
+    _args.add_overwrite(z, "a dataset this command wrote before in OUT")
+    z.set_defaults(func=run_nuclei3d)
+
+
+def _stack_shape(text: str) -> tuple[int, int, int]:
+    """Z,Y,X sizes: three positive integers."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected Z,Y,X (three sizes), got {text!r}")
+    return tuple(_args.positive_int(part.strip()) for part in parts)  # type: ignore[return-value]
+
 
 def run_nuclei(args: argparse.Namespace) -> int:
     from fluoseg.io import prepare_output_dir
@@ -84,4 +111,15 @@ def run_cells(args: argparse.Namespace) -> int:
                                    overwrite=args.overwrite)
     print(f"simulated cells: {manifest} ({args.n_images} images, markers {','.join(args.markers)}, "
           f"labels: {args.target})")
+    return 0
+
+
+def run_nuclei3d(args: argparse.Namespace) -> int:
+    from fluoseg.data.synth.nuclei3d_dataset import write_nuclei3d_dataset
+    from fluoseg.io import prepare_output_dir
+
+    out = prepare_output_dir(args.out, overwrite=True, what="output folder")  # kind and permissions; files stay
+    manifest = write_nuclei3d_dataset(out, args.n_stacks, shape=args.shape, z_step=args.z_step,
+                                      pixel_size_yx=args.pixel_size, seed=args.seed, overwrite=args.overwrite)
+    print(f"simulated nuclei stacks: {manifest} ({args.n_stacks} stacks of {'x'.join(map(str, args.shape))} voxels)")
     return 0

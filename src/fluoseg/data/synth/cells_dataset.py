@@ -46,8 +46,15 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [int(np.random.SeedSequence([seed, index]).generate_state(1)[0]) for index in range(n)]
 
 
-def _clear_outputs(out: Path, overwrite: bool) -> None:
-    existing = [out / name for name in _OUTPUTS if (out / name).exists()]
+def clear_dataset(out: Path, names: Sequence[str], overwrite: bool) -> None:
+    """Remove the files and folders ``names`` an earlier dataset writer left in ``out``.
+
+    Raises
+    ------
+    FluosegError
+        If one exists and ``overwrite`` is false.
+    """
+    existing = [out / name for name in names if (out / name).exists()]
     if existing and not overwrite:
         raise FluosegError(
             f"the folder already holds a dataset ({existing[0].name}); pass overwrite (--overwrite) to replace it",
@@ -124,7 +131,7 @@ def write_cells_dataset(
     ids = [f"{prefix}_{index:04d}" for index in range(n)]
     # Drawing the first image checks the markers and the shape: a mistake then removes no earlier dataset.
     first = simulate_cells(shape, domain=domain, markers=markers, seed=seeds[0])
-    _clear_outputs(out, overwrite)
+    clear_dataset(out, _OUTPUTS, overwrite)
     for index, (sample_id, sample_seed) in enumerate(zip(ids, seeds)):
         sample = first if index == 0 else simulate_cells(shape, domain=domain, markers=markers, seed=sample_seed)
         write_image(out / "images" / f"{sample_id}.ome.tif", sample.image, axes="CYX",
