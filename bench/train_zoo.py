@@ -306,8 +306,8 @@ notes of issue 12.
 
 ## Speed as shipped
 
-`Segmenter.pretrained("nuclei").predict_labels` with `--diameter auto` (probe pass + final
-pass), the tuned decoding and the blank-field check, on mosaics of 256x256 test images, CPU,
+`Segmenter.pretrained("nuclei").predict_labels` with `--diameter auto` (a probe pass, and a
+second pass only where the nuclei need rescaling), the tuned decoding and the blank-field check, on mosaics of 256x256 test images, CPU,
 best of 3 after a warm-up (`zoo_speed.csv`; `--export --overwrite` re-measures). The load average says how
 busy the 2-core machine was (other jobs slow it down). StarDist was not timed beside it in this run.
 
