@@ -24,7 +24,8 @@ from fluoseg.instance.blockwise import (
 from fluoseg.instance.postprocess import labels_from_distance, labels_from_threshold
 from fluoseg.instance.targets import distance_targets
 
-PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=25, deadline=None, derandomize=True,  # a fixed sample: CI is reproducible
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def same_partition(first: np.ndarray, second: np.ndarray) -> bool:
