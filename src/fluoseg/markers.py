@@ -241,18 +241,12 @@ class MarkerSelection:
             chosen_names = {str(n).strip() for n in use}
             ignored |= {n for n in names if n not in chosen_names}
         used_names = [n for n in names if n not in ignored]
-        repeated = sorted({n for n in used_names if used_names.count(n) > 1})
-        if repeated:
-            raise FluosegError(f"channel name(s) {repeated} occur more than once; give every channel its own name",
-                               path=source)
+        _refuse_repeated(used_names, source)
         for name in used_names:
             panel.index(name, source=source, hint=hint)  # an unknown marker the user would feed is an error
         candidates = [n for n in names if n not in ignored] if use is None else list(use)
         used = panel.parse(candidates, source=source, hint=hint)
-        missing = set(used) - set(names)
-        if missing:
-            raise FluosegError(f"marker(s) {sorted(missing)} requested but the image only has {list(names)}",
-                               path=source)
+        _refuse_missing(used, names, source)
         chosen = set(used) - ignored
         slots = tuple(panel.index(n) if n in chosen else None for n in names)
         return cls(panel=panel, channel_names=names, used=used, channel_slots=slots,
@@ -336,13 +330,8 @@ class ChannelFeed:
         names = tuple(channel_names)
         ignored = set(ignore)
         chosen = panel.parse([n for n in use if str(n).strip() not in ignored], source=source, allow_unknown=True)
-        missing = [n for n in chosen if n not in names]
-        if missing:
-            raise FluosegError(f"marker(s) {missing} requested but the image only has {list(names)}", path=source)
-        repeated = sorted({n for n in chosen if names.count(n) > 1})
-        if repeated:
-            raise FluosegError(f"channel name(s) {repeated} occur more than once; give every channel its own name",
-                               path=source)
+        _refuse_missing(chosen, names, source)
+        _refuse_repeated([n for n in names if n in chosen], source)
         channels = tuple(i for i, n in enumerate(names) if n in chosen)
         return cls(panel=panel, channel_names=names, used=tuple(names[i] for i in channels), channels=channels,
                    availability=np.ones(len(channels), dtype=np.float32))
@@ -360,3 +349,17 @@ def _check_channel_count(image: np.ndarray, channel_names: Sequence[str], source
             f"{list(channel_names)} were given; give one name per channel",
             path=source,
         )
+
+
+def _refuse_repeated(fed: Sequence[str], source: str | Path | None) -> None:
+    """Two channels fed under one name would be indistinguishable to the model."""
+    repeated = sorted({n for n in fed if list(fed).count(n) > 1})
+    if repeated:
+        raise FluosegError(f"channel name(s) {repeated} occur more than once; give every channel its own name",
+                           path=source)
+
+
+def _refuse_missing(chosen: Sequence[str], names: Sequence[str], source: str | Path | None) -> None:
+    missing = sorted(set(chosen) - set(names))
+    if missing:
+        raise FluosegError(f"marker(s) {missing} requested but the image only has {list(names)}", path=source)
