@@ -13,6 +13,8 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MARKERS = ("m1", "m2", "m3")
 CLASSES = ("blob", "bar")
+CHANNEL_INVARIANT = {"front_end": "channel-invariant", "front_end_options": {"features": 4, "width": 4}}
+"""U-Net options of a tiny channel-invariant front end (takes markers outside its panel)."""
 
 
 def make_tiny_sample(seed: int, shape: tuple[int, int] = (72, 72)) -> tuple[np.ndarray, np.ndarray]:
@@ -35,14 +37,18 @@ def make_tiny_sample(seed: int, shape: tuple[int, int] = (72, 72)) -> tuple[np.n
     return np.clip(image, 0, 255).astype(np.uint8), masks
 
 
-def tiny_config_dict(manifest: Path, **train: object) -> dict:
-    """A config for a depth-2, 4-filter U-Net that trains a few steps in about a second."""
+def tiny_config_dict(manifest: Path, *, model_options: dict | None = None, **train: object) -> dict:
+    """A config for a depth-2, 4-filter U-Net that trains a few steps in about a second.
+
+    ``model_options`` are added to the U-Net's options (e.g. :data:`CHANNEL_INVARIANT`).
+    """
     settings = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 60, "learning_rate": 1e-3,
                 "seed": 0, "device": "cpu", "val_tile_size": 60, "num_threads": 1}
     settings.update(train)
     return {
         "data": {"manifest": str(manifest), "split": {"val": ["s3"], "test": ["s4"]}},
-        "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "valid"}},
+        "model": {"name": "unet",
+                  "options": {"depth": 2, "base_filters": 4, "padding": "valid", **(model_options or {})}},
         "train": settings,
     }
 
@@ -90,8 +96,12 @@ def write_nuclei_dataset(root: Path, n: int = 5) -> Path:
     return root / "manifest.yaml"
 
 
-def train_nuclei_run(root: Path, *, instance: dict, val: list[str], n: int = 5, epochs: int = 2) -> Path:
-    """A tiny distance/border nuclei run trained for a few steps on :func:`write_nuclei_dataset` data."""
+def train_nuclei_run(root: Path, *, instance: dict, val: list[str], n: int = 5, epochs: int = 2,
+                     model_options: dict | None = None) -> Path:
+    """A tiny distance/border nuclei run trained for a few steps on :func:`write_nuclei_dataset` data.
+
+    ``model_options`` are added to the U-Net's options (e.g. :data:`CHANNEL_INVARIANT`).
+    """
     import yaml
 
     from fluoseg.config import load_config
@@ -99,7 +109,8 @@ def train_nuclei_run(root: Path, *, instance: dict, val: list[str], n: int = 5, 
 
     manifest = write_nuclei_dataset(root, n)
     config = {"data": {"manifest": str(manifest), "split": {"val": val}}, "task": "instance", "instance": instance,
-              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same"}},
+              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same",
+                                                    **(model_options or {})}},
               "train": {"epochs": epochs, "steps_per_epoch": 4 if epochs > 2 else 3, "batch_size": 2,
                         "patch_size": 64, "device": "cpu", "num_threads": 1, "learning_rate": 3e-3}}
     (root / "config.yaml").write_text(yaml.safe_dump(config))

@@ -11,6 +11,7 @@ import torch
 
 from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter, make_batch_predictor
+from fluoseg.markers import ChannelFeed, MarkerSelection
 from fluoseg.models import build_model
 
 
@@ -88,3 +89,86 @@ def test_objects_of_a_stack_are_stitched_across_slices_unless_asked_not_to():
     assert stitched.max() == n and per_slice.max() == 3 * n
     with pytest.raises(FluosegError, match="stitching threshold"):
         segmenter.predict_labels(stack, stitch_threshold=1.5)
+
+
+NAMES = ("m1", "m2", "m3", "E-cadherin")
+
+
+def trained_segmenter(manifest, out, **model_options) -> Segmenter:
+    """A tiny semantic run on the tiny dataset (panel m1, m2, m3), trained a few steps."""
+    import yaml
+
+    from support import tiny_config_dict
+
+    from fluoseg.config import load_config
+    from fluoseg.train.trainer import train
+
+    config = out.parent / f"{out.name}.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(manifest, model_options=model_options)))
+    return Segmenter.load(train(load_config(config), out, progress=False), device="cpu")
+
+
+@pytest.fixture()
+def channel_invariant(tiny_dataset, tmp_path) -> Segmenter:
+    from support import CHANNEL_INVARIANT
+
+    return trained_segmenter(tiny_dataset, tmp_path / "ci", **CHANNEL_INVARIANT)
+
+
+@pytest.fixture()
+def with_new_marker() -> np.ndarray:
+    """Sample 4 of the tiny dataset plus a fourth channel, "E-cadherin", that the panel lacks."""
+    from support import make_tiny_sample
+
+    image, _ = make_tiny_sample(4)
+    return np.concatenate([image, image[1:2, ::-1]])  # the blob marker's signal, mirrored
+
+
+def test_channel_invariant_model_predicts_with_a_marker_outside_its_panel(channel_invariant, with_new_marker):
+    segmenter = channel_invariant
+    assert segmenter.takes_any_marker
+    feed = segmenter.select_markers(NAMES, ["E-cadherin", "m1"])
+    assert isinstance(feed, ChannelFeed) and feed.used == ("m1", "E-cadherin") and feed.unknown == ("E-cadherin",)
+    chosen = dict(markers=["m1", "E-cadherin"], tile_size=60)  # 72 px in 60 px tiles: several tiles
+    probabilities = segmenter.predict_probabilities(with_new_marker, NAMES, **chosen)
+    assert probabilities.shape == (2, 72, 72) and 0 <= probabilities.min() and probabilities.max() <= 1
+    assert np.array_equal(segmenter.predict_probabilities(with_new_marker, NAMES, **chosen), probabilities)
+    without = segmenter.predict_probabilities(with_new_marker, NAMES, markers=["m1"], tile_size=60)
+    assert np.abs(probabilities - without).max() > 1e-3
+    masks, maps = segmenter.predict_masks(with_new_marker, NAMES, **chosen)
+    assert masks.shape == (2, 72, 72) and masks.dtype == np.uint8 and np.array_equal(maps, probabilities)
+
+
+def test_order_of_the_channels_does_not_change_a_channel_invariant_prediction(channel_invariant, with_new_marker):
+    segmenter = channel_invariant
+    reference = segmenter.predict_probabilities(with_new_marker, NAMES, markers=["m1", "m3", "E-cadherin"],
+                                                tile_size=60)
+    order = [3, 2, 0, 1]
+    shuffled = segmenter.predict_probabilities(with_new_marker[order], [NAMES[i] for i in order], tile_size=60,
+                                               markers=["E-cadherin", "m1", "m3"])
+    np.testing.assert_allclose(shuffled, reference, atol=1e-5)
+
+
+def test_known_markers_fed_as_channels_equal_the_slot_path(channel_invariant, with_new_marker, monkeypatch):
+    segmenter, image, names = channel_invariant, with_new_marker[:3], NAMES[:3]
+    assert isinstance(segmenter.select_markers(names, ["m3", "m1"]), MarkerSelection)  # known alone: slots
+    slots = segmenter.predict_probabilities(image, names, markers=["m3", "m1"], tile_size=60, tta=[0, 5])
+    monkeypatch.setattr(segmenter, "select_markers", lambda channel_names, markers, source=None:
+                        ChannelFeed.resolve(segmenter.panel, channel_names, use=markers, source=source))
+    fed = segmenter.predict_probabilities(image, names, markers=["m3", "m1"], tile_size=60, tta=[0, 5])
+    np.testing.assert_allclose(fed, slots, atol=1e-5)
+
+
+def test_unknown_markers_need_a_choice_and_a_channel_invariant_model(channel_invariant, with_new_marker,
+                                                                      tiny_dataset, tmp_path):
+    with pytest.raises(FluosegError, match=r"unknown marker 'E-cadherin'.*choose the markers to feed with --markers"):
+        channel_invariant.predict_probabilities(with_new_marker, NAMES, tile_size=60)
+    slots = trained_segmenter(tiny_dataset, tmp_path / "slots")
+    assert not slots.takes_any_marker
+    for attempt in (lambda: slots.parse_markers("m1,E-cadherin"),
+                    lambda: slots.predict_probabilities(with_new_marker, NAMES, markers=["m1", "E-cadherin"])):
+        with pytest.raises(FluosegError, match=r"unknown marker 'E-cadherin'; this model knows \['m1', 'm2', 'm3'\] "
+                           r".*model\.options\.front_end: channel-invariant\) can take markers outside its panel"):
+            attempt()
+    # a channel the choice leaves out may still carry any name, for every model
+    assert slots.predict_probabilities(with_new_marker, NAMES, markers=["m1"], tile_size=60).shape == (2, 72, 72)

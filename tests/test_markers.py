@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fluoseg.errors import FluosegError
-from fluoseg.markers import MarkerPanel
+from fluoseg.markers import ChannelFeed, MarkerPanel
 
 
 def test_arrange_matches_channels_by_name_not_position():
@@ -73,3 +73,37 @@ def test_panel_rejects_duplicates_and_empty_names():
 
 def test_subset_code_uses_paper_notation():
     assert MarkerPanel(["a", "b", "c", "d", "e"]).subset_code(["e", "a", "c"]) == "m_135"
+
+
+def test_parse_keeps_names_outside_the_panel_only_when_allowed():
+    panel = MarkerPanel(["a", "b", "c"])
+    assert panel.parse("x, c, a, x,y", allow_unknown=True) == ("a", "c", "x", "y")
+    assert panel.parse("c,a", allow_unknown=True) == ("a", "c")
+    with pytest.raises(FluosegError, match=r"unknown marker 'x'; this model knows \['a', 'b', 'c'\] \(try this\)$"):
+        panel.parse("c,x", hint="try this")
+
+
+def test_channel_feed_keeps_the_chosen_channels_in_image_order_known_or_not():
+    panel = MarkerPanel(["DAPI", "CD31"])
+    image = np.stack([np.full((2, 2), v, np.uint8) for v in (1, 2, 3, 4)])
+    feed = ChannelFeed.resolve(panel, ["E-cadherin", "DAPI", "Ki67", "CD31"], use=["CD31", "E-cadherin"])
+    assert feed.used == ("E-cadherin", "CD31") and feed.channels == (0, 3) and feed.unknown == ("E-cadherin",)
+    assert feed.availability.tolist() == [1.0, 1.0]
+    fed = feed.arrange(image)
+    assert fed.dtype == np.float32 and fed.shape == (2, 2, 2) and fed[:, 0, 0].tolist() == [1.0, 4.0]
+    ignored = ChannelFeed.resolve(panel, ["E-cadherin", "DAPI", "target"], use=["E-cadherin", "target"],
+                                  ignore=["target"])
+    assert ignored.used == ("E-cadherin",)
+
+
+def test_channel_feed_refuses_what_it_cannot_feed():
+    panel = MarkerPanel(["DAPI"])
+    with pytest.raises(FluosegError, match=r"\['GFP'\] requested but the image only has"):
+        ChannelFeed.resolve(panel, ["DAPI", "ECAD"], use=["ECAD", "GFP"])
+    with pytest.raises(FluosegError, match="occur more than once"):
+        ChannelFeed.resolve(panel, ["ECAD", "ECAD"], use=["ECAD"])
+    with pytest.raises(FluosegError, match="empty"):
+        ChannelFeed.resolve(panel, ["ECAD"], use=[" "])
+    feed = ChannelFeed.resolve(panel, ["DAPI", "ECAD"], use=["ECAD"])
+    with pytest.raises(FluosegError, match="3 channels but 2 marker names"):
+        feed.arrange(np.ones((3, 2, 2)))

@@ -196,3 +196,24 @@ def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
     assert blocks.shape == whole.shape == (3, 64, 96) and whole.max() >= 10
     assert same_partition(blocks, whole)  # slice-wise decoders: no object spans two planes in either
+
+
+def test_channel_invariant_run_with_an_unknown_marker_is_decoded_blockwise_as_whole(tmp_path):
+    from support import CHANNEL_INVARIANT, make_tiny_nuclei, train_nuclei_run
+
+    run = train_nuclei_run(tmp_path / "train", instance={"method": "threshold", "min_size": 5}, val=["n4"],
+                           epochs=3, model_options=CHANNEL_INVARIANT)
+    dna = np.concatenate([make_tiny_nuclei(seed)[0] for seed in (11, 12)], axis=2)
+    image = tmp_path / "two.tif"  # DNA and a membrane-like ring around the nuclei, a marker the run never saw
+    ring = np.clip(np.abs(np.diff(dna.astype(np.int16), axis=2, append=0)), 0, 255).astype(np.uint8)
+    write_image(image, np.concatenate([dna, ring]), axes="CYX", channel_names=["DNA", "E-cadherin"])
+    outputs = {}
+    for kind, extra in (("whole", []), ("blocks", ["--format", "zarr", *BLOCKS])):
+        out = tmp_path / kind
+        assert main(["predict", str(run), str(image), "--out", str(out), "--markers", "DNA,E-cadherin",
+                     "--probabilities", "--quiet", *extra]) == 0
+        outputs[kind] = out
+    whole, blocks = labels_of(outputs["whole"] / "two.tif"), labels_of(outputs["blocks"] / "two.zarr")
+    assert whole.shape == (64, 128) and whole.max() >= 3 and same_partition(blocks, whole)
+    assert np.allclose(np.asarray(read_image(outputs["blocks"] / "two_probabilities.zarr").array),
+                       np.asarray(read_image(outputs["whole"] / "two_probabilities.tif").array), atol=1e-6)

@@ -6,7 +6,8 @@ channels onto the model's marker slots by name (:class:`~fluoseg.markers.MarkerS
 resolved once per image), normalises with statistics of the whole image, runs the
 overlap-tile scheme (:mod:`fluoseg.tiling`) with the shared batch predictor
 (:mod:`fluoseg.predictor`) and returns activated maps, masks or instance labels. How to
-predict is one typed :class:`PredictOptions`.
+predict is one typed :class:`PredictOptions`. A model with a channel-invariant front end
+also takes chosen markers outside its panel (:class:`~fluoseg.markers.ChannelFeed`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from fluoseg.device import resolve_device
 from fluoseg.errors import FluosegError
 from fluoseg.instance.scale import estimate_diameter_from_labels, scale_factor
 from fluoseg.instance.stitch3d import stitch_slices
-from fluoseg.markers import MarkerPanel, MarkerSelection
+from fluoseg.markers import ChannelFeed, MarkerPanel, MarkerSelection
+from fluoseg.models.channel_invariant import marker_rows, takes_marker_ids
 from fluoseg.predictor import make_batch_predictor, symmetries
 from fluoseg.run import Checkpoint, Preprocessing, RunDir
 from fluoseg.tasks import DetectedObjects, ObjectPredictor, Task
@@ -45,6 +47,12 @@ AUTO_TOLERANCE = 1.5
 AUTO_REUSE = 1.25
 """``--diameter auto`` keeps the first probe's maps when the zoom it asks for is within this
 factor of 1 (chosen on validation images, see ``bench/results/zoo.md``)."""
+SLOT_MODEL_HINT = ("rename the channel or choose a subset of these; only a channel-invariant model "
+                   "(model.options.front_end: channel-invariant) can take markers outside its panel")
+"""How to fix an unknown marker given to a model with marker slots."""
+OPEN_MODEL_HINT = ("rename the channel, or choose the markers to feed with --markers (markers= in Python): "
+                   "this channel-invariant model takes chosen markers outside its panel")
+"""How to fix an unknown marker given, without a marker choice, to a channel-invariant model."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ class PredictOptions:
     Attributes
     ----------
     markers
-        Markers to use, a subset of the image's and the model's; ``None``: every channel.
+        Markers to use, a subset of the image's and the model's; ``None``: every channel. A
+        channel-invariant model also takes chosen markers outside its panel.
     pixel_size
         Image pixel size in µm per spatial axis (or one value); when the model was trained
         at another pixel size the image is resampled for prediction and the result back.
@@ -206,15 +215,41 @@ class Segmenter:
         raise FluosegError(f"the image has {image.shape[0]} channel(s) but no marker names; name them (the model "
                            f"knows {list(self.panel.names)})", path=source)
 
-    def select_markers(self, channel_names: Sequence[str], markers: Sequence[str] | None = None, *,
-                       source: str | None = None) -> MarkerSelection:
-        """Resolve which image channels feed which model slots (see :class:`MarkerSelection`).
+    @property
+    def takes_any_marker(self) -> bool:
+        """Whether the networks take markers outside the panel (channel-invariant front ends)."""
+        return all(takes_marker_ids(member.model) for member in self.members)
 
-        Channels the task predicts (in-silico labelling targets) are never inputs.
+    def parse_markers(self, markers: str | Sequence[str], *, source: str | None = None) -> tuple[str, ...]:
+        """Validate a marker choice (``"a,b"`` or names): the panel's markers in panel order,
+        then, for a channel-invariant model, the names outside the panel.
+
+        Raises
+        ------
+        FluosegError
+            For an empty choice, or a name outside the panel given to a model with marker slots.
+        """
+        return self.panel.parse(markers, source=source, allow_unknown=self.takes_any_marker, hint=SLOT_MODEL_HINT)
+
+    def select_markers(self, channel_names: Sequence[str], markers: Sequence[str] | None = None, *,
+                       source: str | None = None) -> MarkerSelection | ChannelFeed:
+        """Resolve which image channels feed the model and how.
+
+        Channels the task predicts (in-silico labelling targets) are never inputs. Channels
+        go into the model's marker slots (:class:`MarkerSelection`), except when a
+        channel-invariant model is given a choice of ``markers`` that names one outside its
+        panel: the chosen channels are then fed as they are (:class:`ChannelFeed`), each
+        with its marker's embedding row (the default row for unknown markers). Markers of
+        the panel alone keep the slot path, so their predictions do not change. Without a
+        choice, an unknown channel name is an error for every model: feeding a marker the
+        model never saw is opted into.
         """
         ignored = set(self.task.ignored_channels)
         use = None if markers is None else [m for m in markers if m not in ignored]
-        return MarkerSelection.resolve(self.panel, channel_names, use=use, ignore=ignored, source=source)
+        if use is not None and not set(self.parse_markers(use, source=source)) <= set(self.panel.names):
+            return ChannelFeed.resolve(self.panel, channel_names, use=use, ignore=ignored, source=source)
+        hint = OPEN_MODEL_HINT if self.takes_any_marker else SLOT_MODEL_HINT
+        return MarkerSelection.resolve(self.panel, channel_names, use=use, ignore=ignored, source=source, hint=hint)
 
     def predict_probabilities(self, image: Any, channel_names: Sequence[str] | None = None,
                               options: PredictOptions | None = None, *, out: Any = None, **settings: Any) -> Any:
@@ -252,8 +287,10 @@ class Segmenter:
                 return selection.arrange(normalize(window, stats, method=method), source=options.source)
 
             target = out if (out is not None and len(self.members) == 1 and not resampled) else None
+            marker_ids = marker_rows(member.panel.names, selection.used) if isinstance(selection, ChannelFeed) else None
             results.append(predict_tiled(
-                make_batch_predictor(member.model, selection.availability, member.task.activate, options.tta),
+                make_batch_predictor(member.model, selection.availability, member.task.activate, options.tta,
+                                     marker_ids=marker_ids),
                 image,
                 geometry=self.tile_geometry(member, options.tile_size),
                 out_channels=member.task.activated_channels(),

@@ -56,7 +56,8 @@ def symmetries(tta: bool | Sequence[int]) -> tuple[int, ...]:
 
 
 def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: Activation,
-                         symmetry_indices: tuple[int, ...] = (0,)) -> Callable[[np.ndarray], np.ndarray]:
+                         symmetry_indices: tuple[int, ...] = (0,), *, marker_ids: Sequence[int] | None = None
+                         ) -> Callable[[np.ndarray], np.ndarray]:
     """A numpy-in, numpy-out function: the model's activated outputs of a batch of tiles.
 
     Parameters
@@ -64,16 +65,21 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: A
     model
         The network; converted in place to channels-last memory format.
     availability
-        ``(K,)`` marker availability vector given with every tile.
+        ``(K,)`` marker availability vector given with every tile (``(C,)``, one per
+        channel, with ``marker_ids``).
     activate
         Logits -> activated maps (the task's :meth:`~fluoseg.tasks.Task.activate`).
     symmetry_indices
         With several (test-time augmentation) each tile is also predicted flipped/rotated,
         every output is mapped back, and the activated outputs are averaged. Tiles are
         square, so rotating them keeps the tiling geometry.
+    marker_ids
+        ``(C,)`` integer embedding rows of the tiles' channels, for a model that takes
+        channels by marker (a channel-invariant front end); ``None`` (default): marker slots.
     """
     device = next(model.parameters()).device
     available = torch.as_tensor(availability, dtype=torch.float32, device=device)
+    rows = None if marker_ids is None else torch.as_tensor(marker_ids, dtype=torch.long, device=device)
     # NHWC lets oneDNN (CPU) and cuDNN pick their fast convolution kernels: 1.8x for the U-Net
     # on 2 CPU cores (bench/results/peers.md). The weights are converted in place, once.
     model.to(memory_format=torch.channels_last)
@@ -82,10 +88,12 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: A
         with torch.inference_mode():
             x = torch.as_tensor(batch, device=device)
             vector = available.expand(x.shape[0], -1)
+            # only models that take channels by marker accept marker_ids; slot models get none
+            extra = {} if rows is None else {"marker_ids": rows.expand(x.shape[0], -1)}
             total = None
             for index in symmetry_indices:
                 view = dihedral(x, index).contiguous(memory_format=torch.channels_last)
-                out = inverse_dihedral(activate(model(view, vector)), index)
+                out = inverse_dihedral(activate(model(view, vector, **extra)), index)
                 total = out if total is None else total + out
             return (total / len(symmetry_indices)).float().cpu().numpy()
 

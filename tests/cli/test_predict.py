@@ -1,4 +1,5 @@
-"""``fluoseg predict --uncertainty``: the map and the per-image table it writes."""
+"""``fluoseg predict``: ``--uncertainty`` (the map and the per-image table it writes) and ``--markers`` outside
+the panel of a channel-invariant run."""
 
 from __future__ import annotations
 
@@ -88,3 +89,36 @@ def test_instance_map_has_the_labels_shape_under_scale_normalisation(tiny_nuclei
     assert 0 <= uncertainty.min() and uncertainty.max() <= np.log(2) + 1e-6  # one binary foreground
     row = next(csv.DictReader((out / "uncertainty.csv").open()))
     assert (row["method"], row["passes"]) == ("dropout", "3")
+
+
+def test_channel_invariant_run_predicts_with_a_marker_it_never_saw(tiny_dataset, tmp_path, capsys):
+    from support import CHANNEL_INVARIANT, make_tiny_sample, tiny_config_dict
+
+    runs = {}
+    for name, options in (("ci", CHANNEL_INVARIANT), ("slots", {})):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(tiny_config_dict(tiny_dataset, model_options=options)))
+        runs[name] = tmp_path / name
+        assert run_cli("train", config, "--out", runs[name], "--quiet") == 0
+    image, _ = make_tiny_sample(4)
+    path = tmp_path / "stained.tif"
+    tifffile.imwrite(path, np.concatenate([image, image[1:2, ::-1]]), photometric="minisblack")
+    names = ["--channel-names", "m1,m2,m3,E-cadherin", "--tile-size", "60", "--probabilities", "--quiet"]
+    maps = {}
+    for markers in ("m1,E-cadherin", "E-cadherin,m1", "m1"):
+        out = tmp_path / markers.replace(",", "+")
+        assert run_cli("predict", runs["ci"], path, "--out", out, "--markers", markers, *names) == 0
+        assert read_mask(out / "stained.tif").shape == (2, 72, 72)
+        maps[markers] = tifffile.imread(out / "stained_probabilities.tif")
+    assert maps["m1,E-cadherin"].shape == (2, 72, 72)
+    assert np.array_equal(maps["m1,E-cadherin"], maps["E-cadherin,m1"])
+    assert np.abs(maps["m1,E-cadherin"] - maps["m1"]).max() > 1e-3
+
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    for run, fix in ((runs["slots"], "model.options.front_end: channel-invariant"), (runs["ci"], "--markers")):
+        markers = ["--markers", "m1,E-cadherin"] if run == runs["slots"] else []
+        assert run_cli("predict", run, path, "--out", refused, *markers, *names) == 2
+        err = capsys.readouterr().err.strip()
+        assert "unknown marker 'E-cadherin'" in err and fix in err and len(err.splitlines()) == 1
+        assert not (refused / "stained.tif").exists()

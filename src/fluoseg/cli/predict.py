@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     inputs = p.add_argument_group("input channels")
     inputs.add_argument("--markers", type=_args.marker_choice,
-                        help="comma-separated markers to use (a subset of the trained ones; the file's other channels "
-                        "are left out); MODEL=FILE feeds a channel under the model's name for it (e.g. DNA=DAPI for "
+                        help="comma-separated markers to use (a subset of the trained ones; a channel-invariant model "
+                        "also takes markers it never saw; the file's other channels are left out); MODEL=FILE feeds "
+                        "a channel under the model's name for it (e.g. DNA=DAPI for "
                         "the pretrained nuclei model); names the channels of files without channel names")
     inputs.add_argument("--channel-names", type=_args.names,
                         help="comma-separated marker name of every channel, in file order")
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     diameter_um = float(args.diameter[:-2]) if isinstance(args.diameter, str) and args.diameter.endswith("um") else None
     aliases = {file: model for model, file in args.markers or () if file != model}
     options = PredictOptions(
-        markers=segmenter.panel.parse([model for model, _ in args.markers]) if args.markers else None,
+        markers=segmenter.parse_markers([model for model, _ in args.markers]) if args.markers else None,
         tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr,

@@ -47,6 +47,7 @@ __all__ = [
     "front_end_names",
     "marker_rows",
     "register_front_end",
+    "takes_marker_ids",
     "vocabulary_availability",
 ]
 
@@ -97,6 +98,14 @@ def marker_rows(vocabulary: Sequence[str], names: Sequence[str]) -> list[int]:
     """
     slots = {name: index for index, name in enumerate(vocabulary)}
     return [slots.get(name, len(vocabulary)) for name in names]
+
+
+def takes_marker_ids(model: nn.Module) -> bool:
+    """Whether a network's front end takes ``marker_ids``, and so markers outside its panel.
+
+    Networks without a front end (encoders, detectors) take marker slots only.
+    """
+    return bool(getattr(getattr(model, "front_end", None), "takes_marker_ids", False))
 
 
 def vocabulary_availability(marker_ids: Tensor, availability: Tensor, n_markers: int) -> Tensor:
