@@ -3,7 +3,6 @@ import csv
 import json
 import shutil
 
-import numpy as np
 import pytest
 import yaml
 
