@@ -15,10 +15,10 @@ from support import CLASSES, MARKERS, SHARED_DATA, make_tiny_nuclei, make_tiny_s
 NO_SKIPS = "FLUOSEG_NO_SKIPS"
 
 
-def _forbid_skip(report) -> None:
-    """Turn a skip into a failure when ``FLUOSEG_NO_SKIPS`` is set (CI: .ci/run), so a reference
+def _forbid_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Turn a skip into a failure when ``FLUOSEG_NO_SKIPS=1`` (CI: .ci/run), so a reference
     check or a data-backed test that silently stops running fails the build instead."""
-    if os.environ.get(NO_SKIPS) and report.skipped and not hasattr(report, "wasxfail"):
+    if os.environ.get(NO_SKIPS) == "1" and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, but {NO_SKIPS} is set (CI must run every test): {reason}"
