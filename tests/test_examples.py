@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from fluoseg.config import load_config
+from support import SHARED_DATA
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-VESSELS5 = Path("/work/shared/data/vessels5")
+VESSELS5 = SHARED_DATA / "vessels5"
 
 
 @pytest.mark.parametrize("path", sorted(p for p in EXAMPLES.glob("*/*.yaml") if p.name != "manifest.yaml"),

@@ -7,9 +7,9 @@ import yaml
 
 from fluoseg.data.manifest import load_manifest
 from fluoseg.errors import FluosegError
+from support import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
 
 
 def test_glob_manifest_loads(tiny_dataset):
@@ -93,7 +93,7 @@ def test_channel_count_mismatch(tmp_path):
         load_manifest(tmp_path / "m.yaml").samples[0].read_image()
 
 
-@pytest.mark.skipif(not (SHARED / "vessels5").is_dir(), reason="../shared/data/vessels5 is not present")
+@pytest.mark.skipif(not (SHARED_DATA / "vessels5").is_dir(), reason="../shared/data/vessels5 is not present")
 def test_vessels5_example_manifest_loads():
     manifest = load_manifest(REPO / "examples" / "vessels5" / "manifest.yaml")
     assert len(manifest.samples) == 8

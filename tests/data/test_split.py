@@ -67,8 +67,28 @@ def test_kfold_bounds():
 
 def test_kfold_keeps_groups_whole():
     data = samples(9, {0: "g", 1: "g", 2: "g", 3: "h", 4: "h"})
+    whole = ({"s0", "s1", "s2"}, {"s3", "s4"})
     for seed in range(5):
-        for fold in kfold_splits(data, folds=3, seed=seed):
-            for group in ({"s0", "s1", "s2"}, {"s3", "s4"}):
+        folds = kfold_splits(data, folds=3, seed=seed)
+        for fold in folds:
+            assert not set(fold.train) & set(fold.val)
+            assert sorted(fold.train + fold.val + fold.test) == sorted(f"s{i}" for i in range(9))
+            for group in whole:
                 roles = [set(r) & group for r in (fold.train, fold.val, fold.test)]
                 assert sum(bool(r) for r in roles) == 1 and group in roles  # one role holds the whole group
+        for group in whole:  # no group is tested in two folds: it is tested, whole, in exactly one
+            assert [group <= set(fold.test) for fold in folds].count(True) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fraction_split_with_groups_never_shares_a_group_between_train_and_test(seed):
+    groups = {i: f"g{i // 3}" for i in range(12)}  # four groups of three samples
+    split = split_samples(samples(12, groups), val_fraction=0.25, test_fraction=0.25, seed=seed)
+    assert not set(split.train) & set(split.test) and not set(split.train) & set(split.val)
+    assert not set(split.val) & set(split.test)
+    assert sorted(split.train + split.val + split.test) == sorted(f"s{i}" for i in range(12))
+    group_of = {f"s{i}": g for i, g in groups.items()}
+    train_groups = {group_of[i] for i in split.train}
+    assert not train_groups & {group_of[i] for i in split.test}
+    assert not train_groups & {group_of[i] for i in split.val}
+    assert len(split.test) == 3 and len(split.val) == 3  # one whole group each

@@ -3,7 +3,6 @@ import csv
 import json
 import shutil
 
-import numpy as np
 import pytest
 import yaml
 
@@ -12,7 +11,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.experiments import config_comparison
 from fluoseg.experiments.config_comparison import compare_configs as run_crossval
 from fluoseg.experiments.crossval import nested_subsets
-from fluoseg.metrics.stats import paired_t_test, paired_wilcoxon
+from fluoseg.metrics.stats import holm, paired_t_test, paired_wilcoxon, stars
 
 TINY = {"epochs": 1, "steps_per_epoch": 1}
 
@@ -60,7 +59,11 @@ def test_two_configs_share_folds_and_are_compared(make_config, tmp_path):
         expected = test(scores["sgd"], scores["adam"])
         assert r["n"] == ("2" if r["unit"] == "fold" else "5")
         assert float(r["mean_difference"]) == pytest.approx(expected.mean_difference)
-        assert float(r["p_holm"]) >= float(r["p_value"]) or np.isnan(float(r["p_value"]))
+        assert float(r["p_value"]) == pytest.approx(expected.p_value, nan_ok=True)
+    # one Holm family over every test of the report, in file order, and the stars follow the adjusted p
+    adjusted = holm([float(r["p_value"]) for r in comparison])
+    assert [float(r["p_holm"]) for r in comparison] == pytest.approx(list(adjusted), nan_ok=True)
+    assert [r["significance"] for r in comparison] == [stars(p) for p in adjusted]
     markdown = (out / "summary.md").read_text()
     assert "| sgd |" in markdown and "Paired differences to adam" in markdown
     timing = json.loads((out / "adam" / "fold0" / "timing.json").read_text())

@@ -16,8 +16,9 @@ from fluoseg.instance.postprocess import (
 )
 from fluoseg.instance.targets import border_targets, distance_targets
 from fluoseg.metrics.matching import match_objects
+from support import SHARED_DATA
 
-DSB = Path("/work/shared/data/dsb2018_fluo")
+DSB = SHARED_DATA / "dsb2018_fluo"
 
 
 def two_touching_disks() -> np.ndarray:

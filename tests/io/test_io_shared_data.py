@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from fluoseg.io import read_image, read_labels, read_mask
+from support import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
 

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -33,3 +35,13 @@ def test_weighted_cross_entropy_matches_manual_and_ignores_pixels():
     picked = log_probabilities.permute(0, 2, 3, 1)[valid].gather(1, target[valid][:, None])[:, 0]
     manual = -(torch.as_tensor(weights)[target[valid]] * picked).sum() / valid.sum()
     assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_weighted_cross_entropy_hand_case_divides_by_annotated_pixels():
+    # Three pixels of two classes, weights (1, 2). Pixel 1: logits (0, 0), class 0: 1 * -log(1/2) = ln 2.
+    # Pixel 2: logits (ln 3, 0), class 1: p = 1 / (3 + 1), 2 * -log(1/4) = 4 ln 2. Pixel 3 is ignored.
+    # Sum 5 ln 2 over the 2 annotated pixels = 2.5 ln 2 = 1.7329 (a weight-normalised mean would give 5/3 ln 2).
+    logits = torch.tensor([[0.0, math.log(3.0), 5.0], [0.0, 0.0, -5.0]])[None, :, None, :]
+    target = torch.tensor([[[0, 1, IGNORE_INDEX]]])
+    loss = WeightedCrossEntropy(np.array([1.0, 2.0]))(logits, target)
+    assert loss.item() == pytest.approx(2.5 * math.log(2.0), rel=1e-6)

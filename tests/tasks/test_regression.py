@@ -23,6 +23,20 @@ def test_regression_task_scores_pearson_and_mae():
     assert pooled == pytest.approx(np.corrcoef(noisy.ravel(), truth.ravel())[0, 1], rel=1e-9)  # numpy as the oracle
 
 
+def test_regression_scores_a_hand_worked_case_pooled_over_images():
+    # prediction 1, 2, 3, 4 against truth 1, 3, 2, 4: both centred to -1.5, -0.5 (resp. 0.5), 0.5 (-0.5), 1.5;
+    # covariance sum 2.25 - 0.25 - 0.25 + 2.25 = 4, sums of squares 5 and 5: r = 4 / 5; MAE (0 + 1 + 1 + 0) / 4
+    task = RegressionTask(["DAPI"])
+    truth = np.array([[[1.0, 3.0], [2.0, 4.0]]], np.float32)
+    prediction = np.array([[[1.0, 2.0], [3.0, 4.0]]], np.float32)
+    scores = task.score(task.score_counts(prediction, task.make_targets(truth)))
+    assert scores["pearson_DAPI"] == pytest.approx(0.8) and scores["mae_DAPI"] == pytest.approx(0.5)
+    # the same pixels as two one-row images (r = 1 in each): the counts add up to the pooled r = 0.8, not 1
+    halves = [task.score_counts(prediction[:, i:i + 1], task.make_targets(truth[:, i:i + 1])) for i in range(2)]
+    pooled = task.score(halves[0] + halves[1])
+    assert pooled["pearson_DAPI"] == pytest.approx(0.8) and pooled["mae_DAPI"] == pytest.approx(0.5)
+
+
 def test_regression_loss_l1_and_l2():
     truth = np.zeros((1, 4, 4), np.float32)
     targets = {k: torch.as_tensor(v[None]) for k, v in RegressionTask(["a"]).make_targets(truth).items()}

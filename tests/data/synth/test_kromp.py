@@ -15,9 +15,10 @@ from fluoseg.data.synth.kromp import (
     write_artificial_images,
 )
 from fluoseg.errors import FluosegError
+from support import SHARED_DATA
 
 NUCLEUS, HALO, BACKGROUND = 200, 50, 7
-DSB = Path("/work/shared/data/dsb2018_fluo")
+DSB = SHARED_DATA / "dsb2018_fluo"
 
 
 def source(size: int = 120, radius: int = 6) -> tuple[np.ndarray, np.ndarray]:
