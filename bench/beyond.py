@@ -337,7 +337,7 @@ def part_c(seed: int, budget: Budget) -> list[dict[str, Any]]:
             else:
                 config = instance_config(
                     manifest, PANEL, seed, budget, train_ids=ids["train"][:n], epochs=budget.adapt_epochs,
-                    init_from=None if mode == "scratch" else base / "model" / "best.pt",
+                    init_from=None if mode == "scratch" else base,
                     trainable="excite" if mode == "excite" else "all",
                     learning_rate=2e-3 if mode == "scratch" else 1e-3)
                 segmenter = load(trained(config, folder / f"n{n}-{mode}"))
