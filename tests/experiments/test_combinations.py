@@ -144,3 +144,105 @@ def test_expected_f1_and_ece_of_hand_made_subsets(tmp_path):
     assert float(summary["m_1"]["mean_expected_f1"]) == pytest.approx(0.75)
     again = {r["combination"]: r for r in read_results(tmp_path / "combinations.csv")}
     assert again["m_12"]["expected_f1"] == pytest.approx(0.9) and again["m_2"]["ece"] == pytest.approx(0.3)
+
+
+# ---- instance runs: objects matched at IoU 0.5, estimates from the foreground probability ------
+
+
+class _InstanceTask:
+    name = "instance"
+
+    @staticmethod
+    def foreground_probability(maps):
+        return maps[0]
+
+
+class _LabelSample(_Sample):
+    """Two true objects: the left column pair and the right column pair of a 4x4 image."""
+
+    def read_labels(self, spatial):
+        import numpy as np
+
+        labels = np.zeros(spatial, np.int32)
+        labels[:, :2], labels[:, 2:] = 1, 2
+        return labels
+
+
+class _InstanceSegmenter:
+    """Subset a+b finds both objects (p = 0.9); a finds one as two halves (p = 0.6); b finds nothing."""
+
+    task_name, task, classes, panel = "instance", _InstanceTask(), ("objects",), MarkerPanel(["a", "b"])
+
+    def predict_labels(self, array, names, *, markers, diameter, **settings):
+        import numpy as np
+
+        assert diameter == "off"  # one scale for every subset
+        labels, p = np.zeros((4, 4), np.int32), np.full((1, 4, 4), 0.2, np.float32)
+        if markers == ("a", "b"):
+            labels[:, :2], labels[:, 2:], p[:] = 1, 2, 0.9
+        elif markers == ("a",):
+            labels[:2, :2], labels[2:, :2], p[0, :, :2] = 1, 2, 0.6
+        return labels, p
+
+
+def test_instance_runs_score_objects_and_foreground_estimates():
+    from fluoseg.experiments.combinations import evaluate_combinations
+
+    rows = evaluate_combinations(_InstanceSegmenter(), [_LabelSample()], method="M", progress=False)
+    by = {r["combination"]: r for r in rows}
+    assert {r["class"] for r in rows} == {"objects"}
+    # a+b: both objects exact; every pixel p = 0.9 and predicted: E[TP] = 14.4, E[FP] = 1.6, E[FN] = 0
+    assert (by["m_12"]["tp"], by["m_12"]["fp"], by["m_12"]["fn"], by["m_12"]["f1"]) == (2, 0, 0, 1.0)
+    assert by["m_12"]["expected_f1"] == pytest.approx(28.8 / 30.4) and by["m_12"]["ece"] == pytest.approx(0.1)
+    # a: two halves of object 1 (IoU 0.5 each: one matches, ties break to one pair), object 2 missed
+    assert (by["m_1"]["tp"], by["m_1"]["fp"], by["m_1"]["fn"]) == (1, 1, 1)
+    # foreground 0.6 on the 8 predicted pixels, 0.2 on the 8 others: E[TP] 4.8, E[FP] 3.2, E[FN] 1.6
+    assert by["m_1"]["expected_f1"] == pytest.approx(9.6 / 14.4)
+    # b: nothing found; E[TP] = 0 (nothing predicted)
+    assert (by["m_2"]["tp"], by["m_2"]["fn"], by["m_2"]["expected_f1"]) == (0, 2, 0.0)
+
+
+def test_detectors_are_refused(monkeypatch):
+    from fluoseg.experiments.combinations import evaluate_combinations
+
+    class _Detector(_InstanceSegmenter):
+        class task:  # noqa: N801 - stands in for a task object
+            name = "instance"
+
+            @staticmethod
+            def predict_objects(*args, **kwargs):
+                raise AssertionError("not called")
+
+            @staticmethod
+            def validate(*args, **kwargs):
+                raise AssertionError("not called")
+
+    with pytest.raises(FluosegError, match="detector"):
+        evaluate_combinations(_Detector(), [_LabelSample()], method="M", progress=False)
+
+
+def test_cli_combinations_of_an_instance_run_on_simulated_cells(tmp_path):
+    import yaml
+
+    data = tmp_path / "cells"
+    assert main(["synth", "cells", "--out", str(data), "--n-images", "3", "--size", "64", "--markers", "DAPI,ECAD,CK"]) == 0
+    config = {
+        "data": {"manifest": str(data / "manifest.yaml"), "split": {"val": ["cells_0001"], "test": ["cells_0002"]}},
+        "task": "instance", "instance": {"method": "border", "min_size": 5},
+        "model": {"name": "unet", "options": {"depth": 2, "base_filters": 4, "padding": "same", "marker_input": "ms",
+                                              "attention": "me"}},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 64, "seed": 0, "device": "cpu",
+                  "num_threads": 1},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out = tmp_path / "eval"
+    assert main(["experiment", "combinations", str(tmp_path / "run"), "--data", str(data / "manifest.yaml"),
+                 "--out", str(out), "--tile-size", "64"]) == 0
+    rows = list(csv.DictReader((out / "combinations.csv").open()))
+    assert len(rows) == 7 and {r["class"] for r in rows} == {"objects"}  # 2**3 - 1 subsets, one test image
+    truth = load_manifest(data / "manifest.yaml").sample("cells_0002").read_labels((64, 64))
+    n_true = len(set(truth[truth > 0].tolist()))
+    assert all(int(r["tp"]) + int(r["fn"]) == n_true for r in rows)  # every true object is counted once
+    estimates = list(csv.DictReader((out / "combinations_estimates.csv").open()))
+    assert len(estimates) == 1 and int(estimates[0]["n_combinations"]) == 7

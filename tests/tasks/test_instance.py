@@ -30,6 +30,8 @@ def test_instance_targets_decode_back_to_objects(method):
         ideal = np.stack([targets["distance"], targets["foreground"].astype(np.float32)])
     else:
         ideal = targets["classes"][None].astype(np.float32)
+    # from ideal outputs, the foreground probability is exactly the objects' pixels
+    assert np.array_equal(task.foreground_probability(ideal), (labels > 0).astype(np.float32))
     decoded = task.decode(ideal)
     expected_objects = 1 if method == "threshold" else 2  # thresholding cannot split touching nuclei
     assert len(np.unique(decoded[decoded > 0])) == expected_objects
@@ -38,6 +40,15 @@ def test_instance_targets_decode_back_to_objects(method):
         assert counts.tolist() == [1, 0, 1] and task.score(counts)["score"] == pytest.approx(2 / 3)
     else:
         assert counts.tolist() == [2, 0, 0] and task.score(counts)["score"] == 1.0
+
+
+def test_foreground_probability_picks_each_methods_channel():
+    border = np.stack([np.full((2, 2), 0.25), np.full((2, 2), 0.5), np.full((2, 2), 0.25)])
+    assert build_instance_task("border").foreground_probability(border) == pytest.approx(np.full((2, 2), 0.75))
+    distance = np.stack([np.full((2, 2), 7.0), np.full((2, 2), 0.4)])  # distance is not a probability
+    assert build_instance_task("distance").foreground_probability(distance) == pytest.approx(np.full((2, 2), 0.4))
+    threshold = np.full((1, 2, 2), 0.3)
+    assert build_instance_task("threshold").foreground_probability(threshold) == pytest.approx(np.full((2, 2), 0.3))
 
 
 @pytest.mark.parametrize("method", instance_method_names())

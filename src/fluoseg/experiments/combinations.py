@@ -16,6 +16,14 @@ ranks the subsets (Spearman) and how far it is from the true F1
 (:func:`fluoseg.experiments.results.estimate_quality`): a way to tell, on unlabelled
 images, which marker subsets can be trusted.
 
+Instance runs (U-Net instance methods; not detectors) are scored the same way with one
+class, ``objects``: TP/FP/FN are *objects* matched at IoU >= 0.5 (F1@0.5, the instance
+metric of :mod:`fluoseg.metrics.matching`), while expected counts and ECE are those of
+the foreground probability (:meth:`InstanceTask.foreground_probability`) against the
+objects' pixels, since objects have no per-object probability to take an expectation
+over. Expected F1 then ranks subsets; its distance to the object F1 is not a calibrated
+error.
+
 Work is cached per sample (``samples/<id>.csv`` next to the tables), so an interrupted
 evaluation resumes with the samples it had not finished.
 """
@@ -37,7 +45,11 @@ from fluoseg.experiments.crossval import Log, Unit, run_crossval
 from fluoseg.experiments.results import read_results, result_row, write_csv, write_tables
 from fluoseg.markers import MarkerPanel
 from fluoseg.metrics.calibration import expected_calibration_error, expected_confusion
+from fluoseg.metrics.matching import matching_at_thresholds
 from fluoseg.metrics.semantic import per_class_confusion
+
+INSTANCE_CLASS = "objects"
+"""The one class of an instance run's rows (objects matched at IoU 0.5)."""
 
 SAMPLE_CACHE = "samples"
 """Sub-folder of an evaluation's output holding one finished CSV per sample."""
@@ -89,8 +101,11 @@ def evaluate_sample(segmenter: Any, sample: Sample, subsets: Sequence[tuple[str,
     array = np.asarray(image.array)[keep]
     names = [sample.channel_names[i] for i in keep]
     spatial = tuple(array.shape[1:])
-    truth = sample.read_masks(list(segmenter.classes), spatial)
     pixel_size = _pixel_size(sample, image.pixel_size, len(spatial))
+    if segmenter.task_name == "instance":
+        return _instance_rows(segmenter, sample, array, names, subsets, method=method, fold=fold,
+                              pixel_size=pixel_size, tile_size=tile_size, batch_size=batch_size, bar=bar)
+    truth = sample.read_masks(list(segmenter.classes), spatial)
     rows = []
     for subset in subsets:
         masks, probabilities = segmenter.predict_masks(array, names, markers=subset, pixel_size=pixel_size,
@@ -106,6 +121,30 @@ def evaluate_sample(segmenter: Any, sample: Sample, subsets: Sequence[tuple[str,
                 sample=sample.id, tp=counts.tp, fp=counts.fp, fn=counts.fn,
                 expected=expected_confusion(probabilities[index], predicted=masks[index] > 0),
                 ece=expected_calibration_error(probabilities[index], truth[index] > 0)))
+        if bar is not None:
+            bar.update(1)
+    return rows
+
+
+def _instance_rows(segmenter: Any, sample: Sample, array: np.ndarray, names: Sequence[str],
+                   subsets: Sequence[tuple[str, ...]], *, method: str, fold: int, pixel_size: tuple[float, ...] | None,
+                   tile_size: int | None, batch_size: int, bar: Any) -> list[dict[str, Any]]:
+    """Rows of one sample for an instance run: object counts at IoU 0.5, foreground estimates."""
+    truth = sample.read_labels(tuple(array.shape[1:]))
+    rows = []
+    for subset in subsets:
+        # a fixed scale for every subset: an automatic diameter would differ between subsets
+        labels, maps = segmenter.predict_labels(array, names, markers=subset, pixel_size=pixel_size,
+                                                tile_size=tile_size, batch_size=batch_size, diameter="off",
+                                                source=str(sample.image_path))
+        foreground = np.clip(np.asarray(segmenter.task.foreground_probability(np.asarray(maps)), dtype=np.float64),
+                             0.0, 1.0)
+        counts = matching_at_thresholds(truth, labels, thresholds=0.5)[0]
+        rows.append(result_row(
+            method=method, class_name=INSTANCE_CLASS, combination=segmenter.panel.subset_code(subset), markers=subset,
+            fold=fold, sample=sample.id, tp=counts.tp, fp=counts.fp, fn=counts.fn,
+            expected=expected_confusion(foreground, predicted=labels > 0),
+            ece=expected_calibration_error(foreground, truth > 0)))
         if bar is not None:
             bar.update(1)
     return rows
@@ -128,7 +167,7 @@ def evaluate_combinations(
     Parameters
     ----------
     segmenter
-        A loaded :class:`fluoseg.infer.Segmenter` of a semantic run.
+        A loaded :class:`fluoseg.infer.Segmenter` of a semantic or (U-Net) instance run.
     samples
         Test samples with masks for the segmenter's classes.
     method, fold
@@ -149,9 +188,12 @@ def evaluate_combinations(
     """
     from tqdm.auto import tqdm
 
-    if segmenter.task_name != "semantic":
-        raise FluosegError("combination evaluation scores semantic masks, "
-                           f"but this run's task is {segmenter.task_name!r}")
+    from fluoseg.tasks.base import ObjectPredictor  # deferred: loads torch
+
+    detector = isinstance(getattr(segmenter, "task", None), ObjectPredictor)
+    if segmenter.task_name not in ("semantic", "instance") or detector:
+        raise FluosegError("combination evaluation scores semantic masks or U-Net instance labels, "
+                           f"but this run's task is {segmenter.task_name!r}{' (a detector)' if detector else ''}")
     plans = [(s, sample_combinations(segmenter.panel, s, only)) for s in samples]
     cache = Path(cache_dir) if cache_dir is not None else None
     todo = [(s, subsets) for s, subsets in plans if cache is None or not (cache / f"{s.id}.csv").is_file()]

@@ -119,6 +119,14 @@ class InstanceTask(Task):
     def sampling_map(self, targets: dict[str, np.ndarray]) -> np.ndarray:
         return (targets["classes"] > 0).astype(np.int64)
 
+    def foreground_probability(self, activated: np.ndarray) -> np.ndarray:
+        """Per pixel, the predicted probability of belonging to some object, ``([Z], Y, X)``.
+
+        What label-free quality estimates (expected F1, calibration) of an instance model are
+        computed on; every method says which of its activated channels that is.
+        """
+        raise NotImplementedError(f"instance method {self.method!r} has no foreground probability")
+
     def options(self) -> dict[str, Any]:
         """The method's own constructor options (stored in checkpoints)."""
         return {}
@@ -169,6 +177,10 @@ class BorderTask(InstanceTask):
 
     def decode(self, activated: np.ndarray) -> np.ndarray:
         return labels_from_border_classes(activated, min_size=self.min_size)
+
+    def foreground_probability(self, activated: np.ndarray) -> np.ndarray:
+        # interior and border pixels both belong to objects
+        return 1.0 - activated[0]
 
     def options(self) -> dict[str, Any]:
         return {"w0": self.w0, "sigma": self.sigma, "erosion": self.erosion}
@@ -226,6 +238,9 @@ class DistanceTask(InstanceTask):
         return labels_from_distance(activated[0], activated[1], h=self.h, threshold=self.threshold,
                                     min_size=self.min_size)
 
+    def foreground_probability(self, activated: np.ndarray) -> np.ndarray:
+        return activated[1]
+
     def options(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "h": self.h, "threshold": self.threshold}
 
@@ -274,6 +289,9 @@ class ThresholdTask(InstanceTask):
 
     def decode(self, activated: np.ndarray) -> np.ndarray:
         return labels_from_threshold(activated[0], threshold=self.threshold, min_size=self.min_size)
+
+    def foreground_probability(self, activated: np.ndarray) -> np.ndarray:
+        return activated[0]
 
     def options(self) -> dict[str, Any]:
         weights = None if self.class_weights is None else [float(w) for w in self.class_weights]
