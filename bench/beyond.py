@@ -24,7 +24,8 @@ C. **Adaptation to a shifted domain** (weaker membrane stain, brighter cytoplasm
 D. **Uncertainty per marker subset** (5 markers, 31 subsets): per-subset expected F1 of the
    interior class from the probabilities alone (plain, 8-fold TTA, 8-pass MC dropout; the
    method is chosen by ECE on the validation images) against the true F1 on test images;
-   Spearman over the 31 subsets, mean |expected - true| and ECE.
+   Spearman over the 31 subsets, mean |expected - true| and ECE; and an object-level
+   label-free estimate, the agreement F1@0.5 between the passes and their consensus.
 
 Decoding uses each run's stored defaults for every method alike; the epoch kept is the one
 with the best validation score (the trainer's rule); nothing is chosen on test images.
@@ -352,7 +353,12 @@ def part_c(seed: int, budget: Budget) -> list[dict[str, Any]]:
 # ---- part D -------------------------------------------------------------------------------------
 
 def subset_calibration(segmenter, samples, subset: Sequence[str], method: str) -> dict[str, float]:
-    """True and expected F1 of the interior class, object F1 and ECE for one subset."""
+    """True and expected F1 of the interior class, object F1 and ECE for one subset.
+
+    With several passes (TTA, MC dropout) also the *agreement* F1@0.5: the objects of each
+    pass matched against those of the averaged prediction, pooled over passes and images,
+    an object-level estimate that needs no ground truth.
+    """
     from fluoseg.infer import PredictOptions
     from fluoseg.instance.targets import border_targets
     from fluoseg.metrics.calibration import calibration_counts, expected_confusion
@@ -361,18 +367,22 @@ def subset_calibration(segmenter, samples, subset: Sequence[str], method: str) -
 
     tp = fp = fn = 0
     expected_tp = expected_fp = expected_fn = 0.0
-    counts, matches = None, []
+    counts, matches, agreement = None, [], []
     for sample in samples:
         image = np.asarray(sample.read_image().array)
         names = list(sample.channel_names)
         options = PredictOptions(markers=tuple(subset), diameter="off", blank_snr=0, tile_size=max(image.shape[1:]))
         if method == "plain":
             maps = segmenter.predict_labels(image, names, options)[1]
+            labels = segmenter.decode(maps)
         else:
             passes = sample_probabilities(segmenter, image, names, options,
                                           UncertaintyOptions(method="tta" if method == "tta" else "dropout"))
             maps = passes.mean(axis=0)
-        labels = segmenter.decode(maps)
+            labels = segmenter.decode(maps)
+            # label-free object-level estimate: how well each pass's objects agree with the consensus
+            agreement.extend(matching_at_thresholds(labels, segmenter.decode(one), thresholds=0.5)[0]
+                             for one in passes)
         truth_labels = sample.read_labels(tuple(labels.shape))
         matches.append(matching_at_thresholds(truth_labels, labels, thresholds=0.5)[0])
         interior = np.clip(maps[1].astype(np.float64), 0.0, 1.0)
@@ -388,7 +398,8 @@ def subset_calibration(segmenter, samples, subset: Sequence[str], method: str) -
         counts = part if counts is None else counts + part
     return {"true_f1": 2 * tp / max(2 * tp + fp + fn, 1),
             "expected_f1": 2 * expected_tp / max(2 * expected_tp + expected_fp + expected_fn, 1e-12),
-            "object_f1_50": float(pool_matching(matches).f1), "ece": float(counts.ece())}
+            "object_f1_50": float(pool_matching(matches).f1), "ece": float(counts.ece()),
+            "agreement_f1_50": float(pool_matching(agreement).f1) if agreement else float("nan")}
 
 
 def part_d(seed: int, budget: Budget) -> list[dict[str, Any]]:
