@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, WORK, log, read_rows, rel, write_json, write_rows, write_text
+from _common import RESULTS, ROOT, WORK, log, read_rows, rel, write_json, write_rows, write_text
 
 PARTS = ("A", "B", "C", "D")
 PANEL = ("DAPI", "ECAD", "CK", "CD45")
@@ -449,11 +449,17 @@ def main() -> None:
     args = parser.parse_args()
     global OUT, CSV
     if args.report:
-        from beyond_report import render
+        from beyond_report import README_BEGIN, README_END, readme_block, render
 
-        out = write_text(RESULTS / "beyond.md", render({part: read_rows(path) for part, path in CSV.items()
-                                                         if path.is_file()}))
-        log(f"report: {rel(out)}")
+        tables = {part: read_rows(path) for part, path in CSV.items() if path.is_file()}
+        log(f"report: {rel(write_text(RESULTS / 'beyond.md', render(tables)))}")
+        readme = ROOT / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        start, end = text.find(README_BEGIN), text.find(README_END)
+        if start < 0 or end < start:
+            raise SystemExit(f"README.md has no {README_BEGIN} ... {README_END} block to fill")
+        write_text(readme, text[:start] + readme_block(tables) + text[end + len(README_END) + 1:])
+        log("README.md: beyond-the-papers summary updated")
         return
     if args.quick:
         OUT = WORK / "beyond-quick"

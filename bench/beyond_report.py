@@ -214,6 +214,34 @@ def part_d(rows: Rows, tests: list[Test]) -> list[str]:
 PARTS: dict[str, Callable[[Rows, list[Test]], list[str]]] = {"A": part_a, "B": part_b, "C": part_c, "D": part_d}
 
 
+README_BEGIN = "<!-- beyond:begin (bench/beyond.py --report) -->"
+README_END = "<!-- beyond:end -->"
+
+
+def readme_block(tables: dict[str, Rows]) -> str:
+    """The README's summary of the report: one line per part, verdicts from the Holm-adjusted tests."""
+    tests = render_tests(tables)
+    by_question = {t.question: t for t in tests}
+    lines = [README_BEGIN, "Beyond the papers (`bench/results/beyond.md`, rendered by `bench/beyond.py --report`; "
+             f"seeds as the unit, n = {len(_seeds([r for rows in tables.values() for r in rows]))}, Holm over "
+             f"{len(tests)} tests):", ""]
+    for t in by_question.values():
+        lines.append(f"- {t.question}: {t.mean_difference:+.3f} (p Holm {t.p_holm:.2g}, n={t.n}): "
+                     f"**{t.verdict('better', 'worse') if t.part != 'D' else t.verdict('positive', 'negative')}**")
+    return "\n".join(lines + [README_END]) + "\n"
+
+
+def render_tests(tables: dict[str, Rows]) -> list[Test]:
+    """Every test of the report, Holm-adjusted together."""
+    tests: list[Test] = []
+    for part, build in PARTS.items():
+        if tables.get(part):
+            build(tables[part], tests)
+    for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
+        test.p_holm = float(adjusted)
+    return tests
+
+
 def render(tables: dict[str, Rows]) -> str:
     """The Markdown report of the parts whose CSV exists (``{part: rows}``)."""
     tests: list[Test] = []

@@ -356,8 +356,11 @@ class Segmenter:
         options = _options(options, settings)
         blank = options.blank_snr > 0 and is_blank(image, threshold=options.blank_snr)
         if isinstance(self.task, ObjectPredictor):
+            if blank:  # nothing to find: the detector is not run
+                spatial = tuple(image.shape[1:])
+                return np.zeros(spatial, np.int32), np.zeros((1,) + spatial, np.float32)
             found = self.detect_objects(image, channel_names, options)
-            return (np.zeros_like(found.labels) if blank else found.labels), found.score_map
+            return found.labels, found.score_map
         if blank:
             options = options.replace(diameter="off")
         outputs, rescaled = self.model_scale_maps(image, channel_names, options)

@@ -66,6 +66,9 @@ def test_maskrcnn_trains_validates_reloads_and_predicts_through_the_cli(tmp_path
     labels, score_map = Segmenter.load(run).predict_labels(image, ["DNA"])
     assert labels.shape == truth.shape and score_map.shape == (1, *truth.shape)
     assert labels.max() >= 1 and np.all((score_map[0] > 0) == (labels > 0))
+    noise = np.random.default_rng(0).normal(100.0, 5.0, image.shape).astype(np.float32)  # an empty field
+    empty_labels, empty_scores = Segmenter.load(run).predict_labels(noise, ["DNA"])
+    assert empty_labels.shape == truth.shape and not empty_labels.any() and not empty_scores.any()
 
     images = tmp_path / "images" / "n3.tif"
     assert main(["predict", str(run), str(images), "--out", str(tmp_path / "pred"), "--objects", "--quiet"]) == 0
