@@ -21,12 +21,12 @@ def _commands() -> list[str]:
 @pytest.mark.parametrize("command", _commands())
 def test_documented_commands_parse(command):
     parsed = build_parser().parse_args(shlex.split(command)[1:])
-    assert parsed.command == "predict" and parsed.format == "zarr"
+    assert parsed.command == "predict" and parsed.format in ("zarr", "ngff")
 
 
 def test_page_covers_blocks_resume_and_dask():
     commands = " ".join(_commands())
     assert len(_commands()) >= 6
-    for option in ("--block-size", "--halo", "--resume", "--workers", "--scheduler"):
+    for option in ("--block-size", "--halo", "--resume", "--workers", "--scheduler", "--format ngff"):
         assert option in commands, option
     assert "dask_jobqueue" in PAGE.read_text(encoding="utf-8")

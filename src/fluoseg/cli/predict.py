@@ -6,7 +6,7 @@ import argparse
 import fluoseg.cli._args as _args
 from fluoseg.data.blank import BLANK_SNR
 
-FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
+FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi", "ngff")
 """The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
 UNCERTAINTY_METHODS = ("tta", "dropout")
 UNCERTAINTY_MEASURES = ("variance", "entropy", "mutual-information")
@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     outputs = p.add_argument_group("output")
     outputs.add_argument("--format", choices=FORMATS, default="tif",
                          help="output format: tif, zarr (streams large images), ome-tiff (tiled, with pyramid "
-                         "levels for large images), geojson (QuPath objects), roi (Fiji ROI set)")
+                         "levels for large images), geojson (QuPath objects), roi (Fiji ROI set), ngff (NAME.ome.zarr: the image as a "
+                         "multiscale OME-Zarr with the masks or labels as its label images, for napari, QuPath, MoBIE)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
                          "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object; "

@@ -35,7 +35,8 @@ from fluoseg.errors import FluosegError
 from fluoseg.io._atomic import commit, refuse_existing, remove, temporary_sibling
 from fluoseg.io.zarrstore import default_chunks
 
-__all__ = ["NGFF_VERSION", "pyramid_levels", "write_ngff_image", "write_ngff_labels", "write_ngff_masks"]
+__all__ = ["NGFF_VERSION", "mask_labels", "pyramid_levels", "write_ngff_image", "write_ngff_labels",
+           "write_ngff_masks"]
 
 NGFF_VERSION = "0.5"
 _AXIS = {"C": ("c", "channel"), "Z": ("z", "space"), "Y": ("y", "space"), "X": ("x", "space")}
@@ -211,7 +212,7 @@ def _add_labels(image_group: Any, labels: Mapping[str, Any], values: Mapping[str
     calibrated = any("unit" in a for a in multiscale["axes"])
     group = zarr.open_group(str(image_path / "labels"), mode="a", zarr_format=3)
     listed = list(group.attrs.asdict().get("ome", {}).get("labels", []))
-    for name, array in labels.items():
+    for position, (name, array) in enumerate(labels.items()):
         if not name or "/" in name or name.startswith("."):
             raise FluosegError(f"label name {name!r} must be a plain folder name", image_path)
         if tuple(int(n) for n in array.shape) != image_shape or np.dtype(array.dtype).kind not in "ui":
@@ -223,7 +224,8 @@ def _add_labels(image_group: Any, labels: Mapping[str, Any], values: Mapping[str
         try:
             label_group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
             _write_pyramid(label_group, array, spatial_axes, factors, levels, labels=True, chunks=None)
-            image_label = _image_label(values.get(name) or {}, first_colour)
+            # each label image of one call starts at its own colour, so overlaid classes differ
+            image_label = _image_label(values.get(name) or {}, first_colour + position)
             label_group.attrs["ome"] = {
                 "version": NGFF_VERSION,
                 "multiscales": _multiscales(name, spatial_axes, sizes, factors, levels, centred=False,
@@ -373,12 +375,27 @@ def write_ngff_masks(image_path: str | Path, masks: Any, class_names: Sequence[s
     list of Path
         The label folders, in class order.
     """
+    labels, values = mask_labels(masks, class_names, path=Path(image_path))
+    return [write_ngff_labels(image_path, name, array, values=values[name], overwrite=overwrite, first_colour=i)
+            for i, (name, array) in enumerate(labels.items())]
+
+
+def mask_labels(masks: Any, class_names: Sequence[str], *,
+                path: Path | None = None) -> tuple[dict[str, Any], dict[str, dict[int, str]]]:
+    """Per-class binary masks ``(n_classes, [Z,] Y, X)`` as ``labels`` and ``label_values`` of :func:`write_ngff_image`.
+
+    Each class becomes a lazily sliced uint8 label image (0/1, 1 named after the class), so
+    on-disk masks are never loaded whole.
+
+    Raises
+    ------
+    FluosegError
+        When the number of class names differs from the number of masks.
+    """
     if len(class_names) != int(masks.shape[0]):
-        raise FluosegError(f"{len(class_names)} class names for {int(masks.shape[0])} masks; give one per class",
-                           image_path)
-    return [write_ngff_labels(image_path, str(name), _Channel(masks, i), values={1: str(name)}, overwrite=overwrite,
-                              first_colour=i)
-            for i, name in enumerate(class_names)]
+        raise FluosegError(f"{len(class_names)} class names for {int(masks.shape[0])} masks; give one per class", path)
+    names = [str(n) for n in class_names]
+    return ({name: _Channel(masks, i) for i, name in enumerate(names)}, {name: {1: name} for name in names})
 
 
 class _Channel:
