@@ -54,6 +54,7 @@ from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.instance.blockjobs import decode_blocks, open_work, write_blocks
 from fluoseg.instance.blocks import plan_blocks
 from fluoseg.instance.scale import scale_factor
+from fluoseg.instance.stitch3d import StitchedSlices
 from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_csv_atomically, write_image
 from fluoseg.io.ngff import mask_labels, write_ngff_image
 from fluoseg.io.objects import write_geojson, write_imagej_rois
@@ -80,6 +81,8 @@ OBJECT_FORMATS = ("geojson", "roi")
 WORK_SUFFIX = ".work"
 BLOCKWISE_MIN_PIXELS = 4096 * 4096
 """Instance labels of images with more pixels than this (all planes) are decoded blockwise."""
+DEFAULT_BLOCK_DEPTH = 4
+"""Planes per block of stitched z-stacks: windows of 6 planes decode 4 (1.5x the work of one pass)."""
 DEFAULT_OBJECT_EXTENT = 64
 """Largest object extent assumed for the default halo, in pixels (see :func:`default_halo`)."""
 
@@ -93,8 +96,12 @@ class BlockOptions:
     Attributes
     ----------
     block_size
-        Core side in pixels (Y and X; one plane along Z); also the chunk side of Zarr label
-        outputs, so that every chunk has one writer.
+        Core side in pixels (Y and X); also the chunk side of Zarr label outputs, so that
+        every chunk has one writer.
+    block_depth
+        Planes per block of z-stacks whose slices are stitched into 3D objects (each window
+        adds one plane above and below, the context of the stitching); one plane when they
+        are not.
     halo
         Context on each side in pixels; None: :func:`default_halo` of the model.
     min_pixels
@@ -106,6 +113,7 @@ class BlockOptions:
     """
 
     block_size: int = 1024
+    block_depth: int = DEFAULT_BLOCK_DEPTH
     halo: int | None = None
     min_pixels: int = BLOCKWISE_MIN_PIXELS
     resume: bool = False
@@ -114,6 +122,8 @@ class BlockOptions:
     def __post_init__(self) -> None:
         if isinstance(self.block_size, bool) or int(self.block_size) < 8:
             raise FluosegError(f"the block size must be at least 8 pixels, got {self.block_size!r}")
+        if isinstance(self.block_depth, bool) or int(self.block_depth) < 1:
+            raise FluosegError(f"the block depth must be at least 1 plane, got {self.block_depth!r}")
         if self.halo is not None and (isinstance(self.halo, bool) or int(self.halo) < 0):
             raise FluosegError(f"the halo must be a number of pixels >= 0, got {self.halo!r}")
 
@@ -432,9 +442,6 @@ def _decode_blockwise(segmenter: Segmenter, image: ImageData, paths: PredictionP
                     "decoding it at once (give --diameter off or the diameter in pixels for blockwise decoding)",
                     image.path, options.diameter)
         return False
-    if wanted and len(image.spatial_shape) == 3 and options.stitch_threshold > 0:
-        log.warning("%s: blockwise decoding labels each slice of the stack on its own; objects are not stitched "
-                    "across slices (decode the stack at once, e.g. as TIFF, to stitch them)", image.path)
     return wanted
 
 
@@ -457,15 +464,24 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
     task = segmenter.members[0].task
     spatial = tuple(image.spatial_shape)
     side, halo = int(blocks.block_size), default_halo(task) if blocks.halo is None else int(blocks.halo)
-    # slice-wise decoders: no context along Z, one plane per block
-    plan = plan_blocks(spatial, block_shape=(1, side, side)[-len(spatial):], halo=(0, halo, halo)[-len(spatial):])
+    decoder: Any = _TaskDecoder(task, task.activated_channels())
+    if len(spatial) == 2:
+        plan = plan_blocks(spatial, block_shape=side, halo=halo)
+    elif options.stitch_threshold > 0:
+        # slices stitched into 3D objects: blocks of several planes, linked across Z as across Y and X
+        decoder = StitchedSlices(decoder, float(options.stitch_threshold))
+        plan = plan_blocks(spatial, block_shape=(int(blocks.block_depth), side, side), halo=(1, halo, halo),
+                           stitched_axes=(0,))
+    else:  # slice-wise decoders: no context along Z, one plane per block
+        plan = plan_blocks(spatial, block_shape=(1, side, side), halo=(0, halo, halo))
     spec = {"image": str(image.path), "image_shape": list(image.array.shape), "channels": list(names),
             "markers": list(segmenter.panel.names), "classes": list(segmenter.classes),
             "task": [m.task.state() for m in segmenter.members],
             "options": {"markers": options.markers, "tile_size": options.tile_size, "tta": options.tta,
-                        "diameter": options.diameter, "pixel_size": options.pixel_size}}
+                        "diameter": options.diameter, "pixel_size": options.pixel_size,
+                        "stitch_threshold": options.stitch_threshold}}
     work = work_folder(paths.masks)
-    job = open_work(work, spec, plan, _TaskDecoder(task, task.activated_channels()), resume=blocks.resume)
+    job = open_work(work, spec, plan, decoder, resume=blocks.resume)
     if not job.maps_done:
         maps = job.create_maps(sum(m.task.activated_channels() for m in segmenter.members))
         segmenter.predict_probabilities(image.array, names, options, out=maps)

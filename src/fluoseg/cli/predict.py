@@ -76,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     large.add_argument("--block-size", type=_block_size, default=1024,
                        help="side of the blocks decoded one at a time, in pixels (default 1024; also the chunk "
                        "side of Zarr label outputs)")
+    large.add_argument("--block-depth", type=_args.positive_int, default=4, metavar="PLANES",
+                       help="z-stacks whose slices are stitched (--stitch-threshold > 0): planes per block (default "
+                       "4); objects are linked across blocks in z as in y and x")
     large.add_argument("--halo", type=_args.non_negative_int, help="context decoded around each block, in "
                        "pixels: at least the largest object's extent (default: twice the model's object diameter, at least 64, plus the "
                        "border band of border models); a warning counts the objects that reach it")
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.warn(f"--workers and --scheduler share out the decoding of instance labels; this model's task is "
                       f"{segmenter.task_name}, so everything runs in this process")
     with OutputLock(out_dir, what="output folder"), dask_client(*distributed) as client:
-        blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume, client=client)
+        blocks = BlockOptions(block_size=args.block_size, block_depth=args.block_depth, halo=args.halo,
+                              resume=args.resume, client=client)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,
