@@ -27,7 +27,7 @@ Run from the repository root::
     python bench/scale.py --max-size 2048       # a short run: sizes above are left out
     python bench/scale.py --smoke               # 512² and 1024², results under bench/work/scale
     python bench/scale.py --report              # rebuild the tables from the cached records
-    python bench/scale.py --sizes 16384 --modes blockwise --threads 1   # the largest instance row
+    python bench/scale.py --sizes 16384 --max-size 16384 --modes blockwise --threads 1  # the largest row
     python bench/scale.py --stack --sizes none  # the 3D example only
 
 Finished measurements are skipped on rerun (records in ``bench/work/scale/records``). Rows

@@ -183,21 +183,6 @@ def test_kill_before_the_maps_were_complete_predicts_them_again(nuclei, blockwis
     assert np.array_equal(labels_of(out / "big.zarr"), labels_of(blockwise / "big.zarr"))
 
 
-def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
-    run, image = nuclei
-    plane = np.asarray(read_image(image).array)[:, :64, :96]
-    stack = tmp_path / "stack.tif"
-    write_image(stack, np.stack([plane, plane[:, ::-1], plane[:, :, ::-1]], axis=1), axes="CZYX",
-                channel_names=["DNA"])
-    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "whole"), "--quiet",
-                 "--stitch-threshold", "0"]) == 0  # one object per slice, blockwise too
-    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "blocks"), "--format", "zarr", *BLOCKS,
-                 "--stitch-threshold", "0", "--quiet"]) == 0
-    whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
-    assert blocks.shape == whole.shape == (3, 64, 96) and whole.max() >= 10
-    assert same_partition(blocks, whole)  # slice-wise decoders: no object spans two planes in either
-
-
 def test_stitched_3d_zarr_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     run, image = nuclei
     plane = np.asarray(read_image(image).array)[:, :64, :96]
@@ -215,3 +200,19 @@ def test_stitched_3d_zarr_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     import zarr
 
     assert zarr.open_array(str(tmp_path / "blocks" / "stack.zarr" / "0"), mode="r").chunks == (2, 16, 16)
+
+
+def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
+    run, image = nuclei
+    plane = np.asarray(read_image(image).array)[:, :64, :96]
+    stack = tmp_path / "stack.tif"
+    write_image(stack, np.stack([plane, plane[:, ::-1], plane[:, :, ::-1]], axis=1), axes="CZYX",
+                channel_names=["DNA"])
+    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "whole"), "--quiet",
+                 "--stitch-threshold", "0"]) == 0  # one object per slice, blockwise too
+    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "blocks"), "--format", "zarr", *BLOCKS,
+                 "--stitch-threshold", "0", "--quiet"]) == 0
+    whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
+    assert blocks.shape == whole.shape == (3, 64, 96) and whole.max() >= 10
+    assert same_partition(blocks, whole)  # slice-wise decoders: no object spans two planes in either
+
