@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from fluoseg.cli import main
 from fluoseg.infer import PredictOptions, Segmenter
@@ -197,8 +198,6 @@ def test_stitched_3d_zarr_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     spans = np.array([np.unique(np.nonzero(whole == i)[0]).size for i in range(1, whole.max() + 1)])
     assert whole.max() >= 8 and (spans == 6).sum() >= 4  # objects cross all three z-blocks
     assert same_partition(blocks, whole)
-    import zarr
-
     assert zarr.open_array(str(tmp_path / "blocks" / "stack.zarr" / "0"), mode="r").chunks == (2, 16, 16)
 
 
@@ -215,4 +214,3 @@ def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
     assert blocks.shape == whole.shape == (3, 64, 96) and whole.max() >= 10
     assert same_partition(blocks, whole)  # slice-wise decoders: no object spans two planes in either
-
