@@ -281,18 +281,25 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
         "by the script, `fluoseg predict ... --diameter off` in a child process; peak RSS is the child's "
         "`ru_maxrss`.",
         "",
-        "| mode | size | MP | seconds | MP/s | peak RSS (MB) | RSS growth | objects | load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | size | MP | threads | seconds | MP/s | peak RSS (MB) | RSS growth | objects | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         growth = f"x{r['rss_growth']:.2f}" if r.get("rss_growth") else "–"
-        lines.append(f"| {r['mode']} | {r['size']}² | {r['megapixels']:.1f} | {r['seconds']:.1f} | "
+        lines.append(f"| {r['mode']} | {r['size']}² | {r['megapixels']:.1f} | {r['threads']} | {r['seconds']:.1f} | "
                      f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {growth} | {r['n_objects']} | "
                      f"{r['load_avg_1min']:.1f} |")
     measured = {(r["mode"], int(r["size"])) for r in records}
     missing = [f"{m} {s}²" for m in MODES for s in sizes if not (m == "whole" and s > WHOLE_MAX) and (m, s) not in measured]
     if missing:
         lines += ["", f"Not measured in this run: {', '.join(missing)}."]
+    blockwise = {int(r["size"]): r for r in records if r["mode"] == "blockwise"}
+    if 2048 in blockwise and max(blockwise) > 2048:
+        top = max(blockwise)
+        ratio = blockwise[top]["peak_rss_mb"] / blockwise[2048]["peak_rss_mb"]
+        lines += ["", f"Blockwise peak RSS at {top}² is x{ratio:.2f} that at 2048² for {top * top // (2048 * 2048)}x "
+                  "the pixels; the semantic figures below grow alike, since the network pass (tiles stitched "
+                  "band by band across the image's width) is the part both share."]
     checks = [c for s in sizes if (c := read_json(work / "records" / f"equal-{s}.json"))]
     checks = sorted(_kept(target, "scale_checks.csv", ("size",), checks), key=lambda c: int(c["size"]))
     write_rows(target / "scale_checks.csv", checks)
