@@ -35,8 +35,8 @@ from fluoseg.errors import FluosegError
 from fluoseg.io._atomic import commit, refuse_existing, remove, temporary_sibling
 from fluoseg.io.zarrstore import default_chunks
 
-__all__ = ["NGFF_VERSION", "mask_labels", "pyramid_levels", "write_ngff_image", "write_ngff_labels",
-           "write_ngff_masks"]
+__all__ = ["NGFF_VERSION", "mask_labels", "pyramid_levels", "read_label_masks", "write_ngff_image",
+           "write_ngff_labels", "write_ngff_masks"]
 
 NGFF_VERSION = "0.5"
 _AXIS = {"C": ("c", "channel"), "Z": ("z", "space"), "Y": ("y", "space"), "X": ("x", "space")}
@@ -398,14 +398,55 @@ def mask_labels(masks: Any, class_names: Sequence[str], *,
     return ({name: _Channel(masks, i) for i, name in enumerate(names)}, {name: {1: name} for name in names})
 
 
-class _Channel:
-    """One channel of a (possibly on-disk) array, sliced lazily, as uint8."""
+def read_label_masks(path: str | Path) -> Any:
+    """The label images of an OME-Zarr as masks ``(labels, [Z,] Y, X)``: 1 where a label is > 0.
 
-    def __init__(self, array: Any, index: int) -> None:
+    What ``fluoseg predict --format ngff`` wrote (``labels/<class>`` 0/1, or
+    ``labels/objects``) read back as masks, lazily (level 0 of each label image, window by
+    window), named after the label images, with the image's pixel size.
+
+    Returns
+    -------
+    fluoseg.io.ImageData or None
+        None when ``path`` is no Zarr store or lists no label images.
+    """
+    import zarr
+
+    from fluoseg.io._lazy import StackedChannels
+    from fluoseg.io._read import ImageData, read_image
+
+    path = Path(path)
+    if not (path / "labels").is_dir():
+        return None
+    try:
+        group = zarr.open_group(str(path / "labels"), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        return None
+    attrs = group.attrs.asdict()
+    names = [str(n) for n in attrs.get("ome", attrs).get("labels", [])]
+    if not names:
+        return None
+    parts = []
+    for name in names:
+        label_attrs = group[name].attrs.asdict()
+        level0 = label_attrs.get("ome", label_attrs)["multiscales"][0]["datasets"][0]["path"]
+        parts.append(_Channel(group[name][level0]))
+    image = read_image(path, lazy=True)
+    if tuple(parts[0].shape) != image.spatial_shape:
+        raise FluosegError(f"the label images cover {tuple(parts[0].shape)} but the image {image.spatial_shape}", path)
+    return ImageData(array=StackedChannels(parts), axes=image.axes, channel_names=tuple(names),
+                     pixel_size=image.pixel_size, path=path)
+
+
+class _Channel:
+    """One channel of a (possibly on-disk) array (or the array itself), sliced lazily, as 0/1 uint8."""
+
+    def __init__(self, array: Any, index: int | None = None) -> None:
         self.array, self.index = array, index
-        self.shape = tuple(int(n) for n in array.shape[1:])
+        self.shape = tuple(int(n) for n in array.shape[0 if index is None else 1:])
         self.dtype = np.dtype(np.uint8)
 
     def __getitem__(self, window: Any) -> np.ndarray:
         window = window if isinstance(window, tuple) else (window,)
-        return (np.asarray(self.array[(self.index, *window)]) > 0).astype(np.uint8)
+        key = window if self.index is None else (self.index, *window)
+        return (np.asarray(self.array[key]) > 0).astype(np.uint8)
