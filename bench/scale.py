@@ -9,6 +9,11 @@ and ``fluoseg predict`` runs on it in a child process, in three modes:
 * ``blockwise-2workers``: as ``blockwise`` with ``--workers 2`` (Dask; the peak RSS is the
   main process's, the workers' own memory is not in it).
 
+A 3D example (``--stack``): a simulated nuclei z-stack (``fluoseg synth nuclei3d``'s
+simulator, 24 x 512 x 512 voxels, Zarr) predicted blockwise (Zarr labels; blocks of 8 planes
+x 256² px, slices stitched into 3D objects and linked across blocks in z as in y/x) and at
+once (TIFF labels, the whole stack stitched), with the same partition check.
+
 The peak resident memory of the child (``wait4``'s ``ru_maxrss``), its wall time and the
 object count are recorded; where ``blockwise`` and ``whole`` both ran, their labels are
 compared (the same partition of the pixels, ids aside). Semantic (probabilities) figures
@@ -22,8 +27,12 @@ Run from the repository root::
     python bench/scale.py --max-size 2048       # a short run: sizes above are left out
     python bench/scale.py --smoke               # 512² and 1024², results under bench/work/scale
     python bench/scale.py --report              # rebuild the tables from the cached records
+    python bench/scale.py --sizes 16384 --max-size 16384 --modes blockwise --threads 1  # the largest row
+    python bench/scale.py --stack --sizes none  # the 3D example only
 
-Finished measurements are skipped on rerun (records in ``bench/work/scale/records``).
+Finished measurements are skipped on rerun (records in ``bench/work/scale/records``). Rows
+measured on another machine, whose records are not here, are kept from the committed
+``results/scale.csv`` and ``results/scale_checks.csv``.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ from _common import (
 from fluoseg.io import create_output, read_image, write_image
 
 SIZES = (1024, 2048, 4096, 8192)
+STACK_SHAPE = (24, 512, 512)
+STACK_BLOCKS = ["--block-size", "256", "--block-depth", "8"]
 WHOLE_MAX = 4096
 MODES = ("blockwise", "whole", "blockwise-2workers")
 CHUNK = 512
@@ -185,8 +196,76 @@ def compare(work: Path, size: int) -> dict[str, Any] | None:
     return record
 
 
+def make_stack(work: Path) -> Path:
+    """The simulated nuclei stack of the 3D example as a CZYX Zarr (with its pixel size)."""
+    from fluoseg.data.synth.nuclei3d import simulate_nuclei_3d
+
+    path = work / "data" / "nuclei3d.zarr"
+    if not path.exists():
+        stack = simulate_nuclei_3d(STACK_SHAPE, seed=3)
+        write_image(path, stack.image, axes="CZYX", channel_names=["DNA"], pixel_size=stack.pixel_size)
+    return path
+
+
+def measure_stack(work: Path, run: Path, threads: int) -> dict[str, Any] | None:
+    """The 3D example: blockwise (stitched across z-blocks) and whole-stack labels, and their comparison."""
+    record_path = work / "records" / "stack3d.json"
+    if read_json(record_path) is not None:
+        log("3D stack: done, skipped")
+        return read_json(record_path)
+    image = make_stack(work)
+    record: dict[str, Any] = {"shape": "x".join(map(str, STACK_SHAPE)), "megavoxels": float(np.prod(STACK_SHAPE)) / 1e6,
+                              "blocks": " ".join(STACK_BLOCKS), "threads": threads, "fluoseg_commit": git_commit()}
+    outputs = {}
+    for mode, fmt in (("blockwise", "zarr"), ("whole", "tif")):
+        out = work / "out" / f"stack3d-{mode}"
+        args = ["predict", run, image, "--out", out, "--diameter", "off", "--quiet", "--overwrite", "--threads",
+                threads, "--format", fmt, *(STACK_BLOCKS if mode == "blockwise" else [])]
+        log(f"3D stack {mode}: fluoseg predict")
+        record[f"{mode}_load_avg_1min"] = os.getloadavg()[0]
+        result = run_measured(fluoseg_command(*args), work / "logs" / f"stack3d-{mode}.log", threads)
+        if result["code"] != 0:
+            raise RuntimeError(f"3D stack {mode} failed (exit {result['code']}); see {rel(work / 'logs')}")
+        record[f"{mode}_seconds"], record[f"{mode}_peak_rss_mb"] = result["seconds"], result["peak_rss_mb"]
+        outputs[mode] = np.asarray(read_image(out / f"nuclei3d.{fmt}").array)[0]
+    blockwise, whole = outputs["blockwise"], outputs["whole"]
+    z_block = np.nonzero(whole)[0] // int(STACK_BLOCKS[-1])
+    pairs = np.unique(whole[whole > 0].astype(np.int64) * 1024 + z_block)  # (object, z-block) pairs
+    blocks_per_object = np.bincount(pairs // 1024)
+    record.update(same_partition=same_partition(blockwise, whole), objects_blockwise=int(np.unique(blockwise).size - 1),
+                  objects_whole=int(np.unique(whole).size - 1),
+                  objects_across_z_blocks=int((blocks_per_object > 1).sum()))
+    write_json(record_path, record)
+    log(f"3D stack: same partition {record['same_partition']}, {record['objects_whole']} objects")
+    return record
+
+
+def _kept(target: Path, name: str, key: tuple[str, ...], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``fresh`` records plus the committed rows of ``target/name`` that they do not replace."""
+    have = {tuple(str(r[k]) for k in key) for r in fresh}
+    old = [r for r in read_rows(target / name) if tuple(r[k] for k in key) not in have]
+    return fresh + [{k: _value(v) for k, v in row.items()} for row in old]
+
+
+def _value(text: str) -> Any:
+    """A CSV cell as the number, bool or None it was written from (other text as it is)."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def render(work: Path, target: Path, sizes: list[int]) -> None:
     records = [r for mode in MODES for size in sizes if (r := read_json(work / "records" / f"{mode}-{size}.json"))]
+    records = _kept(target, "scale.csv", ("mode", "size"), records)
+    records.sort(key=lambda r: (MODES.index(r["mode"]), int(r["size"])))
+    sizes = sorted({int(r["size"]) for r in records} | set(sizes))
     for mode in MODES:
         previous = None
         for r in (r for r in records if r["mode"] == mode):
@@ -202,24 +281,49 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
         "by the script, `fluoseg predict ... --diameter off` in a child process; peak RSS is the child's "
         "`ru_maxrss`.",
         "",
-        "| mode | size | MP | seconds | MP/s | peak RSS (MB) | RSS growth | objects | load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | size | MP | threads | seconds | MP/s | peak RSS (MB) | RSS growth | objects | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         growth = f"x{r['rss_growth']:.2f}" if r.get("rss_growth") else "–"
-        lines.append(f"| {r['mode']} | {r['size']}² | {r['megapixels']:.1f} | {r['seconds']:.1f} | "
+        lines.append(f"| {r['mode']} | {r['size']}² | {r['megapixels']:.1f} | {r['threads']} | {r['seconds']:.1f} | "
                      f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {growth} | {r['n_objects']} | "
                      f"{r['load_avg_1min']:.1f} |")
-    missing = [f"{m} {s}²" for m in MODES for s in sizes
-               if not (m == "whole" and s > WHOLE_MAX) and read_json(work / "records" / f"{m}-{s}.json") is None]
+    measured = {(r["mode"], int(r["size"])) for r in records}
+    missing = [f"{m} {s}²" for m in MODES for s in sizes if not (m == "whole" and s > WHOLE_MAX) and (m, s) not in measured]
     if missing:
         lines += ["", f"Not measured in this run: {', '.join(missing)}."]
+    blockwise = {int(r["size"]): r for r in records if r["mode"] == "blockwise"}
+    if 2048 in blockwise and max(blockwise) > 2048:
+        top = max(blockwise)
+        ratio = blockwise[top]["peak_rss_mb"] / blockwise[2048]["peak_rss_mb"]
+        lines += ["", f"Blockwise peak RSS at {top}² is x{ratio:.2f} that at 2048² for {top * top // (2048 * 2048)}x "
+                  "the pixels; the semantic figures below grow alike, since the network pass (tiles stitched "
+                  "band by band across the image's width) is the part both share."]
     checks = [c for s in sizes if (c := read_json(work / "records" / f"equal-{s}.json"))]
+    checks = sorted(_kept(target, "scale_checks.csv", ("size",), checks), key=lambda c: int(c["size"]))
+    write_rows(target / "scale_checks.csv", checks)
     if checks:
         lines += ["", "## blockwise == whole-image decoding", "", "| size | same partition | objects (blockwise / whole) |",
                   "|---|---|---|"]
         lines += [f"| {c['size']}² | {'yes' if c['same_partition'] else 'NO'} | {c['objects_blockwise']} / "
                   f"{c['objects_whole']} |" for c in checks]
+    stack = read_json(work / "records" / "stack3d.json")
+    if stack is not None:
+        write_json(target / "scale_stack3d.json", stack)
+    else:
+        stack = read_json(target / "scale_stack3d.json")
+    if stack is not None:
+        lines += ["", "## 3D example: a simulated nuclei z-stack", "",
+                  f"`fluoseg synth nuclei3d`'s simulator, {stack['shape']} voxels (z step 1 µm, 0.5 µm in y/x) as "
+                  f"Zarr; blockwise with `{stack['blocks']}` (windows add 1 plane in z and the default halo in y/x; "
+                  "slices stitched with the default IoU 0.25) against the whole stack decoded and stitched at once "
+                  f"(TIFF output); {stack['threads']} thread(s).", "",
+                  "| mode | seconds | peak RSS (MB) | objects | load avg |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {stack[f'{m}_seconds']:.1f} | {stack[f'{m}_peak_rss_mb']:.0f} | "
+                  f"{stack[f'objects_{m}']} | {stack[f'{m}_load_avg_1min']:.1f} |" for m in ("blockwise", "whole")]
+        lines += ["", f"Same partition: **{'yes' if stack['same_partition'] else 'NO'}**; "
+                  f"{stack['objects_across_z_blocks']} of the objects span more than one z-block."]
     semantic = [r for r in read_rows(RESULTS / "peers_scaling.csv") if r.get("mode") == "probabilities"]
     if semantic:
         lines += ["", "## Semantic (probabilities streamed Zarr to Zarr), from `peers.py`", "",
@@ -241,10 +345,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads of the child processes (default 2)")
     parser.add_argument("--smoke", action="store_true", help="512² and 1024² only, results under bench/work/scale")
     parser.add_argument("--report", action="store_true", help="only rebuild the tables from the cached records")
+    parser.add_argument("--stack", action="store_true", help="also run the 3D example (a simulated nuclei stack)")
     args = parser.parse_args()
     work = WORK / ("scale-smoke" if args.smoke else "scale")
     target = work if args.smoke else RESULTS
-    sizes = [512, 1024] if args.smoke else [s for s in map(int, args.sizes.split(",")) if s <= args.max_size]
+    sizes = [512, 1024] if args.smoke else [s for s in map(int, filter(str.isdigit, args.sizes.split(",")))
+                                            if s <= args.max_size]
     modes = [m for m in args.modes.split(",") if m in MODES]
     if not args.report:
         run = args.model or train_model(work, args.threads)
@@ -254,6 +360,8 @@ def main() -> int:
                     continue
                 measure(work, run, mode, size, args.threads)
             compare(work, size)
+        if args.stack:
+            measure_stack(work, run, args.threads)
     render(work, target, sizes)
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from fluoseg.cli import main
 from fluoseg.infer import PredictOptions, Segmenter
@@ -183,6 +184,23 @@ def test_kill_before_the_maps_were_complete_predicts_them_again(nuclei, blockwis
     assert np.array_equal(labels_of(out / "big.zarr"), labels_of(blockwise / "big.zarr"))
 
 
+def test_stitched_3d_zarr_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
+    run, image = nuclei
+    plane = np.asarray(read_image(image).array)[:, :64, :96]
+    stack = tmp_path / "stack.ome.zarr"  # nuclei drifting one pixel per slice: 3D objects through 6 planes
+    write_image(stack, np.stack([np.roll(plane, k, axis=-1) for k in range(6)], axis=1), axes="CZYX",
+                channel_names=["DNA"])
+    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "whole"), "--format", "tif", "--quiet"]) == 0
+    assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "blocks"), "--format", "zarr", *BLOCKS,
+                 "--block-depth", "2", "--quiet"]) == 0
+    whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
+    assert blocks.shape == whole.shape == (6, 64, 96)
+    spans = np.array([np.unique(np.nonzero(whole == i)[0]).size for i in range(1, whole.max() + 1)])
+    assert whole.max() >= 8 and (spans == 6).sum() >= 4  # objects cross all three z-blocks
+    assert same_partition(blocks, whole)
+    assert zarr.open_array(str(tmp_path / "blocks" / "stack.zarr" / "0"), mode="r").chunks == (2, 16, 16)
+
+
 def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     run, image = nuclei
     plane = np.asarray(read_image(image).array)[:, :64, :96]
@@ -190,9 +208,9 @@ def test_3d_stack_blockwise_equals_whole_stack(nuclei, tmp_path):
     write_image(stack, np.stack([plane, plane[:, ::-1], plane[:, :, ::-1]], axis=1), axes="CZYX",
                 channel_names=["DNA"])
     assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "whole"), "--quiet",
-                 "--stitch-threshold", "0"]) == 0  # blockwise labels are per slice: compare with the same
+                 "--stitch-threshold", "0"]) == 0  # one object per slice, blockwise too
     assert main(["predict", str(run), str(stack), "--out", str(tmp_path / "blocks"), "--format", "zarr", *BLOCKS,
-                 "--quiet"]) == 0
+                 "--stitch-threshold", "0", "--quiet"]) == 0
     whole, blocks = labels_of(tmp_path / "whole" / "stack.tif"), labels_of(tmp_path / "blocks" / "stack.zarr")
     assert blocks.shape == whole.shape == (3, 64, 96) and whole.max() >= 10
     assert same_partition(blocks, whole)  # slice-wise decoders: no object spans two planes in either

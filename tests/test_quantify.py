@@ -174,3 +174,17 @@ def test_user_mistakes_name_the_file(tmp_path):
         quantify_volumes(np.ones((1, 4, 4), np.uint8), block=0)
     with pytest.raises(FluosegError, match="no finite"):
         plot_fractions([], tmp_path / "x.png")
+
+
+def test_ngff_outputs_give_their_label_images_as_masks(tmp_path):
+    from fluoseg.io.ngff import write_ngff_image, write_ngff_masks
+
+    rng = np.random.default_rng(4)
+    masks = rng.random((2, 40, 30)) > np.array([0.5, 0.8])[:, None, None]
+    image = rng.integers(0, 255, (3, 40, 30)).astype(np.uint8)  # the image itself is no mask
+    path = write_ngff_image(tmp_path / "s.ome.zarr", image, axes="CYX", pixel_size=(0.5, 0.5))
+    write_ngff_masks(path, masks, ["tissue", "vessel"])
+    t = table(quantify_files(path))
+    assert t["s", "all", "vessel", "class_pixels"] == masks[1].sum()
+    assert t["s", "all", "tissue", "class_pixels"] == masks[0].sum()
+    assert t["s", "all", "vessel", "class_area_um2"] == pytest.approx(masks[1].sum() * 0.25)

@@ -4,4 +4,7 @@ import sys
 
 from fluoseg.cli.main import main
 
-sys.exit(main())
+# guarded: processes started by ``fluoseg train --nproc`` (multiprocessing's spawn) import this
+# module again and must not run the command line a second time
+if __name__ == "__main__":
+    sys.exit(main())

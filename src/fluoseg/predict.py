@@ -26,7 +26,11 @@ client when one is given (:class:`BlockOptions`).
 
 Other formats of the masks or labels, for viewers (:data:`OUTPUT_FORMATS`): ``ome-tiff``
 (``NAME.ome.tif``, tiled with pyramid levels for large images), ``geojson``
-(``NAME.geojson``, QuPath objects) and ``roi`` (``NAME_rois.zip``, a Fiji ROI set).
+(``NAME.geojson``, QuPath objects), ``roi`` (``NAME_rois.zip``, a Fiji ROI set) and ``ngff``
+(``NAME.ome.zarr``: the input image as a multiscale OME-NGFF 0.5 pyramid with the prediction
+as label images ``labels/<class>`` (one 0/1 image per class of masks, ``labels/objects`` for
+instance labels), each a pyramid with ``image-label`` metadata, for napari, QuPath and MoBIE).
+An output never replaces its input image.
 
 All output paths are checked before any work starts, so a refused overwrite costs nothing
 and never leaves a partial result.
@@ -50,7 +54,9 @@ from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.instance.blockjobs import decode_blocks, open_work, write_blocks
 from fluoseg.instance.blocks import plan_blocks
 from fluoseg.instance.scale import scale_factor
+from fluoseg.instance.stitch3d import StitchedSlices
 from fluoseg.io import ImageData, create_output, read_image, supported_suffixes, write_csv_atomically, write_image
+from fluoseg.io.ngff import mask_labels, write_ngff_image
 from fluoseg.io.objects import write_geojson, write_imagej_rois
 from fluoseg.io.pyramid import write_pyramidal_ome_tiff
 from fluoseg.objects import object_table
@@ -64,12 +70,19 @@ UNCERTAINTY_SUFFIX = "_uncertainty"
 UNCERTAINTY_TABLE = "uncertainty.csv"
 """Per-image mean uncertainty, one row per input, in the output folder."""
 UNCERTAINTY_FIELDS = ("image", "method", "measure", "passes", "mean_uncertainty")
-OUTPUT_FORMATS = {"tif": ".tif", "zarr": ".zarr", "ome-tiff": ".ome.tif", "geojson": ".geojson", "roi": "_rois.zip"}
+OUTPUT_FORMATS = {"tif": ".tif", "zarr": ".zarr", "ome-tiff": ".ome.tif", "geojson": ".geojson", "roi": "_rois.zip",
+                  "ngff": ".ome.zarr"}
 """``--format`` -> file name ending of the masks or labels (probabilities stay TIFF or Zarr)."""
+ON_DISK_FORMATS = ("zarr", "ngff")
+"""Formats whose probabilities (and uncertainty) are Zarr too, and whose masks stream to disk."""
+INSTANCE_LABELS = "objects"
+"""Name of the label image of instance labels in an NGFF output (``labels/objects``)."""
 OBJECT_FORMATS = ("geojson", "roi")
 WORK_SUFFIX = ".work"
 BLOCKWISE_MIN_PIXELS = 4096 * 4096
 """Instance labels of images with more pixels than this (all planes) are decoded blockwise."""
+DEFAULT_BLOCK_DEPTH = 4
+"""Planes per block of stitched z-stacks: windows of 6 planes decode 4 (1.5x the work of one pass)."""
 DEFAULT_OBJECT_EXTENT = 64
 """Largest object extent assumed for the default halo, in pixels (see :func:`default_halo`)."""
 
@@ -83,8 +96,12 @@ class BlockOptions:
     Attributes
     ----------
     block_size
-        Core side in pixels (Y and X; one plane along Z); also the chunk side of Zarr label
-        outputs, so that every chunk has one writer.
+        Core side in pixels (Y and X); also the chunk side of Zarr label outputs, so that
+        every chunk has one writer.
+    block_depth
+        Planes per block of z-stacks whose slices are stitched into 3D objects (each window
+        adds one plane above and below, the context of the stitching); one plane when they
+        are not.
     halo
         Context on each side in pixels; None: :func:`default_halo` of the model.
     min_pixels
@@ -96,6 +113,7 @@ class BlockOptions:
     """
 
     block_size: int = 1024
+    block_depth: int = DEFAULT_BLOCK_DEPTH
     halo: int | None = None
     min_pixels: int = BLOCKWISE_MIN_PIXELS
     resume: bool = False
@@ -104,6 +122,8 @@ class BlockOptions:
     def __post_init__(self) -> None:
         if isinstance(self.block_size, bool) or int(self.block_size) < 8:
             raise FluosegError(f"the block size must be at least 8 pixels, got {self.block_size!r}")
+        if isinstance(self.block_depth, bool) or int(self.block_depth) < 1:
+            raise FluosegError(f"the block depth must be at least 1 plane, got {self.block_depth!r}")
         if self.halo is not None and (isinstance(self.halo, bool) or int(self.halo) < 0):
             raise FluosegError(f"the halo must be a number of pixels >= 0, got {self.halo!r}")
 
@@ -174,7 +194,7 @@ def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabiliti
     if fmt not in OUTPUT_FORMATS:
         raise FluosegError(f"unknown output format {fmt!r}; use one of {list(OUTPUT_FORMATS)}")
     suffix = OUTPUT_FORMATS[fmt]
-    probability_suffix = ".zarr" if fmt == "zarr" else ".tif"
+    probability_suffix = ".zarr" if fmt in ON_DISK_FORMATS else ".tif"
     paths, seen = [], {}
     for image in images:
         stem = image_stem(image)
@@ -188,6 +208,12 @@ def output_paths(images: Sequence[Path], out_dir: Path, *, fmt: str, probabiliti
             objects=out_dir / f"{stem}{OBJECTS_SUFFIX}" if objects else None,
             uncertainty=out_dir / f"{stem}{UNCERTAINTY_SUFFIX}{probability_suffix}" if uncertainty else None,
         ))
+    inputs = {image.resolve(): image for image in images}
+    for target in paths:
+        for output in (target.masks, target.probabilities, target.uncertainty):
+            if output is not None and output.resolve() in inputs:
+                raise FluosegError(f"the output {output.name} would replace this input image; choose another --out "
+                                   "folder", path=inputs[output.resolve()])
     return paths
 
 
@@ -308,9 +334,12 @@ def predict_file(
             raise FluosegError("predicted marker channels are images, not objects; use --format tif or ome-tiff",
                                path=paths.masks)
         maps = np.asarray(segmenter.predict_probabilities(image.array, names, options), np.float32)
+        if _output_format(paths.masks) == "ngff":  # predicted channels are an image, not labels
+            return write_ngff_image(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
+                                    pixel_size=image.pixel_size, overwrite=overwrite)
         return write_segmentation(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
                            pixel_size=image.pixel_size, overwrite=overwrite)
-    if paths.masks.suffix == ".zarr":
+    if _output_format(paths.masks) in ON_DISK_FORMATS:
         return _write_semantic_streamed(segmenter, image, names, paths, options, overwrite)
     meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
     masks, probabilities = segmenter.predict_masks(image.array, names, options)
@@ -389,7 +418,7 @@ def _write_instance(segmenter: Segmenter, image: ImageData, names: Sequence[str]
                     overwrite=overwrite)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
     return write_segmentation(paths.masks, labels.astype(dtype), axes=image.axes[1:], pixel_size=image.pixel_size,
-                              overwrite=overwrite)
+                              overwrite=overwrite, image=image, image_channels=names)
 
 
 def _rescales(segmenter: Segmenter, options: PredictOptions) -> bool:
@@ -406,16 +435,13 @@ def _decode_blockwise(segmenter: Segmenter, image: ImageData, paths: PredictionP
                       blocks: BlockOptions) -> bool:
     if isinstance(segmenter.task, ObjectPredictor):
         return False  # detectors run tile by tile themselves and paste their objects into one label image
-    wanted = paths.masks.suffix == ".zarr" or math.prod(image.spatial_shape) > blocks.min_pixels
+    wanted = _output_format(paths.masks) in ON_DISK_FORMATS or math.prod(image.spatial_shape) > blocks.min_pixels
     if wanted and _rescales(segmenter, options):
         # the estimate of the diameter and the rescaling need the whole image
         log.warning("%s: the model rescales images to its object size (--diameter %s), which needs the whole image; "
                     "decoding it at once (give --diameter off or the diameter in pixels for blockwise decoding)",
                     image.path, options.diameter)
         return False
-    if wanted and len(image.spatial_shape) == 3 and options.stitch_threshold > 0:
-        log.warning("%s: blockwise decoding labels each slice of the stack on its own; objects are not stitched "
-                    "across slices (decode the stack at once, e.g. as TIFF, to stitch them)", image.path)
     return wanted
 
 
@@ -438,15 +464,24 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
     task = segmenter.members[0].task
     spatial = tuple(image.spatial_shape)
     side, halo = int(blocks.block_size), default_halo(task) if blocks.halo is None else int(blocks.halo)
-    # slice-wise decoders: no context along Z, one plane per block
-    plan = plan_blocks(spatial, block_shape=(1, side, side)[-len(spatial):], halo=(0, halo, halo)[-len(spatial):])
+    decoder: Any = _TaskDecoder(task, task.activated_channels())
+    if len(spatial) == 2:
+        plan = plan_blocks(spatial, block_shape=side, halo=halo)
+    elif options.stitch_threshold > 0:
+        # slices stitched into 3D objects: blocks of several planes, linked across Z as across Y and X
+        decoder = StitchedSlices(decoder, float(options.stitch_threshold))
+        plan = plan_blocks(spatial, block_shape=(int(blocks.block_depth), side, side), halo=(1, halo, halo),
+                           stitched_axes=(0,))
+    else:  # slice-wise decoders: no context along Z, one plane per block
+        plan = plan_blocks(spatial, block_shape=(1, side, side), halo=(0, halo, halo))
     spec = {"image": str(image.path), "image_shape": list(image.array.shape), "channels": list(names),
             "markers": list(segmenter.panel.names), "classes": list(segmenter.classes),
             "task": [m.task.state() for m in segmenter.members],
             "options": {"markers": options.markers, "tile_size": options.tile_size, "tta": options.tta,
-                        "diameter": options.diameter, "pixel_size": options.pixel_size}}
+                        "diameter": options.diameter, "pixel_size": options.pixel_size,
+                        "stitch_threshold": options.stitch_threshold}}
     work = work_folder(paths.masks)
-    job = open_work(work, spec, plan, _TaskDecoder(task, task.activated_channels()), resume=blocks.resume)
+    job = open_work(work, spec, plan, decoder, resume=blocks.resume)
     if not job.maps_done:
         maps = job.create_maps(sum(m.task.activated_channels() for m in segmenter.members))
         segmenter.predict_probabilities(image.array, names, options, out=maps)
@@ -455,7 +490,7 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
     dtype = np.uint16 if relabelling.n_objects < 2**16 else np.uint32
     chunks = tuple(min(b, n) for b, n in zip(plan.block_shape, plan.shape))
     label_axes = image.axes[1:]
-    if paths.masks.suffix == ".zarr":
+    if _output_format(paths.masks) == "zarr":
         with create_output(paths.masks, shape=spatial, dtype=dtype, axes=label_axes, pixel_size=image.pixel_size,
                            chunks=chunks, overwrite=overwrite) as out:
             write_blocks(job, relabelling, out.array, client=blocks.client, progress=options.progress)
@@ -464,7 +499,8 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
         labels = zarr.create_array(store=str(work / "labels.zarr"), shape=spatial, dtype=dtype, chunks=chunks,
                                    fill_value=0, overwrite=True)
         write_blocks(job, relabelling, labels, client=blocks.client, progress=options.progress)
-        write_segmentation(paths.masks, labels, axes=label_axes, pixel_size=image.pixel_size, overwrite=overwrite)
+        write_segmentation(paths.masks, labels, axes=label_axes, pixel_size=image.pixel_size, overwrite=overwrite,
+                           image=image, image_channels=names)
     maps = zarr.open_array(str(job.maps_path), mode="r")
     if paths.probabilities is not None:
         write_image(paths.probabilities, maps, axes=image.axes, pixel_size=image.pixel_size, overwrite=overwrite)
@@ -477,13 +513,25 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
     return paths.masks
 
 
-def write_segmentation(path: Path, array: np.ndarray, *, axes: str, channel_names: Sequence[str] | None = None,
-                       pixel_size: Sequence[float] | None = None, overwrite: bool = False) -> Path:
+def write_segmentation(path: Path, array: Any, *, axes: str, channel_names: Sequence[str] | None = None,
+                       pixel_size: Sequence[float] | None = None, overwrite: bool = False,
+                       image: ImageData | None = None, image_channels: Sequence[str] | None = None) -> Path:
     """Write masks ``(n_classes, ...)`` or labels in the format :data:`OUTPUT_FORMATS` gives ``path``'s ending.
 
-    Objects (GeoJSON, ROI sets) carry the class names of masks, or the label ids.
+    Objects (GeoJSON, ROI sets) carry the class names of masks, or the label ids. An NGFF
+    output (``.ome.zarr``) holds ``image`` (needed for it; named ``image_channels``) as a
+    multiscale image and the masks or labels as its label images (see the module docstring).
     """
     fmt = _output_format(path)
+    if fmt == "ngff":
+        if image is None:
+            raise FluosegError("an NGFF output holds the image beside its labels; give the image", path=path)
+        if "C" in axes:
+            labels, values = mask_labels(array, list(channel_names or ()), path=path)
+        else:
+            labels, values = {INSTANCE_LABELS: array}, {}
+        return write_ngff_image(path, image.array, axes=image.axes, channel_names=image_channels,
+                                pixel_size=image.pixel_size, labels=labels, label_values=values, overwrite=overwrite)
     if fmt == "geojson":
         return write_geojson(path, array, classes=channel_names, overwrite=overwrite)
     if fmt == "roi":
@@ -496,25 +544,37 @@ def write_segmentation(path: Path, array: np.ndarray, *, axes: str, channel_name
 
 
 def _output_format(path: Path) -> str:
-    return next((fmt for fmt, ending in OUTPUT_FORMATS.items() if fmt != "tif" and path.name.endswith(ending)),
-                "tif")
+    """The format of the longest ending ``path`` has (``.ome.zarr`` is NGFF, not plain Zarr)."""
+    endings = sorted(((e, f) for f, e in OUTPUT_FORMATS.items() if f != "tif" and path.name.endswith(e)),
+                     key=lambda pair: len(pair[0]))
+    return endings[-1][1] if endings else "tif"
 
 
 def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
                              options: PredictOptions, overwrite: bool) -> Path:
-    """Zarr in, Zarr out: probabilities stream into an on-disk array, masks follow band by band."""
+    """Zarr out: probabilities stream into an on-disk array, masks follow band by band.
+
+    An NGFF output gets its masks from a hidden Zarr beside it, then written as label images.
+    """
     shape = (len(segmenter.classes),) + tuple(image.spatial_shape)
     meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
     keep_probabilities = paths.probabilities is not None
-    probability_path = paths.probabilities or paths.masks.with_name(f".{paths.masks.stem}{PROBABILITY_SUFFIX}.partial.zarr")
+    stem = image_stem(paths.masks)
+    probability_path = paths.probabilities or paths.masks.with_name(f".{stem}{PROBABILITY_SUFFIX}.partial.zarr")
+    ngff = _output_format(paths.masks) == "ngff"
+    mask_path = paths.masks.with_name(f".{stem}.masks.partial.zarr") if ngff else paths.masks
     with create_output(probability_path, shape=shape, dtype="float32", overwrite=overwrite or not keep_probabilities,
-                       **meta) as prob_out, create_output(paths.masks, shape=shape, dtype="uint8", overwrite=overwrite,
-                                                          **meta) as mask_out:
+                       **meta) as prob_out, create_output(mask_path, shape=shape, dtype="uint8",
+                                                          overwrite=overwrite or ngff, **meta) as mask_out:
         segmenter.predict_probabilities(image.array, names, options, out=prob_out.array)
         band = 1024
         for y in range(0, shape[-2], band):
             window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
             mask_out.array[window] = segmenter.decode(np.asarray(prob_out.array[window]))
+        if ngff:
+            write_segmentation(paths.masks, mask_out.array, overwrite=overwrite, image=image, image_channels=names,
+                               **meta)
+            mask_out.discard()
         if not keep_probabilities:
             prob_out.discard()
     return paths.masks

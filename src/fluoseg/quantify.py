@@ -247,8 +247,11 @@ def _as_paths(value: Any, count: int | None, what: str) -> list[Path | None]:
 
 def _open(path: Path, expected: tuple[int, ...] | None, what: str) -> Any:
     from fluoseg.io import read_image
+    from fluoseg.io.ngff import read_label_masks
 
-    image = read_image(path)  # lazy for Zarr, loaded for other formats
+    # an OME-Zarr with label images ('fluoseg predict --format ngff'): its labels are the masks
+    image = read_label_masks(path) if what == "masks" else None
+    image = image or read_image(path)  # lazy for Zarr, loaded for other formats
     if expected is not None and image.spatial_shape != expected:
         raise FluosegError(f"the {what} covers {image.spatial_shape} but the masks cover {expected}; "
                            "give images of the same size", path)
@@ -271,7 +274,9 @@ def quantify_files(masks: str | os.PathLike | Sequence[str | os.PathLike],
     ----------
     masks
         One or several mask files (``(classes, [Z,] Y, X)`` 0/1, any format of
-        :func:`fluoseg.io.read_image`; Zarr stays on disk and is read window by window).
+        :func:`fluoseg.io.read_image`; Zarr stays on disk and is read window by window), or
+        OME-Zarr images with label images (``fluoseg predict --format ngff``): each label
+        image is one class, 1 where it is > 0.
     tissue
         Tissue mask files (one channel), one per masks file, or None.
     regions

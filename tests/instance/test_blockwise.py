@@ -22,6 +22,7 @@ from fluoseg.instance.blockwise import (
     write_block,
 )
 from fluoseg.instance.postprocess import labels_from_distance, labels_from_threshold
+from fluoseg.instance.stitch3d import StitchedSlices
 from fluoseg.instance.targets import distance_targets
 
 PROPERTY = settings(max_examples=25, deadline=None, derandomize=True,  # a fixed sample: CI is reproducible
@@ -203,3 +204,43 @@ def test_memory_is_bounded_by_the_block_not_the_image(tmp_path):
     # a 192^2 window in float32 and int64 plus strips is ~1 MB; the whole image is 4 MB per array
     assert blockwise_peak < image_bytes
     assert same_partition(out[...], decoder(maps[...]))
+
+
+def slice_threshold(window: np.ndarray) -> np.ndarray:
+    return labels_from_threshold(window[0], min_size=4)  # slice-wise on stacks, as in prediction
+
+
+@settings(PROPERTY, max_examples=20)
+@given(scenes(3), st.integers(1, 2), st.sampled_from([0.1, 0.25, 0.5]))
+def test_stitched_stacks_link_across_z_blocks_as_the_whole_stack(scene, z_halo, threshold):
+    labels, block, seed = scene
+    maps = threshold_maps(labels, seed)
+    decoder = StitchedSlices(slice_threshold, threshold)
+    halo = clump_extent(labels > 0, per_slice=False)  # chains of slices drift within their 3D clump
+    whole = decoder(maps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reaching a Z face of a window is no cut
+        pieces = decode_blockwise(maps, decoder, block_shape=block, halo=(z_halo, halo, halo), stitched_axes=(0,))
+    assert pieces.max() == len(np.unique(whole[whole > 0]))
+    assert same_partition(whole, pieces)
+
+
+def test_simulated_nuclei_stack_blockwise_equals_the_whole_stack():
+    from fluoseg.data.synth.nuclei3d import simulate_nuclei_3d
+
+    stack = simulate_nuclei_3d((12, 64, 64), seed=5)
+    maps = threshold_maps(stack.labels, 0)
+    decoder = StitchedSlices(slice_threshold, 0.25)
+    whole = decoder(maps)
+    halo = clump_extent(stack.labels > 0, per_slice=False)
+    pieces = decode_blockwise(maps, decoder, block_shape=(3, 24, 24), halo=(1, halo, halo), stitched_axes=(0,))
+    assert same_partition(whole, pieces)
+    spans = [len(np.unique(np.nonzero(pieces == i)[0] // 3)) for i in range(1, pieces.max() + 1)]
+    assert pieces.max() >= 8 and max(spans) >= 3  # objects run through several z-blocks
+    unlinked = decode_blockwise(maps, decoder, block_shape=(3, 24, 24), halo=(0, halo, halo))
+    assert not same_partition(whole, unlinked)  # without the Z strips the stack falls apart
+
+
+def test_stitched_axes_need_a_halo():
+    with pytest.raises(FluosegError, match="halo of at least 1"):
+        plan_blocks((4, 20, 20), block_shape=(2, 10, 10), halo=(0, 4, 4), stitched_axes=(0,))

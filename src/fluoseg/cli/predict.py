@@ -6,7 +6,7 @@ import argparse
 import fluoseg.cli._args as _args
 from fluoseg.data.blank import BLANK_SNR
 
-FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi")
+FORMATS = ("tif", "zarr", "ome-tiff", "geojson", "roi", "ngff")
 """The keys of :data:`fluoseg.predict.OUTPUT_FORMATS` (not imported here: ``--help`` stays fast)."""
 UNCERTAINTY_METHODS = ("tta", "dropout")
 UNCERTAINTY_MEASURES = ("variance", "entropy", "mutual-information")
@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     outputs = p.add_argument_group("output")
     outputs.add_argument("--format", choices=FORMATS, default="tif",
                          help="output format: tif, zarr (streams large images), ome-tiff (tiled, with pyramid "
-                         "levels for large images), geojson (QuPath objects), roi (Fiji ROI set)")
+                         "levels for large images), geojson (QuPath objects), roi (Fiji ROI set), ngff (NAME.ome.zarr: the image as a "
+                         "multiscale OME-Zarr with the masks or labels as its label images, for napari, QuPath, MoBIE)")
     outputs.add_argument("--probabilities", action="store_true", help="also write class probabilities")
     outputs.add_argument("--objects", action="store_true", help="instance models: also write NAME_objects.csv "
                          "(area, centroid, bounding box, eccentricity, mean/sum intensity of every channel per object; "
@@ -76,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     large.add_argument("--block-size", type=_block_size, default=1024,
                        help="side of the blocks decoded one at a time, in pixels (default 1024; also the chunk "
                        "side of Zarr label outputs)")
+    large.add_argument("--block-depth", type=_args.positive_int, default=4, metavar="PLANES",
+                       help="z-stacks whose slices are stitched (--stitch-threshold > 0): planes per block (default "
+                       "4); objects are linked across blocks in z as in y and x")
     large.add_argument("--halo", type=_args.non_negative_int, help="context decoded around each block, in "
                        "pixels: at least the largest object's extent (default: twice the model's object diameter, at least 64, plus the "
                        "border band of border models); a warning counts the objects that reach it")
@@ -165,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.warn(f"--workers and --scheduler share out the decoding of instance labels; this model's task is "
                       f"{segmenter.task_name}, so everything runs in this process")
     with OutputLock(out_dir, what="output folder"), dask_client(*distributed) as client:
-        blocks = BlockOptions(block_size=args.block_size, halo=args.halo, resume=args.resume, client=client)
+        blocks = BlockOptions(block_size=args.block_size, block_depth=args.block_depth, halo=args.halo,
+                              resume=args.resume, client=client)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,

@@ -13,7 +13,10 @@ halo can be compared with ``b``'s decoding of its own core.
 
 A halo of 0 along an axis declares that decoding is independent along it (the slice-wise
 decoders of :mod:`fluoseg.instance.postprocess` along Z): no strip crosses that axis and
-objects are never linked across it.
+objects are never linked across it. A *stitched* axis (Z, for slice-wise decoders whose
+objects are then linked slice to slice, :class:`fluoseg.instance.stitch3d.StitchedSlices`)
+needs a halo of one slice: each link depends on two consecutive slices only, so the strips
+relink an object cut by a window's face there exactly, and reaching that face is no cut.
 """
 
 from __future__ import annotations
@@ -109,11 +112,14 @@ class BlockPlan:
         Core size per axis (the last core along an axis may be smaller).
     halo
         Pixels added on each side of a core to form its window, per axis.
+    stitched_axes
+        Axes along which objects are chains of slices relinked by the strips (see above).
     """
 
     shape: tuple[int, ...]
     block_shape: tuple[int, ...]
     halo: tuple[int, ...]
+    stitched_axes: tuple[int, ...] = ()
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -164,7 +170,8 @@ class BlockPlan:
         return found
 
 
-def plan_blocks(shape: Sequence[int], *, block_shape: int | Sequence[int], halo: int | Sequence[int]) -> BlockPlan:
+def plan_blocks(shape: Sequence[int], *, block_shape: int | Sequence[int], halo: int | Sequence[int],
+                stitched_axes: Sequence[int] = ()) -> BlockPlan:
     """Cut a 2D or 3D image into cores of ``block_shape`` with windows grown by ``halo``.
 
     Parameters
@@ -180,6 +187,9 @@ def plan_blocks(shape: Sequence[int], *, block_shape: int | Sequence[int], halo:
         largest object's extent plus the context the decoder looks at (see
         :mod:`fluoseg.instance.blockwise`); 0 along an axis the decoder treats
         independently (Z for the slice-wise decoders).
+    stitched_axes
+        Axes (0 for Z) along which the decoder links slices (see the module docstring);
+        they need a halo of at least 1.
 
     Returns
     -------
@@ -196,4 +206,8 @@ def plan_blocks(shape: Sequence[int], *, block_shape: int | Sequence[int], halo:
         raise FluosegError(f"blockwise decoding needs a non-empty 2D or 3D image, got spatial shape {spatial}")
     blocks = _as_axes(block_shape, len(spatial), "block_shape", 1)
     halos = _as_axes(halo, len(spatial), "halo", 0)
-    return BlockPlan(shape=spatial, block_shape=blocks, halo=halos)
+    stitched = tuple(sorted({int(a) for a in stitched_axes}))
+    if any(not 0 <= a < len(spatial) or halos[a] < 1 for a in stitched):
+        raise FluosegError(f"stitched axes {stitched} must be axes of the {len(spatial)}D image with a halo of at "
+                           f"least 1, got halo {halos}")
+    return BlockPlan(shape=spatial, block_shape=blocks, halo=halos, stitched_axes=stitched)

@@ -28,7 +28,9 @@ reach the outer edge of its window may have been cut by it, which breaks the gua
 they are counted and reported with :func:`warnings.warn`.
 
 Halo per decoder of :mod:`fluoseg.instance.postprocess` (all are slice-wise on stacks, so
-the halo along Z is 0):
+the halo along Z is 0; when their slices are stitched into 3D objects by
+:class:`~fluoseg.instance.stitch3d.StitchedSlices`, Z is a stitched axis with a halo of one
+slice, and Y/X need the largest 3D object's extent, since a chain of slices may drift):
 
 * ``labels_from_threshold``: the largest object's extent is a safe bound (connected
   components see nothing beyond the object; merging across blocks also repairs most
@@ -110,10 +112,10 @@ def _decoded_window(maps: Any, block: Block, decoder: Decoder) -> np.ndarray:
 
 
 def _outer_faces(plan: BlockPlan, block: Block) -> list[tuple[slice, ...]]:
-    """Window faces (window coordinates) that lie inside the image on axes with a halo."""
+    """Window faces (window coordinates) that lie inside the image on axes with a halo, not stitched."""
     faces = []
     for axis, (edge, halo, size) in enumerate(zip(block.window, plan.halo, plan.shape)):
-        if halo == 0:
+        if halo == 0 or axis in plan.stitched_axes:
             continue
         length = edge.stop - edge.start
         full = [slice(None)] * len(block.window)
@@ -198,7 +200,7 @@ def _check_fits(count: int, out: Any, what: str) -> None:
 
 
 def decode_blockwise(maps: Any, decoder: Decoder, *, block_shape: int | Sequence[int], halo: int | Sequence[int],
-                     out: Any = None, min_iou: float = 0.5) -> Any:
+                     out: Any = None, min_iou: float = 0.5, stitched_axes: Sequence[int] = ()) -> Any:
     """Decode instance labels block by block and stitch them into ``out``.
 
     Memory beyond ``out`` is one block window of maps and labels plus the strips of the
@@ -219,6 +221,10 @@ def decode_blockwise(maps: Any, decoder: Decoder, *, block_shape: int | Sequence
         a new ``uint32`` numpy array when omitted.
     min_iou
         Strip IoU above which two blocks' objects are merged (see :func:`link_blocks`).
+    stitched_axes
+        Axes along which the decoder links slices (``(0,)`` for
+        :class:`~fluoseg.instance.stitch3d.StitchedSlices` on stacks), see
+        :func:`~fluoseg.instance.blocks.plan_blocks`.
 
     Returns
     -------
@@ -234,7 +240,7 @@ def decode_blockwise(maps: Any, decoder: Decoder, *, block_shape: int | Sequence
     shape = tuple(int(n) for n in maps.shape)
     if len(shape) not in (3, 4):
         raise FluosegError(f"maps must be (channels, [Z,] Y, X), got shape {shape}")
-    plan = plan_blocks(shape[1:], block_shape=block_shape, halo=halo)
+    plan = plan_blocks(shape[1:], block_shape=block_shape, halo=halo, stitched_axes=stitched_axes)
     if out is None:
         out = np.zeros(plan.shape, _LOCAL_DTYPE)
     if tuple(out.shape) != plan.shape or np.dtype(out.dtype).kind not in "ui":

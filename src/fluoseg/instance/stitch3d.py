@@ -16,7 +16,8 @@ y and x in confocal stacks), e.g. before a 3D decoder that assumes isotropy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from fluoseg.errors import FluosegError
 from fluoseg.metrics.overlap import as_label_image, label_overlap
 
-__all__ = ["anisotropy", "isotropic_zoom", "stitch_slices"]
+__all__ = ["StitchedSlices", "anisotropy", "isotropic_zoom", "stitch_slices"]
 
 
 def _links(previous: np.ndarray, current: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +106,31 @@ def stitch_slices(labels: Any, *, threshold: float = 0.25, min_size: int = 0) ->
         renumber = np.where(keep, np.cumsum(keep), 0).astype(np.uint32)  # order of appearance is kept
         out = renumber[out]
     return out
+
+
+@dataclass(frozen=True)
+class StitchedSlices:
+    """A slice-wise decoder followed by :func:`stitch_slices`: 3D labels of a maps window.
+
+    Picklable (for block tasks on other processes) when ``decoder`` is. Blockwise decoding
+    with it relinks objects across blocks in Z as in Y/X (Z is a *stitched* axis of
+    :func:`fluoseg.instance.blocks.plan_blocks`: a halo of one slice suffices, since
+    whether two objects of consecutive slices link depends on those two slices only).
+
+    Attributes
+    ----------
+    decoder
+        ``(C, Z, y, x)`` maps -> ``(Z, y, x)`` slice-wise labels.
+    threshold
+        IoU for linking, see :func:`stitch_slices` (no ``min_size``: a block sees part of
+        an object, so a size filter would cut it).
+    """
+
+    decoder: Callable[[np.ndarray], np.ndarray]
+    threshold: float = 0.25
+
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        return stitch_slices(self.decoder(window), threshold=self.threshold)
 
 
 def _check_sizes(pixel_size: Sequence[float]) -> tuple[float, float, float]:

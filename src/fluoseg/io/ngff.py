@@ -35,7 +35,8 @@ from fluoseg.errors import FluosegError
 from fluoseg.io._atomic import commit, refuse_existing, remove, temporary_sibling
 from fluoseg.io.zarrstore import default_chunks
 
-__all__ = ["NGFF_VERSION", "pyramid_levels", "write_ngff_image", "write_ngff_labels", "write_ngff_masks"]
+__all__ = ["NGFF_VERSION", "mask_labels", "pyramid_levels", "read_label_masks", "write_ngff_image",
+           "write_ngff_labels", "write_ngff_masks"]
 
 NGFF_VERSION = "0.5"
 _AXIS = {"C": ("c", "channel"), "Z": ("z", "space"), "Y": ("y", "space"), "X": ("x", "space")}
@@ -211,7 +212,7 @@ def _add_labels(image_group: Any, labels: Mapping[str, Any], values: Mapping[str
     calibrated = any("unit" in a for a in multiscale["axes"])
     group = zarr.open_group(str(image_path / "labels"), mode="a", zarr_format=3)
     listed = list(group.attrs.asdict().get("ome", {}).get("labels", []))
-    for name, array in labels.items():
+    for position, (name, array) in enumerate(labels.items()):
         if not name or "/" in name or name.startswith("."):
             raise FluosegError(f"label name {name!r} must be a plain folder name", image_path)
         if tuple(int(n) for n in array.shape) != image_shape or np.dtype(array.dtype).kind not in "ui":
@@ -223,7 +224,8 @@ def _add_labels(image_group: Any, labels: Mapping[str, Any], values: Mapping[str
         try:
             label_group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
             _write_pyramid(label_group, array, spatial_axes, factors, levels, labels=True, chunks=None)
-            image_label = _image_label(values.get(name) or {}, first_colour)
+            # each label image of one call starts at its own colour, so overlaid classes differ
+            image_label = _image_label(values.get(name) or {}, first_colour + position)
             label_group.attrs["ome"] = {
                 "version": NGFF_VERSION,
                 "multiscales": _multiscales(name, spatial_axes, sizes, factors, levels, centred=False,
@@ -373,22 +375,78 @@ def write_ngff_masks(image_path: str | Path, masks: Any, class_names: Sequence[s
     list of Path
         The label folders, in class order.
     """
+    labels, values = mask_labels(masks, class_names, path=Path(image_path))
+    return [write_ngff_labels(image_path, name, array, values=values[name], overwrite=overwrite, first_colour=i)
+            for i, (name, array) in enumerate(labels.items())]
+
+
+def mask_labels(masks: Any, class_names: Sequence[str], *,
+                path: Path | None = None) -> tuple[dict[str, Any], dict[str, dict[int, str]]]:
+    """Per-class binary masks ``(n_classes, [Z,] Y, X)`` as ``labels`` and ``label_values`` of :func:`write_ngff_image`.
+
+    Each class becomes a lazily sliced uint8 label image (0/1, 1 named after the class), so
+    on-disk masks are never loaded whole.
+
+    Raises
+    ------
+    FluosegError
+        When the number of class names differs from the number of masks.
+    """
     if len(class_names) != int(masks.shape[0]):
-        raise FluosegError(f"{len(class_names)} class names for {int(masks.shape[0])} masks; give one per class",
-                           image_path)
-    return [write_ngff_labels(image_path, str(name), _Channel(masks, i), values={1: str(name)}, overwrite=overwrite,
-                              first_colour=i)
-            for i, name in enumerate(class_names)]
+        raise FluosegError(f"{len(class_names)} class names for {int(masks.shape[0])} masks; give one per class", path)
+    names = [str(n) for n in class_names]
+    return ({name: _Channel(masks, i) for i, name in enumerate(names)}, {name: {1: name} for name in names})
+
+
+def read_label_masks(path: str | Path) -> Any:
+    """The label images of an OME-Zarr as masks ``(labels, [Z,] Y, X)``: 1 where a label is > 0.
+
+    What ``fluoseg predict --format ngff`` wrote (``labels/<class>`` 0/1, or
+    ``labels/objects``) read back as masks, lazily (level 0 of each label image, window by
+    window), named after the label images, with the image's pixel size.
+
+    Returns
+    -------
+    fluoseg.io.ImageData or None
+        None when ``path`` is no Zarr store or lists no label images.
+    """
+    import zarr
+
+    from fluoseg.io._lazy import StackedChannels
+    from fluoseg.io._read import ImageData, read_image
+
+    path = Path(path)
+    if not (path / "labels").is_dir():
+        return None
+    try:
+        group = zarr.open_group(str(path / "labels"), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        return None
+    attrs = group.attrs.asdict()
+    names = [str(n) for n in attrs.get("ome", attrs).get("labels", [])]
+    if not names:
+        return None
+    parts = []
+    for name in names:
+        label_attrs = group[name].attrs.asdict()
+        level0 = label_attrs.get("ome", label_attrs)["multiscales"][0]["datasets"][0]["path"]
+        parts.append(_Channel(group[name][level0]))
+    image = read_image(path, lazy=True)
+    if tuple(parts[0].shape) != image.spatial_shape:
+        raise FluosegError(f"the label images cover {tuple(parts[0].shape)} but the image {image.spatial_shape}", path)
+    return ImageData(array=StackedChannels(parts), axes=image.axes, channel_names=tuple(names),
+                     pixel_size=image.pixel_size, path=path)
 
 
 class _Channel:
-    """One channel of a (possibly on-disk) array, sliced lazily, as uint8."""
+    """One channel of a (possibly on-disk) array (or the array itself), sliced lazily, as 0/1 uint8."""
 
-    def __init__(self, array: Any, index: int) -> None:
+    def __init__(self, array: Any, index: int | None = None) -> None:
         self.array, self.index = array, index
-        self.shape = tuple(int(n) for n in array.shape[1:])
+        self.shape = tuple(int(n) for n in array.shape[0 if index is None else 1:])
         self.dtype = np.dtype(np.uint8)
 
     def __getitem__(self, window: Any) -> np.ndarray:
         window = window if isinstance(window, tuple) else (window,)
-        return (np.asarray(self.array[(self.index, *window)]) > 0).astype(np.uint8)
+        key = window if self.index is None else (self.index, *window)
+        return (np.asarray(self.array[key]) > 0).astype(np.uint8)

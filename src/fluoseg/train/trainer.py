@@ -8,6 +8,10 @@ learning-rate schedule, epoch, best selection value and every random-number-gene
 state, so ``--resume`` continues a killed run exactly where its last finished epoch left
 it: a resumed run produces the same weights as an uninterrupted one.
 
+With several processes (``nproc``, or launched by ``torchrun``) the network trains data-parallel
+(:mod:`fluoseg.train.distributed`): every rank computes the gradient of its share of each
+global batch, and rank 0 alone validates and writes the run directory.
+
 ``metrics.csv`` has one row per epoch: ``train_loss``, the task's validation scores
 (``val_*``, ``val_score``), ``val_loss`` (the training loss of the task on the validation
 samples, see :meth:`Trainer.validate`), the learning rate ``lr`` used in the epoch, and
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ from fluoseg.predictor import make_batch_predictor
 from fluoseg.run import Checkpoint, ModelSpec, Preprocessing, RunDir, TrainingState
 from fluoseg.tasks import ObjectPredictor, Task, make_task
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
+from fluoseg.train.distributed import SINGLE, Ranks, free_port, init_process_group, launched_ranks, spawn
 from fluoseg.train.optim import build_optimizer, build_schedule
 from fluoseg.train.transfer import transfer_weights
 
@@ -177,13 +182,17 @@ class Trainer:
     split
         Sample ids per role; default from ``config.data.split``.
     progress
-        Show progress bars.
+        Show progress bars (on rank 0).
+    ranks
+        This process's rank among data-parallel training processes (default: the only one).
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, split: Split | None = None, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, split: Split | None = None, progress: bool = True,
+                 ranks: Ranks = SINGLE) -> None:
         self.config = config
         self.directory = RunDir(run_dir)
-        self.progress = progress
+        self.ranks = ranks
+        self.progress = progress and ranks.main
         self.manifest = load_manifest(config.data.manifest)
         self.panel, self.classes = resolve_vocabulary(config, self.manifest)
         _check_trainable(config, len(self.panel), check_names(config, self.classes))
@@ -199,7 +208,7 @@ class Trainer:
                 self.samples[sample.id] = sample
                 extra_ids.append(sample.id)
         self.split = Split(train=self.split.train + tuple(extra_ids), val=self.split.val, test=self.split.test)
-        self.device = resolve_device(config.train.device)
+        self.device = ranks.device(resolve_device(config.train.device))
         set_threads(config.train.num_threads)
 
     @property
@@ -219,21 +228,33 @@ class Trainer:
         """Train every member network; returns the run directory.
 
         The run directory is checked before anything is written, and locked while training:
-        a second process writing it gets a one-line error naming this one.
+        a second process writing it gets a one-line error naming this one. Of several ranks,
+        rank 0 claims the directory while the others wait.
         """
+        if not self.ranks.main:
+            self.ranks.barrier()  # rank 0 has claimed the run folder
+            return self.train_members(resume=resume)
         prepare_output_dir(self.directory.path, overwrite=True, what="run folder")  # its kind and permissions
         with OutputLock(self.directory.path, what="run folder"):
-            return self._run_locked(resume=resume, overwrite=overwrite)
+            self.claim(resume=resume, overwrite=overwrite)
+            self.ranks.barrier()
+            return self.train_members(resume=resume)
 
-    def _run_locked(self, *, resume: bool, overwrite: bool) -> Path:
+    def claim(self, *, resume: bool, overwrite: bool) -> None:
+        """Record the resolved config and members in the run folder (or check them on ``resume``)."""
         members = plan_members(self.classes, self.config.train.class_mode)
         resolved = config_to_dict(self.config)
         resolved["split"] = {"train": list(self.split.train), "val": list(self.split.val), "test": list(self.split.test)}
         self.directory.start(resolved, [m.name for m in members], resume=resume, overwrite=overwrite,
                              upgrade=upgrade_config_dict)
-        with _log_to(self.directory.path / RunDir.LOG):
-            logger.info("%s %s: %d training, %d validation samples; members %s", "resuming" if resume else "training",
-                        self.directory.path, len(self.split.train), len(self.split.val), [m.name for m in members])
+
+    def train_members(self, *, resume: bool = False) -> Path:
+        """Train every member network of a claimed run folder; returns it."""
+        members = plan_members(self.classes, self.config.train.class_mode)
+        with _log_to(self.directory.path / RunDir.LOG) if self.ranks.main else nullcontext():
+            logger.info("%s %s: %d training, %d validation samples; members %s%s", "resuming" if resume else "training",
+                        self.directory.path, len(self.split.train), len(self.split.val), [m.name for m in members],
+                        f"; {self.ranks.world} processes" if self.ranks.distributed else "")
             for member in members:
                 self.train_member(member, resume=resume)
             logger.info("finished %s", self.directory.path)
@@ -298,6 +319,10 @@ class Trainer:
             start_epoch, best_score = state.epoch + 1, state.best_score
             rows = [row for row in self.directory.metrics(member.name) if int(row["epoch"]) <= state.epoch]
             logger.info("%s: resuming after epoch %d", member.name, state.epoch)
+        # data-parallel: DDP averages the ranks' gradients; ``model`` stays the bare network
+        # (validated, saved) and shares its parameters with the wrapper
+        network = self.ranks.wrap(model, find_unused=isinstance(task, ObjectPredictor))
+        shard = self.ranks.shard(cfg.batch_size)
 
         checkpoint = None
         bar = tqdm(total=cfg.epochs * cfg.steps_per_epoch, initial=(start_epoch - 1) * cfg.steps_per_epoch,
@@ -310,17 +335,21 @@ class Trainer:
                 eval_frozen_normalization(model)
             losses = []
             for _ in range(cfg.steps_per_epoch):
-                images, availability, targets = sampler.batch(cfg.batch_size)
+                images, availability, targets = sampler.batch(cfg.batch_size)  # the global batch, on every rank
+                if self.ranks.distributed:
+                    images, availability = images[shard], availability[shard]
+                    targets = {k: v[shard] for k, v in targets.items()}
                 optimizer.zero_grad(set_to_none=True)
                 batch_targets = {k: torch.as_tensor(v, device=self.device) for k, v in targets.items()}
-                loss = task.batch_loss(model, torch.as_tensor(images, device=self.device),
+                loss = task.batch_loss(network, torch.as_tensor(images, device=self.device),
                                        torch.as_tensor(availability, device=self.device), batch_targets)
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
-            scores = self.validate(model, val_samples, task, val_geometry)
+            train_loss = self.ranks.mean([float(np.mean(losses))])[0]  # the global batches' loss
+            scores = self.ranks.share(self.validate(model, val_samples, task, val_geometry) if self.ranks.main else None)
             score = scores.pop("score", float("nan"))
             val_loss = scores.pop("loss", float("nan"))
             # Selection value, higher is better: the task's score, or minus the validation loss.
@@ -328,12 +357,12 @@ class Trainer:
             improved = not val_samples or selection > best_score
             if improved:
                 best_score = selection if val_samples else best_score
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+            row = {"epoch": epoch, "train_loss": train_loss,
                    **{f"val_{name}": value for name, value in scores.items()}, "val_score": score,
                    "val_loss": val_loss, "lr": learning_rate, "best": int(improved),
                    "seconds": round(time.perf_counter() - started, 3)}
             rows.append(row)
-            schedule.step(selection if val_samples else -float(np.mean(losses)))
+            schedule.step(selection if val_samples else -train_loss)
             checkpoint = Checkpoint(
                 model=spec, weights=model.state_dict(), task=task.state(), markers=self.panel.names,
                 classes=member.classes, preprocess=self._preprocessing(),
@@ -341,14 +370,16 @@ class Trainer:
                 training=TrainingState(optimizer=optimizer.state_dict(), epoch=epoch, best_score=float(best_score),
                                        torch_rng=torch.get_rng_state(), numpy_rng=rng.bit_generator.state,
                                        schedule=schedule.state_dict(), select_by=cfg.select_by))
-            if improved:
-                self.directory.save(member.name, "best", checkpoint)
-            self.directory.save(member.name, "last", checkpoint)
-            _write_metrics(self.directory, member.name, rows)
+            if self.ranks.main:
+                if improved:
+                    self.directory.save(member.name, "best", checkpoint)
+                self.directory.save(member.name, "last", checkpoint)
+                _write_metrics(self.directory, member.name, rows)
             logger.info("%s epoch %d/%d: train loss %.4f, val score %.4f, val loss %.4f, lr %.3g, %.1f s%s",
                         member.name, epoch, cfg.epochs, row["train_loss"], score, val_loss, learning_rate,
                         row["seconds"], " (best)" if improved else "")
         bar.close()
+        self.ranks.barrier()  # the next member (or the caller) may read what rank 0 wrote
         return checkpoint if checkpoint is not None else self.directory.load(member.name, "last")
 
     def _preprocessing(self) -> Preprocessing:
@@ -415,7 +446,7 @@ _write_metrics = RunDir.write_metrics  # a module attribute: tests patch it to s
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, split: Split | None = None) -> Path:
+          progress: bool = True, split: Split | None = None, nproc: int = 1) -> Path:
     """Train a run from a validated config (the Python entry point behind ``fluoseg train``).
 
     Parameters
@@ -432,10 +463,62 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, overw
         Show progress bars.
     split
         Sample ids per role; default from ``config.data.split``.
+    nproc
+        Data-parallel training processes started here (:mod:`fluoseg.train.distributed`);
+        under ``torchrun`` leave it 1: the launcher's processes are used.
 
     Returns
     -------
     pathlib.Path
         The run directory.
+
+    Raises
+    ------
+    FluosegError
+        For a global batch that the processes cannot share evenly, ``nproc`` under
+        ``torchrun``, or a failed training process (its error, in one line).
     """
-    return Trainer(config, run_dir, split=split, progress=progress).run(resume=resume, overwrite=overwrite)
+    launched = launched_ranks()
+    if launched is not None:
+        if nproc > 1:
+            raise FluosegError("--nproc starts the training processes itself; under torchrun leave it out")
+        _check_shares(config, launched.world)
+        trainer = Trainer(config, run_dir, split=split, progress=progress, ranks=launched)
+        return _in_process_group(trainer, launched, None, resume=resume, overwrite=overwrite)
+    if nproc <= 1:
+        return Trainer(config, run_dir, split=split, progress=progress).run(resume=resume, overwrite=overwrite)
+    _check_shares(config, nproc)
+    trainer = Trainer(config, run_dir, split=split, progress=False)  # config and data checked before any process starts
+    prepare_output_dir(trainer.directory.path, overwrite=True, what="run folder")
+    with OutputLock(trainer.directory.path, what="run folder"):
+        trainer.claim(resume=resume, overwrite=overwrite)
+        spawn(_train_rank, nproc, (nproc, f"tcp://127.0.0.1:{free_port()}", config, str(run_dir), split, resume,
+                                   progress))
+    return trainer.directory.path
+
+
+def _check_shares(config: RunConfig, world: int) -> None:
+    if config.train.batch_size % world:
+        raise FluosegError(f"train.batch_size {config.train.batch_size} is the global batch, shared out evenly by "
+                           f"{world} processes; make it a multiple of {world}", path=config.source)
+
+
+def _train_rank(rank: int, world: int, address: str, config: RunConfig, run_dir: str, split: Split | None,
+                resume: bool, progress: bool) -> None:
+    """One spawned training process (the run folder is claimed and locked by the parent)."""
+    ranks = Ranks(rank=rank, world=world, local_rank=rank)
+    trainer = Trainer(config, run_dir, split=split, progress=progress, ranks=ranks)
+    _in_process_group(trainer, ranks, address, resume=resume, overwrite=False, claimed=True)
+
+
+def _in_process_group(trainer: Trainer, ranks: Ranks, address: str | None, *, resume: bool, overwrite: bool,
+                      claimed: bool = False) -> Path:
+    import torch.distributed as dist
+
+    init_process_group(ranks, trainer.device, address)
+    try:
+        if claimed:
+            return trainer.train_members(resume=resume)
+        return trainer.run(resume=resume, overwrite=overwrite)
+    finally:
+        dist.destroy_process_group()
