@@ -317,7 +317,11 @@ class _SliceStitcher:
             raise RuntimeError("tiling plan left pixels uncovered; this is a bug in fluoseg.tiling")
         rows = slice(self.top, self.top + n)
         index = (slice(None), rows, slice(None)) if self.z is None else (slice(None), self.z, rows, slice(None))
-        self.out[index] = self.acc[:, :n] / weight
+        finished = self.acc[:, :n]
+        # in place: these rows are dropped next, and a temporary of a band of the image's full
+        # width would be the largest allocation of a whole-slide prediction
+        np.divide(finished, weight, out=finished)
+        self.out[index] = finished
         self.acc = self.acc[:, n:]
         self.wsum = self.wsum[n:]
         self.top += n
