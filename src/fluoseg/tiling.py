@@ -272,58 +272,65 @@ class _SliceStitcher:
 
     Tiles arrive in row order, so once a tile's output starts at row ``y`` no later tile
     touches rows above ``y``: those are normalised and written out, and the buffer only
-    ever spans the current band of tile rows.
+    ever spans the current band of tile rows. The buffer is allocated once per band height
+    and reused: the rows still open move to its front, so a whole-slide prediction never
+    holds two band-sized buffers of the image's full width at once.
     """
 
     def __init__(self, out: Any, z: int | None, channels: int, width: int) -> None:
         self.out = out
         self.z = z
         self.top = 0
-        self.acc = np.zeros((channels, 0, width), dtype=np.float32)
-        self.wsum = np.zeros((0, width), dtype=np.float32)
+        self.held = 0  # rows of the buffers in use, starting at image row ``top``
+        self._acc = np.zeros((channels, 0, width), dtype=np.float32)
+        self._wsum = np.zeros((0, width), dtype=np.float32)
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
         ys, xs = tile.output_window
         if ys.start > self.top:
             self._flush(ys.start)
-        if ys.stop > self.top + self.wsum.shape[0]:
+        if ys.stop > self.top + self.held:
             self._grow(ys.stop - self.top)
         rows = slice(ys.start - self.top, ys.stop - self.top)
         if tile.ramps == ((0, 0), (0, 0)):
-            self.acc[:, rows, xs] += values
-            self.wsum[rows, xs] += 1.0
+            self._acc[:, rows, xs] += values
+            self._wsum[rows, xs] += 1.0
         else:
             weights = tile_weights(tile)
-            self.acc[:, rows, xs] += values * weights
-            self.wsum[rows, xs] += weights
+            self._acc[:, rows, xs] += values * weights
+            self._wsum[rows, xs] += weights
 
     def finish(self) -> None:
-        self._flush(self.top + self.wsum.shape[0])
+        self._flush(self.top + self.held)
 
     def _grow(self, rows: int) -> None:
-        held = self.wsum.shape[0]
-        acc = np.zeros((self.acc.shape[0], rows, self.acc.shape[2]), dtype=np.float32)
-        wsum = np.zeros((rows, self.wsum.shape[1]), dtype=np.float32)
-        acc[:, :held] = self.acc
-        wsum[:held] = self.wsum
-        self.acc, self.wsum = acc, wsum
+        if rows > self._wsum.shape[0]:  # a taller band than any before: a larger buffer
+            acc = np.zeros((self._acc.shape[0], rows, self._acc.shape[2]), dtype=np.float32)
+            wsum = np.zeros((rows, self._wsum.shape[1]), dtype=np.float32)
+            acc[:, : self.held] = self._acc[:, : self.held]
+            wsum[: self.held] = self._wsum[: self.held]
+            self._acc, self._wsum = acc, wsum
+        self.held = rows
 
     def _flush(self, until: int) -> None:
-        n = min(until - self.top, self.wsum.shape[0])
+        n = min(until - self.top, self.held)
         if n <= 0:
             return
-        weight = self.wsum[:n]
+        weight = self._wsum[:n]
         if not np.all(weight > 0):
             raise RuntimeError("tiling plan left pixels uncovered; this is a bug in fluoseg.tiling")
         rows = slice(self.top, self.top + n)
         index = (slice(None), rows, slice(None)) if self.z is None else (slice(None), self.z, rows, slice(None))
-        finished = self.acc[:, :n]
-        # in place: these rows are dropped next, and a temporary of a band of the image's full
-        # width would be the largest allocation of a whole-slide prediction
-        np.divide(finished, weight, out=finished)
+        finished = self._acc[:, :n]
+        np.divide(finished, weight, out=finished)  # in place: these rows are reset below
         self.out[index] = finished
-        self.acc = self.acc[:, n:]
-        self.wsum = self.wsum[n:]
+        remaining = self.held - n
+        # the open rows move to the front (numpy copies overlapping ranges correctly)
+        self._acc[:, :remaining] = self._acc[:, n : self.held]
+        self._wsum[:remaining] = self._wsum[n : self.held]
+        self._acc[:, remaining : self.held] = 0.0
+        self._wsum[remaining : self.held] = 0.0
+        self.held = remaining
         self.top += n
 
 
