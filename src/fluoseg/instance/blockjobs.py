@@ -97,7 +97,7 @@ class BlockJob:
 
         shape = (channels, *self.plan.shape)
         return zarr.create_array(store=str(self.maps_path), shape=shape, dtype="float32", fill_value=0.0,
-                                 chunks=(channels, *_chunks(self.plan)), overwrite=True)
+                                 chunks=(channels, *_map_chunks(self.plan)), overwrite=True)
 
     def record_path(self, index: int) -> Path:
         """The record of a finished block."""
@@ -106,6 +106,18 @@ class BlockJob:
 
 def _chunks(plan: BlockPlan) -> tuple[int, ...]:
     return tuple(min(b, n) for b, n in zip(plan.block_shape, plan.shape))
+
+
+MAP_CHUNK = 256
+"""Side of the maps' chunks in y and x (pixels). The network pass writes the maps in bands
+of rows across the whole width; each write decompresses, updates and recompresses every
+chunk it touches, several at once, so chunks as large as a block would make the memory of
+a whole-slide prediction grow with the slide's width."""
+
+
+def _map_chunks(plan: BlockPlan) -> tuple[int, ...]:
+    planes = (1,) * (len(plan.shape) - 2)  # a stack's maps are written one slice at a time
+    return planes + tuple(min(MAP_CHUNK, b, n) for b, n in zip(plan.block_shape[-2:], plan.shape[-2:]))
 
 
 def open_work(work: str | Path, spec: dict[str, Any], plan: BlockPlan, decoder: Decoder, *, resume: bool,
