@@ -48,6 +48,10 @@ class Test:
                 f"{stars(self.p_holm)} (n={self.n})")
 
 
+def _verdict(test: Test) -> str:
+    return test.verdict("positive", "negative") if test.part == "D" else test.verdict("better", "worse")
+
+
 def _float(rows: Rows, key: str) -> list[float]:
     return [float(r[key]) for r in rows]
 
@@ -215,13 +219,15 @@ def part_d(rows: Rows, tests: list[Test]) -> list[str]:
         means.append((float(np.mean(_float(mine, "expected_f1"))), subset, float(np.mean(_float(mine, "true_f1"))),
                       agreement, float(np.mean(_float(mine, "object_f1_50")))))
     for expected, subset, pixel, agreement, objects in sorted(means, reverse=True):
-        lines.append(f"| {subset} | {expected:.3f} | {pixel:.3f} | {agreement:.3f} | {objects:.3f} |")
+        shown = "–" if not np.isfinite(agreement) else f"{agreement:.3f}"
+        lines.append(f"| {subset} | {expected:.3f} | {pixel:.3f} | {shown} | {objects:.3f} |")
     return lines + [""]
 
 
 PARTS: dict[str, Callable[[Rows, list[Test]], list[str]]] = {"A": part_a, "B": part_b, "C": part_c, "D": part_d}
 
 
+PART_NAMES = {"A": "marker subsets", "B": "unseen marker", "C": "adaptation", "D": "uncertainty"}
 README_BEGIN = "<!-- beyond:begin (bench/beyond.py --report) -->"
 README_END = "<!-- beyond:end -->"
 
@@ -230,12 +236,12 @@ def readme_block(tables: dict[str, Rows]) -> str:
     """The README's summary of the report: one line per part, verdicts from the Holm-adjusted tests."""
     tests = render_tests(tables)
     by_question = {t.question: t for t in tests}
-    lines = [README_BEGIN, "Beyond the papers (`bench/results/beyond.md`, rendered by `bench/beyond.py --report`; "
+    lines = [README_BEGIN, "**Beyond the papers** (`bench/results/beyond.md`, rendered by `bench/beyond.py --report`; "
              f"seeds as the unit, n = {len(_seeds([r for rows in tables.values() for r in rows]))}, Holm over "
              f"{len(tests)} tests):", ""]
     for t in by_question.values():
-        lines.append(f"- {t.question}: {t.mean_difference:+.3f} (p Holm {t.p_holm:.2g}, n={t.n}): "
-                     f"**{t.verdict('better', 'worse') if t.part != 'D' else t.verdict('positive', 'negative')}**")
+        lines.append(f"- {PART_NAMES[t.part]}, {t.question}: {t.mean_difference:+.3f} (p Holm {t.p_holm:.2g}, "
+                     f"n={t.n}): **{_verdict(t)}**")
     return "\n".join(lines + [README_END]) + "\n"
 
 
@@ -271,6 +277,10 @@ def render(tables: dict[str, Rows]) -> str:
               "tests of this report together; the stars follow the Holm-adjusted p-value, n beside each. With "
               f"{len(seeds)} seeds only large, consistent effects can reach significance: a 'no detectable difference' is not "
               "evidence of equality.", ""]
+    summary = ["## Summary", "", "Every comparison of the report, its verdict from the Holm-adjusted p-value:", ""]
+    summary += [f"- {t.part}: {t.question}: {t.mean_difference:+.3f} (p Holm {t.p_holm:.2g}, n={t.n}): "
+                f"**{_verdict(t)}**" for t in tests]
+    header += summary + [""]
     table = ["## Tests (Holm over the whole report)", "",
              "| part | comparison | mean difference | n | p | p (Holm) | significance |", "|---|---|---|---|---|---|---|"]
     numbers: dict[str, int] = {}
