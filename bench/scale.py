@@ -336,7 +336,15 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
         lines += [f"| {r['size']}² | {float(r['seconds']):.1f} | {float(r['peak_rss_mb']):.0f} |" for r in semantic]
     lines += ["", "`blockwise-2workers`: the main process's peak RSS (the network and phase B); each Dask worker "
               "holds one block window besides. The workers decode the blocks; the network pass stays in the main "
-              "process, so 2 workers help only as much as decoding weighs in the total.", ""]
+              "process, so 2 workers help only as much as decoding weighs in the total.", "",
+              "**N machines.** With a scheduler (`--scheduler ADDRESS`, e.g. a dask-jobqueue cluster) the block "
+              "decoding spreads over the workers and its time falls about as 1/N, plus moving each block window "
+              "(the maps of a block and its halo) to a worker and its labels back. The network pass does not "
+              "spread: it runs once, in the main process, so the total tends to the network pass's time "
+              "(Amdahl's law). On this 2-core machine the two workers and the main process share the same "
+              "cores, which is why 2 workers are slower here than one process; on separate machines they would "
+              "not compete. Spreading the network pass too (each worker predicting its blocks' windows) is what "
+              "would make the whole run scale; it is not built yet.", ""]
     write_text(target / "scale.md", "\n".join(lines))
     log(f"wrote {rel(target / 'scale.md')}")
 
