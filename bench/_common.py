@@ -31,7 +31,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -253,6 +254,52 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return ""
     text = [line[-300:] for line in path.read_text(errors="replace").splitlines() if "it/s]" not in line]
     return "\n".join(text[-lines:])
+
+
+@contextmanager
+def recorded(record: Callable[[float], None]) -> Iterator[None]:
+    """Hand the block's wall seconds to ``record`` however it ends, so interrupted and resumed runs add up."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        record(time.perf_counter() - started)
+
+
+def megapixels(path: Path) -> float:
+    """Pixels of the first page of a TIFF file, in millions (read from its header only)."""
+    import tifffile
+
+    shape = tifffile.TiffFile(path).pages[0].shape
+    return shape[0] * shape[1] / 1e6
+
+
+def predict_test_images(name: str, vdir: Path, images: Path, test_ids: Sequence[str], *, device: str, threads: int,
+                        extra: Sequence[Any] = ()) -> None:
+    """``fluoseg predict`` of the run in ``vdir/run`` on the test images still missing from ``vdir/pred``.
+
+    The DSB marker is chosen by name; ``extra`` adds options (e.g. ``--diameter auto``). Wall
+    time, images and megapixels of what was written accumulate in ``vdir/timing.json`` (also
+    for an interrupted call), and a stale ``eval.csv`` is removed.
+    """
+    pred = vdir / "pred"
+    missing = [i for i in test_ids if not (pred / f"{i}.tif").is_file()]
+    if not missing:
+        log(f"{name}: prediction done, skipped")
+        return
+    (vdir / "eval.csv").unlink(missing_ok=True)
+    paths = [images / f"{i}.tif" for i in missing]
+    log(f"{name}: predicting {len(missing)} test images")
+
+    def record(seconds: float) -> None:
+        written = [p for i, p in zip(missing, paths) if (pred / f"{i}.tif").is_file()]
+        accumulate(vdir / "timing.json", predict_wall_s=seconds, predict_images=len(written),
+                   predict_megapixels=sum(megapixels(p) for p in written))
+
+    with recorded(record):
+        wall = run_fluoseg(["predict", vdir / "run", *paths, "--out", pred, "--markers", DSB_MARKER, "--quiet",
+                            "--device", device, *extra], vdir / "predict.log", threads=threads)
+    log(f"{name}: prediction finished in {wall:.0f} s ({wall / len(missing):.2f} s/image)")
 
 
 def densest_window(mask: np.ndarray, size: int, step: int = 16) -> tuple[int, int]:

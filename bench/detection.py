@@ -52,6 +52,7 @@ from _common import (
     epoch_rows,
     log,
     pooled_metric,
+    predict_test_images,
     read_json,
     read_rows,
     rel,
@@ -242,19 +243,8 @@ def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) 
 
 
 def predict_variant(variant: Variant, settings: Settings, test_ids: list[str]) -> None:
-    vdir = settings.work / variant.name
-    pred = vdir / "pred"
-    missing = [i for i in test_ids if not (pred / f"{i}.tif").is_file()]
-    if not missing:
-        log(f"{variant.name}: prediction done, skipped")
-        return
-    (vdir / "eval.csv").unlink(missing_ok=True)
-    images = [settings.data / "images" / f"{i}.tif" for i in missing]
-    wall = run_fluoseg(["predict", vdir / "run", *images, "--out", pred, "--markers", DSB_MARKER, "--quiet",
-                        "--device", settings.device], vdir / "predict.log", threads=settings.threads)
-    accumulate(vdir / "timing.json", predict_wall_s=wall, predict_images=len(missing),
-               predict_megapixels=sum(_megapixels(p) for p in images))
-    log(f"{variant.name}: predicted {len(missing)} test images in {wall:.0f} s")
+    predict_test_images(variant.name, settings.work / variant.name, settings.data / "images", test_ids,
+                        device=settings.device, threads=settings.threads)
 
 
 def score_detections(variant: Variant, settings: Settings, test_ids: list[str]) -> None:
@@ -280,13 +270,6 @@ def score_detections(variant: Variant, settings: Settings, test_ids: list[str]) 
     write_json(vdir / "coco.json", {"ap_at_0.5": float(ap[0]), "ap_mean_0.5_0.95": float(ap.mean()),
                                     "min_score": 0.05})
     log(f"{variant.name}: COCO AP@0.5 {ap[0]:.3f}, AP@[.5:.95] {ap.mean():.3f}")
-
-
-def _megapixels(path: Path) -> float:
-    import tifffile
-
-    shape = tifffile.TiffFile(path).pages[0].shape
-    return shape[0] * shape[1] / 1e6
 
 
 def evaluate_variant(variant: Variant, settings: Settings) -> None:

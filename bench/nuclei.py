@@ -34,8 +34,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +43,6 @@ import numpy as np
 import yaml
 from _common import (
     DSB2018,
-    DSB_MARKER,
     DSB_SPLIT,
     RESULTS,
     WORK,
@@ -57,8 +54,10 @@ from _common import (
     epoch_rows,
     log,
     pooled_metric,
+    predict_test_images,
     read_json,
     read_rows,
+    recorded,
     rel,
     run_fluoseg,
     terminate_child_on_sigterm,
@@ -178,16 +177,6 @@ def variant_config(variant: Variant, *, manifest: Path, split: dict[str, list[st
     }
 
 
-@contextmanager
-def recorded(record: Callable[[float], None]) -> Iterator[None]:
-    """Hand the block's wall seconds to ``record`` however it ends, so interrupted and resumed runs add up."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        record(time.perf_counter() - started)
-
-
 def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) -> None:
     from fluoseg.run import RunDir
 
@@ -226,35 +215,9 @@ def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) 
 
 
 def predict_variant(variant: Variant, settings: Settings, test_ids: list[str]) -> None:
-    vdir = settings.work / variant.name
-    pred = vdir / "pred"
-    missing = [i for i in test_ids if not (pred / f"{i}.tif").is_file()]
-    if not missing:
-        log(f"{variant.name}: prediction done, skipped")
-        return
-    (vdir / "eval.csv").unlink(missing_ok=True)
-    images = [settings.data / "images" / f"{i}.tif" for i in missing]
-    args = ["predict", vdir / "run", *images, "--out", pred, "--markers", DSB_MARKER, "--quiet",
-            "--device", settings.device]
-    if variant.scale:
-        args += ["--diameter", "auto"]
-    log(f"{variant.name}: predicting {len(missing)} test images")
-
-    def record(seconds: float) -> None:
-        written = [p for i, p in zip(missing, images) if (pred / f"{i}.tif").is_file()]
-        accumulate(vdir / "timing.json", predict_wall_s=seconds, predict_images=len(written),
-                   predict_megapixels=sum(_megapixels(p) for p in written))
-
-    with recorded(record):
-        wall = run_fluoseg(args, vdir / "predict.log", threads=settings.threads)
-    log(f"{variant.name}: prediction finished in {wall:.0f} s ({wall / len(missing):.2f} s/image)")
-
-
-def _megapixels(path: Path) -> float:
-    import tifffile
-
-    shape = tifffile.TiffFile(path).pages[0].shape
-    return shape[0] * shape[1] / 1e6
+    predict_test_images(variant.name, settings.work / variant.name, settings.data / "images", test_ids,
+                        device=settings.device, threads=settings.threads,
+                        extra=["--diameter", "auto"] if variant.scale else [])
 
 
 def evaluate_variant(variant: Variant, settings: Settings, truth: Path) -> None:
