@@ -16,10 +16,11 @@ a whole-cell or a nuclear instance segmentation dataset.
 
 from __future__ import annotations
 
+import itertools
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -29,7 +30,9 @@ from fluoseg.data.synth.cells import simulate_cells
 from fluoseg.errors import FluosegError
 from fluoseg.io import write_image, write_text_atomically
 
-__all__ = ["LABEL_TARGETS", "sample_seeds", "write_cells_dataset"]
+__all__ = ["LABEL_TARGETS", "draw_dataset", "sample_seeds", "write_cells_dataset"]
+
+T = TypeVar("T")
 
 LABEL_TARGETS = {"cells": "labels", "nuclei": "nuclei"}
 """What the manifest's ``labels`` can point at, and the folder holding those label images."""
@@ -46,26 +49,49 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [int(np.random.SeedSequence([seed, index]).generate_state(1)[0]) for index in range(n)]
 
 
-def clear_dataset(out: Path, names: Sequence[str], overwrite: bool) -> None:
-    """Remove the files and folders ``names`` an earlier dataset writer left in ``out``.
+def draw_dataset(out: Path, n: int, seed: int, prefix: str, simulate: Callable[[int], T], *,
+                 outputs: Sequence[str], overwrite: bool) -> tuple[list[str], list[int], Iterator[T]]:
+    """Sample ids and seeds of a simulated dataset, and its samples, drawn one at a time.
+
+    The first sample is drawn before the files and folders ``outputs`` of an earlier dataset
+    are removed from ``out``: settings the simulator refuses then remove nothing. Only those
+    are removed; other files in ``out`` are the user's.
+
+    Parameters
+    ----------
+    out
+        Dataset folder.
+    n, seed
+        Number of samples (at least 1) and dataset seed (:func:`sample_seeds`).
+    prefix
+        Sample ids are ``{prefix}_0000``, ``{prefix}_0001``, ...
+    simulate
+        Sample seed -> sample.
+    outputs
+        What the dataset writer creates in ``out``.
+    overwrite
+        Replace an earlier dataset.
 
     Raises
     ------
     FluosegError
-        If one exists and ``overwrite`` is false.
+        If one of ``outputs`` exists and ``overwrite`` is false.
     """
-    existing = [out / name for name in names if (out / name).exists()]
+    seeds = sample_seeds(seed, n)
+    ids = [f"{prefix}_{index:04d}" for index in range(n)]
+    first = simulate(seeds[0])
+    existing = [out / name for name in outputs if (out / name).exists()]
     if existing and not overwrite:
         raise FluosegError(
             f"the folder already holds a dataset ({existing[0].name}); pass overwrite (--overwrite) to replace it",
             path=out,
         )
     for path in existing:
-        # Only what this writer creates is removed: other files in ``out`` are the user's.
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink()
+    return ids, seeds, itertools.chain([first], (simulate(s) for s in seeds[1:]))
 
 
 def write_cells_dataset(
@@ -127,13 +153,11 @@ def write_cells_dataset(
     domain = cell_domain(settings)
     markers = tuple(markers)
     out = Path(out)
-    seeds = sample_seeds(seed, n)
-    ids = [f"{prefix}_{index:04d}" for index in range(n)]
-    # Drawing the first image checks the markers and the shape: a mistake then removes no earlier dataset.
-    first = simulate_cells(shape, domain=domain, markers=markers, seed=seeds[0])
-    clear_dataset(out, _OUTPUTS, overwrite)
-    for index, (sample_id, sample_seed) in enumerate(zip(ids, seeds)):
-        sample = first if index == 0 else simulate_cells(shape, domain=domain, markers=markers, seed=sample_seed)
+    # drawing the first image checks the markers and the shape before an earlier dataset is removed
+    ids, seeds, samples = draw_dataset(out, n, seed, prefix,
+                                       lambda s: simulate_cells(shape, domain=domain, markers=markers, seed=s),
+                                       outputs=_OUTPUTS, overwrite=overwrite)
+    for sample_id, sample in zip(ids, samples):
         write_image(out / "images" / f"{sample_id}.ome.tif", sample.image, axes="CYX",
                     channel_names=markers, pixel_size=sample.pixel_size)
         write_image(out / "labels" / f"{sample_id}.tif", sample.cells, axes="YX")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fluoseg.data.synth.cells_dataset import clear_dataset, sample_seeds
+from fluoseg.data.synth.cells_dataset import draw_dataset
 from fluoseg.data.synth.nuclei3d import simulate_nuclei_3d
 from fluoseg.errors import FluosegError
 from fluoseg.io import write_image, write_text_atomically
@@ -41,14 +41,12 @@ def write_nuclei3d_dataset(out: str | Path, n: int, *, shape: tuple[int, int, in
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise FluosegError(f"the seed must be a non-negative integer, got {seed!r}")
     out = Path(out)
-    seeds = sample_seeds(seed, n)
-    ids = [f"nuclei3d_{index:04d}" for index in range(n)]
-    # Drawing the first stack checks the settings: a mistake then removes no earlier dataset.
-    first = simulate_nuclei_3d(shape, z_step=z_step, pixel_size_yx=pixel_size_yx, seed=seeds[0])
-    clear_dataset(out, _OUTPUTS, overwrite)
-    for index, (sample_id, sample_seed) in enumerate(zip(ids, seeds)):
-        stack = first if index == 0 else simulate_nuclei_3d(shape, z_step=z_step, pixel_size_yx=pixel_size_yx,
-                                                             seed=sample_seed)
+    # drawing the first stack checks the settings before an earlier dataset is removed
+    ids, seeds, stacks = draw_dataset(out, n, seed, "nuclei3d",
+                                      lambda s: simulate_nuclei_3d(shape, z_step=z_step, pixel_size_yx=pixel_size_yx,
+                                                                   seed=s),
+                                      outputs=_OUTPUTS, overwrite=overwrite)
+    for sample_id, stack in zip(ids, stacks):
         write_image(out / "images" / f"{sample_id}.ome.tif", stack.image, axes="CZYX", channel_names=[MARKER],
                     pixel_size=stack.pixel_size)
         write_image(out / "labels" / f"{sample_id}.tif", stack.labels.astype(np.uint32), axes="ZYX")
