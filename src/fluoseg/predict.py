@@ -488,7 +488,7 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
         job.mark_maps_done()
     relabelling = decode_blocks(job, client=blocks.client, progress=options.progress)
     dtype = np.uint16 if relabelling.n_objects < 2**16 else np.uint32
-    chunks = tuple(min(b, n) for b, n in zip(plan.block_shape, plan.shape))
+    chunks = plan.chunks
     label_axes = image.axes[1:]
     if _output_format(paths.masks) == "zarr":
         with create_output(paths.masks, shape=spatial, dtype=dtype, axes=label_axes, pixel_size=image.pixel_size,

@@ -104,10 +104,6 @@ class BlockJob:
         return Path(self.work) / RECORDS / f"{index}.npz"
 
 
-def _chunks(plan: BlockPlan) -> tuple[int, ...]:
-    return tuple(min(b, n) for b, n in zip(plan.block_shape, plan.shape))
-
-
 MAP_CHUNK = 256
 """Side of the maps' chunks in y and x (pixels). The network pass writes the maps in bands
 of rows across the whole width; each write decompresses, updates and recompresses every
@@ -171,7 +167,7 @@ def open_work(work: str | Path, spec: dict[str, Any], plan: BlockPlan, decoder: 
                                work)
         return job
     (work / RECORDS).mkdir(parents=True)
-    zarr.create_array(store=str(work / LOCAL), shape=plan.shape, chunks=_chunks(plan), dtype="uint32", fill_value=0)
+    zarr.create_array(store=str(work / LOCAL), shape=plan.shape, chunks=plan.chunks, dtype="uint32", fill_value=0)
     write_json_atomically(spec_path, record)
     return job
 

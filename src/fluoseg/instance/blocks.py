@@ -122,6 +122,11 @@ class BlockPlan:
     stitched_axes: tuple[int, ...] = ()
 
     @property
+    def chunks(self) -> tuple[int, ...]:
+        """Chunk shape of block-aligned arrays: each chunk lies in one core, so it has one writer."""
+        return tuple(min(b, n) for b, n in zip(self.block_shape, self.shape))
+
+    @property
     def grid_shape(self) -> tuple[int, ...]:
         """Number of blocks along each axis."""
         return tuple(-(-n // b) for n, b in zip(self.shape, self.block_shape))
