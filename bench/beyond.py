@@ -194,7 +194,9 @@ def object_f1(segmenter, samples, markers: Sequence[str], rename: dict[str, str]
 
 
 def subsets(markers: Sequence[str]) -> list[tuple[str, ...]]:
-    return [c for k in range(1, len(markers) + 1) for c in itertools.combinations(markers, k)]
+    from fluoseg.markers import MarkerPanel
+
+    return MarkerPanel(markers).subsets()
 
 
 def cached_rows(path: Path, compute) -> list[dict[str, Any]]:
@@ -374,18 +376,16 @@ def subset_calibration(segmenter, samples, subset: Sequence[str], method: str) -
     from fluoseg.instance.targets import border_targets
     from fluoseg.metrics.calibration import calibration_counts, expected_confusion
     from fluoseg.metrics.matching import matching_at_thresholds, pool_matching
+    from fluoseg.metrics.semantic import confusion_counts
     from fluoseg.uncertainty import UncertaintyOptions, sample_probabilities
 
-    tp = fp = fn = 0
-    expected_tp = expected_fp = expected_fn = 0.0
-    counts, matches, agreement = None, [], []
+    pixels, expected, calibration, matches, agreement = [], [], [], [], []
     for sample in samples:
         image = np.asarray(sample.read_image().array)
         names = list(sample.channel_names)
         options = PredictOptions(markers=tuple(subset), diameter="off", blank_snr=0, tile_size=max(image.shape[1:]))
         if method == "plain":
-            maps = segmenter.predict_labels(image, names, options)[1]
-            labels = segmenter.decode(maps)
+            labels, maps = segmenter.predict_labels(image, names, options)
         else:
             passes = sample_probabilities(segmenter, image, names, options,
                                           UncertaintyOptions(method="tta" if method == "tta" else "dropout"))
@@ -399,17 +399,12 @@ def subset_calibration(segmenter, samples, subset: Sequence[str], method: str) -
         interior = np.clip(maps[1].astype(np.float64), 0.0, 1.0)
         predicted = np.argmax(maps, axis=0) == 1
         truth = border_targets(truth_labels) == 1
-        tp += int((predicted & truth).sum())
-        fp += int((predicted & ~truth).sum())
-        fn += int((~predicted & truth).sum())
-        expected = expected_confusion(interior, predicted=predicted)
-        expected_tp, expected_fp, expected_fn = (expected_tp + expected.tp, expected_fp + expected.fp,
-                                                 expected_fn + expected.fn)
-        part = calibration_counts(interior, truth.astype(np.uint8))
-        counts = part if counts is None else counts + part
-    return {"true_f1": 2 * tp / max(2 * tp + fp + fn, 1),
-            "expected_f1": 2 * expected_tp / max(2 * expected_tp + expected_fp + expected_fn, 1e-12),
-            "object_f1_50": float(pool_matching(matches).f1), "ece": float(counts.ece()),
+        pixels.append(confusion_counts(predicted, truth))
+        expected.append(expected_confusion(interior, predicted=predicted))
+        calibration.append(calibration_counts(interior, truth.astype(np.uint8)))
+    # counts add up over images (pooled, as the scores of the other parts)
+    return {"true_f1": sum(pixels[1:], pixels[0]).f1, "expected_f1": sum(expected[1:], expected[0]).f1,
+            "object_f1_50": float(pool_matching(matches).f1), "ece": float(sum(calibration[1:], calibration[0]).ece()),
             "agreement_f1_50": float(pool_matching(agreement).f1) if agreement else float("nan")}
 
 

@@ -233,31 +233,22 @@ README_END = "<!-- beyond:end -->"
 
 
 def readme_block(tables: dict[str, Rows]) -> str:
-    """The README's summary of the report: one line per part, verdicts from the Holm-adjusted tests."""
-    tests = render_tests(tables)
-    by_question = {t.question: t for t in tests}
+    """The README's summary of the report: one line per test, verdicts from the Holm-adjusted p-values."""
+    _, tests = _sections(tables)
     lines = [README_BEGIN, "**Beyond the papers** (`bench/results/beyond.md`, rendered by `bench/beyond.py --report`; "
              f"seeds as the unit, n = {len(_seeds([r for rows in tables.values() for r in rows]))}, Holm over "
              f"{len(tests)} tests):", ""]
-    for t in by_question.values():
-        lines.append(f"- {PART_NAMES[t.part]}, {t.question}: {t.mean_difference:+.3f} (p Holm {t.p_holm:.2g}, "
-                     f"n={t.n}): **{_verdict(t)}**")
+    lines += [_summary_line(t, f"{PART_NAMES[t.part]}, ") for t in tests]
     return "\n".join(lines + [README_END]) + "\n"
 
 
-def render_tests(tables: dict[str, Rows]) -> list[Test]:
-    """Every test of the report, Holm-adjusted together."""
-    tests: list[Test] = []
-    for part, build in PARTS.items():
-        if tables.get(part):
-            build(tables[part], tests)
-    for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
-        test.p_holm = float(adjusted)
-    return tests
+def _summary_line(test: Test, prefix: str) -> str:
+    return (f"- {prefix}{test.question}: {test.mean_difference:+.3f} (p Holm {test.p_holm:.2g}, n={test.n}): "
+            f"**{_verdict(test)}**")
 
 
-def render(tables: dict[str, Rows]) -> str:
-    """The Markdown report of the parts whose CSV exists (``{part: rows}``)."""
+def _sections(tables: dict[str, Rows]) -> tuple[list[str], list[Test]]:
+    """The sections of the parts whose CSV exists, and all their tests, Holm-adjusted together."""
     tests: list[Test] = []
     body: list[str] = []
     for part, build in PARTS.items():
@@ -265,6 +256,12 @@ def render(tables: dict[str, Rows]) -> str:
             body += build(tables[part], tests)
     for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
         test.p_holm = float(adjusted)
+    return body, tests
+
+
+def render(tables: dict[str, Rows]) -> str:
+    """The Markdown report of the parts whose CSV exists (``{part: rows}``)."""
+    body, tests = _sections(tables)
     seeds = sorted({str(r["seed"]) for rows in tables.values() for r in rows}, key=int)
     header = ["# Beyond the papers: unseen markers, Excite-only adaptation, per-subset uncertainty (issue 16)", "",
               "Rendered by `python bench/beyond.py --report` from the per-unit CSVs `bench/results/beyond_*.csv`, "
@@ -278,8 +275,7 @@ def render(tables: dict[str, Rows]) -> str:
               f"{len(seeds)} seeds only large, consistent effects can reach significance: a 'no detectable difference' is not "
               "evidence of equality.", ""]
     summary = ["## Summary", "", "Every comparison of the report, its verdict from the Holm-adjusted p-value:", ""]
-    summary += [f"- {t.part}: {t.question}: {t.mean_difference:+.3f} (p Holm {t.p_holm:.2g}, n={t.n}): "
-                f"**{_verdict(t)}**" for t in tests]
+    summary += [_summary_line(t, f"{t.part}: ") for t in tests]
     header += summary + [""]
     table = ["## Tests (Holm over the whole report)", "",
              "| part | comparison | mean difference | n | p | p (Holm) | significance |", "|---|---|---|---|---|---|---|"]
