@@ -109,6 +109,9 @@ class TrainingState:
     numpy_rng: dict[str, Any]
     schedule: dict[str, Any] | None = None
     select_by: str = "metric"
+    metrics: list[dict[str, Any]] | None = None
+    """The ``metrics.csv`` rows up to ``epoch``: a run killed after its checkpoint but before its
+    metrics file was written resumes with every row (None in checkpoints from before)."""
 
 
 @dataclass
@@ -167,6 +170,8 @@ class Checkpoint:
                          torch_rng=t.torch_rng, numpy_rng=t.numpy_rng, select_by=t.select_by)
             if t.schedule is not None:
                 state["schedule_state"] = t.schedule
+            if t.metrics is not None:
+                state["metrics_rows"] = [dict(row) for row in t.metrics]
         return state
 
     @classmethod
@@ -187,7 +192,7 @@ class Checkpoint:
                     optimizer=state["optimizer_state"], epoch=int(state["epoch"]),
                     best_score=float(state["best_score"]), torch_rng=state["torch_rng"],
                     numpy_rng=state["numpy_rng"], schedule=state.get("schedule_state"),
-                    select_by=state.get("select_by", "metric"))
+                    select_by=state.get("select_by", "metric"), metrics=state.get("metrics_rows"))
             return cls(
                 model=ModelSpec(name=spec["name"], options=dict(spec["options"]), in_channels=int(spec["in_channels"]),
                                 out_channels=int(spec["out_channels"])),

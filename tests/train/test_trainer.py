@@ -63,6 +63,26 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatc
     assert [r["epoch"] for r in rows] == ["1", "2"]
 
 
+def test_killed_before_the_metrics_file_resumes_with_every_row(tiny_config, tmp_path, monkeypatch):
+    reference = train(load_config(tiny_config), tmp_path / "reference", progress=False)
+
+    def die_before_writing(run, member, rows):
+        raise KeyboardInterrupt  # killed after epoch 1's checkpoint, before its metrics.csv
+
+    monkeypatch.setattr(trainer_module, "_write_metrics", die_before_writing)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(tiny_config), tmp_path / "killed", progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "killed" / "model" / "last.pt")["epoch"] == 1
+    assert not (tmp_path / "killed" / "model" / "metrics.csv").exists()
+
+    resumed = train(load_config(tiny_config), tmp_path / "killed", resume=True, progress=False)
+    expected = list(csv.DictReader((reference / "model" / "metrics.csv").open()))
+    rows = list(csv.DictReader((resumed / "model" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in expected]
+
+
 def test_existing_run_dir_is_not_overwritten(tiny_config, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")

@@ -317,7 +317,8 @@ class Trainer:
             torch.set_rng_state(state.torch_rng)
             rng.bit_generator.state = state.numpy_rng
             start_epoch, best_score = state.epoch + 1, state.best_score
-            rows = [row for row in self.directory.metrics(member.name) if int(row["epoch"]) <= state.epoch]
+            rows = (list(state.metrics) if state.metrics is not None else
+                    [row for row in self.directory.metrics(member.name) if int(row["epoch"]) <= state.epoch])
             logger.info("%s: resuming after epoch %d", member.name, state.epoch)
         # data-parallel: DDP averages the ranks' gradients; ``model`` stays the bare network
         # (validated, saved) and shares its parameters with the wrapper
@@ -369,7 +370,8 @@ class Trainer:
                 geometry={"input_size": geometry.input_size, "output_size": geometry.output_size, "mode": geometry.mode},
                 training=TrainingState(optimizer=optimizer.state_dict(), epoch=epoch, best_score=float(best_score),
                                        torch_rng=torch.get_rng_state(), numpy_rng=rng.bit_generator.state,
-                                       schedule=schedule.state_dict(), select_by=cfg.select_by))
+                                       schedule=schedule.state_dict(), select_by=cfg.select_by,
+                                       metrics=[dict(r) for r in rows]))
             if self.ranks.main:
                 if improved:
                     self.directory.save(member.name, "best", checkpoint)
