@@ -6,8 +6,9 @@ and ``fluoseg predict`` runs on it in a child process, in three modes:
 * ``blockwise``: Zarr labels out, decoded block by block (1024 px blocks, the default halo);
 * ``whole``: TIFF labels out, decoded for the whole image at once (sizes up to 4096²;
   larger TIFF outputs are decoded blockwise too, so there is nothing to compare);
-* ``blockwise-2workers``: as ``blockwise`` with ``--workers 2`` (Dask; the peak RSS is the
-  main process's, the workers' own memory is not in it).
+* ``workers-1``, ``workers-2``: as ``blockwise`` with ``--workers 1`` or ``2``: a local Dask
+  cluster runs the network pass in bands of rows and the block decoding (the peak RSS is
+  the main process's; each worker's own memory is not in it).
 
 A 3D example (``--stack``): a simulated nuclei z-stack (``fluoseg synth nuclei3d``'s
 simulator, 24 x 512 x 512 voxels, Zarr) predicted blockwise (Zarr labels; blocks of 8 planes
@@ -74,8 +75,10 @@ STACK_BLOCKS = ["--block-size", "256", "--block-depth", "8"]
 WHOLE_MAX = 4096
 RSS_TARGET = 1.5
 """Issue 13: peak RSS of instance prediction at 16384² at most this multiple of that at 2048²."""
-MODES = ("blockwise", "whole", "blockwise-2workers")
+MODES = ("blockwise", "whole", "workers-1", "workers-2")
 CHUNK = 512
+MODEL_OPTIONS = {"depth": 2, "base_filters": 8, "padding": "same"}
+"""The small threshold U-Net the script trains."""
 
 
 def nuclei_tile(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +111,7 @@ def train_model(work: Path, threads: int) -> Path:
                                                       "labels": "labels/{id}.tif"}))
     config = {"data": {"manifest": str(data / "manifest.yaml"), "split": {"val": ["t5"]}}, "task": "instance",
               "instance": {"method": "threshold", "min_size": 10},
-              "model": {"name": "unet", "options": {"depth": 2, "base_filters": 8, "padding": "same"}},
+              "model": {"name": "unet", "options": dict(MODEL_OPTIONS)},
               "train": {"epochs": 6, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 128, "device": "cpu",
                         "num_threads": threads, "learning_rate": 3e-3}}
     write_text(work / "model" / "config.yaml", yaml.safe_dump(config))
@@ -159,8 +162,8 @@ def measure(work: Path, run: Path, mode: str, size: int, threads: int) -> dict[s
     out = labels_path(work, mode, size).parent
     args = ["predict", run, image, "--out", out, "--diameter", "off", "--quiet", "--overwrite",
             "--threads", threads, "--format", "tif" if mode == "whole" else "zarr"]
-    if mode == "blockwise-2workers":
-        args += ["--workers", 2]
+    if mode.startswith("workers-"):
+        args += ["--workers", int(mode.split("-")[1])]
     log(f"{mode} {size}²: fluoseg predict")
     load = os.getloadavg()[0]
     result = run_measured(fluoseg_command(*args), work / "logs" / f"{mode}-{size}.log", threads)
@@ -246,7 +249,8 @@ def measure_stack(work: Path, run: Path, threads: int) -> dict[str, Any] | None:
 def _kept(target: Path, name: str, key: tuple[str, ...], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``fresh`` records plus the committed rows of ``target/name`` that they do not replace."""
     have = {tuple(str(r[k]) for k in key) for r in fresh}
-    old = [r for r in read_rows(target / name) if tuple(r[k] for k in key) not in have]
+    # rows of modes no longer measured (an earlier design's) are dropped
+    old = [r for r in read_rows(target / name) if tuple(r[k] for k in key) not in have and r.get("mode", MODES[0]) in MODES]
     return fresh + [{k: _value(v) for k, v in row.items()} for row in old]
 
 
@@ -334,19 +338,61 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
         lines += ["", "## Semantic (probabilities streamed Zarr to Zarr), from `peers.py`", "",
                   "| size | seconds | peak RSS (MB) |", "|---|---|---|"]
         lines += [f"| {r['size']}² | {float(r['seconds']):.1f} | {float(r['peak_rss_mb']):.0f} |" for r in semantic]
-    lines += ["", "`blockwise-2workers`: the main process's peak RSS (the network and phase B); each Dask worker "
-              "holds one block window besides. The workers decode the blocks; the network pass stays in the main "
-              "process, so 2 workers help only as much as decoding weighs in the total.", "",
-              "**N machines.** With a scheduler (`--scheduler ADDRESS`, e.g. a dask-jobqueue cluster) the block "
-              "decoding spreads over the workers and its time falls about as 1/N, plus moving each block window "
-              "(the maps of a block and its halo) to a worker and its labels back. The network pass does not "
-              "spread: it runs once, in the main process, so the total tends to the network pass's time "
-              "(Amdahl's law). On this 2-core machine the two workers and the main process share the same "
-              "cores, which is why 2 workers are slower here than one process; on separate machines they would "
-              "not compete. Spreading the network pass too (each worker predicting its blocks' windows) is what "
-              "would make the whole run scale; it is not built yet.", ""]
+    lines += workers_section(records)
     write_text(target / "scale.md", "\n".join(lines))
     log(f"wrote {rel(target / 'scale.md')}")
+
+
+def band_overheads(sizes: list[int]) -> dict[int, float]:
+    """Tiles computed by the default bands of ``--workers`` over one pass's tiles, per image side.
+
+    The geometry is the scale model's (:data:`MODEL_OPTIONS`, 572-px tiles) and the
+    bands those :mod:`fluoseg.bandjobs` plans on the maps' chunk rows.
+    """
+    from fluoseg.bandjobs import TILE_ROWS_PER_BAND, plan_bands
+    from fluoseg.models import build_model
+    from fluoseg.tiling import band_tiles, geometry_for, plan_tiles
+
+    net = build_model("unet", in_channels=1, out_channels=1, options=MODEL_OPTIONS)
+    geometry = geometry_for(net, 572)
+    overheads = {}
+    for size in sizes:
+        bands = plan_bands((size, size), chunk_rows=MAP_CHUNK, band_rows=TILE_ROWS_PER_BAND * geometry.output_size)
+        computed = sum(band_tiles((size, size), geometry, (b.start, b.stop)) for b in bands)
+        overheads[size] = computed / len(plan_tiles((size, size), geometry))
+    return overheads
+
+
+def workers_section(records: list[dict[str, Any]]) -> list[str]:
+    """1 and 2 Dask workers against one process, and what N machines would give."""
+    by = {(r["mode"], int(r["size"])): r for r in records}
+    sizes = sorted({s for m, s in by if m.startswith("workers-")})
+    if not sizes:
+        return []
+    overheads = band_overheads(sizes)
+    lines = ["", "## 1 and 2 Dask workers", "",
+             "`--workers N`: the network pass runs as band tasks on the workers (rows on the maps' chunk borders, "
+             "bit for bit the single-process maps), then the blocks are decoded there too; the main process plans, "
+             "computes the normalisation statistics, links the blocks (phase B) and commits the output. Tiles on a "
+             "band border are computed by both bands (the overhead column).", "",
+             "| size | one process (s) | 1 worker (s) | 2 workers (s) | 2 workers vs 1 | band overhead (tiles) |",
+             "|---|---|---|---|---|---|"]
+    for size in sizes:
+        one, w1, w2 = (by.get((m, size)) for m in ("blockwise", "workers-1", "workers-2"))
+        cell = lambda r: f"{r['seconds']:.1f}" if r else "–"  # noqa: E731
+        speedup = f"x{w1['seconds'] / w2['seconds']:.2f}" if w1 and w2 else "–"
+        lines.append(f"| {size}² | {cell(one)} | {cell(w1)} | {cell(w2)} | {speedup} | x{overheads[size]:.2f} |")
+    lines += ["", "**N machines.** Each band and each block is an independent task that reads its window of the "
+              "input (or of the maps) from shared storage and writes only its own chunks, so with a scheduler "
+              "(`--scheduler ADDRESS`, e.g. dask-jobqueue) both phases spread over the workers: their time falls "
+              "about as 1/N times the band overhead above, until N reaches the number of bands (one per "
+              f"{MAP_CHUNK}-row multiple of about 4 tile rows, e.g. 11 for a 16384² image; `--band-rows` trades "
+              "more bands for more overhead) or of blocks. What stays serial is the main process's part: the "
+              "statistics pass over the image, linking the blocks' strips, and committing the output, plus the "
+              "shared file system's bandwidth. On this 2-core machine the workers and the main process share the "
+              "same two cores, so the table shows the cost of the task machinery here, not the gain on separate "
+              "machines.", ""]
+    return lines
 
 
 def main() -> int:

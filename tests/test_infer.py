@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fluoseg.errors import FluosegError
-from fluoseg.infer import Segmenter, make_batch_predictor
+from fluoseg.infer import Segmenter
+from fluoseg.predictor import make_batch_predictor
 from fluoseg.markers import ChannelFeed, MarkerSelection
 from fluoseg.models import build_model
 

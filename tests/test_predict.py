@@ -122,3 +122,28 @@ def test_tta_leaves_an_equivariant_model_unchanged_and_changes_others(segmenter,
     assert not np.allclose(plain, segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tta=[0, 5]))
     with pytest.raises(FluosegError, match="0-7"):
         segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tta=[9])
+
+
+def test_zarr_semantic_output_on_dask_workers_equals_one_process(segmenter, tiny_dataset, tmp_path, caplog):
+    import logging
+
+    from fluoseg.cluster import dask_client
+    from fluoseg.predict import BlockOptions
+
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
+    stack = write_image(tmp_path / "stack.zarr", np.stack([image, image[:, ::-1]], axis=1), axes="CZYX",
+                        channel_names=["m1", "m2", "m3"])
+    outputs = {}
+    for name in ("here", "workers"):
+        paths = output_paths([stack], tmp_path / name, fmt="zarr", probabilities=True)[0]
+        (tmp_path / name).mkdir()
+        outputs[name] = paths
+    predict_file(segmenter, stack, outputs["here"], PredictOptions())
+    caplog.set_level(logging.INFO, logger="fluoseg.predict")
+    with dask_client(workers=2) as client:
+        predict_file(segmenter, stack, outputs["workers"], PredictOptions(), blocks=BlockOptions(client=client))
+    assert "2 bands of the network pass on the workers" in caplog.text  # one per plane
+    for kind in ("masks", "probabilities"):
+        here, there = (read_image(getattr(outputs[n], kind)).array[...] for n in ("here", "workers"))
+        assert np.array_equal(here, there)
+    assert sorted(p.name for p in (tmp_path / "workers").iterdir()) == ["stack.zarr", "stack_probabilities.zarr"]

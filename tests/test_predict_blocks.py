@@ -148,12 +148,19 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(nuclei, whole, bloc
     assert "done before" in capsys.readouterr().out  # a finished output is kept by --resume
 
 
-def test_two_dask_workers_give_the_single_process_output(nuclei, blockwise, tmp_path, capsys):
+def test_two_dask_workers_give_the_single_process_output(nuclei, blockwise, tmp_path, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="fluoseg.predict")
     run, image = nuclei
     single, workers = blockwise, tmp_path / "workers"
     assert main(["predict", str(run), str(image), "--out", str(workers), "--format", "zarr", *BLOCKS, "--quiet",
-                 "--workers", "2"]) == 0
+                 "--workers", "2", "--band-rows", "32", "--probabilities"]) == 0
     assert np.array_equal(labels_of(workers / "big.zarr"), labels_of(single / "big.zarr"))
+    # the network ran on the workers in 4 bands of rows, and its maps equal one process's bit for bit
+    assert "4 bands of the network pass on the workers" in caplog.text
+    assert np.array_equal(read_image(workers / "big_probabilities.zarr").array[...],
+                          read_image(single / "big_probabilities.zarr").array[...])
     assert not work_folder(workers / "big.zarr").exists()
     with pytest.raises(SystemExit):
         main(["predict", str(run), str(image), "--out", str(workers), "--workers", "2", "--scheduler", "tcp://x:1"])
@@ -235,3 +242,49 @@ def test_channel_invariant_run_with_an_unknown_marker_is_decoded_blockwise_as_wh
     assert whole.shape == (64, 128) and whole.max() >= 3 and same_partition(blocks, whole)
     assert np.allclose(np.asarray(read_image(outputs["blocks"] / "two_probabilities.zarr").array),
                        np.asarray(read_image(outputs["whole"] / "two_probabilities.tif").array), atol=1e-6)
+
+
+class InlineClient:
+    """Dask's client calls that :func:`fluoseg.cluster.run_tasks` makes, run in this process:
+    the distributed path, interruptible and observable in a test."""
+
+    def scatter(self, data, **_):
+        return data
+
+    def map(self, function, *iterables, **_):
+        return [function(*args) for args in zip(*iterables)]
+
+    def gather(self, futures):
+        return futures
+
+
+def test_resume_keeps_the_bands_of_an_interrupted_distributed_network_pass(nuclei, blockwise, tmp_path, monkeypatch):
+    from fluoseg.network_pass import NetworkPass
+
+    run, image = nuclei
+    segmenter = Segmenter.load(run, device="cpu")
+    paths = output_paths([image], tmp_path, fmt="zarr", probabilities=False)[0]
+    blocks = BlockOptions(block_size=16, halo=24, client=InlineClient(), band_rows=32)
+    bands: list[tuple[int, int]] = []
+    original = NetworkPass.run
+
+    def interrupted_after_two(self, image, out=None, *, rows=None, planes=None, progress=False):
+        if len(bands) == 2:
+            raise KeyboardInterrupt
+        bands.append(rows)
+        return original(self, image, out, rows=rows, planes=planes, progress=progress)
+
+    monkeypatch.setattr(NetworkPass, "run", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(segmenter, image, paths, PredictOptions(), blocks=blocks)
+    work = work_folder(paths.masks)
+    assert sorted(p.name for p in (work / "bands").iterdir()) == ["0.done", "1.done"]
+    assert not (work / "maps.done").exists()
+
+    bands.clear()
+    monkeypatch.setattr(NetworkPass, "run", lambda self, *a, **k: bands.append(k["rows"]) or original(self, *a, **k))
+    resume = BlockOptions(block_size=16, halo=24, client=InlineClient(), band_rows=32, resume=True)
+    predict_file(segmenter, image, paths, PredictOptions(), blocks=resume)
+    assert bands == [(64, 96), (96, 128)]  # the finished bands were not predicted again
+    assert np.array_equal(labels_of(paths.masks), labels_of(blockwise / "big.zarr"))
+    assert not work.exists()

@@ -12,7 +12,7 @@ import zarr
 
 from fluoseg.errors import FluosegError
 from fluoseg.models import build_model
-from fluoseg.tiling import TileGeometry, geometry_for, plan_tiles, predict_tiled, tile_weights
+from fluoseg.tiling import TileGeometry, band_tiles, geometry_for, plan_tiles, predict_tiled, tile_weights
 
 RNG = np.random.default_rng(7)
 
@@ -359,3 +359,79 @@ def test_prediction_errors():
         predict_tiled(pointwise(np.ones((1, 1), np.float32)), image, geometry=VALID_POINTWISE, out_channels=1)
     with pytest.raises(ValueError, match="transform"):
         predict_tiled(good, image, geometry=VALID_POINTWISE, out_channels=1, transform=lambda w: w[:, 1:])
+
+
+# --- bands: one image shared out by rows ------------------------------------------------------
+
+
+def _bands(height: int, step: int) -> list[tuple[int, int]]:
+    return [(start, min(start + step, height)) for start in range(0, height, step)]
+
+
+@pytest.mark.parametrize("padding, tile, overlap", [("valid", 60, None), ("same", 32, 8)])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_bands_equal_the_whole_image_bit_for_bit(padding, tile, overlap, batch_size):
+    torch.manual_seed(4)
+    net = build_model("unet", in_channels=2, out_channels=2, depth=2, base_filters=4, padding=padding).eval()
+    geometry = geometry_for(net, tile)
+    image = RNG.normal(size=(2, 97, 75)).astype(np.float32)
+    whole = predict_tiled(torch_predictor(net), image, geometry=geometry, out_channels=2, batch_size=batch_size,
+                          overlap=overlap)
+    banded = np.full_like(whole, np.nan)
+    for rows in _bands(97, 16):  # bands thinner than a tile: most tiles reach two or more
+        predict_tiled(torch_predictor(net), image, geometry=geometry, out_channels=2, batch_size=batch_size,
+                      overlap=overlap, out=banded, rows=rows)
+    np.testing.assert_array_equal(banded, whole)
+
+
+def test_a_band_writes_only_its_rows_and_keeps_the_whole_image_batches():
+    calls: list[int] = []
+
+    def batch_dependent(batch: np.ndarray) -> np.ndarray:
+        # a 'network' whose output depends on the batch it is in, as fast kernels may
+        calls.append(len(batch))
+        return pointwise(np.eye(1, dtype=np.float32), margin=4)(batch) + len(batch) / 64
+
+    image = RNG.normal(size=(1, 70, 45)).astype(np.float32)
+    whole = predict_tiled(batch_dependent, image, geometry=VALID_POINTWISE, out_channels=1, batch_size=4)
+    out = np.full_like(whole, np.nan)
+    calls.clear()
+    predict_tiled(batch_dependent, image, geometry=VALID_POINTWISE, out_channels=1, batch_size=4, out=out,
+                  rows=(20, 40))
+    np.testing.assert_array_equal(out[:, 20:40], whole[:, 20:40])
+    assert np.isnan(out[:, :20]).all() and np.isnan(out[:, 40:]).all()
+    assert sum(calls) < len(plan_tiles((70, 45), VALID_POINTWISE))  # the band runs only its batches
+
+
+def test_bands_and_planes_of_a_stack():
+    weights = RNG.normal(size=(2, 3)).astype(np.float32)
+    stack = RNG.normal(size=(3, 4, 50, 41)).astype(np.float32)
+    whole = predict_tiled(pointwise(weights, margin=4), stack, geometry=VALID_POINTWISE, out_channels=2,
+                          batch_size=5)
+    out = np.full_like(whole, np.nan)
+    for planes in ([0, 2], [1, 3]):
+        for rows in _bands(50, 25):
+            predict_tiled(pointwise(weights, margin=4), stack, geometry=VALID_POINTWISE, out_channels=2,
+                          batch_size=5, out=out, rows=rows, planes=planes)
+    np.testing.assert_array_equal(out, whole)
+
+
+def test_band_tiles_counts_the_tiles_bands_share():
+    shape = (100, 30)
+    tiles = plan_tiles(shape, VALID_POINTWISE)  # output tiles of 20 rows
+    assert band_tiles(shape, VALID_POINTWISE, (0, 100)) == len(tiles)
+    per_row = len({t.output_window[1].start for t in tiles})
+    assert band_tiles(shape, VALID_POINTWISE, (0, 20)) == per_row  # a band on tile borders: its own tiles
+    assert band_tiles(shape, VALID_POINTWISE, (10, 30)) == 2 * per_row  # across a border: both tile rows
+
+
+def test_band_errors():
+    image = np.zeros((1, 40, 40), np.float32)
+    kwargs = dict(geometry=VALID_POINTWISE, out_channels=1)
+    for rows in [(0, 0), (-1, 10), (30, 41), (20, 10)]:
+        with pytest.raises(FluosegError, match="rows must be a band"):
+            predict_tiled(pointwise(np.eye(1, dtype=np.float32), 4), image, rows=rows, **kwargs)
+    with pytest.raises(FluosegError, match="has none"):
+        predict_tiled(pointwise(np.eye(1, dtype=np.float32), 4), image, planes=[0], **kwargs)
+    with pytest.raises(FluosegError, match="slice indices"):
+        predict_tiled(pointwise(np.eye(1, dtype=np.float32), 4), image[:, None], planes=[1], **kwargs)

@@ -32,11 +32,12 @@ from fluoseg.errors import FluosegError
 from fluoseg.instance.scale import estimate_diameter_from_labels, scale_factor
 from fluoseg.instance.stitch3d import stitch_slices
 from fluoseg.markers import ChannelFeed, MarkerPanel, MarkerSelection
-from fluoseg.models.channel_invariant import marker_rows, takes_marker_ids
-from fluoseg.predictor import make_batch_predictor, symmetries
+from fluoseg.models.channel_invariant import takes_marker_ids
+from fluoseg.network_pass import MemberPass, NetworkPass, Normaliser, decode_outputs
+from fluoseg.predictor import symmetries
 from fluoseg.run import Checkpoint, Preprocessing, RunDir
 from fluoseg.tasks import DetectedObjects, ObjectPredictor, Task
-from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
+from fluoseg.tiling import TileGeometry, geometry_for
 
 DEFAULT_TILE = 572
 """Default network input tile: the MS-ME tile, rounded to what the network accepts."""
@@ -268,43 +269,48 @@ class Segmenter:
             Optional writable ``(n, [Z], Y, X)`` float32 array (e.g. zarr) to stream into.
         """
         options = _options(options, settings)
-        if isinstance(self.task, ObjectPredictor):
-            raise FluosegError("a detection model predicts objects, not probability maps; ask for labels "
-                               "(predict_labels, or fluoseg predict without a semantic output)", path=options.source)
-        names = self.channel_names_for(image, channel_names, source=options.source)
-        selection = self.select_markers(names, options.markers, source=options.source)
+        self._refuse_detector(options)  # before any resampling
         spatial = tuple(image.shape[1:])
         image, resampled = self._to_model_resolution(image, options.pixel_size)
-        results = []
+        network = self.network_pass(image, channel_names, options)
+        if not resampled:
+            return network.run(image, out, progress=options.progress)
+        merged = resample_to_shape(network.run(image, progress=options.progress), spatial, kind="probabilities")
+        return _into(merged, out)
+
+    def network_pass(self, image: Any, channel_names: Sequence[str] | None = None,
+                     options: PredictOptions | None = None, **settings: Any) -> NetworkPass:
+        """The prepared network pass over ``image`` (at the model's resolution): channels
+        resolved and whole-image statistics computed once, to run whole or band by band
+        (:mod:`fluoseg.network_pass`).
+
+        Raises
+        ------
+        FluosegError
+            For a detection model (it predicts objects, not maps), unusable channels, or an
+            image with NaN or infinite pixels.
+        """
+        options = _options(options, settings)
+        self._refuse_detector(options)
+        names = self.channel_names_for(image, channel_names, source=options.source)
+        selection = self.select_markers(names, options.markers, source=options.source)
+        parts = []
         for member in self.members:
             prep = member.preprocess
             stats = compute_stats(image, method=prep.normalization, percentiles=tuple(prep.percentiles))
             if not stats.is_finite:
                 raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before prediction",
                                    path=options.source)
+            parts.append(MemberPass(
+                model=member.model, task=member.task, geometry=self.tile_geometry(member, options.tile_size),
+                transform=Normaliser(stats, prep.normalization, selection, options.source),
+                symmetries=tuple(options.tta), batch_size=options.batch_size, member_markers=member.panel.names))
+        return NetworkPass(members=tuple(parts), shape=tuple(int(s) for s in image.shape))
 
-            def transform(window: np.ndarray, stats=stats, method=prep.normalization) -> np.ndarray:
-                return selection.arrange(normalize(window, stats, method=method), source=options.source)
-
-            target = out if (out is not None and len(self.members) == 1 and not resampled) else None
-            marker_ids = marker_rows(member.panel.names, selection.used) if isinstance(selection, ChannelFeed) else None
-            results.append(predict_tiled(
-                make_batch_predictor(member.model, selection.availability, member.task.activate, options.tta,
-                                     marker_ids=marker_ids),
-                image,
-                geometry=self.tile_geometry(member, options.tile_size),
-                out_channels=member.task.activated_channels(),
-                transform=transform,
-                out=target,
-                batch_size=options.batch_size,
-                progress=options.progress,
-            ))
-        if len(results) == 1 and not resampled:
-            return _into(results[0], out)
-        merged = np.concatenate([np.asarray(r) for r in results])
-        if resampled:
-            merged = resample_to_shape(merged, spatial, kind="probabilities")
-        return _into(merged, out)
+    def _refuse_detector(self, options: PredictOptions) -> None:
+        if isinstance(self.task, ObjectPredictor):
+            raise FluosegError("a detection model predicts objects, not probability maps; ask for labels "
+                               "(predict_labels, or fluoseg predict without a semantic output)", path=options.source)
 
     def set_decoding(self, **parameters: float) -> None:
         """Change decoding parameters of every member's task (e.g. ``h=1.5, min_size=20``).
@@ -327,12 +333,7 @@ class Segmenter:
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """Activated outputs of all members -> masks ``(n_classes, ...)``, labels, or predicted channels."""
-        parts, start = [], 0
-        for member in self.members:
-            size = member.task.activated_channels()
-            parts.append(member.task.decode(np.asarray(outputs[start : start + size])))
-            start += size
-        return parts[0] if self.task_name == "instance" else np.concatenate(parts)
+        return decode_outputs([member.task for member in self.members], outputs)
 
     def predict_masks(self, image: Any, channel_names: Sequence[str] | None = None,
                       options: PredictOptions | None = None, **settings: Any) -> tuple[np.ndarray, Any]:
@@ -503,18 +504,26 @@ class Segmenter:
             return options
         return options.replace(diameter=self.estimate_diameter(image, channel_names, options))
 
-    def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
-        """The image at the model's working pixel size (unchanged when it is already there)."""
+    def resamples(self, pixel_size: Sequence[float] | None) -> bool:
+        """Whether images of this pixel size are resampled to the model's (a whole-image step)."""
+        return self._resolution_factors(pixel_size) is not None
+
+    def _resolution_factors(self, pixel_size: Sequence[float] | None) -> tuple[float, float] | None:
+        """Y and X zoom factors to the model's working pixel size; None when it is already there."""
         target = self.members[0].preprocess.pixel_size_um
         if target is None or pixel_size is None:
-            return image, False
-        spatial_axes = len(image.shape) - 1
+            return None
         size = tuple(pixel_size)[-2:] if len(pixel_size) >= 2 else tuple(pixel_size) * 2  # isotropic shorthand
         factors = scale_factors(size, target)
-        if all(abs(f - 1.0) < 1e-6 for f in factors):
+        return None if all(abs(f - 1.0) < 1e-6 for f in factors) else (float(factors[0]), float(factors[1]))
+
+    def _to_model_resolution(self, image: Any, pixel_size: Sequence[float] | None) -> tuple[Any, bool]:
+        """The image at the model's working pixel size (unchanged when it is already there)."""
+        factors = self._resolution_factors(pixel_size)
+        if factors is None:
             return image, False
-        factors = (1.0,) * (spatial_axes - 2) + tuple(factors)  # z of a stack is never resampled
-        return resample_image(np.asarray(image, dtype=np.float32), factors), True
+        zooms = (1.0,) * (len(image.shape) - 3) + factors  # z of a stack is never resampled
+        return resample_image(np.asarray(image, dtype=np.float32), zooms), True
 
 
 def _zoomed(image: Any, factor: float) -> np.ndarray:

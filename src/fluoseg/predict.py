@@ -21,8 +21,11 @@ into a work folder ``NAME.work`` next to the output, each block is decoded with 
 context and the blocks are stitched, so memory stays bounded; the labels equal whole-image
 decoding up to renumbering when the halo covers the largest object plus the decoder's
 context. The work folder records finished blocks: after an interruption ``resume`` continues
-from them, and it is removed when the output is complete. Blocks run as tasks of a Dask
-client when one is given (:class:`BlockOptions`).
+from them, and it is removed when the output is complete. With a Dask client
+(:class:`BlockOptions`) the network pass runs on its workers in bands of rows
+(:mod:`fluoseg.bandjobs`; bit for bit the single-process maps, finished bands recorded) and
+the blocks are decoded there too; Zarr/NGFF outputs of semantic models share out their
+pass the same way.
 
 Other formats of the masks or labels, for viewers (:data:`OUTPUT_FORMATS`): ``ome-tiff``
 (``NAME.ome.tif``, tiled with pyramid levels for large images), ``geojson``
@@ -49,6 +52,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from fluoseg.bandjobs import BandJob, ImageSource, band_overhead, default_band_rows, plan_bands, run_bands
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.instance.blockjobs import decode_blocks, open_work, write_blocks
@@ -109,7 +113,11 @@ class BlockOptions:
     resume
         Continue the work folder an interrupted prediction left.
     client
-        A ``dask.distributed.Client`` whose workers decode the blocks; None: this process.
+        A ``dask.distributed.Client`` whose workers run the network pass in bands of rows
+        and decode the blocks (:mod:`fluoseg.bandjobs`); None: this process.
+    band_rows
+        Rows per band of the network pass on the workers (rounded up to whole chunks);
+        None: four rows of tiles.
     """
 
     block_size: int = 1024
@@ -118,6 +126,7 @@ class BlockOptions:
     min_pixels: int = BLOCKWISE_MIN_PIXELS
     resume: bool = False
     client: Any = None
+    band_rows: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.block_size, bool) or int(self.block_size) < 8:
@@ -126,6 +135,8 @@ class BlockOptions:
             raise FluosegError(f"the block depth must be at least 1 plane, got {self.block_depth!r}")
         if self.halo is not None and (isinstance(self.halo, bool) or int(self.halo) < 0):
             raise FluosegError(f"the halo must be a number of pixels >= 0, got {self.halo!r}")
+        if self.band_rows is not None and (isinstance(self.band_rows, bool) or int(self.band_rows) < 1):
+            raise FluosegError(f"the band height must be at least 1 row, got {self.band_rows!r}")
 
 
 def default_halo(task: Any) -> int:
@@ -327,7 +338,8 @@ def predict_file(
     if segmenter.task_name == "instance":
         blocks = blocks or BlockOptions()
         if _decode_blockwise(segmenter, image, paths, options, blocks):
-            return _write_instance_blockwise(segmenter, image, names, paths, options, overwrite, blocks)
+            return _write_instance_blockwise(segmenter, image, names, paths, options, overwrite, blocks,
+                                             ImageSource(str(image_path), axes))
         return _write_instance(segmenter, image, names, paths, options, overwrite)
     if segmenter.task_name == "regression":
         if _output_format(paths.masks) in OBJECT_FORMATS:
@@ -340,7 +352,10 @@ def predict_file(
         return write_segmentation(paths.masks, maps, axes=image.axes, channel_names=list(segmenter.classes),
                            pixel_size=image.pixel_size, overwrite=overwrite)
     if _output_format(paths.masks) in ON_DISK_FORMATS:
-        return _write_semantic_streamed(segmenter, image, names, paths, options, overwrite)
+        blocks = blocks or BlockOptions()
+        return _write_semantic_streamed(segmenter, image, names, paths, options, overwrite,
+                                        _Distribution(blocks.client, ImageSource(str(image_path), axes),
+                                                      blocks.band_rows))
     meta = dict(axes=image.axes, channel_names=list(segmenter.classes), pixel_size=image.pixel_size)
     masks, probabilities = segmenter.predict_masks(image.array, names, options)
     if paths.probabilities is not None:
@@ -446,6 +461,39 @@ def _decode_blockwise(segmenter: Segmenter, image: ImageData, paths: PredictionP
 
 
 @dataclass(frozen=True)
+class _Distribution:
+    """Where the network pass of a large image runs: band tasks on a Dask client's workers
+    (:mod:`fluoseg.bandjobs`), or this process."""
+
+    client: Any
+    source: ImageSource
+    band_rows: int | None = None
+
+    def shares(self, segmenter: Segmenter, options: PredictOptions) -> bool:
+        """Whether the pass goes to the workers (there are some, and it needs no resampling)."""
+        if self.client is None:
+            return False
+        if segmenter.resamples(options.pixel_size):
+            log.warning("%s: the model resamples this image to its pixel size, which needs the whole image; the "
+                        "network runs in this process and only the decoding on the workers", self.source.path)
+            return False
+        return True
+
+    def run(self, segmenter: Segmenter, image: ImageData, names: Sequence[str], options: PredictOptions, out: Any,
+            *, records: Path | None = None, masks: Any = None) -> None:
+        """The pass prepared here (statistics of the whole image), its bands run on the workers."""
+        network = segmenter.network_pass(image.array, names, options)
+        chunk_rows = math.lcm(int(out.chunks[-2]), int(masks.chunks[-2]) if masks is not None else 1)
+        bands = plan_bands(image.spatial_shape, chunk_rows=chunk_rows,
+                           band_rows=self.band_rows or default_band_rows(network))
+        job = BandJob(network, self.source, out, bands, records=None if records is None else str(records),
+                      decode=None if masks is None else network.decode, decoded=masks)
+        log.info("%s: %d bands of the network pass on the workers (%.2fx the tiles of one pass)", self.source.path,
+                 len(bands), band_overhead(network, bands))
+        run_bands(job, client=self.client, progress=options.progress)
+
+
+@dataclass(frozen=True)
 class _TaskDecoder:
     """The first member's decoding of a maps window (picklable, for block tasks)."""
 
@@ -457,7 +505,8 @@ class _TaskDecoder:
 
 
 def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
-                              options: PredictOptions, overwrite: bool, blocks: BlockOptions) -> Path:
+                              options: PredictOptions, overwrite: bool, blocks: BlockOptions,
+                              source: ImageSource) -> Path:
     """Maps into the work folder, then blocks decoded, linked and written (see the module docstring)."""
     import zarr
 
@@ -483,8 +532,14 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
     work = work_folder(paths.masks)
     job = open_work(work, spec, plan, decoder, resume=blocks.resume)
     if not job.maps_done:
-        maps = job.create_maps(sum(m.task.activated_channels() for m in segmenter.members))
-        segmenter.predict_probabilities(image.array, names, options, out=maps)
+        channels = sum(m.task.activated_channels() for m in segmenter.members)
+        distribution = _Distribution(blocks.client, source, blocks.band_rows)
+        if distribution.shares(segmenter, options):
+            # band tasks on the workers, each band recorded: a resumed run keeps the finished ones
+            maps = job.open_maps(channels) if blocks.resume else job.create_maps(channels)
+            distribution.run(segmenter, image, names, options, maps, records=job.bands_path)
+        else:
+            segmenter.predict_probabilities(image.array, names, options, out=job.create_maps(channels))
         job.mark_maps_done()
     relabelling = decode_blocks(job, client=blocks.client, progress=options.progress)
     dtype = np.uint16 if relabelling.n_objects < 2**16 else np.uint32
@@ -551,8 +606,9 @@ def _output_format(path: Path) -> str:
 
 
 def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequence[str], paths: PredictionPaths,
-                             options: PredictOptions, overwrite: bool) -> Path:
-    """Zarr out: probabilities stream into an on-disk array, masks follow band by band.
+                             options: PredictOptions, overwrite: bool, distribution: _Distribution) -> Path:
+    """Zarr out: probabilities stream into an on-disk array, masks follow band by band (on
+    the workers, each band with its masks, when the prediction is distributed).
 
     An NGFF output gets its masks from a hidden Zarr beside it, then written as label images.
     """
@@ -566,11 +622,14 @@ def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequ
     with create_output(probability_path, shape=shape, dtype="float32", overwrite=overwrite or not keep_probabilities,
                        **meta) as prob_out, create_output(mask_path, shape=shape, dtype="uint8",
                                                           overwrite=overwrite or ngff, **meta) as mask_out:
-        segmenter.predict_probabilities(image.array, names, options, out=prob_out.array)
-        band = 1024
-        for y in range(0, shape[-2], band):
-            window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
-            mask_out.array[window] = segmenter.decode(np.asarray(prob_out.array[window]))
+        if distribution.shares(segmenter, options):
+            distribution.run(segmenter, image, names, options, prob_out.array, masks=mask_out.array)
+        else:
+            segmenter.predict_probabilities(image.array, names, options, out=prob_out.array)
+            band = 1024
+            for y in range(0, shape[-2], band):
+                window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
+                mask_out.array[window] = segmenter.decode(np.asarray(prob_out.array[window]))
         if ngff:
             write_segmentation(paths.masks, mask_out.array, overwrite=overwrite, image=image, image_channels=names,
                                **meta)

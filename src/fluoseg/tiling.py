@@ -27,6 +27,14 @@ slicing) and results are written to the output one finished band of rows at a ti
 memory is proportional to the tile size times the image width, whatever the image height.
 This module does not import torch: prediction is a ``predict_batch`` callable on numpy
 arrays.
+
+A call may also compute just a band of rows (``rows``) of some planes (``planes``), so that
+several processes share one image, each writing only its own rows (one writer per Zarr
+chunk when the bands follow the chunks). Such a call runs every tile batch of the whole-image
+call that holds a tile reaching its rows, the same batches in the same order, so every pixel
+it writes gets the same tile outputs summed in the same order: **the rows equal those of the
+whole-image call bit for bit**. The price is the tiles that reach into two bands, which both
+compute (:func:`band_tiles` counts them).
 """
 
 from __future__ import annotations
@@ -277,10 +285,12 @@ class _SliceStitcher:
     holds two band-sized buffers of the image's full width at once.
     """
 
-    def __init__(self, out: Any, z: int | None, channels: int, width: int) -> None:
+    def __init__(self, out: Any, z: int | None, channels: int, width: int, *, top: int = 0,
+                 rows: tuple[int, int] | None = None) -> None:
         self.out = out
         self.z = z
-        self.top = 0
+        self.top = top  # the first row a tile reaches (0 for whole images)
+        self.rows = rows  # the rows written out; None: every row
         self.held = 0  # rows of the buffers in use, starting at image row ``top``
         self._acc = np.zeros((channels, 0, width), dtype=np.float32)
         self._wsum = np.zeros((0, width), dtype=np.float32)
@@ -316,14 +326,18 @@ class _SliceStitcher:
         n = min(until - self.top, self.held)
         if n <= 0:
             return
-        weight = self._wsum[:n]
-        if not np.all(weight > 0):
-            raise RuntimeError("tiling plan left pixels uncovered; this is a bug in fluoseg.tiling")
-        rows = slice(self.top, self.top + n)
-        index = (slice(None), rows, slice(None)) if self.z is None else (slice(None), self.z, rows, slice(None))
-        finished = self._acc[:, :n]
-        np.divide(finished, weight, out=finished)  # in place: these rows are reset below
-        self.out[index] = finished
+        first, last = self.top, self.top + n
+        if self.rows is not None:  # a band: rows outside it lack the tiles of other bands
+            first, last = max(first, self.rows[0]), min(last, self.rows[1])
+        if first < last:
+            weight = self._wsum[first - self.top : last - self.top]
+            if not np.all(weight > 0):
+                raise RuntimeError("tiling plan left pixels uncovered; this is a bug in fluoseg.tiling")
+            rows = slice(first, last)
+            index = (slice(None), rows, slice(None)) if self.z is None else (slice(None), self.z, rows, slice(None))
+            finished = self._acc[:, first - self.top : last - self.top]
+            np.divide(finished, weight, out=finished)  # in place: these rows are reset below
+            self.out[index] = finished
         remaining = self.held - n
         # the open rows move to the front (numpy copies overlapping ranges correctly)
         self._acc[:, :remaining] = self._acc[:, n : self.held]
@@ -366,6 +380,42 @@ def _batches(jobs: Iterator[tuple[int | None, Tile]], batch_size: int) -> Iterat
         yield batch
 
 
+def _reaches(tile: Tile, rows: tuple[int, int] | None) -> bool:
+    """Whether the tile's output reaches the band of rows (every tile reaches None)."""
+    ys = tile.output_window[0]
+    return rows is None or (ys.start < rows[1] and ys.stop > rows[0])
+
+
+def band_tiles(shape_yx: tuple[int, int], geometry: TileGeometry, rows: tuple[int, int], *,
+               overlap: int | None = None) -> int:
+    """How many tiles of one plane a call restricted to ``rows`` computes (batches aside).
+
+    Summed over the bands of an image and compared with ``len(plan_tiles(...))``, it gives
+    the extra work of sharing the image out in bands: the tiles that reach two bands.
+    """
+    return sum(_reaches(tile, rows) for tile in plan_tiles(shape_yx, geometry, overlap=overlap))
+
+
+def _check_region(shape: tuple[int, ...], rows: tuple[int, int] | None,
+                  planes: Any) -> tuple[tuple[int, int] | None, list[int | None]]:
+    """The validated band of rows and the planes to compute."""
+    if rows is not None:
+        rows = (int(rows[0]), int(rows[1]))
+        if not 0 <= rows[0] < rows[1] <= shape[-2]:
+            raise FluosegError(f"rows must be a band (start, stop) with 0 <= start < stop <= {shape[-2]}, got {rows}")
+    if len(shape) == 3:
+        if planes is not None:
+            raise FluosegError("planes select slices of a stack (C, Z, Y, X); this image has none")
+        return rows, [None]
+    every = list(range(shape[1]))
+    if planes is None:
+        return rows, list(every)
+    chosen = sorted({int(z) for z in planes})
+    if not chosen or chosen[0] < 0 or chosen[-1] >= shape[1]:
+        raise FluosegError(f"planes must be slice indices in [0, {shape[1]}), got {list(planes)}")
+    return rows, list(chosen)
+
+
 def predict_tiled(
     predict_batch: PredictBatch,
     image: Any,
@@ -377,6 +427,8 @@ def predict_tiled(
     batch_size: int = 1,
     progress: bool = False,
     overlap: int | None = None,
+    rows: tuple[int, int] | None = None,
+    planes: Any = None,
 ) -> Any:
     """Predict a whole image tile by tile and stitch the outputs.
 
@@ -405,6 +457,11 @@ def predict_tiled(
         Show a progress bar over tiles.
     overlap
         Minimum output overlap, see :func:`plan_tiles`.
+    rows
+        Compute and write only this band ``(start, stop)`` of rows; bit for bit the rows of
+        the whole-image call (see the module docstring). None: every row.
+    planes
+        Slice indices of a stack to compute and write; None: every slice.
 
     Returns
     -------
@@ -430,28 +487,36 @@ def predict_tiled(
         out = np.empty(out_shape, dtype=np.float32)  # every pixel is written exactly once
     elif tuple(out.shape) != out_shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {out_shape}")
+    rows, chosen = _check_region(shape, rows, planes)
     tiles = plan_tiles((height, width), geometry, overlap=overlap)
     slices: list[int | None] = list(range(shape[1])) if len(shape) == 4 else [None]
-    jobs = ((z, tile) for z in slices for tile in tiles)
+    wanted = set(chosen)
+    # the whole-image call's batches, kept when they hold a wanted tile: the same batches give
+    # the same outputs, whatever the network's kernels do with the batch size
+    batches = [batch for batch in _batches(((z, tile) for z in slices for tile in tiles), batch_size)
+               if any(z in wanted and _reaches(tile, rows) for z, tile in batch)]
+    first_row = min((t.output_window[0].start for t in tiles if _reaches(t, rows)), default=0)
     expected = (out_channels, geometry.output_size, geometry.output_size)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(slices) * len(tiles), unit="tile", desc="predict")
+        bar = tqdm(total=sum(len(b) for b in batches), unit="tile", desc="predict")
     stitcher: _SliceStitcher | None = None
     try:
-        for batch in _batches(jobs, batch_size):
+        for batch in batches:
             inputs = np.stack([_read_input(image, z, tile, geometry, transform) for z, tile in batch])
             outputs = np.asarray(predict_batch(inputs), dtype=np.float32)
             if outputs.shape != (len(batch), *expected):
                 raise ValueError(f"predict_batch returned shape {outputs.shape}, expected {(len(batch), *expected)}")
             for (z, tile), output in zip(batch, outputs):
+                if z not in wanted or not _reaches(tile, rows):
+                    continue  # computed only because its batch holds a wanted tile
                 if stitcher is None or stitcher.z != z:
                     if stitcher is not None:
                         stitcher.finish()
-                    stitcher = _SliceStitcher(out, z, out_channels, width)
+                    stitcher = _SliceStitcher(out, z, out_channels, width, top=first_row, rows=rows)
                 stitcher.add(tile, output[(slice(None), *tile.output_crop)])
             if bar is not None:
                 bar.update(len(batch))

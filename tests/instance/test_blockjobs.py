@@ -12,7 +12,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from fluoseg.errors import FluosegError
-from fluoseg.instance.blockjobs import dask_client, decode_blocks, finished_blocks, open_work, write_blocks
+from fluoseg.cluster import dask_client
+from fluoseg.instance.blockjobs import decode_blocks, finished_blocks, open_work, write_blocks
 from fluoseg.instance.blocks import plan_blocks
 from fluoseg.instance.postprocess import labels_from_threshold
 

@@ -86,10 +86,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     large.add_argument("--resume", action="store_true", help="continue an interrupted prediction from the "
                        "finished blocks its work folder recorded (same image, model and options)")
     where = large.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_args.positive_int, help="decode the blocks on a local Dask cluster of "
-                       "this many worker processes (one thread each); the network runs in this process")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="decode the blocks on the workers of a running Dask "
-                       "scheduler (e.g. tcp://host:8786 started by dask-jobqueue); they must reach the output folder")
+    where.add_argument("--workers", type=_args.positive_int, help="run the network pass (in bands of rows) and the "
+                       "decoding (in blocks) of Zarr/NGFF outputs and large instance images on a local Dask cluster "
+                       "of this many worker processes, one thread each; the output equals a one-process run")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="the same on the workers of a running Dask scheduler "
+                       "(e.g. tcp://host:8786 started by dask-jobqueue); they must reach the input and output files")
+    large.add_argument("--band-rows", type=_args.positive_int, metavar="ROWS", help="with --workers or --scheduler: "
+                       "rows of the image per network task (rounded up to whole output chunks; default four rows of "
+                       "tiles). Tiles on a band border are computed by both bands: taller bands waste less, shorter "
+                       "ones spread over more workers")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
@@ -120,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     from fluoseg.device import set_threads
     from fluoseg.errors import FluosegError
     from fluoseg.infer import PredictOptions
-    from fluoseg.instance.blockjobs import dask_client
+    from fluoseg.cluster import dask_client
     from fluoseg.io import OutputLock, prepare_output_dir, read_image
-    from fluoseg.predict import (UNCERTAINTY_TABLE, BlockOptions, check_inputs, check_work_folders, check_writable,
+    from fluoseg.predict import (ON_DISK_FORMATS, UNCERTAINTY_TABLE, BlockOptions, check_inputs, check_work_folders, check_writable,
                                  expand_inputs, output_paths, predict_file, predict_uncertainty_file,
                                  write_uncertainty_table)
     from fluoseg.uncertainty import UncertaintyOptions, check_uncertainty
@@ -164,13 +169,15 @@ def run(args: argparse.Namespace) -> int:
     if uncertainty is not None:
         check_uncertainty(segmenter, uncertainty)
     rows: list[dict[str, object]] = []
-    distributed = (args.workers, args.scheduler) if segmenter.task_name == "instance" else (None, None)
+    shared = segmenter.task_name == "instance" or (segmenter.task_name == "semantic" and args.format in ON_DISK_FORMATS)
+    distributed = (args.workers, args.scheduler) if shared else (None, None)
     if distributed == (None, None) and (args.workers or args.scheduler):
-        warnings.warn(f"--workers and --scheduler share out the decoding of instance labels; this model's task is "
-                      f"{segmenter.task_name}, so everything runs in this process")
+        warnings.warn(f"--workers and --scheduler share out instance models and Zarr/NGFF outputs of semantic ones; "
+                      f"this model's task is {segmenter.task_name} with --format {args.format}, so everything runs in "
+                      "this process")
     with OutputLock(out_dir, what="output folder"), dask_client(*distributed) as client:
         blocks = BlockOptions(block_size=args.block_size, block_depth=args.block_depth, halo=args.halo,
-                              resume=args.resume, client=client)
+                              resume=args.resume, client=client, band_rows=args.band_rows)
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, target in tqdm(list(zip(images, paths)), desc="predict", unit="image", disable=args.quiet):
             written = predict_file(segmenter, image, target, options, channel_names=args.channel_names,

@@ -10,6 +10,9 @@ workers, :func:`decode_blocks` with a ``client``):
     to resume work of other settings.
 ``maps.zarr``, ``maps.done``
     The activated network outputs ``(C, [Z], Y, X)``, and the mark that they are complete.
+``bands/<index>.done``
+    When the network pass runs as band tasks (:mod:`fluoseg.bandjobs`): the bands of the
+    maps already written.
 ``local.zarr``
     Phase A: each block's core with local ids ``1..n`` (``uint32``), chunked as the cores,
     so every block writes exactly one chunk.
@@ -22,8 +25,8 @@ blocks' strips plus the links; phase C (:func:`write_blocks`) rewrites every cor
 global ids into the output (idempotent, so it simply runs again after an interruption).
 Tasks receive a :class:`BlockJob` (paths, the plan and a picklable decoder) and an index,
 and open the arrays themselves: nothing large is sent to or from a worker. The work folder
-must be reachable by every worker (a shared file system on a cluster). :func:`dask_client`
-starts a local cluster of worker processes or connects to a running scheduler.
+must be reachable by every worker (a shared file system on a cluster); the tasks run through
+:mod:`fluoseg.cluster`.
 """
 
 from __future__ import annotations
@@ -32,27 +35,28 @@ import io
 import json
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fluoseg.cluster import run_tasks
 from fluoseg.errors import FluosegError
 from fluoseg.instance.blocklinks import BlockResult, Relabelling, Strip, link_blocks, resolve_links
 from fluoseg.instance.blocks import BlockPlan
 from fluoseg.instance.blockwise import Decoder, _truncation_message, decode_block, write_block
 from fluoseg.io import write_bytes_atomically, write_json_atomically
 
-__all__ = ["BlockJob", "dask_client", "decode_blocks", "finished_blocks", "link_records", "open_work", "write_blocks"]
+__all__ = ["BlockJob", "decode_blocks", "finished_blocks", "link_records", "open_work", "write_blocks"]
 
 SPEC = "spec.json"
 MAPS = "maps.zarr"
 MAPS_DONE = "maps.done"
 LOCAL = "local.zarr"
 RECORDS = "blocks"
+BANDS = "bands"
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,32 @@ class BlockJob:
         """Record that the maps are complete (after the last write to them)."""
         write_bytes_atomically(Path(self.work) / MAPS_DONE, b"complete\n", overwrite=True)
 
+    @property
+    def bands_path(self) -> Path:
+        """Records of the finished bands of a network pass shared out in bands (:mod:`fluoseg.bandjobs`)."""
+        return Path(self.work) / BANDS
+
     def create_maps(self, channels: int) -> Any:
-        """A new ``float32`` zarr for the maps, chunked like the blocks (any old one is replaced)."""
+        """A new ``float32`` zarr for the maps, chunked like the blocks (any old one is replaced,
+        with the records of the bands written into it)."""
         import zarr
 
+        shutil.rmtree(self.bands_path, ignore_errors=True)
         shape = (channels, *self.plan.shape)
         return zarr.create_array(store=str(self.maps_path), shape=shape, dtype="float32", fill_value=0.0,
                                  chunks=(channels, *_map_chunks(self.plan)), overwrite=True)
+
+    def open_maps(self, channels: int) -> Any:
+        """The maps an interrupted run began (its finished bands are kept), or new ones."""
+        import zarr
+
+        try:
+            maps = zarr.open_array(str(self.maps_path), mode="r+")
+        except (FileNotFoundError, ValueError, KeyError, OSError):
+            return self.create_maps(channels)
+        if tuple(maps.shape) != (channels, *self.plan.shape):
+            return self.create_maps(channels)
+        return maps
 
     def record_path(self, index: int) -> Path:
         """The record of a finished block."""
@@ -214,17 +237,8 @@ def _load_record(job: BlockJob, index: int, *, strips: Sequence[int] = ()) -> Bl
 
 def _run(client: Any, function: Callable[..., Any], job: BlockJob, indices: Sequence[int],
          *per_index: Sequence[Any], progress: bool = False, desc: str = "blocks") -> list[Any]:
-    """``function(job, index, *extras)`` for every index, here or as tasks of a Dask client."""
-    if client is None:
-        from tqdm.auto import tqdm
-
-        return [function(job, i, *extras) for i, *extras in
-                tqdm(list(zip(indices, *per_index)), desc=desc, unit="block", disable=not progress)]
-    # retries: a task whose worker process died (killed, out of memory) runs again elsewhere; every
-    # task writes only its own chunks and record, so running it twice gives the same result
-    futures = client.map(function, [job] * len(indices), list(indices), *[list(p) for p in per_index],
-                         pure=False, retries=3)
-    return client.gather(futures)
+    # every block task writes only its own chunks and record, so a retried task gives the same result
+    return run_tasks(client, function, job, indices, *per_index, progress=progress, desc=desc, unit="block")
 
 
 def decode_blocks(job: BlockJob, *, client: Any = None, progress: bool = False) -> Relabelling:
@@ -305,54 +319,3 @@ def write_blocks(job: BlockJob, relabelling: Relabelling, out: Any, *, client: A
     indices = [b.index for b in job.plan]
     _run(client, write_job_block, job, indices, relabelling.luts, [out] * len(indices), progress=progress,
          desc="write")
-
-
-@contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A ``dask.distributed.Client`` for block tasks, closed (with its local cluster) on exit.
-
-    Parameters
-    ----------
-    workers
-        Start a local cluster of this many worker processes, one thread each (decoding is
-        single-threaded numpy/scipy, so processes scale where threads would not).
-    scheduler
-        Address of a running scheduler instead (``tcp://host:8786``), e.g. one that
-        dask-jobqueue started on a cluster; its workers must reach the work folder.
-
-    Yields
-    ------
-    Client or None
-        None when neither is given (blocks then run in this process).
-
-    Raises
-    ------
-    FluosegError
-        When both are given, dask.distributed is not installed, or the scheduler cannot
-        be reached.
-    """
-    if workers is None and scheduler is None:
-        yield None
-        return
-    if workers is not None and scheduler is not None:
-        raise FluosegError("give either --workers (a local cluster) or --scheduler (a running one), not both")
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise FluosegError("distributed prediction needs dask.distributed; install it with "
-                           "pip install 'dask[distributed]'") from None
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as error:
-            raise FluosegError(f"cannot reach the Dask scheduler at {scheduler!r} ({error}); check the address "
-                               "and that the scheduler is running") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    # no dashboard: a second cluster on this machine would fight for its port
-    with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None,
-                      env={"OMP_NUM_THREADS": "1"}) as cluster, Client(cluster) as client:
-        yield client
