@@ -15,7 +15,11 @@ every script needs in the same way:
   the vessels5 manifest of ``architectures.py`` and ``marker_combinations.py``;
 - a run's per-epoch metrics (:func:`epoch_rows`), read through :class:`fluoseg.run.RunDir`;
 - what two scripts computed each in their own way: a metric pooled over the test images
-  (:func:`pooled_metric`) and the crop richest in foreground (:func:`densest_window`).
+  (:func:`pooled_metric`) and the crop richest in foreground (:func:`densest_window`);
+- the comparisons of reports whose unit is an independently trained network: paired
+  t-tests over replicates (:func:`paired_test`), Holm's correction over every test of a
+  report (:func:`adjust_holm`), verdicts that follow the adjusted p-value, and the
+  rendered README block between two markers (:func:`fill_readme_block`).
 
 The jobs under ``bench/peers/`` that run in the peers' own virtual environments cannot
 import fluoseg; they keep their standard-library helpers in ``bench/peers/common.py``.
@@ -31,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +46,7 @@ import numpy as np
 import yaml
 
 from fluoseg.io import read_labels, write_csv_atomically, write_text_atomically
+from fluoseg.metrics.stats import holm, paired_t_test, stars
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -124,6 +129,69 @@ def git_commit() -> str:
                               text=True).stdout.strip() or "?"
     except OSError:
         return "?"
+
+
+# ---- comparisons at the level of independent replicates ------------------------------------------
+
+ALPHA = 0.05
+MIN_REPLICATES = 3  # issue 11: an effect a report claims rests on at least 3 folds or seeds
+
+
+@dataclass
+class Test:
+    """One paired comparison of a report; ``p_holm`` is filled in by :func:`adjust_holm` once all tests are known."""
+
+    part: str
+    question: str
+    n: int
+    mean_difference: float
+    p_value: float
+    p_holm: float = float("nan")
+
+    def verdict(self, better: str = "helps", worse: str = "hurts", same: str = "no detectable difference",
+                few: str = f"too few replicates (n < {MIN_REPLICATES})") -> str:
+        """The words for the result: from the sign of the difference where the Holm-adjusted p is <= ALPHA."""
+        if self.n < MIN_REPLICATES:
+            return few
+        if not np.isfinite(self.p_holm) or self.p_holm > ALPHA:
+            return same
+        return better if self.mean_difference > 0 else worse
+
+    def cell(self) -> str:
+        """Table cells: mean difference | n | p | p (Holm) | stars of the Holm p with n beside them."""
+        return (f"{self.mean_difference:+.3f} | {self.n} | {self.p_value:.3g} | {self.p_holm:.3g} | "
+                f"{stars(self.p_holm)} (n={self.n})")
+
+
+def paired_test(part: str, question: str, method: Mapping[Hashable, float],
+                reference: Mapping[Hashable, float]) -> Test:
+    """Paired t-test of one value per replicate (a seed, or a (fold, seed) network) over the replicates both have."""
+    keys = sorted(set(method) & set(reference), key=str)
+    result = paired_t_test([method[k] for k in keys], [reference[k] for k in keys])
+    return Test(part, question, result.n, result.mean_difference, result.p_value)
+
+
+def adjust_holm(tests: Sequence[Test]) -> None:
+    """Fill in ``p_holm`` of every test: Holm's correction over the whole family (a report's tests together)."""
+    for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
+        test.p_holm = float(adjusted)
+
+
+def fill_readme_block(begin: str, end: str, block: str, readme: Path = ROOT / "README.md") -> Path:
+    """Replace the README's block from the line ``begin`` to the line ``end`` (both kept) with ``block``.
+
+    ``block`` is the whole block, markers included, ending in a newline.
+
+    Raises
+    ------
+    SystemExit
+        If the README has no such block (a report never appends one at a guessed place).
+    """
+    text = readme.read_text(encoding="utf-8")
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise SystemExit(f"{rel(readme)} has no {begin} ... {end} block to fill; add the two lines where it belongs")
+    return write_text(readme, text[:start] + block + text[stop + len(end) + 1:])
 
 
 # ---- child processes ---------------------------------------------------------------------------

@@ -13,39 +13,16 @@ Holm's correction over every test of the report together.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from _common import Test, adjust_holm, paired_test
 from scipy import stats as scipy_stats
 
 from fluoseg.metrics.calibration import spearman_correlation
-from fluoseg.metrics.stats import holm, paired_t_test, stars
 
 Rows = list[dict[str, Any]]
-ALPHA = 0.05
 LONGER_LABEL = "4x"  # bench/beyond.py's LONGER
-
-
-@dataclass
-class Test:
-    """One comparison of the report; ``p_holm`` is filled in once all tests are known."""
-
-    part: str
-    question: str
-    n: int
-    mean_difference: float
-    p_value: float
-    p_holm: float = float("nan")
-
-    def verdict(self, better: str = "helps", worse: str = "hurts", same: str = "no detectable difference") -> str:
-        if not np.isfinite(self.p_holm) or self.p_holm > ALPHA:
-            return same
-        return better if self.mean_difference > 0 else worse
-
-    def cell(self) -> str:
-        return (f"{self.mean_difference:+.3f} | {self.n} | {self.p_value:.3g} | {self.p_holm:.3g} | "
-                f"{stars(self.p_holm)} (n={self.n})")
 
 
 def _verdict(test: Test) -> str:
@@ -76,12 +53,6 @@ def _per_seed(rows: Rows, value: Callable[[Rows], float]) -> dict[str, float]:
     return {seed: value(_by(rows, seed=seed)) for seed in _seeds(rows)}
 
 
-def _paired(part: str, question: str, method: dict[str, float], reference: dict[str, float]) -> Test:
-    seeds = sorted(set(method) & set(reference), key=int)
-    result = paired_t_test([method[s] for s in seeds], [reference[s] for s in seeds])
-    return Test(part, question, result.n, result.mean_difference, result.p_value)
-
-
 def _one_sample(part: str, question: str, values: Sequence[float]) -> Test:
     values = np.asarray(values, dtype=float)
     p = float(scipy_stats.ttest_1samp(values, 0.0).pvalue) if values.size > 1 and values.std() > 0 else float("nan")
@@ -110,14 +81,14 @@ def part_a(rows: Rows, tests: list[Test]) -> list[str]:
         lines.append(f"| {subset} | {_mean_sd(msme)} | {_mean_sd(ub)} | {difference:+.3f} | "
                      f"{_mean_sd(_float(_by(rows, method=longer, subset=subset), 'f1_50'))} |")
     mean_of = lambda method: _per_seed(_by(rows, method=method), lambda r: float(np.mean(_float(r, "f1_50"))))  # noqa: E731
-    test = _paired("A", "MS-ME − UB, mean object F1 over the 15 subsets (equal steps)", mean_of("MS-ME"), mean_of("UB"))
+    test = paired_test("A", "MS-ME − UB, mean object F1 over the 15 subsets (equal steps)", mean_of("MS-ME"), mean_of("UB"))
     tests.append(test)
     lines += ["", f"Mean over subsets: MS-ME {_mean_sd(list(mean_of('MS-ME').values()))}, "
               f"UB {_mean_sd(list(mean_of('UB').values()))}, {longer} {_mean_sd(list(mean_of(longer).values()))}; "
               f"MS-ME is at least as good as UB on {wins} of {len(subsets)} subsets (means over seeds). "
               f"Verdict, equal steps: **{test.verdict('MS-ME better', 'MS-ME worse')}**.", ""]
     if any(r["method"] == longer for r in rows):
-        tests.append(_paired("A", f"{longer} − UB, mean object F1 over the 15 subsets", mean_of(longer), mean_of("UB")))
+        tests.append(paired_test("A", f"{longer} − UB, mean object F1 over the 15 subsets", mean_of(longer), mean_of("UB")))
     return lines
 
 
@@ -142,8 +113,8 @@ def part_b(rows: Rows, tests: list[Test]) -> list[str]:
         without = _per_seed(_by(mine, model="channel-invariant", inputs="trained markers"),
                             lambda r: float(r[0]["score"]))
         msme = _per_seed(_by(mine, model="MS-ME", inputs="trained markers"), lambda r: float(r[0]["score"]))
-        tests.append(_paired("B", f"{dataset}: channel-invariant with the unseen marker − without it", given, without))
-        tests.append(_paired("B", f"{dataset}: channel-invariant with the unseen marker − MS-ME without it",
+        tests.append(paired_test("B", f"{dataset}: channel-invariant with the unseen marker − without it", given, without))
+        tests.append(paired_test("B", f"{dataset}: channel-invariant with the unseen marker − MS-ME without it",
                              given, msme))
     return lines + [""]
 
@@ -167,8 +138,8 @@ def part_c(rows: Rows, tests: list[Test]) -> list[str]:
             cells.append(f"{_mean_sd(_float(chosen, 'f1_mean_subsets'))} ({_mean_sd(_float(chosen, 'f1_all_markers'))})")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
         value = lambda mode: _per_seed(_by(rows, mode=mode, n_images=n), lambda r: float(r[0]["f1_mean_subsets"]))  # noqa: E731
-        tests.append(_paired("C", f"n={n}: Excite only − full fine-tuning", value("excite"), value("all")))
-        tests.append(_paired("C", f"n={n}: Excite only − from scratch", value("excite"), value("scratch")))
+        tests.append(paired_test("C", f"n={n}: Excite only − full fine-tuning", value("excite"), value("all")))
+        tests.append(paired_test("C", f"n={n}: Excite only − from scratch", value("excite"), value("scratch")))
     return lines + [""]
 
 
@@ -254,8 +225,7 @@ def _sections(tables: dict[str, Rows]) -> tuple[list[str], list[Test]]:
     for part, build in PARTS.items():
         if tables.get(part):
             body += build(tables[part], tests)
-    for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
-        test.p_holm = float(adjusted)
+    adjust_holm(tests)
     return body, tests
 
 
