@@ -9,32 +9,56 @@ Methods (all the MS-ME U-Net, scaled down; see ``--depth``/``--base-filters``):
 * ``MS-SE``  MS with Squeeze-and-Excitation at the same places;
 * ``HeMIS``  per-marker backends, mean/variance abstraction, U-Net frontend (half the filters);
 * ``UB``     upper bound: one Marker-Zero U-Net per marker combination, trained on that
-             combination only (a subset of the 31 combinations, fewer steps; see ``--ub-*``).
+             combination only, with as many training batches as the other methods (a subset
+             of the 31 combinations; see ``--ub-*``).
 
 Every method is trained with 4-fold cross-validation by sample (``kfold_splits``, seed 0: 5
 training, 1 validation and 2 test samples per fold, every sample once in test, the same
-folds for every method) and evaluated on all 31 marker combinations of its test samples
-(``fluoseg experiment crossval``). Paired differences against MS and against UB use the
-paper's unit, a (class, combination, fold) with pixel counts pooled over the fold's test
-samples (n = 31 x 4 = 124 per class), and the two-sided Wilcoxon signed-rank test.
+folds for every method and training seed) and evaluated on all 31 marker combinations of its
+test samples (``fluoseg experiment crossval``). ``--seeds 0,1,2`` repeats every training
+with other initialisations and batches on the same folds.
+
+Statistics (issue 11; ``bench/marker_combinations_report.py``): the unit is an independently
+trained network, a (fold, seed). Per network and class, F1 is pooled over the fold's test
+samples per combination and averaged over the combinations; methods are compared by paired
+t-tests over the networks they share, against MS on all combinations and against UB on the
+combinations UB was trained for, per class and for both classes, with Holm's correction
+over every test of the report and n beside every star. MS-ME − UB is also tabled per trained
+combination with every network's value (issue 11, item 3).
+
+Outputs: ``bench/results/marker_combinations_units.csv`` (one row per network, combination
+and class: method, fold, seed, combination, markers, class, tp, fp, fn, f1, batches), the
+run record ``marker_combinations_run.json`` (settings, cost profile, wall times), the report
+``marker_combinations.md`` and the README block between ``<!-- markers:begin ... -->`` and
+``<!-- markers:end -->``. ``--report`` renders the report and the README block from the CSV
+alone (the run record adds settings and cost when present); without the CSV both say the
+numbers are pending.
 
 Sizing: the samples are cropped (``--crop``, default 384 px: one 572-px tile at inference)
 at the window holding the most pixels of the rarest class (arteries; the centre when a
 sample has none), and every network trains ``--epochs x --steps`` batches of ``--batch``
-patches of ``--patch`` px. Defaults are chosen to finish in about 90 minutes on 2 CPU
-cores at 1 thread; the estimate printed at start is measured on this machine.
+patches of ``--patch`` px (UB: ``--ub-epochs``, by default ``--epochs``). The estimate
+printed at start is measured on this machine.
 
-Everything is resumable: ``bench/work/marker_combinations/`` holds one folder per
+Full run and its duration: one seed, 5 methods x 4 folds x 250 batches and UB 4
+combinations x 4 folds x 250 batches. The run of 2026-11-21 (same sizing, UB at 100 batches)
+took 77 min on 2 cores at 1 thread; its UB networks took 36 s each, so 250 batches add about
+16 x 55 s = 15 min: expect about 1.5 h on a quiet machine, 2 h with other jobs on the cores
+(``--estimate`` measures it). Each further seed adds as much again.
+
+Everything is resumable: ``bench/work/marker_combinations/seed<s>/`` holds one folder per
 (method, fold) (``<METHOD>/fold<k>/``, and ``UB/fold<k>/<combination>/``); finished
 trainings and evaluations are skipped, an interrupted training resumes from its last
-epoch, and the report is rebuilt from the cached CSVs. CI never runs this script.
+epoch. The per-unit CSV is rebuilt from every finished unit of the work folder. CI never
+runs this script.
 
 Usage::
 
-    .venv/bin/python bench/marker_combinations.py --smoke        # end-to-end check, ~2 minutes
-    .venv/bin/python bench/marker_combinations.py --estimate     # measure, print the estimate, stop
-    nohup .venv/bin/python bench/marker_combinations.py > bench/work/marker_combinations.log 2>&1 &
-    .venv/bin/python bench/marker_combinations.py --report       # rebuild the report from caches
+    PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --smoke       # end-to-end check, a few minutes
+    PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --estimate    # measure, print the estimate, stop
+    nohup env OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/marker_combinations.py \\
+        > bench/work/marker_combinations.log 2>&1 &                             # the full run, ~1.5-2 h
+    PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --report      # report + README block from the CSV
 """
 
 from __future__ import annotations
@@ -53,16 +77,23 @@ from typing import Any
 import numpy as np
 from _common import (
     RESULTS,
+    ROOT,
     WORK,
+    accumulate,
     densest_window,
+    fill_readme_block,
+    git_commit,
     log,
     log_tail,
     read_json,
+    read_rows,
+    recorded,
     rel,
     run_logged,
     terminate_child_on_sigterm,
     vessels_manifest,
     write_json,
+    write_rows,
     write_text,
 )
 
@@ -74,9 +105,9 @@ UB_COMBINATIONS = "m_4,m_15,m_24,m_12345"
 OVERHEAD = 1.4
 
 DEFAULTS = {"epochs": 10, "steps": 25, "batch": 2, "patch": 316, "depth": 4, "base_filters": 16, "crop": 384,
-            "tile": 572, "lr": 5e-4, "ub_epochs": 4, "ub_combinations": UB_COMBINATIONS, "folds": 4}
+            "tile": 572, "lr": 5e-4, "ub_combinations": UB_COMBINATIONS, "folds": 4}
 SMOKE = {"epochs": 1, "steps": 2, "batch": 2, "patch": 60, "depth": 2, "base_filters": 4, "crop": 80, "tile": 132,
-         "lr": 1e-3, "ub_epochs": 1, "ub_combinations": "m_2,m_12345", "folds": 4}
+         "lr": 1e-3, "ub_combinations": "m_2,m_12345", "folds": 4}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,8 +116,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, help="work folder (default bench/work/marker_combinations[_smoke])")
     p.add_argument("--results", type=Path, help="folder of the report (default bench/results; smoke: WORK/results)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds; each trains every network again "
+                   "on the same folds (default 0)")
     size = p.add_argument_group("sizing (defaults: the full run; --smoke: a tiny one)")
-    size.add_argument("--smoke", action="store_true", help="tiny networks and crops: checks the pipeline in ~2 min")
+    size.add_argument("--smoke", action="store_true", help="tiny networks and crops: checks the pipeline in minutes")
     size.add_argument("--epochs", type=int, help=f"epochs per model (default {DEFAULTS['epochs']})")
     size.add_argument("--steps", type=int, help=f"batches per epoch (default {DEFAULTS['steps']})")
     size.add_argument("--batch", type=int, help=f"patches per batch (default {DEFAULTS['batch']})")
@@ -99,13 +132,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--folds", type=int, help=f"cross-validation folds (default {DEFAULTS['folds']})")
     size.add_argument("--ub-combinations", help="UB combination codes, a number N (N spread over the 31), or 'all' "
                       f"(default {UB_COMBINATIONS})")
-    size.add_argument("--ub-epochs", type=int, help=f"epochs per UB model (default {DEFAULTS['ub_epochs']})")
+    size.add_argument("--ub-epochs", type=int, help="epochs per UB model (default --epochs: equal training steps)")
     run = p.add_argument_group("execution")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    run.add_argument("--budget-minutes", type=float, default=90.0, help="warn when the estimate exceeds this")
+    run.add_argument("--budget-minutes", type=float, default=120.0, help="warn when the estimate exceeds this")
     run.add_argument("--estimate", action="store_true", help="measure and print the estimate, then stop")
-    run.add_argument("--report", action="store_true", help="only rebuild the report from finished results")
+    run.add_argument("--report", action="store_true", help="only render the report and README block from the CSV")
     run.add_argument("--quiet", action="store_true", help="no progress bars (progress lines still print)")
     run.add_argument("--profile-method", help=argparse.SUPPRESS)  # internal: one profiling subprocess
     args = p.parse_args(argv)
@@ -113,14 +146,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.ub_epochs is None:
+        args.ub_epochs = args.epochs
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    try:
+        args.seeds = sorted({int(s) for s in args.seeds.split(",") if s.strip()})
+    except ValueError:
+        p.error(f"--seeds {args.seeds!r}: write comma-separated integers, e.g. 0,1,2")
+    if not args.seeds:
+        p.error("--seeds is empty: give at least one seed, e.g. 0")
     args.name = "marker_combinations_smoke" if args.smoke else "marker_combinations"
     args.work = args.work or WORK / args.name
     args.results = args.results or (args.work / "results" if args.smoke else RESULTS)
     return args
+
+
+def seed_work(args: argparse.Namespace, seed: int) -> Path:
+    """The work folder of one training seed (its own cross-validation and UB folders)."""
+    return args.work / f"seed{seed}"
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -179,7 +225,8 @@ def model_section(method: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"name": "unet", "options": {**unet, **extra[method]}}
 
 
-def method_config(method: str, args: argparse.Namespace, manifest: Path) -> Any:
+def method_config(method: str, args: argparse.Namespace, manifest: Path, seed: int = 0) -> Any:
+    """The run config of a method's networks; ``seed`` seeds initialisation and batches (the folds stay seed 0)."""
     from fluoseg.config import RunConfig
 
     epochs = args.ub_epochs if method == "UB" else args.epochs
@@ -188,7 +235,7 @@ def method_config(method: str, args: argparse.Namespace, manifest: Path) -> Any:
         "model": model_section(method, args),
         "preprocess": {"normalization": "gaussian", "pixel_size_um": 1.0},
         "train": {"class_mode": "joint", "epochs": epochs, "steps_per_epoch": args.steps, "batch_size": args.batch,
-                  "patch_size": args.patch, "learning_rate": args.lr, "seed": 0, "device": args.device,
+                  "patch_size": args.patch, "learning_rate": args.lr, "seed": seed, "device": args.device,
                   "val_tile_size": args.tile, "num_threads": args.threads},
     })
 
@@ -287,7 +334,7 @@ def tiles_per_image(args: argparse.Namespace, method: str, shape: tuple[int, int
 def estimate(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Seconds of the work not finished yet, per method, from the measured per-batch times.
 
-    Per (method, fold): training batches x time per batch, plus one validation prediction
+    Per (method, fold, seed): training batches x time per batch, plus one validation prediction
     per epoch and 31 combinations x test samples predictions, each ``tiles`` x time per
     tile, times the measured overhead of the real training loop (``OVERHEAD``).
     """
@@ -303,13 +350,14 @@ def estimate(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[
         tiles = tiles_per_image(args, method, shape) * p["infer_s_per_tile"]
         if method == "UB":
             plans = plan_upper_bound(method_config("UB", args, manifest), folds=args.folds, **ub_selection(args))
-            pending = [1 for plan in plans for g in plan.chosen
-                       if not (args.work / "UB" / f"fold{plan.fold}" / data_code(data, g) / "combinations.csv").is_file()]
+            pending = [1 for seed in args.seeds for plan in plans for g in plan.chosen
+                       if not (seed_work(args, seed) / "UB" / f"fold{plan.fold}" / data_code(data, g)
+                               / "combinations.csv").is_file()]
             per_unit = args.ub_epochs * (args.steps * p["train_s_per_batch"] + tiles) + n_test * tiles
-            seconds[method] = OVERHEAD * len(pending) * per_unit
-            continue
-        pending = [k for k in range(args.folds) if not (args.work / method / f"fold{k}" / "combinations.csv").is_file()]
-        per_unit = args.epochs * (args.steps * p["train_s_per_batch"] + tiles) + n_test * 31 * tiles
+        else:
+            pending = [1 for seed in args.seeds for k in range(args.folds)
+                       if not (seed_work(args, seed) / method / f"fold{k}" / "combinations.csv").is_file()]
+            per_unit = args.epochs * (args.steps * p["train_s_per_batch"] + tiles) + n_test * 31 * tiles
         seconds[method] = OVERHEAD * len(pending) * per_unit
     return seconds
 
@@ -323,211 +371,148 @@ def data_code(data: Any, combination: tuple[str, ...]) -> str:
 # ---- running -----------------------------------------------------------------------------------
 
 def run_methods(args: argparse.Namespace, manifest: Path) -> None:
-    """Cross-validate every method on the same folds, then the upper bound.
+    """Cross-validate every method on the same folds, then the upper bound, per training seed.
 
-    The methods share one cross-validation folder (``WORK/folds.json``, units in
-    ``WORK/<method>/fold<k>/``), so their folds are checked to be the same;
-    ``crossval_combinations`` would also rewrite ``WORK/combinations.csv`` with the rows of
+    The methods of a seed share one cross-validation folder (``seed<s>/folds.json``, units in
+    ``seed<s>/<method>/fold<k>/``), so their folds are checked to be the same;
+    ``crossval_combinations`` would also rewrite ``seed<s>/combinations.csv`` with the rows of
     the last method only, so :func:`collect` reads the units' tables instead.
     """
     from fluoseg.experiments.combinations import CombinationScorer
     from fluoseg.experiments.crossval import run_crossval
     from fluoseg.experiments.upper_bound import run_upper_bound
 
-    for method in args.methods:
-        started = time.perf_counter()
-        log(f"== {method}")
-        config = method_config(method, args, manifest)
-        if method == "UB":
-            run_upper_bound(config, args.work / "UB", folds=args.folds, epochs=args.ub_epochs, tile_size=args.tile,
-                            progress=not args.quiet, log=lambda m: log(f"UB {m}"), **ub_selection(args))
-        else:
-            run_crossval({method: config}, args.work, CombinationScorer(method=method, tile_size=args.tile),
-                         folds=args.folds, seed=config.data.split.seed, progress=not args.quiet, log=log)
-        log(f"== {method} done in {(time.perf_counter() - started) / 60:.1f} min")
+    for seed in args.seeds:
+        work = seed_work(args, seed)
+        for method in args.methods:
+            started = time.perf_counter()
+            log(f"== seed {seed} {method}")
+            config = method_config(method, args, manifest, seed)
+            if method == "UB":
+                run_upper_bound(config, work / "UB", folds=args.folds, epochs=args.ub_epochs, tile_size=args.tile,
+                                progress=not args.quiet, log=lambda m: log(f"UB {m}"), **ub_selection(args))
+            else:
+                run_crossval({method: config}, work, CombinationScorer(method=method, tile_size=args.tile),
+                             folds=args.folds, seed=config.data.split.seed, progress=not args.quiet, log=log)
+            log(f"== seed {seed} {method} done in {(time.perf_counter() - started) / 60:.1f} min")
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Result rows of every finished (method, fold) unit."""
+    """Per-unit rows of every finished (method, fold, seed): counts pooled over the fold's test samples.
+
+    One row per network, combination and class (``UNIT_FIELDS``), with the training batches of
+    the network behind it.
+    """
     from fluoseg.experiments.combinations import CombinationScorer
-    from fluoseg.experiments.results import read_results
+    from fluoseg.experiments.results import pool_samples, read_results
 
-    paths = [p for method in METHODS if method != "UB"
-             for p in sorted((args.work / method).glob(f"fold*/{CombinationScorer.RESULTS}"))]
-    upper_bound = args.work / "UB" / "upper_bound.csv"
-    return read_results(paths + ([upper_bound] if upper_bound.is_file() else []))
-
-
-# ---- report ------------------------------------------------------------------------------------
-
-def fmt(value: float, spec: str = ".3f") -> str:
-    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
-
-
-def comparison(rows: list[dict[str, Any]], reference: str, args: argparse.Namespace,
-               classes: list[str]) -> tuple[list[str], str | None]:
-    """Markdown lines of the paired tests against ``reference`` and the boxplot's file name."""
-    from fluoseg.experiments.compare import difference_tests, paired_differences
-    from fluoseg.experiments.plots import difference_boxplot
-
-    if reference not in {r["method"] for r in rows}:
-        return [f"_No {reference} results yet._"], None
-    differences = paired_differences(rows, reference, unit="fold")
-    if not differences:
-        return [f"_No unit shared with {reference}._"], None
-    tests = difference_tests(differences, unit="fold")
-    png = f"{args.name}_vs_{reference}.png"
-    difference_boxplot(differences, tests, args.results / png, reference=reference, classes=classes)
-    lines = ["| method | class | n | mean diff | median diff | p (Wilcoxon) | sig |", "|---|---|---:|---:|---:|---:|---|"]
-    for t in tests:
-        lines.append(f"| {t['method']} | {t['class']} | {t['n']} | {fmt(t['mean_difference'], '+.4f')} | "
-                     f"{fmt(t['median_difference'], '+.4f')} | {fmt(t['p_value'], '.3g')} | {t['stars']} |")
-    return lines, png
-
-
-def write_report(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[str, Any]],
-                 wall_seconds: float | None) -> Path:
-    from fluoseg.experiments.results import SUMMARY_FIELDS, mean_table, summarize, write_csv
-
-    import torch
-
-    rows = collect(args)
-    args.results.mkdir(parents=True, exist_ok=True)
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
-    from fluoseg.data.manifest import load_manifest
-
-    present = {r["class"] for r in rows}
-    classes = [c for c in load_manifest(manifest).classes if c in present]
-    pooled = _pooled(rows)
-    write_csv(summarize(pooled), args.results / f"{args.name}_summary.csv", SUMMARY_FIELDS)
-    ub_codes = {r["combination"] for r in rows if r["method"] == "UB"}
-    means = mean_table(pooled)
-    on_ub = mean_table([r for r in pooled if r["combination"] in ub_codes])
-    lines = [f"# Marker combinations on vessels5{' (SMOKE RUN: tiny settings, numbers meaningless)' if args.smoke else ''}",
-             "",
-             f"Generated by `bench/marker_combinations.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-             + (f" after {wall_seconds / 60:.1f} min of work in this invocation" if wall_seconds else "") + ".",
-             "",
-             "## Setting", ""]
-    lines += settings_lines(args, manifest, torch.__version__)
-    lines += ["", "## Mean F1 per method and class", "",
-              "Over every (combination, fold) unit, F1 from the pixel counts pooled over the fold's 2 test samples "
-              "(mean ± sd, n units). UB covers only its combinations; the last columns restrict every method to "
-              "those combinations for a like-for-like view.", ""]
-    header = "| method | " + " | ".join(f"{c} (all)" for c in classes) + " | " + " | ".join(
-        f"{c} (UB combos)" for c in classes) + " |"
-    lines += [header, "|---|" + "---:|" * (2 * len(classes))]
-    for m in methods:
-        cells = [f"{fmt(means[m, c][0])} ± {fmt(means[m, c][1])} (n={means[m, c][2]})" if (m, c) in means else "n/a"
-                 for c in classes]
-        cells += [f"{fmt(on_ub[m, c][0])} (n={on_ub[m, c][2]})" if (m, c) in on_ub else "n/a" for c in classes]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    for reference, text in (("MS", "Paired differences F1(method) − F1(MS)"),
-                            ("UB", "Paired differences F1(method) − F1(UB), on UB's combinations")):
-        table, png = comparison(rows, reference, args, classes)
-        lines += ["", f"## {text}", "",
-                  "Two-sided Wilcoxon signed-rank test over (class, combination, fold) units; `all` pools both "
-                  "classes as the paper does. * p ≤ 0.05, ** p ≤ 0.01, *** p ≤ 0.001.", ""] + table
-        if png:
-            lines += ["", f"![F1 relative to {reference}]({png})"]
-    lines += ["", "## Per combination (mean F1 over the folds)", ""] + per_combination_lines(pooled, methods, classes)
-    lines += ["", "## Computational cost (cf. Supplementary Table 3)", ""] + cost_lines(args, profiles, rows)
-    lines += ["", "## Notes", ""] + notes_lines(args)
-    path = args.results / f"{args.name}.md"
-    write_text(path, "\n".join(lines) + "\n")
-    return path
-
-
-def _pooled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from fluoseg.experiments.results import pool_samples
-
-    return pool_samples(rows)
-
-
-def settings_lines(args: argparse.Namespace, manifest: Path, torch_version: str) -> list[str]:
-    ub = ub_selection(args)
-    ub_text = ("all trainable combinations" if not ub else f"{ub['max_combinations']} combinations spread over the 31"
-               if "max_combinations" in ub else f"combinations {ub['combinations']}")
-    return [
-        f"- Data: `{rel(args.manifest)}` → `{rel(manifest)}`" + (f" ({args.crop}×{args.crop} px crops at the windows richest in "
-                                                     "the rarest class)" if args.crop else " (whole samples)"),
-        f"- {args.folds}-fold cross-validation by sample (`kfold_splits`, seed 0), same folds for every method; "
-        "each method evaluated on all 31 marker combinations of its test samples.",
-        f"- U-Net: depth {args.depth}, {args.base_filters} base filters, valid padding, no normalisation; HeMIS: "
-        f"{max(4, args.base_filters // 2)} backend filters, 2 backend layers, U-Net frontend with "
-        f"{max(4, args.base_filters // 2)} base filters. One joint network for both classes (the paper trains one "
-        "per class).",
-        f"- Training: {args.epochs} epochs × {args.steps} steps = {args.epochs * args.steps} batches of {args.batch} "
-        f"patches of {args.patch} px, Adam lr {args.lr}, log-weighted cross-entropy, flips/rotations/intensity "
-        "jitter, model selection by best validation mean F1 (once per epoch).",
-        f"- UB: {ub_text}, {args.ub_epochs} epochs × {args.steps} steps = {args.ub_epochs * args.steps} batches per "
-        "model (fewer than the other methods, for time), Marker-Zero U-Net trained and validated only on its "
-        "combination.",
-        f"- Inference: overlap-tile with {args.tile}-px input tiles. CPU: {os.cpu_count()} cores, "
-        f"{args.threads} torch thread(s), torch {torch_version}, Python {platform.python_version()}.",
-    ]
-
-
-def per_combination_lines(pooled: list[dict[str, Any]], methods: list[str], classes: list[str]) -> list[str]:
-    from fluoseg.experiments.results import combination_sort_key
-
-    means: dict[tuple[str, str, str], list[float]] = {}
-    names: dict[str, tuple[int, str, str]] = {}
-    for r in pooled:
-        means.setdefault((r["method"], r["class"], r["combination"]), []).append(float(r["f1"]))
-        names[r["combination"]] = (*combination_sort_key(r), r["markers"])
-    lines = ["| combination | markers | " + " | ".join(f"{m} {c[:4]}." for c in classes for m in methods) + " |",
-             "|---|---|" + "---:|" * (len(classes) * len(methods))]
-    for code in sorted(names, key=lambda c: names[c][:2]):
-        cells = [fmt(float(np.mean(means[m, c, code]))) if (m, c, code) in means else "" for c in classes
-                 for m in methods]
-        lines.append(f"| {code} | {names[code][2]} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def cost_lines(args: argparse.Namespace, profiles: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"Median over 5 training batches ({args.batch} × {args.patch}² px, after one warm-up) and 3 inference "
-             f"tiles (1 × {args.tile}² px), {args.threads} thread(s) on CPU, each network in its own process; peak "
-             "memory is that process's peak resident set size (`resource.getrusage`), the increase is over the "
-             "process after imports and model construction. Training wall time is the measured total per model "
-             "(training + per-epoch validation) in this benchmark.", "",
-             "| method | parameters (×10⁶) | training (ms/batch) | inference (ms/tile) | peak RSS (MiB) | "
-             "increase (MiB) | wall time per model (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for method in [m for m in METHODS if m in profiles]:
-        p = profiles[method]
-        walls = wall_times(args, method)
-        params = f"{p['parameters'] / 1e6:.3f}"
-        if method == "UB":
-            n = len({r["combination"] for r in rows if r["method"] == "UB"}) or 31
-            params = f"{params} per model × {n} trained (× 31 for the full UB: {31 * p['parameters'] / 1e6:.2f})"
-        lines.append(f"| {method} | {params} | {1000 * p['train_s_per_batch']:.0f} | {1000 * p['infer_s_per_tile']:.0f} "
-                     f"| {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] - p['baseline_rss_mib']:.0f} | "
-                     f"{fmt(float(np.mean(walls)) if walls else float('nan'), '.0f')} |")
-    return lines
+    units = []
+    for seed in args.seeds:
+        work = seed_work(args, seed)
+        paths = [p for method in METHODS if method != "UB"
+                 for p in sorted((work / method).glob(f"fold*/{CombinationScorer.RESULTS}"))]
+        paths += sorted((work / "UB").glob(f"fold*/*/{CombinationScorer.RESULTS}"))
+        for row in pool_samples(read_results(paths)) if paths else []:
+            epochs = args.ub_epochs if row["method"] == "UB" else args.epochs
+            units.append({**{k: row[k] for k in ("method", "fold", "combination", "markers", "class", "tp", "fp",
+                                                 "fn", "f1")}, "seed": seed, "batches": epochs * args.steps})
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(units, key=lambda r: (order[r["method"]], r["seed"], r["fold"], r["class"],
+                                        len(r["combination"]), r["combination"]))
 
 
 def wall_times(args: argparse.Namespace, method: str) -> list[float]:
-    folder = args.work / method
-    records = folder.glob("fold*/*/run/trained.json") if method == "UB" else folder.glob("fold*/run/trained.json")
+    """Training wall seconds of each finished network of a method (from the runs' ``trained.json``)."""
+    pattern = "fold*/*/run/trained.json" if method == "UB" else "fold*/run/trained.json"
+    records = [p for seed in args.seeds for p in (seed_work(args, seed) / method).glob(pattern)]
     return [seconds for seconds in (read_json(p).get("seconds") for p in records) if seconds]
 
 
-def notes_lines(args: argparse.Namespace) -> list[str]:
-    return [
-        "- vessels5 is simulated (see `../shared/data/README.md`); arteries are rare and absent from some samples, "
-        "so their per-fold F1 is noisy.",
-        "- Deviations from the paper, for a CPU budget: far fewer training steps (the paper trains 200 epochs), a "
-        "smaller U-Net, crops, one joint network for both classes, and an upper bound on a subset of combinations "
-        "with fewer steps than the other methods (which favours the other methods against UB).",
-        "- Rebuild this report from the cached results with `--report`; rerunning the benchmark skips finished "
-        "(method, fold) units.",
-    ]
+def run_record(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[str, Any]],
+               units: list[dict[str, Any]]) -> dict[str, Any]:
+    """Settings, environment, cost profile and wall times of the run (the report's non-statistical parts)."""
+    import torch
+
+    settings = {key: getattr(args, key) for key in ("epochs", "steps", "batch", "patch", "depth", "base_filters",
+                                                     "crop", "tile", "lr", "folds", "ub_combinations", "ub_epochs",
+                                                     "threads", "seeds")}
+    settings.update(manifest=rel(args.manifest), data=rel(manifest), cpus=os.cpu_count(), torch=torch.__version__,
+                    python=platform.python_version(), commit=git_commit())
+    cost = []
+    for method in [m for m in METHODS if m in profiles]:
+        walls = wall_times(args, method)
+        models = len({(r["seed"], r["fold"], r["combination"] if method == "UB" else "")
+                      for r in units if r["method"] == method})
+        cost.append({**{k: profiles[method][k] for k in ("parameters", "train_s_per_batch", "infer_s_per_tile",
+                                                         "peak_rss_mib", "baseline_rss_mib")},
+                     "method": method, "models": models,
+                     "wall_s_per_model": float(np.mean(walls)) if walls else float("nan")})
+    wall = read_json(args.work / "wall.json", {}).get("seconds", 0.0)
+    return {"written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "settings": settings, "cost": cost,
+            "wall_minutes": wall / 60}
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """The per-unit CSV, run record, report and (smoke) README-block file of this run."""
+    return {"units": args.results / f"{args.name}_units.csv", "record": args.results / f"{args.name}_run.json",
+            "report": args.results / f"{args.name}.md", "block": args.results / f"{args.name}_readme_block.md"}
+
+
+def write_outputs(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[str, Any]]) -> None:
+    """The per-unit CSV and the run record from the work folder, then the report from them."""
+    from marker_combinations_report import UNIT_FIELDS
+
+    units = collect(args)
+    paths = output_paths(args)
+    write_rows(paths["units"], units, UNIT_FIELDS)
+    write_json(paths["record"], run_record(args, manifest, profiles, units))
+    log(f"units: {rel(paths['units'])} ({len(units)} rows), run record {rel(paths['record'])}")
+
+
+def report(args: argparse.Namespace) -> Path:
+    """Render the report and the README block from the per-unit CSV (and the run record, if any).
+
+    Without a per-unit CSV both say the numbers are pending. A smoke run writes its README
+    block next to its report instead of into README.md.
+    """
+    from marker_combinations_report import (
+        OLD_SUMMARY,
+        README_BEGIN,
+        README_END,
+        readme_block,
+        readme_pending_block,
+        render,
+        render_pending,
+        typed,
+    )
+
+    paths = output_paths(args)
+    rows = typed(read_rows(paths["units"]))
+    if rows:
+        text, block = render(rows, read_json(paths["record"]), smoke=args.smoke), readme_block(rows)
+    else:
+        old = read_rows(ROOT / OLD_SUMMARY)
+        text, block = render_pending(old), readme_pending_block(old)
+        log(f"no {rel(paths['units'])}: the report and the README block say the numbers are pending")
+    write_text(paths["report"], text)
+    if args.smoke:
+        write_text(paths["block"], block)
+        log(f"README block (smoke, README.md untouched): {rel(paths['block'])}")
+    else:
+        fill_readme_block(README_BEGIN, README_END, block)
+        log("README.md: marker-combinations block updated")
+    return paths["report"]
 
 
 # ---- main --------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:  # from the committed CSV alone: no torch, no data, no work folder needed
+        log(f"report: {rel(report(args))}")
+        return 0
     if args.profile_method:  # internal: the subprocess measuring one network
         path = args.work / "profile" / f"{args.profile_method}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -537,28 +522,27 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     terminate_child_on_sigterm()
-    started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     args.manifest = args.manifest or vessels_manifest(args.work / "data" / "vessels5" / "manifest.yaml")
-    log(f"work folder {args.work}; methods {args.methods}")
+    log(f"work folder {args.work}; methods {args.methods}; seeds {args.seeds}")
     manifest = prepare_data(args)
     profiles = {m: profile(m, args) for m in args.methods}
-    if not args.report:
-        seconds = estimate(args, manifest, profiles)
-        total = sum(seconds.values()) / 60
-        for method, s in seconds.items():
-            p = profiles[method]
-            log(f"estimate {method}: {s / 60:.1f} min left ({1000 * p['train_s_per_batch']:.0f} ms per training batch, "
-                f"{1000 * p['infer_s_per_tile']:.0f} ms per inference tile)")
-        verdict = "within" if total <= args.budget_minutes else "OVER"
-        log(f"estimated remaining time {total:.0f} min at {args.threads} thread(s), {verdict} the budget of "
-            f"{args.budget_minutes:.0f} min" + ("" if total <= args.budget_minutes else
-                                                 " (reduce --steps/--epochs, --methods or --ub-combinations)"))
-        if args.estimate:
-            return 0
+    seconds = estimate(args, manifest, profiles)
+    total = sum(seconds.values()) / 60
+    for method, s in seconds.items():
+        p = profiles[method]
+        log(f"estimate {method}: {s / 60:.1f} min left ({1000 * p['train_s_per_batch']:.0f} ms per training batch, "
+            f"{1000 * p['infer_s_per_tile']:.0f} ms per inference tile)")
+    verdict = "within" if total <= args.budget_minutes else "OVER"
+    log(f"estimated remaining time {total:.0f} min at {args.threads} thread(s), {verdict} the budget of "
+        f"{args.budget_minutes:.0f} min" + ("" if total <= args.budget_minutes else
+                                             " (reduce --steps/--epochs, --methods or --ub-combinations)"))
+    if args.estimate:
+        return 0
+    with recorded(lambda s: accumulate(args.work / "wall.json", seconds=s)):
         run_methods(args, manifest)
-    report = write_report(args, manifest, profiles, time.perf_counter() - started)
-    log(f"report: {report}")
+    write_outputs(args, manifest, profiles)
+    log(f"report: {rel(report(args))}")
     return 0
 
 
