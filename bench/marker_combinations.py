@@ -406,18 +406,20 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     from fluoseg.experiments.combinations import CombinationScorer
     from fluoseg.experiments.results import pool_samples, read_results
 
-    units = []
+    units: list[dict[str, Any]] = []
+    classes: dict[str, int] = {}  # in the order of the evaluation (the manifest's)
     for seed in args.seeds:
         work = seed_work(args, seed)
         paths = [p for method in METHODS if method != "UB"
                  for p in sorted((work / method).glob(f"fold*/{CombinationScorer.RESULTS}"))]
         paths += sorted((work / "UB").glob(f"fold*/*/{CombinationScorer.RESULTS}"))
         for row in pool_samples(read_results(paths)) if paths else []:
+            classes.setdefault(row["class"], len(classes))
             epochs = args.ub_epochs if row["method"] == "UB" else args.epochs
             units.append({**{k: row[k] for k in ("method", "fold", "combination", "markers", "class", "tp", "fp",
                                                  "fn", "f1")}, "seed": seed, "batches": epochs * args.steps})
     order = {m: i for i, m in enumerate(METHODS)}
-    return sorted(units, key=lambda r: (order[r["method"]], r["seed"], r["fold"], r["class"],
+    return sorted(units, key=lambda r: (order[r["method"]], r["seed"], r["fold"], classes[r["class"]],
                                         len(r["combination"]), r["combination"]))
 
 
@@ -491,7 +493,9 @@ def report(args: argparse.Namespace) -> Path:
     paths = output_paths(args)
     rows = typed(read_rows(paths["units"]))
     if rows:
-        text, block = render(rows, read_json(paths["record"]), smoke=args.smoke), readme_block(rows)
+        source = rel(paths["units"])
+        text = render(rows, read_json(paths["record"]), source=source, smoke=args.smoke)
+        block = readme_block(rows, source=source)
     else:
         old = read_rows(ROOT / OLD_SUMMARY)
         text, block = render_pending(old), readme_pending_block(old)

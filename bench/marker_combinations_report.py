@@ -83,12 +83,12 @@ def _fmt(value: float, spec: str = ".3f") -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
-def _mean_sd(values: Sequence[float]) -> str:
+def _mean_sd(values: Sequence[float], *, signed: bool = False) -> str:
     values = np.asarray(list(values), dtype=float)
     if values.size == 0:
         return "–"
     sd = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
-    return f"{values.mean():.3f}{sd}"
+    return f"{values.mean():{'+' if signed else ''}.3f}{sd}"
 
 
 def _network_label(network: Network, seeds: int) -> str:
@@ -235,7 +235,7 @@ def focus_lines(rows: Rows) -> list[str]:
             cells = [_fmt(differences[n], "+.3f") if n in differences else "" for n in networks]
             values = list(differences.values())
             lines.append(f"| {code} | {markers.get(code, '')} | {label} | " + " | ".join(cells)
-                         + f" | {_mean_sd(values)} | {_mean_sd([focus[n] for n in shared])} | "
+                         + f" | {_mean_sd(values, signed=True)} | {_mean_sd([focus[n] for n in shared])} | "
                          f"{_mean_sd([ub[n] for n in shared])} | {sum(v >= 0 for v in values)}/{len(values)} |")
     return lines + [""]
 
@@ -319,18 +319,19 @@ NOTES = [
 ]
 
 
-def render(rows: Rows, record: Mapping[str, Any] | None = None, *, smoke: bool = False) -> str:
-    """The Markdown report of a run's per-unit rows (and its run record, for settings and cost)."""
+def render(rows: Rows, record: Mapping[str, Any] | None = None, *, source: str = UNITS_CSV,
+           smoke: bool = False) -> str:
+    """The Markdown report of a run's per-unit rows (read from ``source``; the run record adds settings and cost)."""
     tests = comparisons(rows)
     networks = {m: len(network_scores(rows, m, _classes(rows))) for m in _methods(rows)}
     title = "# Marker combinations on vessels5" + (" (SMOKE RUN: tiny settings, numbers meaningless)" if smoke else "")
     lines = [title, "",
-             f"Rendered by `bench/marker_combinations.py --report` from `{UNITS_CSV if not smoke else 'the smoke units CSV'}` "
+             f"Rendered by `bench/marker_combinations.py --report` from `{source}` "
              "(one row per network, combination and class; pixel counts pooled over the fold's test samples).", "",
              "## Statistics", "",
              "The unit of replication is an independently trained network (fold × seed): the 31 combinations of a "
              "fold are scored by one network on the same test samples, so they are averaged into one value per "
-             "network before testing. Networks per method: " + ", ".join(f"{m} {n}" for m, n in networks.items())
+             "network before testing (UB: its per-combination networks of a fold and seed together). Networks per method: " + ", ".join(f"{m} {n}" for m, n in networks.items())
              + f". Paired t-tests over the networks two methods share; Holm's correction over all {len(tests)} "
              "tests of this report together; the stars follow the Holm-adjusted p "
              "(* ≤ 0.05, ** ≤ 0.01, *** ≤ 0.001), with n beside each; no verdict on fewer than 3 networks.", "",
@@ -338,8 +339,8 @@ def render(rows: Rows, record: Mapping[str, Any] | None = None, *, smoke: bool =
     lines += means_lines(rows)
     lines += tests_lines(tests, REFERENCE, f"Paired differences F1(method) − F1({REFERENCE})",
                          "Per network, mean F1 over all 31 combinations; `both` averages the two classes.")
-    lines += tests_lines(tests, UPPER_BOUND, f"Paired differences F1(method) − F1({UPPER_BOUND}), on UB's combinations",
-                         "Per network, mean F1 over the combinations UB was trained for on its fold.")
+    lines += tests_lines(tests, UPPER_BOUND,
+                         f"Paired differences F1(method) − F1({UPPER_BOUND}), on UB's combinations", "Per network, mean F1 over the combinations UB was trained for on its fold.")
     lines += focus_lines(rows)
     lines += per_combination_lines(rows)
     lines += ["## Computational cost (cf. Supplementary Table 3)", ""] + cost_lines(record)
@@ -347,7 +348,7 @@ def render(rows: Rows, record: Mapping[str, Any] | None = None, *, smoke: bool =
     return "\n".join(lines) + "\n"
 
 
-def readme_block(rows: Rows) -> str:
+def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
     """The README's summary: mean F1 per method, the tests against MS and UB with Holm-based verdicts."""
     tests = comparisons(rows)
     methods, classes = _methods(rows), _classes(rows)
@@ -356,7 +357,7 @@ def readme_block(rows: Rows) -> str:
     steps = {m: ", ".join(map(str, batches(rows, m))) for m in methods}
     lines = [README_BEGIN,
              f"**Marker combinations on vessels5** (`bench/results/marker_combinations.md`, rendered by "
-             f"`bench/marker_combinations.py --report` from `{UNITS_CSV}`): {folds}-fold cross-validation by sample, "
+             f"`bench/marker_combinations.py --report` from `{source}`): {folds}-fold cross-validation by sample, "
              f"seed(s) {', '.join(map(str, seeds))}, every method evaluated on all 31 marker combinations of its test "
              f"samples; training batches per network: " + ", ".join(f"{m} {s}" for m, s in steps.items()) + ". "
              "The unit is the trained network (fold × seed): per network the mean F1 over the combinations, then "
@@ -381,7 +382,7 @@ def readme_block(rows: Rows) -> str:
             focus = combination_scores(rows, FOCUS, code, classes)
             ub = combination_scores(rows, UPPER_BOUND, code, classes)
             shared = [n for n in focus if n in ub]
-            per_code.append(f"{code} {_mean_sd([focus[n] - ub[n] for n in shared])}")
+            per_code.append(f"{code} {_mean_sd([focus[n] - ub[n] for n in shared], signed=True)}")
         equal = batches(rows, FOCUS) == batches(rows, UPPER_BOUND)
         lines += ["", f"{FOCUS} − UB per trained combination ({BOTH} classes, mean ± SD over networks, "
                   + ("equal training steps" if equal else "UNEQUAL training steps") + "): " + "; ".join(per_code)
