@@ -41,10 +41,11 @@ patches of ``--patch`` px (UB: ``--ub-epochs``, by default ``--epochs``). The es
 printed at start is measured on this machine.
 
 Full run and its duration: one seed, 5 methods x 4 folds x 250 batches and UB 4
-combinations x 4 folds x 250 batches. The run of 2026-11-21 (same sizing, UB at 100 batches)
-took 77 min on 2 cores at 1 thread; its UB networks took 36 s each, so 250 batches add about
-16 x 55 s = 15 min: expect about 1.5 h on a quiet machine, 2 h with other jobs on the cores
-(``--estimate`` measures it). Each further seed adds as much again.
+combinations x 4 folds x 250 batches. The run of 2026-11-21 (same sizing, UB at 100
+batches) took 77 min on 2 cores at 1 thread; its UB networks took 36 s each, the other
+networks 119-258 s for 250 batches, so the 16 UB networks at 250 batches (90-150 s each)
+add 15-30 min: expect 1.5-2 h (``--estimate`` measures it on the machine at hand). Each
+further seed adds as much again.
 
 Everything is resumable: ``bench/work/marker_combinations/seed<s>/`` holds one folder per
 (method, fold) (``<METHOD>/fold<k>/``, and ``UB/fold<k>/<combination>/``); finished
@@ -54,10 +55,10 @@ runs this script.
 
 Usage::
 
-    PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --smoke       # end-to-end check, a few minutes
+    PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --smoke       # end-to-end check, ~2 min
     PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --estimate    # measure, print the estimate, stop
     nohup env OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/marker_combinations.py \\
-        > bench/work/marker_combinations.log 2>&1 &                             # the full run, ~1.5-2 h
+        > bench/work/marker_combinations.log 2>&1 &                             # the full run, 1.5-2 h
     PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --report      # report + README block from the CSV
 """
 

@@ -41,7 +41,7 @@ UNITS_CSV = "bench/results/marker_combinations_units.csv"
 OLD_SUMMARY = "bench/results/marker_combinations_2026-11-21_summary.csv"
 FULL_RUN = ("nohup env OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/marker_combinations.py "
             "> bench/work/marker_combinations.log 2>&1 &")
-FULL_RUN_TIME = "about 1.5 h on 2 quiet cores, 2 h when they are shared"
+FULL_RUN_TIME = "1.5-2 h on 2 cores at 1 thread"
 
 Rows = list[dict[str, Any]]
 Network = tuple[int, int]  # (fold, seed): one independently trained network per method
