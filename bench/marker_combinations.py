@@ -401,8 +401,9 @@ def run_methods(args: argparse.Namespace, manifest: Path) -> None:
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per-unit rows of every finished (method, fold, seed): counts pooled over the fold's test samples.
 
-    One row per network, combination and class (``UNIT_FIELDS``), with the training batches of
-    the network behind it.
+    One row per network, combination and class (``UNIT_FIELDS``); the seed and the training
+    batches are those the network's run recorded (``run/trained.json``), not the flags of
+    this invocation, so a table never misstates how a cached network was trained.
     """
     from fluoseg.experiments.combinations import CombinationScorer
     from fluoseg.experiments.results import pool_samples, read_results
@@ -414,11 +415,13 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
         paths = [p for method in METHODS if method != "UB"
                  for p in sorted((work / method).glob(f"fold*/{CombinationScorer.RESULTS}"))]
         paths += sorted((work / "UB").glob(f"fold*/*/{CombinationScorer.RESULTS}"))
-        for row in pool_samples(read_results(paths)) if paths else []:
-            classes.setdefault(row["class"], len(classes))
-            epochs = args.ub_epochs if row["method"] == "UB" else args.epochs
-            units.append({**{k: row[k] for k in ("method", "fold", "combination", "markers", "class", "tp", "fp",
-                                                 "fn", "f1")}, "seed": seed, "batches": epochs * args.steps})
+        for path in paths:
+            train = read_json(path.parent / "run" / "trained.json")["config"]["train"]
+            for row in pool_samples(read_results(path)):
+                classes.setdefault(row["class"], len(classes))
+                units.append({**{k: row[k] for k in ("method", "fold", "combination", "markers", "class", "tp", "fp",
+                                                     "fn", "f1")},
+                              "seed": int(train["seed"]), "batches": int(train["epochs"]) * int(train["steps_per_epoch"])})
     order = {m: i for i, m in enumerate(METHODS)}
     return sorted(units, key=lambda r: (order[r["method"]], r["seed"], r["fold"], classes[r["class"]],
                                         len(r["combination"]), r["combination"]))
