@@ -343,8 +343,8 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
     log(f"wrote {rel(target / 'scale.md')}")
 
 
-def band_overheads(sizes: list[int]) -> dict[int, float]:
-    """Tiles computed by the default bands of ``--workers`` over one pass's tiles, per image side.
+def band_overheads(sizes: list[int]) -> dict[int, tuple[int, float]]:
+    """Number of default bands of ``--workers`` and their tiles over one pass's tiles, per image side.
 
     The geometry is the scale model's (:data:`MODEL_OPTIONS`, 572-px tiles) and the
     bands those :mod:`fluoseg.bandjobs` plans on the maps' chunk rows.
@@ -359,7 +359,7 @@ def band_overheads(sizes: list[int]) -> dict[int, float]:
     for size in sizes:
         bands = plan_bands((size, size), chunk_rows=MAP_CHUNK, band_rows=TILE_ROWS_PER_BAND * geometry.output_size)
         computed = sum(band_tiles((size, size), geometry, (b.start, b.stop)) for b in bands)
-        overheads[size] = computed / len(plan_tiles((size, size), geometry))
+        overheads[size] = (len(bands), computed / len(plan_tiles((size, size), geometry)))
     return overheads
 
 
@@ -375,19 +375,23 @@ def workers_section(records: list[dict[str, Any]]) -> list[str]:
              "bit for bit the single-process maps), then the blocks are decoded there too; the main process plans, "
              "computes the normalisation statistics, links the blocks (phase B) and commits the output. Tiles on a "
              "band border are computed by both bands (the overhead column).", "",
-             "| size | one process (s) | 1 worker (s) | 2 workers (s) | 2 workers vs 1 | band overhead (tiles) |",
-             "|---|---|---|---|---|---|"]
+             "| size | one process (s) | 1 worker (s) | 2 workers (s) | 2 workers vs 1 | bands | band overhead (tiles) "
+             "| load avg (1 / 2 workers) |",
+             "|---|---|---|---|---|---|---|---|"]
     for size in sizes:
         one, w1, w2 = (by.get((m, size)) for m in ("blockwise", "workers-1", "workers-2"))
         cell = lambda r: f"{r['seconds']:.1f}" if r else "–"  # noqa: E731
         speedup = f"x{w1['seconds'] / w2['seconds']:.2f}" if w1 and w2 else "–"
-        lines.append(f"| {size}² | {cell(one)} | {cell(w1)} | {cell(w2)} | {speedup} | x{overheads[size]:.2f} |")
+        n_bands, overhead = overheads[size]
+        load = " / ".join(f"{r['load_avg_1min']:.1f}" if r else "–" for r in (w1, w2))
+        lines.append(f"| {size}² | {cell(one)} | {cell(w1)} | {cell(w2)} | {speedup} | {n_bands} | x{overhead:.2f} | "
+                     f"{load} |")
     lines += ["", "**N machines.** Each band and each block is an independent task that reads its window of the "
               "input (or of the maps) from shared storage and writes only its own chunks, so with a scheduler "
               "(`--scheduler ADDRESS`, e.g. dask-jobqueue) both phases spread over the workers: their time falls "
-              "about as 1/N times the band overhead above, until N reaches the number of bands (one per "
-              f"{MAP_CHUNK}-row multiple of about 4 tile rows, e.g. 11 for a 16384² image; `--band-rows` trades "
-              "more bands for more overhead) or of blocks. What stays serial is the main process's part: the "
+              "about as 1/N times the band overhead above, until N reaches the number of bands (whole "
+              f"{MAP_CHUNK}-row chunks, about 4 tile rows each; `--band-rows` trades more bands for more overhead) "
+              "or of blocks. What stays serial is the main process's part: the "
               "statistics pass over the image, linking the blocks' strips, and committing the output, plus the "
               "shared file system's bandwidth. On this 2-core machine the workers and the main process share the "
               "same two cores, so the table shows the cost of the task machinery here, not the gain on separate "
