@@ -46,7 +46,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import yaml
@@ -343,24 +344,23 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
     log(f"wrote {rel(target / 'scale.md')}")
 
 
-def band_overheads(sizes: list[int]) -> dict[int, tuple[int, float]]:
-    """Number of default bands of ``--workers`` and their tiles over one pass's tiles, per image side.
+def band_overheads(size: int, workers: int) -> tuple[int, float]:
+    """Bands ``--workers N`` plans for an image side by default, and their tiles over one pass's.
 
-    The geometry is the scale model's (:data:`MODEL_OPTIONS`, 572-px tiles) and the
-    bands those :mod:`fluoseg.bandjobs` plans on the maps' chunk rows.
+    The geometry is the scale model's (:data:`MODEL_OPTIONS`, 572-px tiles) and the bands those
+    :mod:`fluoseg.bandjobs` plans on the maps' chunk rows.
     """
-    from fluoseg.bandjobs import TILE_ROWS_PER_BAND, plan_bands
+    from fluoseg.bandjobs import default_band_rows, plan_bands
     from fluoseg.models import build_model
+    from fluoseg.network_pass import NetworkPass
     from fluoseg.tiling import band_tiles, geometry_for, plan_tiles
 
-    net = build_model("unet", in_channels=1, out_channels=1, options=MODEL_OPTIONS)
-    geometry = geometry_for(net, 572)
-    overheads = {}
-    for size in sizes:
-        bands = plan_bands((size, size), chunk_rows=MAP_CHUNK, band_rows=TILE_ROWS_PER_BAND * geometry.output_size)
-        computed = sum(band_tiles((size, size), geometry, (b.start, b.stop)) for b in bands)
-        overheads[size] = (len(bands), computed / len(plan_tiles((size, size), geometry)))
-    return overheads
+    geometry = geometry_for(build_model("unet", in_channels=1, out_channels=1, options=MODEL_OPTIONS), 572)
+    shaped = SimpleNamespace(shape=(1, size, size), members=(SimpleNamespace(geometry=geometry),))
+    rows = default_band_rows(cast(NetworkPass, shaped), workers)
+    bands = plan_bands((size, size), chunk_rows=MAP_CHUNK, band_rows=rows)
+    computed = sum(band_tiles((size, size), geometry, (b.start, b.stop)) for b in bands)
+    return len(bands), computed / len(plan_tiles((size, size), geometry))
 
 
 def workers_section(records: list[dict[str, Any]]) -> list[str]:
@@ -369,29 +369,28 @@ def workers_section(records: list[dict[str, Any]]) -> list[str]:
     sizes = sorted({s for m, s in by if m.startswith("workers-")})
     if not sizes:
         return []
-    overheads = band_overheads(sizes)
     lines = ["", "## 1 and 2 Dask workers", "",
              "`--workers N`: the network pass runs as band tasks on the workers (rows on the maps' chunk borders, "
              "bit for bit the single-process maps), then the blocks are decoded there too; the main process plans, "
              "computes the normalisation statistics, links the blocks (phase B) and commits the output. Tiles on a "
              "band border are computed by both bands (the overhead column).", "",
-             "| size | one process (s) | 1 worker (s) | 2 workers (s) | 2 workers vs 1 | bands | band overhead (tiles) "
-             "| load avg (1 / 2 workers) |",
+             "| size | one process (s) | 1 worker (s) | 2 workers (s) | 2 workers vs 1 | bands (1 / 2 workers) | "
+             "tiles computed, x one pass (1 / 2 workers) | load avg (1 / 2 workers) |",
              "|---|---|---|---|---|---|---|---|"]
     for size in sizes:
         one, w1, w2 = (by.get((m, size)) for m in ("blockwise", "workers-1", "workers-2"))
         cell = lambda r: f"{r['seconds']:.1f}" if r else "–"  # noqa: E731
         speedup = f"x{w1['seconds'] / w2['seconds']:.2f}" if w1 and w2 else "–"
-        n_bands, overhead = overheads[size]
+        (bands1, extra1), (bands2, extra2) = band_overheads(size, 1), band_overheads(size, 2)
         load = " / ".join(f"{r['load_avg_1min']:.1f}" if r else "–" for r in (w1, w2))
-        lines.append(f"| {size}² | {cell(one)} | {cell(w1)} | {cell(w2)} | {speedup} | {n_bands} | x{overhead:.2f} | "
-                     f"{load} |")
+        lines.append(f"| {size}² | {cell(one)} | {cell(w1)} | {cell(w2)} | {speedup} | {bands1} / {bands2} | "
+                     f"x{extra1:.2f} / x{extra2:.2f} | {load} |")
     lines += ["", "**N machines.** Each band and each block is an independent task that reads its window of the "
               "input (or of the maps) from shared storage and writes only its own chunks, so with a scheduler "
               "(`--scheduler ADDRESS`, e.g. dask-jobqueue) both phases spread over the workers: their time falls "
-              "about as 1/N times the band overhead above, until N reaches the number of bands (whole "
-              f"{MAP_CHUNK}-row chunks, about 4 tile rows each; `--band-rows` trades more bands for more overhead) "
-              "or of blocks. What stays serial is the main process's part: the "
+              "about as 1/N times the band overhead above, while the bands (two per worker by default, at least a tile row "
+              "tall, so each border costs a tile row twice: more workers, more overhead; `--band-rows` sets them) "
+              "and the blocks outnumber the workers. What stays serial is the main process's part: the "
               "statistics pass over the image, linking the blocks' strips, and committing the output, plus the "
               "shared file system's bandwidth. On this 2-core machine the workers and the main process share the "
               "same two cores, so the table shows the cost of the task machinery here, not the gain on separate "

@@ -88,7 +88,13 @@ def test_overhead_counts_the_tiles_two_bands_compute(prepared):
     network = prepared[0]
     assert band_overhead(network, plan_bands((96, 70), chunk_rows=96, band_rows=96)) == 1.0
     assert band_overhead(network, plan_bands((96, 70), chunk_rows=16, band_rows=16)) > 1.0
-    assert default_band_rows(network) == 4 * network.members[0].geometry.output_size
+    tile_rows = network.members[0].geometry.output_size
+    slide = dataclasses.replace(network, shape=(2, 4096, 70))
+    assert default_band_rows(slide, 2) == 1024  # two bands per worker
+    assert default_band_rows(slide, 1) == 4096  # one worker: whole planes, no tile computed twice
+    assert default_band_rows(slide, 1000) == tile_rows  # never thinner than a row of tiles
+    stack = dataclasses.replace(network, shape=(2, 8, 4096, 70))
+    assert default_band_rows(stack, 2) == 4096  # eight planes already give each worker two bands
 
 
 @dataclasses.dataclass(frozen=True)

@@ -257,6 +257,9 @@ class InlineClient:
     def gather(self, futures):
         return futures
 
+    def nthreads(self):
+        return {"inline": 1}
+
 
 def test_resume_keeps_the_bands_of_an_interrupted_distributed_network_pass(nuclei, blockwise, tmp_path, monkeypatch):
     from fluoseg.network_pass import NetworkPass

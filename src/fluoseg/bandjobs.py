@@ -29,11 +29,11 @@ from fluoseg.network_pass import NetworkPass
 from fluoseg.tiling import band_tiles, plan_tiles
 
 __all__ = ["Band", "BandJob", "ImageSource", "band_overhead", "default_band_rows", "finished_bands", "plan_bands",
-           "run_band", "run_bands"]
+           "run_band", "run_bands", "worker_count"]
 
-TILE_ROWS_PER_BAND = 4
-"""Default band height in rows of output tiles: taller bands share fewer tiles with their
-neighbours (one tile row per border), shorter ones spread over more workers."""
+BANDS_PER_WORKER = 2
+"""Default bands per worker: each worker gets two, so a slow one delays the end by less than a
+band while the bands stay as tall as the workers allow (each border costs a tile row twice)."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,16 @@ def plan_bands(spatial_shape: Sequence[int], *, chunk_rows: int, band_rows: int)
     return tuple(Band(start, min(start + step, height), plane) for plane in planes for start in range(0, height, step))
 
 
-def default_band_rows(network: NetworkPass) -> int:
-    """:data:`TILE_ROWS_PER_BAND` rows of the largest output tile of the pass."""
-    return TILE_ROWS_PER_BAND * max(member.geometry.output_size for member in network.members)
+def default_band_rows(network: NetworkPass, workers: int) -> int:
+    """Rows per band giving each of ``workers`` :data:`BANDS_PER_WORKER` bands over all planes,
+    but at least one row of output tiles (shorter bands would compute each tile three times);
+    one worker gets whole planes (splitting them would only add work)."""
+    height = int(network.shape[-2])
+    planes = int(network.shape[1]) if len(network.shape) == 4 else 1
+    wanted = BANDS_PER_WORKER * int(workers) if workers > 1 else 1
+    per_plane = max(1, math.ceil(wanted / planes))
+    tile_rows = max(member.geometry.output_size for member in network.members)
+    return max(tile_rows, math.ceil(height / per_plane))
 
 
 def band_overhead(network: NetworkPass, bands: Sequence[Band]) -> float:
@@ -145,6 +152,11 @@ def run_band(job: BandJob, index: int) -> int:
     if record is not None:  # last: a band with a record is finished, whatever happens next
         write_bytes_atomically(record, b"done\n", overwrite=True)
     return index
+
+
+def worker_count(client: Any) -> int:
+    """Workers of a Dask client (1 without one)."""
+    return 1 if client is None else max(1, len(client.nthreads()))
 
 
 def run_bands(job: BandJob, *, client: Any = None, progress: bool = False) -> int:

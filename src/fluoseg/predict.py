@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from fluoseg.bandjobs import BandJob, ImageSource, band_overhead, default_band_rows, plan_bands, run_bands
+from fluoseg.bandjobs import (BandJob, ImageSource, band_overhead, default_band_rows, plan_bands, run_bands,
+                              worker_count)
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.instance.blockjobs import decode_blocks, open_work, write_blocks
@@ -117,7 +118,8 @@ class BlockOptions:
         and decode the blocks (:mod:`fluoseg.bandjobs`); None: this process.
     band_rows
         Rows per band of the network pass on the workers (rounded up to whole chunks);
-        None: four rows of tiles.
+        None: two bands per worker, at least a row of tiles tall
+        (:func:`fluoseg.bandjobs.default_band_rows`).
     """
 
     block_size: int = 1024
@@ -485,7 +487,7 @@ class _Distribution:
         network = segmenter.network_pass(image.array, names, options)
         chunk_rows = math.lcm(int(out.chunks[-2]), int(masks.chunks[-2]) if masks is not None else 1)
         bands = plan_bands(image.spatial_shape, chunk_rows=chunk_rows,
-                           band_rows=self.band_rows or default_band_rows(network))
+                           band_rows=self.band_rows or default_band_rows(network, worker_count(self.client)))
         job = BandJob(network, self.source, out, bands, records=None if records is None else str(records),
                       decode=None if masks is None else network.decode, decoded=masks)
         log.info("%s: %d bands of the network pass on the workers (%.2fx the tiles of one pass)", self.source.path,

@@ -92,9 +92,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--scheduler", metavar="ADDRESS", help="the same on the workers of a running Dask scheduler "
                        "(e.g. tcp://host:8786 started by dask-jobqueue); they must reach the input and output files")
     large.add_argument("--band-rows", type=_args.positive_int, metavar="ROWS", help="with --workers or --scheduler: "
-                       "rows of the image per network task (rounded up to whole output chunks; default four rows of "
-                       "tiles). Tiles on a band border are computed by both bands: taller bands waste less, shorter "
-                       "ones spread over more workers")
+                       "rows of the image per network task (rounded up to whole output chunks; default: two bands "
+                       "per worker, at least a row of tiles). Tiles on a band border are computed by both bands: "
+                       "taller bands waste less, shorter ones spread over more workers")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
     execution.add_argument("--tta", nargs="?", const="all", default=None, type=_args.tta,
