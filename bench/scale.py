@@ -15,12 +15,15 @@ simulator, 24 x 512 x 512 voxels, Zarr) predicted blockwise (Zarr labels; blocks
 x 256² px, slices stitched into 3D objects and linked across blocks in z as in y/x) and at
 once (TIFF labels, the whole stack stitched), with the same partition check.
 
+* ``semantic``: a semantic model of the same network (nucleus foreground, trained here on
+  the same images) with Zarr masks out: probabilities streamed to disk, masks decoded band
+  by band.
+
 The peak resident memory of the child (``wait4``'s ``ru_maxrss``), its wall time and the
 object count are recorded; where ``blockwise`` and ``whole`` both ran, their labels are
-compared (the same partition of the pixels, ids aside). Semantic (probabilities) figures
-of ``peers.py``'s scaling stage are shown beside them when ``results/peers_scaling.csv``
-exists. The model is a small threshold U-Net trained here for a minute on synthetic nuclei
-(``--model RUN`` uses another run; it must not rescale images: ``--diameter off`` is passed).
+compared (the same partition of the pixels, ids aside). The instance model is a small
+threshold U-Net trained here for a minute on synthetic nuclei (``--model RUN`` uses another
+run; it must not rescale images: ``--diameter off`` is passed).
 
 Run from the repository root::
 
@@ -76,7 +79,7 @@ STACK_BLOCKS = ["--block-size", "256", "--block-depth", "8"]
 WHOLE_MAX = 4096
 RSS_TARGET = 1.5
 """Issue 13: peak RSS of instance prediction at 16384² at most this multiple of that at 2048²."""
-MODES = ("blockwise", "whole", "workers-1", "workers-2")
+MODES = ("blockwise", "whole", "workers-1", "workers-2", "semantic")
 CHUNK = 512
 MODEL_OPTIONS = {"depth": 2, "base_filters": 8, "padding": "same"}
 """The small threshold U-Net the script trains."""
@@ -98,28 +101,36 @@ def nuclei_tile(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
-def train_model(work: Path, threads: int) -> Path:
-    """A small threshold U-Net trained on synthetic nuclei (skipped when it exists)."""
-    run = work / "model" / "run"
-    if (work / "model" / "train.done").is_file():
+def train_model(work: Path, threads: int, *, task: str = "instance") -> Path:
+    """A small U-Net trained on synthetic nuclei (skipped when it exists): a threshold instance
+    model, or (``task="semantic"``) the nucleus foreground as one class."""
+    folder = work / ("model" if task == "instance" else f"model-{task}")
+    run = folder / "run"
+    if (folder / "train.done").is_file():
         return run
-    data = work / "model" / "data"
+    data = folder / "data"
     for i in range(6):
         image, labels = nuclei_tile(1000 + i, 256)
         write_image(data / "images" / f"t{i}.tif", image, axes="YX", overwrite=True)
         write_image(data / "labels" / f"t{i}.tif", labels, axes="YX", overwrite=True)
-    write_text(data / "manifest.yaml", yaml.safe_dump({"markers": ["DNA"], "images": "images/*.tif",
-                                                      "labels": "labels/{id}.tif"}))
-    config = {"data": {"manifest": str(data / "manifest.yaml"), "split": {"val": ["t5"]}}, "task": "instance",
-              "instance": {"method": "threshold", "min_size": 10},
+        write_image(data / "masks" / f"t{i}.tif", (labels > 0).astype(np.uint8), axes="YX", overwrite=True)
+    manifest = {"markers": ["DNA"], "images": "images/*.tif"}
+    if task == "instance":
+        manifest["labels"] = "labels/{id}.tif"
+        task_options: dict[str, Any] = {"task": "instance", "instance": {"method": "threshold", "min_size": 10}}
+    else:
+        manifest.update(classes=["nuclei"], masks="masks/{id}.tif")
+        task_options = {"task": "semantic"}
+    write_text(data / "manifest.yaml", yaml.safe_dump(manifest))
+    config = {"data": {"manifest": str(data / "manifest.yaml"), "split": {"val": ["t5"]}}, **task_options,
               "model": {"name": "unet", "options": dict(MODEL_OPTIONS)},
               "train": {"epochs": 6, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 128, "device": "cpu",
                         "num_threads": threads, "learning_rate": 3e-3}}
-    write_text(work / "model" / "config.yaml", yaml.safe_dump(config))
-    log("training the benchmark model (threshold U-Net, synthetic nuclei)")
-    run_fluoseg(["train", work / "model" / "config.yaml", "--out", run, "--overwrite", "--quiet"],
-                work / "logs" / "train.log", threads=threads)
-    write_text(work / "model" / "train.done", "done\n")
+    write_text(folder / "config.yaml", yaml.safe_dump(config))
+    log(f"training the benchmark model ({task} U-Net, synthetic nuclei)")
+    run_fluoseg(["train", folder / "config.yaml", "--out", run, "--overwrite", "--quiet"],
+                work / "logs" / f"train-{task}.log", threads=threads)
+    write_text(folder / "train.done", "done\n")
     return run
 
 
@@ -171,12 +182,32 @@ def measure(work: Path, run: Path, mode: str, size: int, threads: int) -> dict[s
     if result["code"] != 0:
         raise RuntimeError(f"{mode} {size}² failed (exit {result['code']}); see {rel(work / 'logs')}")
     labels = read_image(labels_path(work, mode, size), lazy=True).array
-    n_objects = max(int(np.asarray(labels[(0, slice(y, y + 2048))]).max(initial=0)) for y in range(0, size, 2048))
+    n_objects = None if mode == "semantic" else max(int(np.asarray(labels[(0, slice(y, y + 2048))]).max(initial=0))
+                                                    for y in range(0, size, 2048))
     record = {"mode": mode, "size": size, "megapixels": size * size / 1e6, "seconds": result["seconds"],
               "mp_per_s": size * size / 1e6 / result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
               "n_objects": n_objects, "load_avg_1min": load, "threads": threads, "fluoseg_commit": git_commit()}
     write_json(record_path, record)
     log(f"{mode} {size}²: {record['seconds']:.1f} s, peak RSS {record['peak_rss_mb']:.0f} MB, {n_objects} objects")
+    return record
+
+
+def compare_workers(work: Path, size: int) -> dict[str, Any] | None:
+    """Whether the Dask workers' labels equal the one-process labels, id for id (cached)."""
+    path = work / "records" / f"workers-equal-{size}.json"
+    if read_json(path) is not None:
+        return read_json(path)
+    reference = labels_path(work, "blockwise", size)
+    others = {m: labels_path(work, m, size) for m in ("workers-1", "workers-2")}
+    if not reference.exists() or not all(p.exists() for p in others.values()):
+        return None
+    one = read_image(reference, lazy=True).array
+    record: dict[str, Any] = {"size": size}
+    for mode, other_path in others.items():
+        other = read_image(other_path, lazy=True).array
+        record[f"{mode}_identical"] = all(np.array_equal(np.asarray(one[:, y:y + 2048]), np.asarray(other[:, y:y + 2048]))
+                                          for y in range(0, size, 2048))
+    write_json(path, record)
     return record
 
 
@@ -295,7 +326,7 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
     for r in records:
         growth = f"x{r['rss_growth']:.2f}" if r.get("rss_growth") else "–"
         lines.append(f"| {r['mode']} | {r['size']}² | {r['megapixels']:.1f} | {r['threads']} | {r['seconds']:.1f} | "
-                     f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {growth} | {r['n_objects']} | "
+                     f"{r['mp_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {growth} | {r['n_objects'] or '–'} | "
                      f"{r['load_avg_1min']:.1f} |")
     measured = {(r["mode"], int(r["size"])) for r in records}
     missing = [f"{m} {s}²" for m in MODES for s in sizes if not (m == "whole" and s > WHOLE_MAX) and (m, s) not in measured]
@@ -334,12 +365,13 @@ def render(work: Path, target: Path, sizes: list[int]) -> None:
                   f"{stack[f'objects_{m}']} | {stack[f'{m}_load_avg_1min']:.1f} |" for m in ("blockwise", "whole")]
         lines += ["", f"Same partition: **{'yes' if stack['same_partition'] else 'NO'}**; "
                   f"{stack['objects_across_z_blocks']} of the objects span more than one z-block."]
-    semantic = [r for r in read_rows(RESULTS / "peers_scaling.csv") if r.get("mode") == "probabilities"]
-    if semantic:
-        lines += ["", "## Semantic (probabilities streamed Zarr to Zarr), from `peers.py`", "",
-                  "| size | seconds | peak RSS (MB) |", "|---|---|---|"]
-        lines += [f"| {r['size']}² | {float(r['seconds']):.1f} | {float(r['peak_rss_mb']):.0f} |" for r in semantic]
-    lines += workers_section(records)
+    semantic = {int(r["size"]): r for r in records if r["mode"] == "semantic"}
+    if 2048 in semantic and max(semantic) > 2048:
+        top = max(semantic)
+        ratio = semantic[top]["peak_rss_mb"] / semantic[2048]["peak_rss_mb"]
+        lines += ["", f"Semantic (`semantic` rows: probabilities streamed Zarr to Zarr, masks band by band): peak RSS "
+                  f"at {top}² is x{ratio:.2f} that at 2048²."]
+    lines += workers_section(records, work)
     write_text(target / "scale.md", "\n".join(lines))
     log(f"wrote {rel(target / 'scale.md')}")
 
@@ -363,7 +395,7 @@ def band_overheads(size: int, workers: int) -> tuple[int, float]:
     return len(bands), computed / len(plan_tiles((size, size), geometry))
 
 
-def workers_section(records: list[dict[str, Any]]) -> list[str]:
+def workers_section(records: list[dict[str, Any]], work: Path) -> list[str]:
     """1 and 2 Dask workers against one process, and what N machines would give."""
     by = {(r["mode"], int(r["size"])): r for r in records}
     sizes = sorted({s for m, s in by if m.startswith("workers-")})
@@ -385,6 +417,12 @@ def workers_section(records: list[dict[str, Any]]) -> list[str]:
         load = " / ".join(f"{r['load_avg_1min']:.1f}" if r else "–" for r in (w1, w2))
         lines.append(f"| {size}² | {cell(one)} | {cell(w1)} | {cell(w2)} | {speedup} | {bands1} / {bands2} | "
                      f"x{extra1:.2f} / x{extra2:.2f} | {load} |")
+    identical = [c for s in sizes if (c := read_json(work / "records" / f"workers-equal-{s}.json"))]
+    if identical:
+        same = all(c["workers-1_identical"] and c["workers-2_identical"] for c in identical)
+        checked = ", ".join(f"{c['size']}²" for c in identical)
+        lines += ["", f"Labels of 1 and 2 workers identical to the one-process labels (id for id) at {checked}: "
+                  f"**{'yes' if same else 'NO'}**."]
     lines += ["", "**N machines.** Each band and each block is an independent task that reads its window of the "
               "input (or of the maps) from shared storage and writes only its own chunks, so with a scheduler "
               "(`--scheduler ADDRESS`, e.g. dask-jobqueue) both phases spread over the workers: their time falls "
@@ -420,8 +458,10 @@ def main() -> int:
             for mode in modes:
                 if mode == "whole" and size > WHOLE_MAX:
                     continue
-                measure(work, run, mode, size, args.threads)
+                model = train_model(work, args.threads, task="semantic") if mode == "semantic" else run
+                measure(work, model, mode, size, args.threads)
             compare(work, size)
+            compare_workers(work, size)
         if args.stack:
             measure_stack(work, run, args.threads)
     render(work, target, sizes)
