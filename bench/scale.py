@@ -405,7 +405,7 @@ def workers_section(records: list[dict[str, Any]], work: Path) -> list[str]:
              "`--workers N`: the network pass runs as band tasks on the workers (rows on the maps' chunk borders, "
              "bit for bit the single-process maps), then the blocks are decoded there too; the main process plans, "
              "computes the normalisation statistics, links the blocks (phase B) and commits the output. Tiles on a "
-             "band border are computed by both bands (the overhead column).", "",
+             "band border are computed by both bands (the tiles-computed column).", "",
              "| size | one process (s) | 1 worker (s) | 2 workers (s) | 2 workers vs 1 | bands (1 / 2 workers) | "
              "tiles computed, x one pass (1 / 2 workers) | load avg (1 / 2 workers) |",
              "|---|---|---|---|---|---|---|---|"]
