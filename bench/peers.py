@@ -1,38 +1,49 @@
 #!/usr/bin/env python
-"""fluoseg against Cellpose 3 and StarDist 2D on DSB 2018 fluorescence nuclei (issue 5).
+"""fluoseg against Cellpose 3 and StarDist 2D on DSB 2018 fluorescence nuclei (issues 5 and 11).
 
-Accuracy under an equal wall-clock training budget, inference speed and memory, fluoseg's
-scaling from 1k^2 to 16k^2 with Zarr in and out, and a FLOP/s reference.
+Accuracy under an equal wall-clock training budget, inference speed and memory in the scored
+configuration, fluoseg's scaling from 1k^2 to 16k^2 with Zarr in and out, and a FLOP/s reference.
 
 * **Peers**, each in its own venv under ``bench/work/peers/`` (never in fluoseg's .venv):
   Cellpose 3.1.1.3 (classic CNN, CPU torch 2.13.0 pinned through ``constraints.txt``) and
   StarDist 0.9.2 with tensorflow-cpu. Their jobs (``bench/peers/*_job.py``) run inside those
   venvs and write label TIFFs and JSON; all scoring happens here, in fluoseg's venv, with
   ``fluoseg.metrics.instance.instance_rows`` on the same test images.
-* **Training**: the same training (and validation) images of the fixed split
-  ``bench/splits/dsb2018_fluo.json``, from scratch, the same wall-clock budget counted from
-  process start (imports and data preparation included), the same thread count, one tool at
-  a time. fluoseg trains the instance model of ``bench/nuclei.py`` (``--fluoseg-variant``;
-  default: the best variant of ``bench/results/nuclei.csv`` when it exists, else ``border``).
+* **Training** (issue 11: each tool as its authors would run it): the same training (and
+  validation) images of the fixed split ``bench/splits/dsb2018_fluo.json``, from scratch, the
+  same wall-clock budget (25 min) counted from process start (imports and data preparation
+  included), the same thread count, one tool at a time, all of the budget used: fluoseg and
+  StarDist train until the budget (best checkpoint on validation); Cellpose plans its
+  ``train_seg`` epochs from a timed probe so that its learning-rate decay (only for
+  ``n_epochs > 100``) happens inside the budget, with diameter rescaling on. fluoseg trains
+  the ``bench/nuclei.py`` variant with the best VALIDATION score (``--fluoseg-variant``).
+* **Tuning** (stage ``tune``, outside the budget for every tool): each tool's decoding is
+  calibrated on the validation images - ``fluoseg tune``, Cellpose's ``flow_threshold`` and
+  ``cellprob_threshold``, StarDist's ``optimize_thresholds`` - and used at prediction.
 * **Speed**: the same synthetic images for every tool (a mosaic of test images, tiled to
-  2048^2 and 8192^2, uint8), numpy in memory -> instance labels in memory; a warm-up on a
-  512^2 crop, then the median of several runs, each measurement in a fresh process whose
-  ``ru_maxrss`` is its peak resident memory.
+  2048^2 and 8192^2, uint8), numpy in memory -> instance labels in memory, in the scored
+  configuration (fluoseg's diameter mode, the tuned decodings, Cellpose at its training-set
+  mean diameter, no TTA); a warm-up on a 512^2 crop, then the median of repeats, each run
+  split into decoding and the rest; each measurement in a fresh process whose ``ru_maxrss``
+  is its peak resident memory.
 * **Scaling** (fluoseg only): Zarr in -> Zarr out from 1k^2 to 16k^2, streamed probabilities
   (``Segmenter.predict_probabilities(out=zarr)``) and ``predict_file`` (labels).
 * **FLOPs**: FlopCounterMode on one tile, the tiling overhead, achieved FLOP/s vs measured
   fp32 matmul FLOP/s.
+* **Results**: stage ``collect`` writes the per-unit files of ``bench/results/`` (per-image
+  scores, per-run times; :mod:`peers_report`), stage ``report`` renders ``peers.md`` and the
+  README block from those files alone.
 
 Every stage caches its outputs in the work folder and is skipped when they exist; a training
 interrupted midway starts again from scratch (a budget must run in one piece).
 
 Usage::
 
-    .venv/bin/python bench/peers.py --smoke                  # tiny end-to-end run (~9 min)
-    nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &    # the full run (~1.5 h on 2 cores)
-    .venv/bin/python bench/peers.py --stages venvs,data,train,predict,evaluate,report   # or in two halves:
-    .venv/bin/python bench/peers.py --stages flops,speed,scaling,report                 # ~45 + ~35 min
-    .venv/bin/python bench/peers.py --stages report          # rebuild bench/results/peers.* from the caches
+    .venv/bin/python bench/peers.py --smoke                  # tiny end-to-end run (~20 min, venvs included)
+    nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &    # the full run (~2.5 h on 2 quiet cores)
+    .venv/bin/python bench/peers.py --stages venvs,data,train,tune,predict,evaluate,collect,report   # or in two halves:
+    .venv/bin/python bench/peers.py --stages flops,speed,scaling,collect,report
+    .venv/bin/python bench/peers.py --stages report          # peers.md and the README block from bench/results/
 """
 
 from __future__ import annotations
@@ -47,13 +58,14 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import nuclei
+import peers_report
 from _common import (
     BENCH,
     DSB2018,
@@ -67,6 +79,7 @@ from _common import (
     dsb_split,
     dsb_target_diameter,
     epoch_rows,
+    fill_readme_block,
     fluoseg_command,
     git_commit,
     log,
@@ -89,43 +102,35 @@ PEERS_ROOT = WORK / "peers"          # venvs live here, shared by full and smoke
 DEFAULT_WORK = PEERS_ROOT / "full"
 SMOKE_WORK = PEERS_ROOT / "smoke"
 CONSTRAINTS = ROOT / "constraints.txt"
-NOTES = BENCH / "notes" / "peers.md"   # hand-written judgement, appended to the report's mechanical reading
 
-TOOLS = ("fluoseg", "cellpose", "stardist")
-PEERS = ("cellpose", "stardist")
+TOOLS = peers_report.TOOLS
+TUNE_OBJECTIVE = "f1_mean"   # pooled F1 over IoU 0.5:0.95, for fluoseg and Cellpose (StarDist tunes its own way)
+PEERS = peers_report.PEERS
 PEER_PACKAGES = {
     "cellpose": ["cellpose==3.1.1.3"],             # torch pinned to the CPU 2.13.0 by constraints.txt
     "stardist": ["stardist==0.9.2", "tensorflow-cpu==2.21.0"],  # numpy left to the resolver (2.4.x works)
 }
-STAGES = ("venvs", "data", "train", "predict", "evaluate", "flops", "speed", "scaling", "report")
+STAGES = ("venvs", "data", "train", "tune", "predict", "evaluate", "flops", "speed", "scaling", "collect", "report")
 
 # ---- settings (full run; smoke overrides below) --------------------------------------------
-BUDGET_MINUTES = 10.0       # per tool; 3 tools x 10 min = 30 min of training in a ~1.5 h full run
+BUDGET_MINUTES = 25.0       # per tool (issue 11): 3 tools x 25 min of training in a ~2.5 h full run
 THREADS = 2
 FLUOSEG_STEPS = 20          # steps per fluoseg epoch: checkpoints every ~30-40 s, so the cut at the budget loses little
 STARDIST_STEPS = 50         # steps per StarDist epoch (validation loss + best checkpoint after each)
-CELLPOSE_BATCH, CELLPOSE_LR = 8, 0.005   # train_seg defaults
+CELLPOSE_BATCH, CELLPOSE_LR, CELLPOSE_BSIZE = 8, 0.005, 224   # train_seg defaults
 SPEED_SIZES = (2048, 8192)
 WARMUP_SIZE = 512
-REPEATS, REPEATS_LARGE = 3, 1              # median of 3 up to 2048^2; 1 timed run above (minutes each on CPU)
+REPEATS, REPEATS_LARGE = 3, 3              # median of 3 (fewer where --speed-max-minutes cuts them; recorded)
 SCALING_SIZES = (1024, 2048, 4096, 8192, 16384)
 MAX_SIZE = 8192             # scaling sizes above this are estimated, not run
 LABELS_MAX_SIZE = 4096      # predict_file (labels of the whole image in memory) up to this size
-SPEED_MAX_MINUTES = 15.0    # a speed run predicted to take longer is estimated (Cellpose at 8192^2: ~1 h on 2 cores)
-SMOKE = {"train": 12, "val": 3, "test": 4, "budget_minutes": 1.5, "fluoseg_steps": 2, "stardist_steps": 5,
+SPEED_MAX_MINUTES = 40.0    # timed runs of one measurement: one Cellpose run at 8192^2 (rescaled x1.5) takes ~30 min
+# smoke: Cellpose trains on 48x48 crops one image at a time so that > 100 epochs of one step, and
+# so its learning-rate decay, fit the 4 min budget on a shared 2-core machine
+SMOKE = {"train": 12, "val": 3, "test": 4, "budget_minutes": 4.0, "fluoseg_steps": 2, "stardist_steps": 5,
+         "cellpose_batch": 1, "cellpose_bsize": 48,
          "speed_sizes": (512, 1024), "warmup": 256, "repeats": 2, "repeats_large": 1,
          "scaling_sizes": (256, 512, 1024, 2048), "max_size": 1024, "labels_max_size": 512, "speed_max_minutes": 0.5}
-
-TABLE = (  # (header, summary key, format)
-    ("F1@0.5", "f1_at_0.5", "{:.3f}"), ("P@0.5", "precision_at_0.5", "{:.3f}"), ("R@0.5", "recall_at_0.5", "{:.3f}"),
-    ("Acc@0.5", "accuracy_at_0.5", "{:.3f}"),
-    ("F1@0.75", "f1_at_0.75", "{:.3f}"), ("P@0.75", "precision_at_0.75", "{:.3f}"),
-    ("R@0.75", "recall_at_0.75", "{:.3f}"), ("Acc@0.75", "accuracy_at_0.75", "{:.3f}"),
-    ("mAcc 0.5:0.95", "accuracy_mean_0.5_0.95", "{:.3f}"), ("AJI", "aji", "{:.3f}"),
-    ("US rate", "us_rate", "{:.3f}"), ("OS rate", "os_rate", "{:.3f}"),
-    ("n pred / true", "n_pred_true", "{}"),
-)
-
 
 @dataclass
 class Settings:
@@ -136,8 +141,11 @@ class Settings:
     threads: int
     budget_s: float
     fluoseg_variant: str
+    fluoseg_variant_why: str
     fluoseg_steps: int
     stardist_steps: int
+    cellpose_batch: int
+    cellpose_bsize: int
     speed_sizes: tuple[int, ...]
     warmup: int
     repeats: int
@@ -148,7 +156,7 @@ class Settings:
     speed_max_minutes: float
     split: dict[str, list[str]] = field(default_factory=dict)
     command: str = ""
-    reference: Path | None = None   # another work folder of the same benchmark, to compare with
+    reference: Path | None = None   # the results folder of a second run, to compare with
 
 
     def tool_dir(self, tool: str) -> Path:
@@ -182,6 +190,14 @@ def run_job(tool: str, command: str, spec: dict[str, Any], settings: Settings, *
 
 class StageFailed(Exception):
     pass
+
+
+def trained(settings: Settings, tool: str) -> dict[str, Any]:
+    """A tool's training record; a stage that needs it fails without one."""
+    train = read_json(settings.tool_dir(tool) / "train.json")
+    if train is None:
+        raise StageFailed(f"{tool}: not trained")
+    return train
 
 
 @contextlib.contextmanager
@@ -337,17 +353,18 @@ def stage_data(settings: Settings) -> None:
 
 # ---- stage: train ----------------------------------------------------------------------------
 
-def choose_fluoseg_variant(requested: str) -> tuple[str, str]:
+def choose_fluoseg_variant(requested: str, table: Path = RESULTS / "nuclei.csv") -> tuple[str, str]:
+    """The fluoseg variant to train: the one given, else the best on VALIDATION images in
+    ``bench/nuclei.py``'s results (``best_val_f1_at_0.5``); test scores never choose (issue 11)."""
     if requested != "auto":
         return requested, "given with --fluoseg-variant"
-    table = RESULTS / "nuclei.csv"
     if table.is_file():
-        rows = read_rows(table)
-        rows = [r for r in rows if r.get("f1_at_0.5") not in (None, "", "nan")]
+        rows = [r for r in read_rows(table) if r.get("best_val_f1_at_0.5") not in (None, "", "nan")]
         if rows:
-            best = max(rows, key=lambda r: (float(r["f1_at_0.5"]), float(r.get("accuracy_mean_0.5_0.95") or 0)))
-            return best["variant"], f"best F1@0.5 in {rel(table)} ({float(best['f1_at_0.5']):.3f})"
-    return "border", f"default (no {rel(table)} yet)"
+            best = max(rows, key=lambda r: float(r["best_val_f1_at_0.5"]))
+            return best["variant"], (f"best validation F1@0.5 in {rel(table)} "
+                                     f"({float(best['best_val_f1_at_0.5']):.3f})")
+    return "border", f"default (no validation scores in {rel(table)} yet)"
 
 
 def train_fluoseg(settings: Settings) -> dict[str, Any]:
@@ -418,7 +435,8 @@ def stage_train(settings: Settings, failures: list[str]) -> None:
                 spec = {"data": str(settings.data), "train": settings.split["train"], "val": settings.split["val"],
                         "budget_s": settings.budget_s, "model_dir": str(model_dir)}
                 if tool == "cellpose":
-                    spec.update(batch_size=CELLPOSE_BATCH, learning_rate=CELLPOSE_LR)
+                    spec.update(batch_size=settings.cellpose_batch, learning_rate=CELLPOSE_LR,
+                                bsize=settings.cellpose_bsize)
                 else:
                     spec.update(steps_per_epoch=settings.stardist_steps)
                 log(f"{tool}: training until the budget ({settings.budget_s / 60:.1f} min)")
@@ -431,6 +449,65 @@ def stage_train(settings: Settings, failures: list[str]) -> None:
             write_json(path, result)
             log(f"{tool}: trained for {result['train_wall_s'] / 60:.1f} min, {result.get('images_seen', '?')} "
                 f"training patches seen")
+
+
+# ---- stage: tune ------------------------------------------------------------------------------
+
+def tune_fluoseg(settings: Settings, train: dict[str, Any]) -> dict[str, Any]:
+    """``fluoseg tune`` (h, threshold, min size) on the run's validation images, as ``bench/train_zoo.py`` does;
+    ``fluoseg predict`` and ``Segmenter.load`` then use the stored decoding."""
+    from fluoseg.run import RunDir
+
+    run = RunDir.open(train["run"])
+    log_path = settings.tool_dir("fluoseg") / "tune.log"
+    wall = run_fluoseg(["tune", run.path, "--objective", TUNE_OBJECTIVE, "--rounds", 2, "--quiet", "--device", "cpu"],
+                       log_path, threads=settings.threads)
+    record = run.decoding(run.members()[0])
+    if record is None:
+        raise RuntimeError(f"fluoseg tune stored no decoding; log {rel(log_path)}:\n{log_tail(log_path)}")
+    return {**record, "wall_s": wall}
+
+
+def tune_cellpose(settings: Settings, train: dict[str, Any]) -> dict[str, Any]:
+    """``flow_threshold`` and ``cellprob_threshold`` on the validation images (``cellpose_job.tune``)."""
+    result = run_job("cellpose", "tune", {"data": str(settings.data), "val": settings.split["val"],
+                                          "model": train["model"]}, settings, name="tune-cellpose")
+    result["wall_s"] = result.pop("job_wall_s")
+    return result
+
+
+def stage_tune(settings: Settings, failures: list[str]) -> None:
+    """Post-training calibration on the validation images, outside the training budget for every tool.
+
+    fluoseg: ``fluoseg tune``; Cellpose: ``flow_threshold`` x ``cellprob_threshold``
+    (``cellpose_job.tune``); StarDist: its ``optimize_thresholds``, which its training job
+    runs after the budget (recorded in its train.json).
+    """
+    for tool, tune in {"fluoseg": tune_fluoseg, "cellpose": tune_cellpose}.items():
+        path = settings.tool_dir(tool) / "tune.json"
+        if not path.is_file():
+            with guarded(settings, tool, "tune", failures):
+                log(f"{tool}: tuning the decoding on {len(settings.split['val'])} validation images")
+                write_json(path, tune(settings, trained(settings, tool)))
+        result = read_json(path)
+        if result:
+            log(f"{tool}: tuned {result['parameters']} in {result['wall_s']:.0f} s (validation "
+                f"{result['objective']} {result['before']:.3f} -> {result['value']:.3f})")
+
+
+def decoding_spec(settings: Settings, tool: str) -> dict[str, Any]:
+    """The tuned thresholds a Cellpose job predicts with (fluoseg and StarDist read theirs from the run)."""
+    if tool != "cellpose":
+        return {}
+    tuned = read_json(settings.tool_dir(tool) / "tune.json")
+    if tuned is None:
+        raise StageFailed("cellpose: not tuned (run the tune stage)")
+    return dict(tuned["parameters"])
+
+
+def fluoseg_diameter(train: dict[str, Any]) -> str:
+    """The diameter mode fluoseg is scored with: ``auto`` for a scale-normalised variant."""
+    return "auto" if nuclei.Variant.parse(train["variant"]).scale else "off"
 
 
 # ---- stage: predict and evaluate --------------------------------------------------------------
@@ -448,49 +525,24 @@ def stage_predict(settings: Settings, failures: list[str]) -> None:
             log(f"{tool}: test predictions done, skipped")
             continue
         with guarded(settings, tool, "predict", failures):
-            train = read_json(settings.tool_dir(tool) / "train.json")
-            if train is None:
-                raise StageFailed(f"{tool}: not trained")
+            train = trained(settings, tool)
             log(f"{tool}: predicting {len(test)} test images")
             if tool == "fluoseg":
                 images = [settings.data / "images" / f"{i}.tif" for i in test]
+                if not (settings.tool_dir(tool) / "tune.json").is_file():
+                    raise StageFailed("fluoseg: not tuned (run the tune stage)")
                 args = ["predict", train["run"], *images, "--out", out, "--markers", DSB_MARKER, "--quiet",
-                        "--device", "cpu", "--overwrite"]
-                if train["variant"].endswith("scale"):
-                    args += ["--diameter", "auto"]
+                        "--device", "cpu", "--overwrite", "--diameter", fluoseg_diameter(train)]
                 wall = run_fluoseg(args, settings.tool_dir(tool) / "predict.log", threads=settings.threads)
                 result = {"predict_s": wall, "images": len(test), "note": "wall time of `fluoseg predict` (incl. start-up)"}
             else:
-                spec = {"data": str(settings.data), "test": test, "pred_dir": str(out)}
+                spec = {"data": str(settings.data), "test": test, "pred_dir": str(out), **decoding_spec(settings, tool)}
                 if tool == "cellpose":
                     spec["model"] = train["model"]
                 else:
                     spec["model_dir"] = train["model_dir"]
                 result = run_job(tool, "predict", spec, settings, name=f"predict-{tool}")
             write_json(done, result)
-
-
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The headline numbers of a tool's evaluation rows (pooled over the test images)."""
-
-    def metric(name: str, threshold: float | None = None) -> float:
-        return pooled_metric(rows, name, threshold)
-
-    out = {}
-    for t in (0.5, 0.75):
-        for name in ("f1", "precision", "recall", "accuracy", "pq", "tp", "fp", "fn"):
-            out[f"{name}_at_{t}"] = metric(name, t)
-    out.update({
-        "accuracy_mean_0.5_0.95": metric("accuracy_mean_over_thresholds"),
-        "f1_mean_0.5_0.95": metric("f1_mean_over_thresholds"),
-        "aji": metric("aji"), "aji_cellpose": metric("aji_cellpose"),
-        "us_rate": metric("us_rate"), "os_rate": metric("os_rate"),
-        "kromp_f1": metric("kromp_f1"), "pixel_dice": metric("pixel_dice"),
-        "n_true": metric("n_true"), "n_pred": metric("n_pred"),
-        "test_images": len({r["image"] for r in rows}) - 1,
-    })
-    out["n_pred_true"] = f"{out['n_pred']:.0f} / {out['n_true']:.0f}"
-    return out
 
 
 def stage_evaluate(settings: Settings, failures: list[str]) -> None:
@@ -511,7 +563,7 @@ def stage_evaluate(settings: Settings, failures: list[str]) -> None:
                      for i in settings.split["test"]]
             rows = instance_rows(items)
             write_rows(path, rows, fields=["image", "metric", "threshold", "value"])
-            summary = summarise(rows)
+            summary = peers_report.summarise(rows)
             write_json(settings.tool_dir(tool) / "summary.json", summary)
             log(f"{tool}: F1@0.5 {summary['f1_at_0.5']:.3f}  Acc@0.5 {summary['accuracy_at_0.5']:.3f}  "
                 f"mAcc {summary['accuracy_mean_0.5_0.95']:.3f}  AJI {summary['aji']:.3f}")
@@ -525,9 +577,7 @@ def stage_flops(settings: Settings, failures: list[str]) -> None:
         log("flops: done, skipped")
         return
     with guarded(settings, "fluoseg", "flops", failures):
-        train = read_json(settings.tool_dir("fluoseg") / "train.json")
-        if train is None:
-            raise StageFailed("fluoseg: not trained")
+        train = trained(settings, "fluoseg")
         result = run_job("fluoseg", "flops", {"run": train["run"], "tile": None, "image_size": settings.speed_sizes[0]},
                          settings, name="flops")
         with contextlib.suppress(Exception):  # the peer's network cost, for the reading (optional)
@@ -586,15 +636,14 @@ def stage_speed(settings: Settings, failures: list[str]) -> None:
                 continue
             case = dict(case, repeats=max(1, min(case["repeats"], int(limit // per_run))))
         with guarded(settings, tool, f"speed-{case['case']}-{size}", failures):
-            train = read_json(settings.tool_dir(tool) / "train.json")
-            if train is None:
-                raise StageFailed(f"{tool}: not trained")
+            train = trained(settings, tool)
             spec = {"image": str(data / f"speed_{size}.npy"), "warmup_image": str(data / f"speed_{settings.warmup}.npy"),
                     "repeats": case["repeats"], "max_s": limit}
             if tool == "fluoseg":
-                spec.update(run=train["run"], mode=case["case"].split("-")[0], five_channel=case["case"].endswith("5ch"))
+                spec.update(run=train["run"], mode=case["case"].split("-")[0], five_channel=case["case"].endswith("5ch"),
+                            diameter=fluoseg_diameter(train))
             elif tool == "cellpose":
-                spec.update(model=train["model"])
+                spec.update(model=train["model"], **decoding_spec(settings, tool))
             else:
                 spec.update(model_dir=train["model_dir"])
             log(f"speed {name}: warm-up {settings.warmup}^2, then {case['repeats']} run(s) at {size}^2")
@@ -624,9 +673,7 @@ def stage_scaling(settings: Settings, failures: list[str]) -> None:
                 log(f"scaling {name}: done, skipped")
                 continue
             with guarded(settings, "fluoseg", f"scaling-{name}", failures):
-                train = read_json(settings.tool_dir("fluoseg") / "train.json")
-                if train is None:
-                    raise StageFailed("fluoseg: not trained")
+                train = trained(settings, "fluoseg")
                 out = settings.work / "scaling" / f"out_{name}.zarr"
                 spec = {"run": train["run"], "zarr": str(data / f"scaling_{size}.zarr"), "out": str(out), "mode": mode,
                         "warmup_image": str(data / f"speed_{settings.warmup}.npy")}
@@ -639,16 +686,7 @@ def stage_scaling(settings: Settings, failures: list[str]) -> None:
                     f"peak RSS {result['peak_rss_mb']:.0f} MB")
 
 
-# ---- report ----------------------------------------------------------------------------------
-
-def _fmt(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
-
+# ---- stages: collect and report ----------------------------------------------------------------
 
 def scaling_rows(settings: Settings) -> list[dict[str, Any]]:
     rows = []
@@ -684,322 +722,86 @@ def scaling_rows(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def collect(settings: Settings) -> dict[str, Any]:
-    tools = {}
+def speed_rows(settings: Settings) -> list[dict[str, Any]]:
+    """One row per timed run of every speed measurement (one row per estimate)."""
+    rows = []
+    for path in sorted((settings.work / "speed").glob("*.json")):
+        r = read_json(path)
+        common = {"tool": r["tool"], "case": r["case"], "size": r["size"], "peak_rss_mb": r.get("peak_rss_mb"),
+                  "rss_after_warmup_mb": r.get("peak_rss_mb_after_warmup"), "n_objects": r.get("n_objects"),
+                  "load_avg": r.get("load_avg_1min"), "diameter": r.get("diameter"),
+                  "fluoseg_commit": r.get("fluoseg_commit"), "estimated": bool(r.get("estimated"))}
+        if r.get("estimated"):
+            rows.append({**common, "repeat": None, "seconds": r["median_s"], "reason": r.get("reason")})
+            continue
+        network, decode = r.get("network_times_s") or [], r.get("decode_times_s") or []
+        for i, seconds in enumerate(r["times_s"]):
+            rows.append({**common, "repeat": i + 1, "seconds": seconds,
+                         "network_s": network[i] if i < len(network) else None,
+                         "decode_s": decode[i] if i < len(decode) else None})
+    return rows
+
+
+SPEED_FIELDS = ["tool", "case", "size", "repeat", "seconds", "network_s", "decode_s", "peak_rss_mb",
+                "rss_after_warmup_mb", "n_objects", "load_avg", "diameter", "estimated", "reason", "fluoseg_commit"]
+
+
+def stage_collect(settings: Settings, failures: list[str]) -> None:
+    """Gather the work folder's caches into the results folder: the files ``--stages report`` renders from."""
+    results = settings.results
+    results.mkdir(parents=True, exist_ok=True)
+    eval_rows = []
     for tool in TOOLS:
-        tools[tool] = {"train": read_json(settings.tool_dir(tool) / "train.json"),
-                       "predict": read_json(settings.tool_dir(tool) / "predict.json"),
-                       "summary": read_json(settings.tool_dir(tool) / "summary.json")}
-    speed = [dict(read_json(p), name=p.name[: -len(".json")]) for p in sorted((settings.work / "speed").glob("*.json"))]
-    return {
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "smoke": settings.smoke,
-        "command": settings.command, "budget_s": settings.budget_s, "threads": settings.threads,
-        "split": {role: len(ids) for role, ids in settings.split.items()},
+        path = settings.tool_dir(tool) / "eval.csv"
+        if path.is_file():
+            eval_rows += [{"tool": tool, **row} for row in read_rows(path)]
+    trainings = {t: read_json(settings.tool_dir(t) / "train.json") for t in TOOLS}
+    budgets = sorted({t["budget_s"] for t in trainings.values() if t})
+    if len(budgets) > 1:
+        log(f"WARNING: the cached trainings used different budgets {budgets}; the report says so")
+    train = trainings["fluoseg"]
+    meta = {
+        "setup": peers_report.SETUP, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "smoke": settings.smoke, "command": settings.command,
+        "budget_s": budgets[0] if len(budgets) == 1 else settings.budget_s, "budgets_differ": len(budgets) > 1,
+        "threads": settings.threads, "split": {role: len(ids) for role, ids in settings.split.items()},
         "machine": machine(), "versions": {"fluoseg": fluoseg_versions(), **read_json(PEERS_ROOT / "versions.json", {})},
-        "tools": tools, "speed": speed, "scaling": scaling_rows(settings), "flops": read_json(settings.work / "flops.json"),
-        "failures": read_json(settings.work / "failures.json", {}),
+        "settings": {"fluoseg_steps": settings.fluoseg_steps, "stardist_steps": settings.stardist_steps,
+                     "cellpose_batch": settings.cellpose_batch, "cellpose_bsize": settings.cellpose_bsize,
+                     "speed_sizes": list(settings.speed_sizes), "warmup": settings.warmup,
+                     "repeats": settings.repeats, "repeats_large": settings.repeats_large,
+                     "speed_max_minutes": settings.speed_max_minutes, "scaling_sizes": list(settings.scaling_sizes),
+                     "max_size": settings.max_size, "labels_max_size": settings.labels_max_size},
+        "fluoseg_variant_why": settings.fluoseg_variant_why,
+        "fluoseg_diameter": fluoseg_diameter(train) if train else None,
+        "train": trainings,
+        "tune": {t: read_json(settings.tool_dir(t) / "tune.json") for t in TOOLS},
+        "predict": {t: read_json(settings.tool_dir(t) / "predict.json") for t in TOOLS},
+        "flops": read_json(settings.work / "flops.json"), "failures": read_json(settings.work / "failures.json", {}),
     }
+    write_json(results / "peers.json", meta)
+    write_rows(results / "peers_eval.csv", eval_rows, fields=["tool", "image", "metric", "threshold", "value"])
+    write_rows(results / "peers_speed.csv", speed_rows(settings), fields=SPEED_FIELDS)
+    write_rows(results / "peers_scaling.csv", scaling_rows(settings))
+    log(f"collect: {rel(results)}/peers.json, peers_eval.csv ({len(eval_rows)} rows), peers_speed.csv, "
+        "peers_scaling.csv")
 
 
 def write_report(settings: Settings) -> None:
-    report = collect(settings)
-    results = settings.results
-    results.mkdir(parents=True, exist_ok=True)
-    write_json(results / "peers.json", {k: v for k, v in report.items()})
-    # accuracy + training, one row per tool
-    rows = []
-    for tool, parts in report["tools"].items():
-        row = {"tool": tool}
-        for key in ("train", "summary"):
-            for k, v in (parts[key] or {}).items():
-                if not isinstance(v, (dict, list)):
-                    row[f"{key}_{k}" if key == "train" else k] = v
-        if parts["predict"]:
-            row["predict_s"] = parts["predict"]["predict_s"]
-        rows.append(row)
-    write_rows(results / "peers.csv", rows)
-    speed_rows = [{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report["speed"]]
-    write_rows(results / "peers_speed.csv", speed_rows)
-    write_rows(results / "peers_scaling.csv", report["scaling"])
-    write_text(results / "peers.md", markdown(settings, report))
-    log(f"report: {rel(results / 'peers.md')}, peers.csv, peers_speed.csv, peers_scaling.csv, peers.json")
-
-
-def markdown(settings: Settings, report: dict[str, Any]) -> str:
-    m, v, tools = report["machine"], report["versions"], report["tools"]
-    fl = report["flops"]
-    smoke = " **SMOKE RUN: tiny data and budget, the numbers are meaningless.**" if settings.smoke else ""
-    lines = [
-        "# fluoseg vs Cellpose 3 and StarDist 2D: nuclei from scratch on a CPU budget",
-        "",
-        f"Generated by `bench/peers.py` on {report['generated']} from the caches in `{rel(settings.work)}/`.{smoke}",
-        "",
-        "## Machine and versions",
-        "",
-        f"- Machine: `nproc` = {m.get('nproc')}, CPU `{m.get('cpu_model', '?')}` ({m.get('simd', '')}), "
-        f"{m.get('memory_gib', '?')} GiB RAM; shared with other jobs (the 1-minute load average at each measurement "
-        "is in the CSV/JSON). Every tool ran with "
-        f"{settings.threads} thread(s) (`OMP_NUM_THREADS`, `torch.set_num_threads`, TF intra-op threads; inter-op 1).",
-        "- fluoseg: " + ", ".join(f"{k} {val}" for k, val in v.get("fluoseg", {}).items()) + commits_line(report),
-    ]
-    for peer in PEERS:
-        info = v.get(peer)
-        lines.append(f"- {peer}: " + (", ".join(f"{k} {val}" for k, val in info.items()
-                                                if k not in ("pip_freeze", "packages", "install_s"))
-                                      + f" (own venv `{rel(PEERS_ROOT / f'venv-{peer}')}`, "
-                                      f"`pip install -c constraints.txt {' '.join(info.get('packages', []))}`)"
-                                      if info else "not installed"))
-    lines += ["", "## Accuracy after the same training budget", ""]
-    fs = (tools["fluoseg"]["train"] or {})
-    cp = (tools["cellpose"]["train"] or {})
-    sd = (tools["stardist"]["train"] or {})
-    lines += [
-        f"Fixed split `{rel(DSB_SPLIT)}` (80/10/10 by image, seed 0, stratified by shape): "
-        f"{report['split']['train']} training, {report['split']['val']} validation, {report['split']['test']} test images"
-        + (" (smoke: the first few of each)" if settings.smoke else "") + ". "
-        f"Budget **{settings.budget_s / 60:.1f} min wall clock per tool**, counted from process start (imports, data "
-        "preparation, training and validation), one tool at a time, all from scratch (no pretrained weights). "
-        "Scored by `fluoseg.metrics.instance.instance_rows` on the test images, pooled over images (TP/FP/FN summed): "
-        "F1 = 2TP/(2TP+FP+FN), P = TP/(TP+FP), R = TP/(TP+FN), Acc = TP/(TP+FP+FN) (StarDist's \"accuracy\", "
-        "Cellpose's \"AP\"), one-to-one IoU matching; mAcc = Acc averaged over IoU 0.50:0.05:0.95; AJI = Kumar et al.; "
-        "US/OS rate = Kromp et al. under-/over-segmentation rates.",
-        "",
-        "| tool | " + " | ".join(h for h, _, _ in TABLE) + " |",
-        "|---|" + "---:|" * len(TABLE),
-    ]
-    for tool in TOOLS:
-        s = tools[tool]["summary"]
-        label = tool + (f" ({fs.get('variant')})" if tool == "fluoseg" and fs else "")
-        if s is None:
-            failed = any(k.startswith(tool + "/") for k in report["failures"])
-            label += " (failed, see Failures)" if failed else " (not run)"
-            lines.append(f"| {label} | " + " | ".join(["–"] * len(TABLE)) + " |")
-        else:
-            lines.append(f"| {label} | " + " | ".join(_fmt(s.get(k), f) for _, k, f in TABLE) + " |")
-    lines += ["", "Training under the budget:", "",
-              "| tool | wall (min) | stopped at budget | optimiser steps x batch | patches seen | s/step (incl. validation) | "
-              "train loss first -> last | params | selection | test prediction (s) |",
-              "|---|---:|---|---:|---:|---:|---|---:|---|---:|"]
-    for tool, t in (("fluoseg", fs), ("cellpose", cp), ("stardist", sd)):
-        if not t:
-            lines.append(f"| {tool} | – | – | – | – | – | – | – | – | – |")
-            continue
-        steps = t.get("steps_done", t.get("batches_done"))
-        loop = t.get("loop_s") or (t.get("epoch_seconds_median", math.nan) * t.get("epochs_done", 0))
-        per_step = (loop / steps) if steps else math.nan
-        selection = {"fluoseg": f"best val F1@0.5 (epoch {t.get('best_epoch')}/{t.get('epochs_done')})",
-                     "cellpose": "last weights (Cellpose keeps no best)",
-                     "stardist": f"best val loss (epoch {t.get('best_epoch')}/{t.get('epochs_done')}), thresholds "
-                                 f"optimised on val in {t.get('optimize_thresholds_s', 0):.0f} s (not in budget)"}[tool]
-        pred = (tools[tool]["predict"] or {}).get("predict_s")
-        lines.append(f"| {tool} | {t['train_wall_s'] / 60:.1f} | {'yes' if t.get('stopped_at_budget') else 'no'} | "
-                     f"{steps} x {t.get('batch_size')} | {t.get('images_seen')} | {_fmt(per_step, '{:.2f}')} | "
-                     f"{_fmt(t.get('loss_first'), '{:.3f}')} -> {_fmt(t.get('loss_last'), '{:.3f}')} | "
-                     f"{t.get('params', 0):,} | {selection} | {_fmt(pred, '{:.0f}')} |")
-    lines += ["",
-              "Set-ups: **fluoseg** = `bench/nuclei.py`'s instance model (U-Net depth 4, 16 filters, same padding; "
-              f"{fs.get('settings', {}).get('instance', {}).get('method', 'border')} decoding), Adam "
-              f"{fs.get('settings', {}).get('learning_rate', '')}, 256x256 patches, batch 4, "
-              f"{settings.fluoseg_steps} steps per epoch, validated on the whole validation images after each epoch, "
-              "killed at the budget (the unfinished epoch is lost; best checkpoint by validation F1@0.5). "
-              "**Cellpose** = `CellposeModel(pretrained_model=False)` + `train.train_seg` defaults (AdamW lr 0.005, "
-              "batch 8 of 224x224, 10-step warm-up and final decay; one \"epoch\" = one batch so the schedule fits "
-              "the budget, sized from a timed probe step), `rescale=False` (no per-image diameters; no tool gets "
-              "object sizes), images with < 5 masks dropped (Cellpose default), prediction at the training scale. "
-              "**StarDist** = `Config2D(n_rays=32, grid=(2,2))` of its DSB 2018 example (Adam 3e-4, batch 4 of "
-              f"256x256, ReduceLROnPlateau), {settings.stardist_steps} steps per epoch, percentile 1-99.8 "
-              "normalisation, the example's augmenter, stopped by a callback at the budget, best val-loss weights.",
-              ""]
-    # speed
-    lines += ["## Inference speed and memory (2 threads)", "",
-              "Numpy uint8 image in memory -> instance labels in memory (normalisation, network, stitching/tiling, "
-              f"decoding). Same images for every tool: a mosaic of test-image crops. Warm-up on {settings.warmup}^2, then "
-              f"the median of {settings.repeats} runs (images up to 2048^2) or {settings.repeats_large} run (larger). "
-              "Peak RSS = `ru_maxrss` of a fresh process per measurement (model and libraries included). "
-              "StarDist predicts 8192^2 in tiles of at most 2048^2 (`n_tiles`); Cellpose tiles 224^2 internally; "
-              "fluoseg tiles 572^2 (same padding, blended overlaps).", "",
-              "| tool | case | image | MP/s | s per image (median) | runs | peak RSS (MB) | objects | load avg |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for s in sorted(report["speed"], key=lambda s: (s["size"], TOOLS.index(s["tool"]), s["case"])):
-        if s.get("estimated"):
-            lines.append(f"| {s['tool']} | {s['case']} | {s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | "
-                         f"~{s['median_s']:.0f} | 0 | – | – | – |")
-            continue
-        lines.append(f"| {s['tool']} | {s['case']} | {s['size']}^2 | {s['mp_per_s']:.3f} | {s['median_s']:.1f} | "
-                     f"{len(s['times_s'])} | {s['peak_rss_mb']:.0f} | {_fmt(s['n_objects'], '{}')} | "
-                     f"{s.get('load_avg_1min', 0):.1f} |")
-    estimated = [s for s in report["speed"] if s.get("estimated")]
-    if estimated:
-        lines += ["", "*est.*: not run because " + "; ".join(f"{s['tool']} {s['size']}^2: {s['reason']}" for s in estimated)
-                  + ". Run them with a larger `--speed-max-minutes`."]
-    failed_speed = [k for k in report["failures"] if "/speed" in k]
-    if failed_speed:
-        lines += ["", "Failed speed measurements: " + ", ".join(f"`{k}`" for k in failed_speed) + " (see peers.json)."]
-    # scaling
-    lines += ["", "## fluoseg from 1k^2 to 16k^2, Zarr in and Zarr out", "",
-              "`probabilities`: `Segmenter.predict_probabilities(zarr_in, out=zarr_out)` (the streamed path: tiles "
-              "read from the input store, finished row bands written to the output store). `predict_file`: "
-              "`fluoseg.predict.predict_file` of the instance run with a `.zarr` input and output (what "
-              "`fluoseg predict --format zarr` does). Growth = ratio to the previous size (one doubling of the side = "
-              "4x the pixels: time should grow 4x, memory 1x if flat). Rows marked *est.* were not run "
-              f"(above `--max-size {settings.max_size}`, or `--labels-max-size {settings.labels_max_size}` for "
-              "predict_file): time x4 per doubling; the memory increment of the last measured doubling x2 per doubling "
-              "for the streamed path (its buffers grow with the image width) and x4 for predict_file "
-              "(whole-image arrays).", "",
-              "| mode | image | MP | time (s) | MP/s | peak RSS (MB) | time growth | memory growth |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in report["scaling"]:
-        est = " *est.*" if r.get("estimated") else ""
-        lines.append(f"| {r['mode']} | {r['size']}^2{est} | {r['megapixels']:.1f} | {r['seconds']:.1f} | "
-                     f"{r['mp_per_s']:.3f} | {r['peak_rss_mb']:.0f} | {_fmt(r.get('time_growth'), 'x{:.2f}')} | "
-                     f"{_fmt(r.get('rss_growth'), 'x{:.2f}')} |")
-    # flops
-    lines += ["", "## Physical reference", ""]
-    if fl:
-        prob = next((s for s in report["speed"] if s["tool"] == "fluoseg" and s["case"] == "probabilities-1ch"), None)
-        lab = next((s for s in report["speed"] if s["tool"] == "fluoseg" and s["case"] == "labels-1ch"
-                    and s["size"] == settings.speed_sizes[0]), None)
-        lines += [
-            f"- fluoseg model ({fl['params']:,} parameters): {fl['tile_flops'] / 1e9:.1f} GFLOP per {fl['tile_input']}^2 "
-            f"tile (`FlopCounterMode`, 1 MAC = 2 FLOP) = **{fl['flops_per_tile_pixel'] / 1e3:.0f} kFLOP per pixel**; "
-            f"with the tile overlaps of a {fl['image_size']}^2 image ({fl['n_tiles']} tiles) "
-            f"{fl['flops_per_image_pixel'] / 1e3:.0f} kFLOP per image pixel (x{fl['overlap_overhead']:.2f}).",
-            f"- This machine at {fl['threads']} threads: fp32 matmul {fl['matmul_gflops']:.0f} GFLOP/s "
-            f"({fl['matmul_size']}^2, torch {fl['torch']}), 3x3 convolution {fl['conv3x3_gflops']:.0f} GFLOP/s "
-            f"({fl['conv3x3_shape']}).",
-        ]
-        if "tile_forward_s" in fl:
-            lines.append(f"- The network alone on one {fl['tile_input']}^2 tile: {fl['tile_forward_s']:.2f} s "
-                         f"({fl['tile_forward_gflops']:.1f} GFLOP/s) in torch's default memory format, "
-                         f"{fl['tile_forward_channels_last_s']:.2f} s ({fl['tile_forward_channels_last_gflops']:.1f} GFLOP/s) "
-                         f"with `channels_last` (x{fl['tile_forward_s'] / fl['tile_forward_channels_last_s']:.2f}); "
-                         "fluoseg's inference runs in `channels_last` (`make_batch_predictor`).")
-        if fl.get("cellpose"):
-            c = fl["cellpose"]
-            lines.append(f"- For comparison, the Cellpose 3 network ({c['params']:,} parameters): "
-                         f"{c['flops_per_tile_pixel'] / 1e3:.0f} kFLOP per pixel of a 224^2 tile "
-                         f"(x{c['flops_per_tile_pixel'] / fl['flops_per_tile_pixel']:.1f} fluoseg's), before its "
-                         "tile overlaps and the flow dynamics.")
-        for label, s in (("probabilities only", prob), ("labels (with decoding)", lab)):
-            if s:
-                achieved = s["mp_per_s"] * 1e6 * fl["flops_per_image_pixel"]
-                lines.append(f"- Achieved at {s['size']}^2, {label}: {s['mp_per_s']:.3f} MP/s x "
-                             f"{fl['flops_per_image_pixel'] / 1e3:.0f} kFLOP/pixel = **{achieved / 1e9:.1f} GFLOP/s**, "
-                             f"{100 * achieved / (fl['matmul_gflops'] * 1e9):.0f}% of the matmul peak, "
-                             f"{100 * achieved / (fl['conv3x3_gflops'] * 1e9):.0f}% of the conv3x3 rate.")
-    else:
-        lines.append("- not measured (stage `flops` not run or failed)")
-    if report["failures"]:
-        lines += ["", "## Failures", ""]
-        for key, value in report["failures"].items():
-            first = value["error"].strip().splitlines()[0] if value["error"].strip() else "?"
-            lines.append(f"- `{key}` ({value['when']}): {first[:300]}")
-    lines += ["", "## Reading", "", *reading(settings, report)]
-    if NOTES.is_file():  # the judgement a person adds to the mechanical reading
-        lines += ["", NOTES.read_text().strip()]
-    if settings.reference is not None:
-        lines += ["", *reproduction(settings, report)]
-    lines += ["", "## Reproduce", "", "```bash",
-              "# full run (venvs once, then every stage; cached and resumable: rerun the same command after an interruption)",
-              "nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &",
-              "# the second run, in its own work folder (training and 2048^2 speed)",
-              ".venv/bin/python bench/peers.py --work bench/work/peers/full2 --results bench/work/peers/full2/results "
-              "--speed-sizes 2048 --stages data,train,predict,evaluate,speed,report",
-              "# the 16384^2 scaling row",
-              ".venv/bin/python bench/peers.py --stages data,scaling,report --max-size 16384",
-              "# this report from the caches",
-              ".venv/bin/python bench/peers.py --stages report" + (" --smoke" if settings.smoke else "")
-              + (f" --reference {rel(settings.reference)}" if settings.reference else ""),
-              "```", "", f"This report's run: `{report['command']}`", ""]
-    return "\n".join(lines)
-
-
-REPRODUCED_METRICS = (("F1@0.5", "f1_at_0.5"), ("mAcc 0.5:0.95", "accuracy_mean_0.5_0.95"), ("AJI", "aji"))
-
-
-def reproduction(settings: Settings, report: dict[str, Any]) -> list[str]:
-    """This run's headline numbers next to those of another run (``--reference WORK``)."""
-    other = collect(replace(settings, work=settings.reference))
-    lines = ["## Second run", "", f"The same script in `{rel(settings.reference)}` (trained and measured again from "
-             "scratch): headline numbers of both runs and their difference.", "",
-             "| tool | figure | this run | second run | difference |", "|---|---|---|---|---|"]
-    for tool in TOOLS:
-        mine, theirs = report["tools"][tool]["summary"], other["tools"][tool]["summary"]
-        for label, key in REPRODUCED_METRICS:
-            if mine and theirs:
-                lines.append(f"| {tool} | {label} | {mine[key]:.3f} | {theirs[key]:.3f} | {theirs[key] - mine[key]:+.3f} |")
-    speed = {(s["tool"], s["size"], s["case"]): s for s in other["speed"] if not s.get("estimated")}
-    for s in report["speed"]:
-        twin = speed.get((s["tool"], s["size"], s["case"]))
-        if twin and not s.get("estimated"):
-            lines.append(f"| {s['tool']} | MP/s at {s['size']}^2 ({s['case']}) | {s['mp_per_s']:.3f} | "
-                         f"{twin['mp_per_s']:.3f} | {100 * (twin['mp_per_s'] / s['mp_per_s'] - 1):+.0f}% |")
-    return lines + [""]
-
-
-def commits_line(report: dict[str, Any]) -> str:
-    """Which fluoseg commits the cached training and measurements were made with (when recorded)."""
-    train = (report["tools"]["fluoseg"]["train"] or {}).get("fluoseg_commit")
-    measured = sorted({s["fluoseg_commit"] for s in report["speed"] if s["tool"] == "fluoseg" and s.get("fluoseg_commit")})
-    parts = ([f"trained at {train}"] if train else []) + ([f"speed measured at {', '.join(measured)}"] if measured else [])
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def reading(settings: Settings, report: dict[str, Any]) -> list[str]:
-    """A short, mechanical reading of the numbers (the lead adds the judgement)."""
-    out = []
-    tools = report["tools"]
-    scored = {t: p["summary"] for t, p in tools.items() if p["summary"]}
-    if scored:
-        best = max(scored, key=lambda t: scored[t]["f1_at_0.5"])
-        if scored[best]["f1_at_0.5"] == 0:
-            out.append(f"- No tool matches a single nucleus at IoU 0.5 after {settings.budget_s / 60:g} min (F1@0.5 = 0 "
-                       "for all); see the predicted object counts and training losses above.")
-        else:
-                out.append(f"- Highest F1@0.5 after {settings.budget_s / 60:g} min: **{best}** "
-                       f"({scored[best]['f1_at_0.5']:.3f}); " + ", ".join(
-                           f"{t} {s['f1_at_0.5']:.3f} (mAcc {s['accuracy_mean_0.5_0.95']:.3f}, AJI {s['aji']:.3f})"
-                           for t, s in scored.items() if t != best) + ".")
-        seen = {t: (p["train"] or {}).get("images_seen") for t, p in tools.items()}
-        out.append("- Patches seen within the budget: " + ", ".join(f"{t} {n}" for t, n in seen.items() if n) +
-                   ". A CPU budget favours cheap networks: this compares what each tool reaches on 2 cores in the "
-                   "same time, not the tools' accuracy when trained to convergence.")
-    big = max(settings.speed_sizes)
-    speed = {s["tool"]: s for s in report["speed"] if s["size"] == big and s["case"] == "labels-1ch"
-             and not s.get("estimated")}
-    if speed:
-        out.append(f"- At {big}^2: " + ", ".join(f"{t} {s['mp_per_s']:.3f} MP/s / {s['peak_rss_mb'] / 1024:.1f} GB"
-                                                 for t, s in speed.items()) + " (labels, peak RSS).")
-    rows = [r for r in report["scaling"] if r["mode"] == "probabilities" and not r.get("estimated")]
-    if len(rows) >= 2:
-        first, last = rows[0], rows[-1]
-        ratio = last["peak_rss_mb"] / first["peak_rss_mb"]
-        pixels = (last["size"] / first["size"]) ** 2
-        verdict = "flat" if ratio < 1.5 else ("NOT flat" if ratio > 2.5 else "nearly flat")
-        steps = math.log2(last["size"] / first["size"])
-        out.append(f"- Streamed Zarr -> Zarr probabilities: peak RSS {first['peak_rss_mb']:.0f} MB at {first['size']}^2 "
-                   f"-> {last['peak_rss_mb']:.0f} MB at {last['size']}^2 (x{ratio:.2f} for x{pixels:.0f} pixels, "
-                   f"{(last['peak_rss_mb'] - first['peak_rss_mb']) / steps:+.0f} MB per doubling on average): "
-                   f"memory is {verdict}; what grows is the row-band buffers, proportional to the image width.")
-    rows = [r for r in report["scaling"] if r["mode"] == "predict_file" and not r.get("estimated")]
-    if len(rows) >= 2:
-        first, last = rows[0], rows[-1]
-        ratio = last["peak_rss_mb"] / first["peak_rss_mb"]
-        out.append(f"- `predict_file` (instance labels, Zarr in and out): peak RSS {first['peak_rss_mb']:.0f} MB at "
-                   f"{first['size']}^2 -> {last['peak_rss_mb']:.0f} MB at {last['size']}^2 "
-                   f"(x{ratio:.2f} for x{(last['size'] / first['size']) ** 2:.0f} pixels)"
-                   + (": NOT flat - for instance runs `predict_labels` stitches the whole image's maps into one "
-                      "in-memory array and decodes the labels of the whole image, so Zarr output does not stream."
-                      if ratio > 1.5 else "."))
-    if report["failures"]:
-        out.append("- Failed stages: " + ", ".join(f"`{k}`" for k in report["failures"]) + ".")
-    return out
+    """``peers.md`` (and, for the default results folder, the README block) from the result files alone."""
+    results = peers_report.Results.load(settings.results)
+    reference = peers_report.Results.load(settings.reference) if settings.reference else None
+    write_text(settings.results / "peers.md", peers_report.markdown(results, reference=reference))
+    log(f"report: {rel(settings.results / 'peers.md')}" + ("" if results.current else " (not run yet)"))
+    if settings.results == RESULTS.resolve() and not settings.smoke:
+        fill_readme_block(peers_report.README_BEGIN, peers_report.README_END, peers_report.readme_block(results))
+        log("README.md: peers block updated")
 
 
 RUNNERS = {  # stage -> what runs it (the report is written last, whatever ran)
     "venvs": stage_venvs, "data": lambda settings, failures: stage_data(settings), "train": stage_train,
-    "predict": stage_predict, "evaluate": stage_evaluate, "flops": stage_flops, "speed": stage_speed,
-    "scaling": stage_scaling,
+    "tune": stage_tune, "predict": stage_predict, "evaluate": stage_evaluate, "flops": stage_flops,
+    "speed": stage_speed, "scaling": stage_scaling, "collect": stage_collect,
 }
 
 
@@ -1020,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=THREADS, help=f"threads for every tool (default {THREADS})")
     parser.add_argument("--fluoseg-variant", default="auto",
                         help="bench/nuclei.py variant for fluoseg (border, distance, border-art, border-scale, ...); "
-                        "auto: the best of bench/results/nuclei.csv when it exists, else border")
+                        "auto: the best on VALIDATION images in bench/results/nuclei.csv when it exists, else border")
     parser.add_argument("--speed-sizes", help=f"image sides for the speed table (default {','.join(map(str, SPEED_SIZES))})")
     parser.add_argument("--repeats", type=int, help=f"timed runs per speed measurement up to 2048^2 (default {REPEATS})")
     parser.add_argument("--repeats-large", type=int, help=f"timed runs above 2048^2 (default {REPEATS_LARGE})")
@@ -1034,8 +836,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"longer is estimated instead of run (default {SPEED_MAX_MINUTES:g})")
     parser.add_argument("--data", type=Path, default=DSB2018, help="dsb2018_fluo folder (images/, labels/)")
     parser.add_argument("--work", type=Path, help=f"work folder (default {rel(DEFAULT_WORK)}; smoke {rel(SMOKE_WORK)})")
-    parser.add_argument("--reference", type=Path, help="another work folder of this benchmark (a second run with "
-                        "--work): the report adds a table comparing the two runs' headline numbers")
+    parser.add_argument("--reference", type=Path, help="the results folder of a second run of this benchmark "
+                        "(run with --work and --results elsewhere): the report adds a table comparing the two runs")
     parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)}; smoke WORK/results)")
     args = parser.parse_args(argv)
 
@@ -1057,9 +859,11 @@ def main(argv: list[str] | None = None) -> int:
         work=work, results=(args.results or (work / "results" if smoke else RESULTS)).resolve(),
         data=args.data.resolve(), smoke=smoke, threads=args.threads,
         budget_s=60 * (args.budget_minutes or (SMOKE["budget_minutes"] if smoke else BUDGET_MINUTES)),
-        fluoseg_variant=variant,
+        fluoseg_variant=variant, fluoseg_variant_why=why,
         fluoseg_steps=SMOKE["fluoseg_steps"] if smoke else FLUOSEG_STEPS,
         stardist_steps=SMOKE["stardist_steps"] if smoke else STARDIST_STEPS,
+        cellpose_batch=SMOKE["cellpose_batch"] if smoke else CELLPOSE_BATCH,
+        cellpose_bsize=SMOKE["cellpose_bsize"] if smoke else CELLPOSE_BSIZE,
         speed_sizes=tuple(int(s) for s in args.speed_sizes.split(",")) if args.speed_sizes else
         (SMOKE["speed_sizes"] if smoke else SPEED_SIZES),
         warmup=SMOKE["warmup"] if smoke else WARMUP_SIZE,

@@ -267,8 +267,8 @@ def render_readme(split: dict[str, list[str]]) -> None:
                        for r in read_rows(RESULTS / "zoo_speed.csv"))
     block = (f"{README_BEGIN}\nScores of the shipped model on the {len(split['test'])} DSB 2018 test images it never "
              f"saw (pooled; `bench/results/zoo.md`):\n\n{table}\n\nSpeed as shipped (auto diameter, 2 CPU threads): "
-             f"{speeds}. Not yet compared side by side with Cellpose and StarDist trained on the same images (an "
-             f"earlier run, `bench/results/peers.md`, timed StarDist somewhat faster at 2048²); the accuracy "
+             f"{speeds}. Not yet compared side by side with Cellpose and StarDist trained on the same images (the "
+             f"peers comparison below, `bench/peers.py`, trains its own fluoseg network); the accuracy "
              f"target of issue 12 (F1@0.5 0.93) is not reached.\n")
     write_text(readme, text[:start] + block + text[end:])
     log("README.md: shipped-model scores updated")

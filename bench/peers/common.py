@@ -73,11 +73,31 @@ def write_labels(path: Path, labels) -> None:
     os.replace(tmp, path)
 
 
-def time_runs(run, image, *, repeats: int, warmup_image, max_seconds: float | None = None) -> dict[str, Any]:
+class StageTimer:
+    """Seconds spent inside wrapped functions (a tool's decoding), reset before each timed run."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        return timed
+
+
+def time_runs(run, image, *, repeats: int, warmup_image, max_seconds: float | None = None,
+              decode_timer: StageTimer | None = None) -> dict[str, Any]:
     """Warm up on a small image, then time ``run(image)`` ``repeats`` times.
 
     With ``max_seconds``, no further run starts once the timed runs so far plus one more
-    would exceed it (at least one run is always made).
+    would exceed it (at least one run is always made). With ``decode_timer`` (wrapped around
+    the tool's decoding), each run's time is split into decoding and the rest ("network":
+    normalisation, rescaling, network and tiling).
 
     Returns the times, their median, megapixels per second, the object count of the last run
     and the peak resident memory of the process (after warm-up and after the timed runs).
@@ -88,19 +108,28 @@ def time_runs(run, image, *, repeats: int, warmup_image, max_seconds: float | No
     run(warmup_image)
     warmup_s = time.perf_counter() - started
     rss_after_warmup = peak_rss_mb()
-    times, n_objects = [], None
+    times, decode_times, n_objects = [], [], None
     for _ in range(repeats):
         if times and max_seconds is not None and sum(times) + times[-1] > max_seconds:
             break
+        if decode_timer is not None:
+            decode_timer.seconds = 0.0
         started = time.perf_counter()
         labels = run(image)
         times.append(time.perf_counter() - started)
+        if decode_timer is not None:
+            decode_times.append(decode_timer.seconds)
         n_objects = int(len(np.unique(labels)) - 1)
         del labels
     median = float(np.median(times))
     megapixels = image.shape[-1] * image.shape[-2] / 1e6
+    split = {}
+    if decode_times:
+        network = [t - d for t, d in zip(times, decode_times)]
+        split = {"decode_times_s": [round(t, 3) for t in decode_times], "network_times_s": [round(t, 3) for t in network],
+                 "decode_median_s": float(np.median(decode_times)), "network_median_s": float(np.median(network))}
     return {"times_s": [round(t, 3) for t in times], "median_s": median, "megapixels": megapixels,
-            "mp_per_s": megapixels / median, "n_objects": n_objects, "warmup_s": warmup_s,
+            "mp_per_s": megapixels / median, "n_objects": n_objects, "warmup_s": warmup_s, **split,
             "peak_rss_mb_after_warmup": rss_after_warmup, "peak_rss_mb": peak_rss_mb(),
             "load_avg_1min": os.getloadavg()[0]}
 
@@ -118,10 +147,11 @@ def predict_test_images(spec: dict[str, Any], segment) -> None:
     write_result(spec, {"predict_s": time.perf_counter() - started, "images": n, "peak_rss_mb": peak_rss_mb()})
 
 
-def time_speed_image(spec: dict[str, Any], segment) -> None:
+def time_speed_image(spec: dict[str, Any], segment, *, decode_timer: StageTimer | None = None) -> None:
     """Time ``segment`` on the speed image after a warm-up (:func:`time_runs`) and write the result."""
     import numpy as np
 
     result = time_runs(segment, np.load(spec["image"]), repeats=spec["repeats"],
-                       warmup_image=np.load(spec["warmup_image"]), max_seconds=spec.get("max_s"))
+                       warmup_image=np.load(spec["warmup_image"]), max_seconds=spec.get("max_s"),
+                       decode_timer=decode_timer)
     write_result(spec, result)

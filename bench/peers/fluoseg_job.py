@@ -3,8 +3,10 @@ per measurement so ``ru_maxrss`` is the peak of that measurement alone.
 
 Commands (spec keys in brackets):
 
-* ``speed``  [run, image, warmup_image, channels, repeats, threads, mode, five_channel, result]
-  numpy image in memory -> instance labels (``Segmenter.predict_labels``; mode ``labels``) or
+* ``speed``  [run, image, warmup_image, channels, repeats, threads, mode, diameter, five_channel, result]
+  numpy image in memory -> instance labels (``Segmenter.predict_labels`` with the scored
+  diameter mode, ``auto`` for a scale-normalised model, and the run's tuned decoding; mode
+  ``labels``; the decoding, ``Segmenter.decode``, is timed apart from the rest) or
   -> activated maps only (``predict_probabilities``; mode ``probabilities``, the network and
   the overlap-tile stitching without decoding). ``five_channel``: a 5-marker model derived
   from the trained one (its first-layer weights spread over the 5 slots; speed only).
@@ -16,9 +18,10 @@ Commands (spec keys in brackets):
   ``torch.utils.flop_counter.FlopCounterMode``, the tile plan of an image, and the measured
   fp32 matmul and 3x3-convolution FLOP/s of this machine at ``threads`` threads.
 
-Instance labels are predicted in one pass at the image's scale (``diameter="off"``), also for
-a scale-normalised model: the speed of the network, the tiling and the decoding, without the
-diameter estimate and rescaling that ``fluoseg predict --diameter auto`` adds.
+The speed rows use the configuration that was scored (issue 11): ``diameter="auto"`` for a
+scale-normalised model runs the diameter-estimating first pass and the rescaled second one,
+as ``fluoseg predict`` did on the test images. The Zarr scaling rows (``stream``) measure
+the streamed paths at the image's scale (``diameter="off"``): memory, not the scored speed.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_spec, peak_rss_mb, time_runs, write_result  # noqa: E402
+from common import StageTimer, load_spec, peak_rss_mb, time_runs, write_result  # noqa: E402
 
 FIVE = ["DNA", "M2", "M3", "M4", "M5"]
 
@@ -62,7 +65,11 @@ def _five_channel(run):
         elif value.ndim == 4 and value.shape[1] == 1 and widened[key].shape[1] == len(FIVE):
             widened[key] = value.repeat(1, len(FIVE), 1, 1) / len(FIVE)
     checkpoint = replace(trained, model=spec, markers=tuple(FIVE), weights=widened)
-    return Segmenter([Member.from_checkpoint(checkpoint, "cpu")])
+    segmenter = Segmenter([Member.from_checkpoint(checkpoint, "cpu")])
+    tuned = run_dir.decoding(run_dir.members()[0])
+    if tuned:  # the decoding the 1-marker run predicts with
+        segmenter.set_decoding(**tuned["parameters"])
+    return segmenter
 
 
 def speed(spec):
@@ -79,15 +86,18 @@ def speed(spec):
         return x
 
     image, warm = as_cyx(np.load(spec["image"])), as_cyx(np.load(spec["warmup_image"]))
+    timer = None
     if spec["mode"] == "labels":
-        run = lambda x: segmenter.predict_labels(x, names, diameter="off")[0]  # noqa: E731
+        timer = StageTimer()
+        segmenter.decode = timer.wrap(segmenter.decode)  # predict_labels and the diameter probe call it
+        run = lambda x: segmenter.predict_labels(x, names, diameter=spec["diameter"])[0]  # noqa: E731
     else:
         def run(x):
             out = segmenter.predict_probabilities(x, names)
             return (np.asarray(out)[0] > 0.5).astype(np.uint8)  # "objects": foreground pixels only
     result = time_runs(run, image, repeats=spec["repeats"], warmup_image=warm,
-                       max_seconds=spec.get("max_s"))
-    result["channels"] = len(names)
+                       max_seconds=spec.get("max_s"), decode_timer=timer)
+    result.update(channels=len(names), diameter=spec["diameter"])
     write_result(spec, result)
 
 
