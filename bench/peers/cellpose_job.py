@@ -90,13 +90,15 @@ def plan_epochs(seconds: float, step_s: float, *, test_every: int = 10) -> tuple
 
     ``train_seg`` anneals only with ``n_epochs > 100``, so epochs are made as short as needed
     (whole batches) to keep ``n_epochs`` between :data:`MIN_ANNEALED_EPOCHS` and
-    :data:`MAX_EPOCHS`; a test-loss batch every ``test_every`` epochs is paid for. Below
-    ~101 steps no plan anneals: then one batch per epoch, as many as fit (the report says so).
+    :data:`MAX_EPOCHS`; a test-loss batch every ``test_every`` epochs is paid for. When fewer
+    steps than :data:`MIN_ANNEALED_EPOCHS` fit, the plan still has that many one-batch epochs:
+    training then runs behind the plan from the start and follows the schedule by elapsed
+    time (see ``train``), so the decay still happens inside the budget.
     """
     steps = seconds / step_s
     per_epoch = max(1, int(steps // MIN_ANNEALED_EPOCHS))
     n_epochs = int(steps / (per_epoch + TEST_LOSS_COST / test_every))
-    return max(1, min(n_epochs, MAX_EPOCHS)), per_epoch
+    return max(MIN_ANNEALED_EPOCHS, min(n_epochs, MAX_EPOCHS)), per_epoch
 
 
 def train(spec):
@@ -158,11 +160,14 @@ def train(spec):
     prepare_s = prepared[0] * (len(images) + len(val_images)) / n_probe
     del probe_net
     remaining = deadline - time.time()
-    n_epochs, per_epoch = plan_epochs(0.98 * (remaining - prepare_s) - 10, step_s)
-    anneals = n_epochs > 100
+    seconds = 0.98 * (remaining - prepare_s) - 10  # 2% and 10 s for Cellpose's saving and the hard stop
+    n_epochs, per_epoch = plan_epochs(seconds, step_s)
+    expected_steps = seconds / step_s
+    on_plan = expected_steps >= n_epochs * per_epoch
     log(f"probe: {step_s:.2f} s per batch of {batch}, data preparation ~{prepare_s:.0f} s; {remaining:.0f} s left "
-        f"-> n_epochs {n_epochs} x {per_epoch} batch(es) (nimg_per_epoch {per_epoch * batch}); learning rate "
-        + ("anneals in the last 50 epochs" if anneals else "does NOT anneal (n_epochs <= 100: raise the budget)"))
+        f"(~{expected_steps:.0f} steps) -> n_epochs {n_epochs} x {per_epoch} batch(es) (nimg_per_epoch "
+        f"{per_epoch * batch}); the learning rate decays in the last 50 epochs"
+        + ("" if on_plan else "; fewer steps fit than planned epochs, so the schedule will follow elapsed time"))
 
     optimizers, steps, losses, lrs = [], [0], [], []
 
@@ -227,7 +232,7 @@ def train(spec):
         "probe_step_s": step_s, "prepare_s_estimate": prepare_s, "loop_s": finished - train_started,
         "planned_epochs": n_epochs, "batches_per_epoch": per_epoch, "planned_batches": n_epochs * per_epoch,
         "batches_done": steps[0], "steps_done": steps[0], "batch_size": batch, "images_seen": steps[0] * batch,
-        "stopped_at_budget": stopped, "plan_anneals": anneals, "train_losses": losses, "lr_per_step": lrs,
+        "stopped_at_budget": stopped, "expected_steps": expected_steps, "train_losses": losses, "lr_per_step": lrs,
         "lr_steps_led_by_time": time_led[0], "lr_schedule_mismatches": mismatches[0],
         "lr_peak": peak_lr, "lr_last": lrs[-1] if lrs else None,
         "annealed": bool(lrs) and lrs[-1] <= peak_lr / 100,
