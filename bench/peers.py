@@ -40,7 +40,7 @@ interrupted midway starts again from scratch (a budget must run in one piece).
 Usage::
 
     .venv/bin/python bench/peers.py --smoke                  # tiny end-to-end run (~20 min, venvs included)
-    nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &    # the full run (~2.5 h on 2 quiet cores)
+    nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &    # the full run (~3 h on 2 quiet cores)
     .venv/bin/python bench/peers.py --stages venvs,data,train,tune,predict,evaluate,collect,report   # or in two halves:
     .venv/bin/python bench/peers.py --stages flops,speed,scaling,collect,report
     .venv/bin/python bench/peers.py --stages report          # peers.md and the README block from bench/results/
@@ -113,7 +113,7 @@ PEER_PACKAGES = {
 STAGES = ("venvs", "data", "train", "tune", "predict", "evaluate", "flops", "speed", "scaling", "collect", "report")
 
 # ---- settings (full run; smoke overrides below) --------------------------------------------
-BUDGET_MINUTES = 25.0       # per tool (issue 11): 3 tools x 25 min of training in a ~2.5 h full run
+BUDGET_MINUTES = 25.0       # per tool (issue 11): 3 tools x 25 min of training in a ~3 h full run
 THREADS = 2
 FLUOSEG_STEPS = 20          # steps per fluoseg epoch: checkpoints every ~30-40 s, so the cut at the budget loses little
 STARDIST_STEPS = 50         # steps per StarDist epoch (validation loss + best checkpoint after each)

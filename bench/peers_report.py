@@ -145,7 +145,7 @@ def readme_block(results: Results) -> str:
             "configuration). The earlier 10-minute comparison is withdrawn: Cellpose was misconfigured, fluoseg's "
             "speed was timed in a cheaper mode than the one scored, and its variant was picked by test F1. Its "
             f"report stays in the history (`git show {WITHDRAWN}:bench/results/peers.md`). The full run "
-            f"(~2.5 h on a quiet 2-core machine): `{FULL_RUN}`.",
+            f"(~3 h on a quiet 2-core machine): `{FULL_RUN}`.",
             README_END]
         return "\n".join(lines) + "\n"
     meta = results.meta
