@@ -80,8 +80,8 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: A
     device = next(model.parameters()).device
     available = torch.as_tensor(availability, dtype=torch.float32, device=device)
     rows = None if marker_ids is None else torch.as_tensor(marker_ids, dtype=torch.long, device=device)
-    # NHWC lets oneDNN (CPU) and cuDNN pick their fast convolution kernels: 1.8x for the U-Net
-    # on 2 CPU cores (bench/results/peers.md). The weights are converted in place, once.
+    # NHWC lets oneDNN (CPU) and cuDNN pick their fast convolution kernels (bench/peers.py's flops
+    # stage times one tile both ways). The weights are converted in place, once.
     model.to(memory_format=torch.channels_last)
 
     def predict_batch(batch: np.ndarray) -> np.ndarray:
