@@ -127,3 +127,20 @@ def test_dask_workers_survive_a_killed_worker_and_equal_the_whole_pass(prepared,
     assert marker.exists()  # a worker process died mid-band (this process would not have survived it)
     np.testing.assert_array_equal(np.asarray(job.out), whole)
     assert finished_bands(job) == list(range(len(job.bands)))
+
+
+def test_decoding_in_windows_equals_decoding_the_whole_rows():
+    from fluoseg.bandjobs import decode_in_windows
+
+    maps = np.random.default_rng(2).random((3, 2, 20, 45)).astype(np.float32)
+    seen: list[tuple[int, ...]] = []
+
+    def argmax(window: np.ndarray) -> np.ndarray:
+        seen.append(window.shape)
+        return np.argmax(window, axis=0).astype(np.uint8)[None]
+
+    out = np.full((1, 2, 20, 45), 9, np.uint8)
+    decode_in_windows(argmax, maps, out, rows=(5, 15), plane=1, columns=16)
+    np.testing.assert_array_equal(out[:, 1, 5:15], argmax(maps[:, 1, 5:15]))
+    assert (out[:, 0] == 9).all() and (out[:, 1, :5] == 9).all() and (out[:, 1, 15:] == 9).all()
+    assert seen[:3] == [(3, 10, 16), (3, 10, 16), (3, 10, 13)]  # never the whole width at once

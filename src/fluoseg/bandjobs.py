@@ -28,7 +28,7 @@ from fluoseg.io import read_image, write_bytes_atomically
 from fluoseg.network_pass import NetworkPass
 from fluoseg.tiling import band_tiles, plan_tiles
 
-__all__ = ["Band", "BandJob", "ImageSource", "band_overhead", "default_band_rows", "finished_bands", "plan_bands",
+__all__ = ["Band", "BandJob", "ImageSource", "band_overhead", "decode_in_windows", "default_band_rows", "finished_bands", "plan_bands",
            "run_band", "run_bands", "worker_count"]
 
 BANDS_PER_WORKER = 2
@@ -133,6 +133,25 @@ class BandJob:
         return None if self.records is None else Path(self.records) / f"{index}.done"
 
 
+DECODE_COLUMNS = 2048
+"""Columns decoded at once by :func:`decode_in_windows`: a per-pixel decoder's temporaries
+(several copies of the window, int64 indices) then stay bounded whatever the image's width."""
+
+
+def decode_in_windows(decode: Callable[[np.ndarray], np.ndarray], source: Any, target: Any, *,
+                      rows: tuple[int, int], plane: int | None = None, columns: int = DECODE_COLUMNS) -> None:
+    """``target[..., rows, x:x+columns] = decode(source[..., rows, x:x+columns])`` across the width.
+
+    For per-pixel decoders (semantic masks): reading, decoding and writing a window of a few
+    chunks at a time keeps the memory of a row band independent of the image's width.
+    """
+    width = int(source.shape[-1])
+    prefix = (slice(None),) + (() if plane is None else (plane,)) + (slice(*rows),)
+    for x in range(0, width, columns):
+        window = (*prefix, slice(x, min(x + columns, width)))
+        target[window] = decode(np.asarray(source[window]))
+
+
 def finished_bands(job: BandJob) -> list[int]:
     """Indices of the bands whose record exists, sorted."""
     if job.records is None or not Path(job.records).is_dir():
@@ -146,8 +165,7 @@ def run_band(job: BandJob, index: int) -> int:
     planes = None if band.plane is None else [band.plane]
     job.network.run(job.image.open(), job.out, rows=(band.start, band.stop), planes=planes)
     if job.decode is not None:
-        window = (slice(None),) + (() if band.plane is None else (band.plane,)) + (slice(band.start, band.stop),)
-        job.decoded[window] = job.decode(np.asarray(job.out[window]))
+        decode_in_windows(job.decode, job.out, job.decoded, rows=(band.start, band.stop), plane=band.plane)
     record = job.record_path(index)
     if record is not None:  # last: a band with a record is finished, whatever happens next
         write_bytes_atomically(record, b"done\n", overwrite=True)

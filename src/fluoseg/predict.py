@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from fluoseg.bandjobs import (BandJob, ImageSource, band_overhead, default_band_rows, plan_bands, run_bands,
-                              worker_count)
+from fluoseg.bandjobs import (BandJob, ImageSource, band_overhead, decode_in_windows, default_band_rows, plan_bands,
+                              run_bands, worker_count)
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.instance.blockjobs import decode_blocks, open_work, write_blocks
@@ -629,9 +629,10 @@ def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequ
         else:
             segmenter.predict_probabilities(image.array, names, options, out=prob_out.array)
             band = 1024
-            for y in range(0, shape[-2], band):
-                window = (slice(None),) * (len(shape) - 2) + (slice(y, y + band), slice(None))
-                mask_out.array[window] = segmenter.decode(np.asarray(prob_out.array[window]))
+            for plane in range(shape[1]) if len(shape) == 4 else [None]:
+                for y in range(0, shape[-2], band):
+                    decode_in_windows(segmenter.decode, prob_out.array, mask_out.array, plane=plane,
+                                      rows=(y, min(y + band, shape[-2])))
         if ngff:
             write_segmentation(paths.masks, mask_out.array, overwrite=overwrite, image=image, image_channels=names,
                                **meta)
