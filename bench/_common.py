@@ -16,6 +16,10 @@ every script needs in the same way:
 - a run's per-epoch metrics (:func:`epoch_rows`), read through :class:`fluoseg.run.RunDir`;
 - what two scripts computed each in their own way: a metric pooled over the test images
   (:func:`pooled_metric`) and the crop richest in foreground (:func:`densest_window`).
+- the statistics of the reports that test at the level of independent replicates (folds or
+  seeds): one :class:`Test` per comparison, paired t-tests over the shared units
+  (:func:`paired_test`), Holm over every test of a report (:func:`adjust_holm`), verdict words
+  from the adjusted p-values, and the README blocks such reports render (:func:`fill_readme_block`).
 
 The jobs under ``bench/peers/`` that run in the peers' own virtual environments cannot
 import fluoseg; they keep their standard-library helpers in ``bench/peers/common.py``.
@@ -124,6 +128,80 @@ def git_commit() -> str:
                               text=True).stdout.strip() or "?"
     except OSError:
         return "?"
+
+
+# ---- statistics at the level of replicates -------------------------------------------------------
+
+ALPHA = 0.05
+
+
+@dataclass
+class Test:
+    """One comparison of a report; ``p_holm`` is filled in once all its tests are known (:func:`adjust_holm`)."""
+
+    part: str
+    question: str
+    n: int
+    mean_difference: float
+    p_value: float
+    p_holm: float = float("nan")
+    differences: tuple[float, ...] = ()  # method - reference per unit, in the units' order
+
+    def verdict(self, better: str = "helps", worse: str = "hurts", same: str = "no detectable difference") -> str:
+        """A word from the Holm-adjusted p-value and the sign of the mean difference."""
+        if not np.isfinite(self.p_holm) or self.p_holm > ALPHA:
+            return same
+        return better if self.mean_difference > 0 else worse
+
+    def cell(self) -> str:
+        """``difference | n | p | p (Holm) | stars (n=...)``: the test as Markdown table cells."""
+        from fluoseg.metrics.stats import stars
+
+        return (f"{self.mean_difference:+.3f} | {self.n} | {self.p_value:.3g} | {self.p_holm:.3g} | "
+                f"{stars(self.p_holm)} (n={self.n})")
+
+
+def paired_test(part: str, question: str, method: dict[str, float], reference: dict[str, float]) -> Test:
+    """Two-sided paired t-test of ``method`` vs ``reference`` over the units (folds, seeds) both have."""
+    from fluoseg.metrics.stats import paired_t_test
+
+    units = sorted(set(method) & set(reference), key=lambda u: (len(str(u)), str(u)))  # "2" before "10"
+    result = paired_t_test([method[u] for u in units], [reference[u] for u in units])
+    return Test(part, question, result.n, result.mean_difference, result.p_value,
+                differences=tuple(method[u] - reference[u] for u in units))
+
+
+def adjust_holm(tests: Sequence[Test]) -> None:
+    """Fill in ``p_holm`` of every test: Holm's correction over all of them together."""
+    from fluoseg.metrics.stats import holm
+
+    for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
+        test.p_holm = float(adjusted)
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    """``mean ± sd`` (sd with ddof 1; left out for one value), ``–`` for none."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return "–"
+    sd = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
+    return f"{values.mean():.3f}{sd}"
+
+
+def fill_readme_block(block: str, begin: str, end: str, readme: Path | None = None) -> Path:
+    """Replace the README's lines from ``begin`` to ``end`` (markers included) by ``block``.
+
+    Raises
+    ------
+    SystemExit
+        If the README lacks the markers (a report must never append a second copy).
+    """
+    readme = readme or ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise SystemExit(f"{rel(readme)} has no {begin} ... {end} block to fill")
+    return write_text(readme, text[:start] + block + text[stop + len(end) + 1:])
 
 
 # ---- child processes ---------------------------------------------------------------------------

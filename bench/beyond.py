@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, ROOT, WORK, log, read_rows, rel, write_json, write_rows, write_text
+from _common import RESULTS, WORK, fill_readme_block, log, read_rows, rel, write_json, write_rows, write_text
 
 PARTS = ("A", "B", "C", "D")
 PANEL = ("DAPI", "ECAD", "CK", "CD45")
@@ -459,12 +459,7 @@ def main() -> None:
 
         tables = {part: read_rows(path) for part, path in CSV.items() if path.is_file()}
         log(f"report: {rel(write_text(RESULTS / 'beyond.md', render(tables)))}")
-        readme = ROOT / "README.md"
-        text = readme.read_text(encoding="utf-8")
-        start, end = text.find(README_BEGIN), text.find(README_END)
-        if start < 0 or end < start:
-            raise SystemExit(f"README.md has no {README_BEGIN} ... {README_END} block to fill")
-        write_text(readme, text[:start] + readme_block(tables) + text[end + len(README_END) + 1:])
+        fill_readme_block(readme_block(tables), README_BEGIN, README_END)
         log("README.md: beyond-the-papers summary updated")
         return
     if args.quick:

@@ -13,39 +13,16 @@ Holm's correction over every test of the report together.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from _common import Test, adjust_holm, mean_sd, paired_test
 from scipy import stats as scipy_stats
 
 from fluoseg.metrics.calibration import spearman_correlation
-from fluoseg.metrics.stats import holm, paired_t_test, stars
 
 Rows = list[dict[str, Any]]
-ALPHA = 0.05
 LONGER_LABEL = "4x"  # bench/beyond.py's LONGER
-
-
-@dataclass
-class Test:
-    """One comparison of the report; ``p_holm`` is filled in once all tests are known."""
-
-    part: str
-    question: str
-    n: int
-    mean_difference: float
-    p_value: float
-    p_holm: float = float("nan")
-
-    def verdict(self, better: str = "helps", worse: str = "hurts", same: str = "no detectable difference") -> str:
-        if not np.isfinite(self.p_holm) or self.p_holm > ALPHA:
-            return same
-        return better if self.mean_difference > 0 else worse
-
-    def cell(self) -> str:
-        return (f"{self.mean_difference:+.3f} | {self.n} | {self.p_value:.3g} | {self.p_holm:.3g} | "
-                f"{stars(self.p_holm)} (n={self.n})")
 
 
 def _verdict(test: Test) -> str:
@@ -60,26 +37,12 @@ def _by(rows: Rows, **match: Any) -> Rows:
     return [r for r in rows if all(str(r[k]) == str(v) for k, v in match.items())]
 
 
-def _mean_sd(values: Sequence[float]) -> str:
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return "–"
-    sd = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
-    return f"{values.mean():.3f}{sd}"
-
-
 def _seeds(rows: Rows) -> list[str]:
     return sorted({str(r["seed"]) for r in rows}, key=int)
 
 
 def _per_seed(rows: Rows, value: Callable[[Rows], float]) -> dict[str, float]:
     return {seed: value(_by(rows, seed=seed)) for seed in _seeds(rows)}
-
-
-def _paired(part: str, question: str, method: dict[str, float], reference: dict[str, float]) -> Test:
-    seeds = sorted(set(method) & set(reference), key=int)
-    result = paired_t_test([method[s] for s in seeds], [reference[s] for s in seeds])
-    return Test(part, question, result.n, result.mean_difference, result.p_value)
 
 
 def _one_sample(part: str, question: str, values: Sequence[float]) -> Test:
@@ -107,17 +70,17 @@ def part_a(rows: Rows, tests: list[Test]) -> list[str]:
         ub = _float(_by(rows, method="UB", subset=subset), "f1_50")
         difference = float(np.mean(msme) - np.mean(ub)) if msme and ub else float("nan")
         wins += difference >= 0
-        lines.append(f"| {subset} | {_mean_sd(msme)} | {_mean_sd(ub)} | {difference:+.3f} | "
-                     f"{_mean_sd(_float(_by(rows, method=longer, subset=subset), 'f1_50'))} |")
+        lines.append(f"| {subset} | {mean_sd(msme)} | {mean_sd(ub)} | {difference:+.3f} | "
+                     f"{mean_sd(_float(_by(rows, method=longer, subset=subset), 'f1_50'))} |")
     mean_of = lambda method: _per_seed(_by(rows, method=method), lambda r: float(np.mean(_float(r, "f1_50"))))  # noqa: E731
-    test = _paired("A", "MS-ME − UB, mean object F1 over the 15 subsets (equal steps)", mean_of("MS-ME"), mean_of("UB"))
+    test = paired_test("A", "MS-ME − UB, mean object F1 over the 15 subsets (equal steps)", mean_of("MS-ME"), mean_of("UB"))
     tests.append(test)
-    lines += ["", f"Mean over subsets: MS-ME {_mean_sd(list(mean_of('MS-ME').values()))}, "
-              f"UB {_mean_sd(list(mean_of('UB').values()))}, {longer} {_mean_sd(list(mean_of(longer).values()))}; "
+    lines += ["", f"Mean over subsets: MS-ME {mean_sd(list(mean_of('MS-ME').values()))}, "
+              f"UB {mean_sd(list(mean_of('UB').values()))}, {longer} {mean_sd(list(mean_of(longer).values()))}; "
               f"MS-ME is at least as good as UB on {wins} of {len(subsets)} subsets (means over seeds). "
               f"Verdict, equal steps: **{test.verdict('MS-ME better', 'MS-ME worse')}**.", ""]
     if any(r["method"] == longer for r in rows):
-        tests.append(_paired("A", f"{longer} − UB, mean object F1 over the 15 subsets", mean_of(longer), mean_of("UB")))
+        tests.append(paired_test("A", f"{longer} − UB, mean object F1 over the 15 subsets", mean_of(longer), mean_of("UB")))
     return lines
 
 
@@ -136,14 +99,14 @@ def part_b(rows: Rows, tests: list[Test]) -> list[str]:
         mine = _by(rows, dataset=dataset)
         for model, inputs in dict.fromkeys((r["model"], r["inputs"]) for r in mine):
             scores = _float(_by(mine, model=model, inputs=inputs), "score")
-            lines.append(f"| {dataset} | {model} | {inputs} | {_mean_sd(scores)} | {len(scores)} |")
+            lines.append(f"| {dataset} | {model} | {inputs} | {mean_sd(scores)} | {len(scores)} |")
         unseen = next(i for m, i in dict.fromkeys((r["model"], r["inputs"]) for r in mine) if "+" in i)
         given = _per_seed(_by(mine, model="channel-invariant", inputs=unseen), lambda r: float(r[0]["score"]))
         without = _per_seed(_by(mine, model="channel-invariant", inputs="trained markers"),
                             lambda r: float(r[0]["score"]))
         msme = _per_seed(_by(mine, model="MS-ME", inputs="trained markers"), lambda r: float(r[0]["score"]))
-        tests.append(_paired("B", f"{dataset}: channel-invariant with the unseen marker − without it", given, without))
-        tests.append(_paired("B", f"{dataset}: channel-invariant with the unseen marker − MS-ME without it",
+        tests.append(paired_test("B", f"{dataset}: channel-invariant with the unseen marker − without it", given, without))
+        tests.append(paired_test("B", f"{dataset}: channel-invariant with the unseen marker − MS-ME without it",
                              given, msme))
     return lines + [""]
 
@@ -164,11 +127,11 @@ def part_c(rows: Rows, tests: list[Test]) -> list[str]:
         cells = []
         for mode in modes:
             chosen = _by(rows, mode=mode) if mode == "none" else _by(rows, mode=mode, n_images=n)
-            cells.append(f"{_mean_sd(_float(chosen, 'f1_mean_subsets'))} ({_mean_sd(_float(chosen, 'f1_all_markers'))})")
+            cells.append(f"{mean_sd(_float(chosen, 'f1_mean_subsets'))} ({mean_sd(_float(chosen, 'f1_all_markers'))})")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
         value = lambda mode: _per_seed(_by(rows, mode=mode, n_images=n), lambda r: float(r[0]["f1_mean_subsets"]))  # noqa: E731
-        tests.append(_paired("C", f"n={n}: Excite only − full fine-tuning", value("excite"), value("all")))
-        tests.append(_paired("C", f"n={n}: Excite only − from scratch", value("excite"), value("scratch")))
+        tests.append(paired_test("C", f"n={n}: Excite only − full fine-tuning", value("excite"), value("all")))
+        tests.append(paired_test("C", f"n={n}: Excite only − from scratch", value("excite"), value("scratch")))
     return lines + [""]
 
 
@@ -200,8 +163,8 @@ def part_d(rows: Rows, tests: list[Test]) -> list[str]:
         ece = [float(np.mean(_float(r, "ece"))) for r in per_seed.values()]
         agreement = [spearman_correlation(_float(r, "agreement_f1_50"), _float(r, "object_f1_50"))
                      for r in per_seed.values() if "agreement_f1_50" in r[0] and r[0]["agreement_f1_50"] != "nan"]
-        lines.append(f"| {method}{' (chosen)' if method == chosen else ''} | {_mean_sd(ece)} | {_mean_sd(error)} | "
-                     f"{_mean_sd(pixel)} | {_mean_sd(objects)} | {_mean_sd(agreement)} |")
+        lines.append(f"| {method}{' (chosen)' if method == chosen else ''} | {mean_sd(ece)} | {mean_sd(error)} | "
+                     f"{mean_sd(pixel)} | {mean_sd(objects)} | {mean_sd(agreement)} |")
         if method == chosen:
             tests.append(_one_sample("D", f"{method}: Spearman(expected F1, true object F1) over 31 subsets ≠ 0",
                                      objects))
@@ -254,8 +217,7 @@ def _sections(tables: dict[str, Rows]) -> tuple[list[str], list[Test]]:
     for part, build in PARTS.items():
         if tables.get(part):
             body += build(tables[part], tests)
-    for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
-        test.p_holm = float(adjusted)
+    adjust_holm(tests)
     return body, tests
 
 
