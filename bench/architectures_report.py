@@ -257,6 +257,7 @@ def summary_lines(rows: Rows, tests: Sequence[Test]) -> list[str]:
 def render(rows: Rows, notes: str = "") -> str:
     """The Markdown report of the table's parts; ``notes`` (number-free reading) is appended."""
     tests = all_tests(rows)
+    counted = sum(np.isfinite(t.p_value) for t in tests)  # a test without a p-value (no variation) is not counted
     folds = _folds(rows)
     smoke = _run(rows, "smoke", 0.0) > 0
     wall = {r["metric"].removeprefix("wall_seconds_"): float(r["value"]) for r in _select(rows, part="run")
@@ -282,9 +283,9 @@ def render(rows: Rows, notes: str = "") -> str:
              "trainings: the numbers compare the architectures at equal, small budgets, not at convergence.", "",
              f"Statistics (issue 11): the unit is the fold, one independently trained network, scored on its test "
              f"images pooled. Every comparison is a two-sided paired t-test over the {folds} folds; Holm's correction "
-             f"runs over all {len(tests)} tests of this report together; the stars and verdicts follow the "
-             "Holm-adjusted p-value (* <= 0.05, ** <= 0.01, *** <= 0.001), n beside each. With "
-             f"{folds} folds and {len(tests)} tests only very large, consistent effects can reach significance: "
+             f"runs over all {counted} tests of this report that have a p-value, together; the stars and verdicts "
+             "follow the Holm-adjusted p-value (* <= 0.05, ** <= 0.01, *** <= 0.001), n beside each. With "
+             f"{folds} folds and {counted} tests only very large, consistent effects can reach significance: "
              "'no detectable difference' is not evidence of equality.", "",
              "## Summary", ""] + summary_lines(rows, tests) + [""]
     for part in ARCH_PARTS:
@@ -300,11 +301,12 @@ def render(rows: Rows, notes: str = "") -> str:
 def readme_block(rows: Rows) -> str:
     """The README's summary of the report, between its markers; every number from the table."""
     tests = all_tests(rows)
+    counted = sum(np.isfinite(t.p_value) for t in tests)
     lines = [README_BEGIN,
              "**Architectures, TTA and ISL pretraining** (`bench/results/architectures.md`, rendered by "
              "`bench/architectures.py --report` from `bench/results/architectures_units.csv`): "
              f"{_folds(rows)}-fold cross-validation, every network from random weights for "
              f"{_run(rows, 'plan_epochs') * _run(rows, 'plan_steps'):.0f} steps (a CPU budget, not convergence); "
-             f"the fold is the unit (paired t-tests, n={_folds(rows)}), Holm over the report's {len(tests)} tests.", ""]
+             f"the fold is the unit (paired t-tests, n={_folds(rows)}), Holm over the report's {counted} tests.", ""]
     lines += summary_lines(rows, tests)
     return "\n".join(lines + [README_END]) + "\n"
