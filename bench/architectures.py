@@ -85,12 +85,13 @@ SMOKE_WORK = WORK / "architectures_smoke"
 NOTES = BENCH / "notes" / "architectures.md"
 UNITS_NAME = "architectures_units.csv"
 
-ARCHS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "unet": ("unet", {"depth": 4, "base_filters": 16, "padding": "same"}, "U-Net (MS-ME)"),
-    "unet-resnet34": ("unet-encoder", {"encoder": "resnet34"}, "U-Net ResNet34"),
-    "unetpp-resnet34": ("unetpp", {"encoder": "resnet34"}, "U-Net++ ResNet34"),
-    "fcn-resnet34": ("fcn", {"encoder": "resnet34"}, "FCN ResNet34 (OS 8)"),
-    "deeplabv3-resnet34": ("deeplabv3", {"encoder": "resnet34", "output_stride": 16}, "DeepLabv3 ResNet34 (OS 16)"),
+# Network key -> registry name and options; the report's labels are architectures_report.NETWORKS.
+ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "unet": ("unet", {"depth": 4, "base_filters": 16, "padding": "same"}),
+    "unet-resnet34": ("unet-encoder", {"encoder": "resnet34"}),
+    "unetpp-resnet34": ("unetpp", {"encoder": "resnet34"}),
+    "fcn-resnet34": ("fcn", {"encoder": "resnet34"}),
+    "deeplabv3-resnet34": ("deeplabv3", {"encoder": "resnet34", "output_stride": 16}),
 }
 # The ISL part normalises to [0, 1] (1-99.8 percentiles), so the pretext predicts intensities in
 # the range the paper's shifted sigmoid f(x) = 1 / (1 + exp(-(x - 0.5))) is centred on.
@@ -127,6 +128,7 @@ SMOKE = Plan(dsb_images=8, isl_images=12, pretext_images=6, crop=128, vessels_pi
 # ~11 min and 8 vessels5 samples ~6 min; ISL 1 + 36 U-Net trainings x 80-120 steps x 0.45 s ~ 25 min +
 # 1320 predictions ~ 4 min; data, validation and start-up ~ 5 min: about 100 min at 1 thread. The 2-fold
 # run took 30 min at 2 threads, so expect ~50-70 min for 3 folds.
+
 
 def add_wall(work: Path, part: str, seconds: float) -> None:
     """Accumulate the wall time of each part over (possibly interrupted) invocations."""
@@ -210,7 +212,7 @@ def train_section(plan: Plan, *, epochs: int | None = None, val_tile: int) -> di
 
 
 def model_section(arch: str) -> dict[str, Any]:
-    name, options, _ = ARCHS[arch]
+    name, options = ARCHS[arch]
     return {"name": name, "options": dict(options)}
 
 

@@ -31,7 +31,7 @@ README_BEGIN = "<!-- architectures:begin (bench/architectures.py --report) -->"
 README_END = "<!-- architectures:end -->"
 REFERENCE = "unet"
 
-NETWORKS = {  # crossval config name -> label (bench/architectures.py's ARCHS, ISL's two starts)
+NETWORKS = {  # crossval config name -> label: bench/architectures.py's ARCHS and the two ISL starts
     "unet": "U-Net (MS-ME)", "unet-resnet34": "U-Net ResNet34", "unetpp-resnet34": "U-Net++ ResNet34",
     "fcn-resnet34": "FCN ResNet34 (OS 8)", "deeplabv3-resnet34": "DeepLabv3 ResNet34 (OS 16)",
     "scratch": "from scratch", "isl-pretrained": "ISL-pretrained",
