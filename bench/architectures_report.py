@@ -52,6 +52,7 @@ ISL_PARTS = {  # part -> (title, short name, columns (all tested), how the fine-
                      "all layers, the output behind the shifted sigmoid of the paper's eq. (1), "
                      "f(x) = 1 / (1 + exp(-(x - 0.5)))"),
 }
+ARCH_NETWORKS = ("unet", "unet-resnet34", "unetpp-resnet34", "fcn-resnet34", "deeplabv3-resnet34")
 TIMING = ("parameters", "train_seconds", "predict_seconds_per_image")
 
 
@@ -157,10 +158,12 @@ def _values(rows: Rows, part: str, network: str, metric: str, *, tta: bool = Fal
 def arch_section(rows: Rows, part: str, tests: Sequence[Test]) -> list[str]:
     title, _, columns, metric = ARCH_PARTS[part]
     label = next(c for c, m in columns if m == metric)
-    lines = [f"## {title}", "",
-             "Mean ± sd over the folds of each fold's score pooled over its test images.", "",
-             "| network | TTA | " + " | ".join(c for c, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
     networks = _networks(rows, part)
+    missing = [NETWORKS[n] for n in ARCH_NETWORKS if n not in networks]
+    lines = [f"## {title}", "",
+             "Mean ± sd over the folds of each fold's score pooled over its test images."
+             + (f" Not in this run (left out with `--archs`): {', '.join(missing)}." if missing else ""), "",
+             "| network | TTA | " + " | ".join(c for c, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
     for network in networks:
         for tta in (False, True):
             cells = [mean_sd(_values(rows, part, network, m, tta=tta)) for _, m in columns]
