@@ -130,6 +130,12 @@ SMOKE = Plan(dsb_images=8, isl_images=12, pretext_images=6, crop=128, vessels_pi
 # run took 30 min at 2 threads, so expect ~50-70 min for 3 folds.
 
 
+def same_plan(stored: dict[str, Any], plan: dict[str, Any]) -> bool:
+    """Whether a work folder's plan is this one; the ISL sizes may differ (their subsets are nested)."""
+    return {k: v for k, v in stored.items() if k != "train_sizes"} == {k: v for k, v in plan.items()
+                                                                        if k != "train_sizes"}
+
+
 def add_wall(work: Path, part: str, seconds: float) -> None:
     """Accumulate the wall time of each part over (possibly interrupted) invocations."""
     accumulate(work / "wall.json", **{part: seconds})
@@ -365,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {FULL.epochs}; smoke {SMOKE.epochs})")
     parser.add_argument("--steps", type=int, help=f"steps per epoch (default {FULL.steps}; smoke {SMOKE.steps})")
     parser.add_argument("--archs", help=f"comma-separated networks (default all: {','.join(ARCHS)})")
+    parser.add_argument("--train-sizes", help="comma-separated ISL training-set sizes (default "
+                        f"{','.join(map(str, FULL.train_sizes))}); the subsets are nested and do not depend on the "
+                        "other sizes, so a run can be cut to its smaller sizes and extended later")
     parser.add_argument("--parts", default="dsb,vessels,isl", help="parts to run (default dsb,vessels,isl)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--work", type=Path, help="work folder (default bench/work/architectures[_smoke])")
@@ -385,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     plan = SMOKE if args.smoke else FULL
-    plan = replace(plan, epochs=args.epochs or plan.epochs, steps=args.steps or plan.steps)
+    sizes = tuple(int(n) for n in args.train_sizes.split(",")) if args.train_sizes else plan.train_sizes
+    plan = replace(plan, epochs=args.epochs or plan.epochs, steps=args.steps or plan.steps, train_sizes=sizes)
     archs = [a.strip() for a in args.archs.split(",")] if args.archs else list(ARCHS)
     unknown = [a for a in archs if a not in ARCHS]
     parts = [p.strip() for p in args.parts.split(",")]
@@ -394,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                          "parts: dsb,vessels,isl")
     settings = work / "plan.json"
     as_json = json.loads(json.dumps(asdict(plan)))  # tuples become lists, as in plan.json
-    if settings.is_file() and read_json(settings)["plan"] != as_json:
+    if settings.is_file() and not same_plan(read_json(settings)["plan"], as_json):
         raise SystemExit(f"{work} holds a run with other settings ({read_json(settings)['plan']}); "
                          "use another --work or delete it")
     write_json(settings, {"plan": asdict(plan), "threads": args.threads, "smoke": args.smoke})
