@@ -241,13 +241,9 @@ def summary_lines(rows: Rows, tests: Sequence[Test]) -> list[str]:
             differences = [t.mean_difference for t in gains]
             better = sum(t.verdict("better", "worse") == "better" for t in gains)
             worse = sum(t.verdict("better", "worse") == "worse" for t in gains)
-            ratios = [np.mean(_values(rows, part, n, "predict_seconds_per_image", tta=True))
-                      / np.mean(_values(rows, part, n, "predict_seconds_per_image"))
-                      for n in networks if _values(rows, part, n, "predict_seconds_per_image", tta=True)]
-            cost = f", at {min(ratios):.1f}-{max(ratios):.1f}x the inference time per image" if ratios else ""
             lines.append(f"- {short}, TTA − no TTA ({label}): {min(differences):+.3f} to {max(differences):+.3f} over "
                          f"the {len(gains)} networks, significantly better for {better} and worse for {worse} after "
-                         f"Holm (n={gains[0].n} each){cost}.")
+                         f"Holm (n={gains[0].n} each).")
     for part, (_, short, columns, _) in ISL_PARTS.items():
         label, _ = columns[0]
         mine = [t for t in tests if t.part == part and t.question.endswith(f"{label}: ISL-pretrained − from scratch")]
