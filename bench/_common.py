@@ -147,6 +147,7 @@ class Test:
     mean_difference: float
     p_value: float
     p_holm: float = float("nan")
+    differences: tuple[float, ...] = ()  # method - reference per replicate, in the replicates' order
 
     def verdict(self, better: str = "helps", worse: str = "hurts", same: str = "no detectable difference",
                 few: str = f"too few replicates (n < {MIN_REPLICATES})") -> str:
@@ -166,15 +167,25 @@ class Test:
 def paired_test(part: str, question: str, method: Mapping[Hashable, float],
                 reference: Mapping[Hashable, float]) -> Test:
     """Paired t-test of one value per replicate (a seed, or a (fold, seed) network) over the replicates both have."""
-    keys = sorted(set(method) & set(reference), key=str)
+    keys = sorted(set(method) & set(reference), key=lambda k: (len(str(k)), str(k)))  # "2" before "10"
     result = paired_t_test([method[k] for k in keys], [reference[k] for k in keys])
-    return Test(part, question, result.n, result.mean_difference, result.p_value)
+    return Test(part, question, result.n, result.mean_difference, result.p_value,
+                differences=tuple(method[k] - reference[k] for k in keys))
 
 
 def adjust_holm(tests: Sequence[Test]) -> None:
     """Fill in ``p_holm`` of every test: Holm's correction over the whole family (a report's tests together)."""
     for test, adjusted in zip(tests, holm([t.p_value for t in tests])):
         test.p_holm = float(adjusted)
+
+
+def mean_sd(values: Sequence[float], *, signed: bool = False) -> str:
+    """``mean ± sd`` (sd with ddof 1; left out for one value; the mean with its sign if ``signed``), ``–`` for none."""
+    values = np.asarray(list(values), dtype=float)
+    if values.size == 0:
+        return "–"
+    sd = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
+    return f"{values.mean():{'+' if signed else ''}.3f}{sd}"
 
 
 def fill_readme_block(begin: str, end: str, block: str, readme: Path = ROOT / "README.md") -> Path:

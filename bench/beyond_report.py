@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from _common import Test, adjust_holm, paired_test
+from _common import Test, adjust_holm, mean_sd, paired_test
 from scipy import stats as scipy_stats
 
 from fluoseg.metrics.calibration import spearman_correlation
@@ -35,14 +35,6 @@ def _float(rows: Rows, key: str) -> list[float]:
 
 def _by(rows: Rows, **match: Any) -> Rows:
     return [r for r in rows if all(str(r[k]) == str(v) for k, v in match.items())]
-
-
-def _mean_sd(values: Sequence[float]) -> str:
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return "–"
-    sd = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
-    return f"{values.mean():.3f}{sd}"
 
 
 def _seeds(rows: Rows) -> list[str]:
@@ -78,13 +70,13 @@ def part_a(rows: Rows, tests: list[Test]) -> list[str]:
         ub = _float(_by(rows, method="UB", subset=subset), "f1_50")
         difference = float(np.mean(msme) - np.mean(ub)) if msme and ub else float("nan")
         wins += difference >= 0
-        lines.append(f"| {subset} | {_mean_sd(msme)} | {_mean_sd(ub)} | {difference:+.3f} | "
-                     f"{_mean_sd(_float(_by(rows, method=longer, subset=subset), 'f1_50'))} |")
+        lines.append(f"| {subset} | {mean_sd(msme)} | {mean_sd(ub)} | {difference:+.3f} | "
+                     f"{mean_sd(_float(_by(rows, method=longer, subset=subset), 'f1_50'))} |")
     mean_of = lambda method: _per_seed(_by(rows, method=method), lambda r: float(np.mean(_float(r, "f1_50"))))  # noqa: E731
     test = paired_test("A", "MS-ME − UB, mean object F1 over the 15 subsets (equal steps)", mean_of("MS-ME"), mean_of("UB"))
     tests.append(test)
-    lines += ["", f"Mean over subsets: MS-ME {_mean_sd(list(mean_of('MS-ME').values()))}, "
-              f"UB {_mean_sd(list(mean_of('UB').values()))}, {longer} {_mean_sd(list(mean_of(longer).values()))}; "
+    lines += ["", f"Mean over subsets: MS-ME {mean_sd(list(mean_of('MS-ME').values()))}, "
+              f"UB {mean_sd(list(mean_of('UB').values()))}, {longer} {mean_sd(list(mean_of(longer).values()))}; "
               f"MS-ME is at least as good as UB on {wins} of {len(subsets)} subsets (means over seeds). "
               f"Verdict, equal steps: **{test.verdict('MS-ME better', 'MS-ME worse')}**.", ""]
     if any(r["method"] == longer for r in rows):
@@ -107,7 +99,7 @@ def part_b(rows: Rows, tests: list[Test]) -> list[str]:
         mine = _by(rows, dataset=dataset)
         for model, inputs in dict.fromkeys((r["model"], r["inputs"]) for r in mine):
             scores = _float(_by(mine, model=model, inputs=inputs), "score")
-            lines.append(f"| {dataset} | {model} | {inputs} | {_mean_sd(scores)} | {len(scores)} |")
+            lines.append(f"| {dataset} | {model} | {inputs} | {mean_sd(scores)} | {len(scores)} |")
         unseen = next(i for m, i in dict.fromkeys((r["model"], r["inputs"]) for r in mine) if "+" in i)
         given = _per_seed(_by(mine, model="channel-invariant", inputs=unseen), lambda r: float(r[0]["score"]))
         without = _per_seed(_by(mine, model="channel-invariant", inputs="trained markers"),
@@ -135,7 +127,7 @@ def part_c(rows: Rows, tests: list[Test]) -> list[str]:
         cells = []
         for mode in modes:
             chosen = _by(rows, mode=mode) if mode == "none" else _by(rows, mode=mode, n_images=n)
-            cells.append(f"{_mean_sd(_float(chosen, 'f1_mean_subsets'))} ({_mean_sd(_float(chosen, 'f1_all_markers'))})")
+            cells.append(f"{mean_sd(_float(chosen, 'f1_mean_subsets'))} ({mean_sd(_float(chosen, 'f1_all_markers'))})")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
         value = lambda mode: _per_seed(_by(rows, mode=mode, n_images=n), lambda r: float(r[0]["f1_mean_subsets"]))  # noqa: E731
         tests.append(paired_test("C", f"n={n}: Excite only − full fine-tuning", value("excite"), value("all")))
@@ -171,8 +163,8 @@ def part_d(rows: Rows, tests: list[Test]) -> list[str]:
         ece = [float(np.mean(_float(r, "ece"))) for r in per_seed.values()]
         agreement = [spearman_correlation(_float(r, "agreement_f1_50"), _float(r, "object_f1_50"))
                      for r in per_seed.values() if "agreement_f1_50" in r[0] and r[0]["agreement_f1_50"] != "nan"]
-        lines.append(f"| {method}{' (chosen)' if method == chosen else ''} | {_mean_sd(ece)} | {_mean_sd(error)} | "
-                     f"{_mean_sd(pixel)} | {_mean_sd(objects)} | {_mean_sd(agreement)} |")
+        lines.append(f"| {method}{' (chosen)' if method == chosen else ''} | {mean_sd(ece)} | {mean_sd(error)} | "
+                     f"{mean_sd(pixel)} | {mean_sd(objects)} | {mean_sd(agreement)} |")
         if method == chosen:
             tests.append(_one_sample("D", f"{method}: Spearman(expected F1, true object F1) over 31 subsets ≠ 0",
                                      objects))

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from _common import Test, adjust_holm, paired_test
+from _common import Test, adjust_holm, mean_sd, paired_test
 
 UNIT_FIELDS = ("method", "fold", "seed", "combination", "markers", "class", "tp", "fp", "fn", "f1", "batches")
 """Columns of the per-unit CSV, in file order."""
@@ -81,14 +81,6 @@ def _network(row: Mapping[str, Any]) -> Network:
 
 def _fmt(value: float, spec: str = ".3f") -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
-
-
-def _mean_sd(values: Sequence[float], *, signed: bool = False) -> str:
-    values = np.asarray(list(values), dtype=float)
-    if values.size == 0:
-        return "–"
-    sd = f" ± {values.std(ddof=1):.3f}" if values.size > 1 else ""
-    return f"{values.mean():{'+' if signed else ''}.3f}{sd}"
 
 
 def _network_label(network: Network, seeds: int) -> str:
@@ -183,11 +175,11 @@ def means_lines(rows: Rows) -> list[str]:
              + " | ".join(f"{c} (UB's combinations)" for c in classes) + " |",
              "|---|---:|" + "---:|" * (2 * len(classes))]
     for method in methods:
-        cells = [f"{_mean_sd(list(v.values()))} (n={len(v)})"
+        cells = [f"{mean_sd(list(v.values()))} (n={len(v)})"
                  for v in (network_scores(rows, method, [c]) for c in classes)]
         if method == UPPER_BOUND:
             cells = ["–"] * len(classes)
-        cells += [f"{_mean_sd(list(v.values()))} (n={len(v)})" if v else "–"
+        cells += [f"{mean_sd(list(v.values()))} (n={len(v)})" if v else "–"
                   for v in (network_scores(rows, method, [c], trained) for c in classes)]
         lines.append(f"| {method} | {', '.join(map(str, batches(rows, method)))} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -235,8 +227,8 @@ def focus_lines(rows: Rows) -> list[str]:
             cells = [_fmt(differences[n], "+.3f") if n in differences else "" for n in networks]
             values = list(differences.values())
             lines.append(f"| {code} | {markers.get(code, '')} | {label} | " + " | ".join(cells)
-                         + f" | {_mean_sd(values, signed=True)} | {_mean_sd([focus[n] for n in shared])} | "
-                         f"{_mean_sd([ub[n] for n in shared])} | {sum(v >= 0 for v in values)}/{len(values)} |")
+                         + f" | {mean_sd(values, signed=True)} | {mean_sd([focus[n] for n in shared])} | "
+                         f"{mean_sd([ub[n] for n in shared])} | {sum(v >= 0 for v in values)}/{len(values)} |")
     return lines + [""]
 
 
@@ -365,7 +357,7 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
              "", f"| method | {' | '.join(classes)} | − {REFERENCE}, {BOTH} classes (p Holm, n) | "
              f"− {UPPER_BOUND} on UB's combinations, {BOTH} (p Holm, n) |", "|---|" + "---|" * (len(classes) + 2)]
     for method in methods:
-        means = [_mean_sd(list(network_scores(rows, method, [c],
+        means = [mean_sd(list(network_scores(rows, method, [c],
                                               upper_bound_combinations(rows) if method == UPPER_BOUND else None
                                               ).values())) for c in classes]
         cells = []
@@ -382,7 +374,7 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
             focus = combination_scores(rows, FOCUS, code, classes)
             ub = combination_scores(rows, UPPER_BOUND, code, classes)
             shared = [n for n in focus if n in ub]
-            per_code.append(f"{code} {_mean_sd([focus[n] - ub[n] for n in shared], signed=True)}")
+            per_code.append(f"{code} {mean_sd([focus[n] - ub[n] for n in shared], signed=True)}")
         equal = batches(rows, FOCUS) == batches(rows, UPPER_BOUND)
         lines += ["", f"{FOCUS} − UB per trained combination ({BOTH} classes, mean ± SD over networks, "
                   + ("equal training steps" if equal else "UNEQUAL training steps") + "): " + "; ".join(per_code)
