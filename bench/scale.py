@@ -7,8 +7,9 @@ and ``fluoseg predict`` runs on it in a child process, in three modes:
 * ``whole``: TIFF labels out, decoded for the whole image at once (sizes up to 4096²;
   larger TIFF outputs are decoded blockwise too, so there is nothing to compare);
 * ``workers-1``, ``workers-2``: as ``blockwise`` with ``--workers 1`` or ``2``: a local Dask
-  cluster runs the network pass in bands of rows and the block decoding (the peak RSS is
-  the main process's; each worker's own memory is not in it).
+  cluster runs the network pass in bands of rows and the block decoding (the peak RSS is the
+  child's ``ru_maxrss``: the largest of it and the descendants it waited for, which include
+  the worker processes).
 
 A 3D example (``--stack``): a simulated nuclei z-stack (``fluoseg synth nuclei3d``'s
 simulator, 24 x 512 x 512 voxels, Zarr) predicted blockwise (Zarr labels; blocks of 8 planes
