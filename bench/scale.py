@@ -383,17 +383,16 @@ def band_overheads(size: int, workers: int) -> tuple[int, float]:
     The geometry is the scale model's (:data:`MODEL_OPTIONS`, 572-px tiles) and the bands those
     :mod:`fluoseg.bandjobs` plans on the maps' chunk rows.
     """
-    from fluoseg.bandjobs import default_band_rows, plan_bands
+    from fluoseg.bandjobs import band_overhead, default_band_rows, plan_bands
     from fluoseg.models import build_model
     from fluoseg.network_pass import NetworkPass
-    from fluoseg.tiling import band_tiles, geometry_for, plan_tiles
+    from fluoseg.tiling import geometry_for
 
     geometry = geometry_for(build_model("unet", in_channels=1, out_channels=1, options=MODEL_OPTIONS), 572)
-    shaped = SimpleNamespace(shape=(1, size, size), members=(SimpleNamespace(geometry=geometry),))
-    rows = default_band_rows(cast(NetworkPass, shaped), workers)
-    bands = plan_bands((size, size), chunk_rows=MAP_CHUNK, band_rows=rows)
-    computed = sum(band_tiles((size, size), geometry, (b.start, b.stop)) for b in bands)
-    return len(bands), computed / len(plan_tiles((size, size), geometry))
+    # what bandjobs reads of a pass: its shape and its members' tile geometry
+    shaped = cast(NetworkPass, SimpleNamespace(shape=(1, size, size), members=(SimpleNamespace(geometry=geometry),)))
+    bands = plan_bands((size, size), chunk_rows=MAP_CHUNK, band_rows=default_band_rows(shaped, workers))
+    return len(bands), band_overhead(shaped, bands)
 
 
 def workers_section(records: list[dict[str, Any]], work: Path) -> list[str]:

@@ -90,11 +90,10 @@ def default_band_rows(network: NetworkPass, workers: int) -> int:
 def band_overhead(network: NetworkPass, bands: Sequence[Band]) -> float:
     """Tiles computed by all bands over the tiles of one whole pass (1.0: no extra work)."""
     shape_yx = tuple(network.shape[-2:])
+    planes = len({band.plane for band in bands})
     extra = whole = 0
     for member in network.members:
-        per_plane = len(plan_tiles(shape_yx, member.geometry))
-        planes = {band.plane for band in bands}
-        whole += per_plane * len(planes)
+        whole += len(plan_tiles(shape_yx, member.geometry)) * planes
         extra += sum(band_tiles(shape_yx, member.geometry, (band.start, band.stop)) for band in bands)
     return extra / whole
 

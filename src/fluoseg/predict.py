@@ -477,7 +477,7 @@ class _Distribution:
             return False
         if segmenter.resamples(options.pixel_size):
             log.warning("%s: the model resamples this image to its pixel size, which needs the whole image; the "
-                        "network runs in this process and only the decoding on the workers", self.source.path)
+                        "network pass runs in this process", self.source.path)
             return False
         return True
 
@@ -537,9 +537,9 @@ def _write_instance_blockwise(segmenter: Segmenter, image: ImageData, names: Seq
         channels = sum(m.task.activated_channels() for m in segmenter.members)
         distribution = _Distribution(blocks.client, source, blocks.band_rows)
         if distribution.shares(segmenter, options):
-            # band tasks on the workers, each band recorded: a resumed run keeps the finished ones
-            maps = job.open_maps(channels) if blocks.resume else job.create_maps(channels)
-            distribution.run(segmenter, image, names, options, maps, records=job.bands_path)
+            # band tasks on the workers, each band recorded: a resumed run keeps the finished ones (a
+            # fresh work folder has no maps yet, so they are created)
+            distribution.run(segmenter, image, names, options, job.open_maps(channels), records=job.bands_path)
         else:
             segmenter.predict_probabilities(image.array, names, options, out=job.create_maps(channels))
         job.mark_maps_done()
@@ -628,11 +628,9 @@ def _write_semantic_streamed(segmenter: Segmenter, image: ImageData, names: Sequ
             distribution.run(segmenter, image, names, options, prob_out.array, masks=mask_out.array)
         else:
             segmenter.predict_probabilities(image.array, names, options, out=prob_out.array)
-            band = 1024
-            for plane in range(shape[1]) if len(shape) == 4 else [None]:
-                for y in range(0, shape[-2], band):
-                    decode_in_windows(segmenter.decode, prob_out.array, mask_out.array, plane=plane,
-                                      rows=(y, min(y + band, shape[-2])))
+            for band in plan_bands(image.spatial_shape, chunk_rows=1, band_rows=1024):
+                decode_in_windows(segmenter.decode, prob_out.array, mask_out.array, plane=band.plane,
+                                  rows=(band.start, band.stop))
         if ngff:
             write_segmentation(paths.masks, mask_out.array, overwrite=overwrite, image=image, image_channels=names,
                                **meta)

@@ -407,9 +407,8 @@ def _check_region(shape: tuple[int, ...], rows: tuple[int, int] | None,
         if planes is not None:
             raise FluosegError("planes select slices of a stack (C, Z, Y, X); this image has none")
         return rows, [None]
-    every = list(range(shape[1]))
     if planes is None:
-        return rows, list(every)
+        return rows, list(range(shape[1]))
     chosen = sorted({int(z) for z in planes})
     if not chosen or chosen[0] < 0 or chosen[-1] >= shape[1]:
         raise FluosegError(f"planes must be slice indices in [0, {shape[1]}), got {list(planes)}")
