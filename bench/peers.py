@@ -119,6 +119,7 @@ FLUOSEG_STEPS = 20          # steps per fluoseg epoch: checkpoints every ~30-40 
 STARDIST_STEPS = 50         # steps per StarDist epoch (validation loss + best checkpoint after each)
 CELLPOSE_BATCH, CELLPOSE_LR, CELLPOSE_BSIZE = 8, 0.005, 224   # train_seg defaults
 SPEED_SIZES = (2048, 8192)
+SHIPPED_MODEL, SHIPPED_CASE = peers_report.SHIPPED_MODEL, peers_report.SHIPPED_CASE
 WARMUP_SIZE = 512
 REPEATS, REPEATS_LARGE = 3, 3              # median of 3 (fewer where --speed-max-minutes cuts them; recorded)
 SCALING_SIZES = (1024, 2048, 4096, 8192, 16384)
@@ -572,6 +573,25 @@ def stage_evaluate(settings: Settings, failures: list[str]) -> None:
 # ---- stage: flops ----------------------------------------------------------------------------
 
 def stage_flops(settings: Settings, failures: list[str]) -> None:
+    _flops_trained(settings, failures)
+    _flops_shipped(settings, failures)
+
+
+def _flops_shipped(settings: Settings, failures: list[str]) -> None:
+    """The shipped model's FLOPs and tile throughput against this machine's measured peaks (issue 12)."""
+    path = settings.work / "flops_shipped.json"
+    if path.is_file():
+        log("flops (shipped model): done, skipped")
+        return
+    with guarded(settings, "fluoseg", "flops-shipped", failures):
+        result = run_job("fluoseg", "flops", {"pretrained": SHIPPED_MODEL, "tile": None,
+                                              "image_size": settings.speed_sizes[0]}, settings, name="flops-shipped")
+        write_json(path, result)
+        log(f"flops (shipped {SHIPPED_MODEL}): {result['tile_forward_gflops']:.1f} GFLOP/s on one tile; "
+            f"conv3x3 {result['conv3x3_gflops']:.0f} GFLOP/s")
+
+
+def _flops_trained(settings: Settings, failures: list[str]) -> None:
     path = settings.work / "flops.json"
     if path.is_file():
         log("flops: done, skipped")
@@ -596,6 +616,7 @@ def speed_cases(settings: Settings) -> list[dict[str, Any]]:
     for size in settings.speed_sizes:
         repeats = settings.repeats if size <= 2048 else settings.repeats_large
         cases.append({"tool": "fluoseg", "case": "labels-1ch", "size": size, "repeats": repeats})
+        cases.append({"tool": "fluoseg", "case": SHIPPED_CASE, "size": size, "repeats": repeats})
         if size == settings.speed_sizes[0]:  # the 5-channel cost is the first layer's: one size shows it
             cases.append({"tool": "fluoseg", "case": "labels-5ch", "size": size, "repeats": repeats})
             cases.append({"tool": "fluoseg", "case": "probabilities-1ch", "size": size, "repeats": repeats})
@@ -639,7 +660,9 @@ def stage_speed(settings: Settings, failures: list[str]) -> None:
             train = trained(settings, tool)
             spec = {"image": str(data / f"speed_{size}.npy"), "warmup_image": str(data / f"speed_{settings.warmup}.npy"),
                     "repeats": case["repeats"], "max_s": limit}
-            if tool == "fluoseg":
+            if case["case"] == SHIPPED_CASE:  # as `fluoseg predict nuclei` runs it: auto diameter, its own decoding
+                spec.update(pretrained=SHIPPED_MODEL, mode="labels", five_channel=False, diameter="auto")
+            elif tool == "fluoseg":
                 spec.update(run=train["run"], mode=case["case"].split("-")[0], five_channel=case["case"].endswith("5ch"),
                             diameter=fluoseg_diameter(train))
             elif tool == "cellpose":
@@ -777,7 +800,8 @@ def stage_collect(settings: Settings, failures: list[str]) -> None:
         "train": trainings,
         "tune": {t: read_json(settings.tool_dir(t) / "tune.json") for t in TOOLS},
         "predict": {t: read_json(settings.tool_dir(t) / "predict.json") for t in TOOLS},
-        "flops": read_json(settings.work / "flops.json"), "failures": read_json(settings.work / "failures.json", {}),
+        "flops": read_json(settings.work / "flops.json"), "flops_shipped": read_json(settings.work / "flops_shipped.json"),
+        "failures": read_json(settings.work / "failures.json", {}),
     }
     write_json(results / "peers.json", meta)
     write_rows(results / "peers_eval.csv", eval_rows, fields=["tool", "image", "metric", "threshold", "value"])

@@ -27,6 +27,8 @@ from _common import DSB_SPLIT, pooled_metric, read_json, read_rows, rel
 SETUP = "issue-11"   # the rules the numbers were made under; older files render as "not run yet"
 TOOLS = ("fluoseg", "cellpose", "stardist")
 PEERS = ("cellpose", "stardist")
+SHIPPED_MODEL = "nuclei"     # the zoo model, timed beside the peers as `fluoseg predict nuclei` runs it (issue 12)
+SHIPPED_CASE = f"shipped-{SHIPPED_MODEL}"
 README_BEGIN = "<!-- peers:begin (bench/peers.py --stages report) -->"
 README_END = "<!-- peers:end -->"
 WITHDRAWN = "3940df6"  # the last commit with the withdrawn 10-minute report (bench/results/peers.md)
@@ -391,7 +393,10 @@ def _speed(results: Results) -> list[str]:
         lines += ["", "*est.*: not run because " + "; ".join(f"{s['tool']} {s['size']}^2: {s['reason']}"
                                                             for s in estimated) + "."]
     lines += ["", "`labels-5ch`: the 1-marker fluoseg network widened to 5 marker slots (speed only); "
-              "`probabilities-1ch`: fluoseg's network and stitching alone at the image's scale."]
+              "`probabilities-1ch`: fluoseg's network and stitching alone at the image's scale; "
+              "`shipped-nuclei`: the model shipped with fluoseg (`Segmenter.pretrained(\"nuclei\")`, trained much "
+              "longer than this budget, see `zoo.md`) exactly as `fluoseg predict nuclei` runs it (auto diameter, "
+              "its tuned decoding, the blank-field check)."]
     return lines
 
 
@@ -431,12 +436,25 @@ def _flops(results: Results) -> list[str]:
         f"({fl['tile_forward_gflops']:.1f} GFLOP/s) in torch's default memory format, "
         f"{fl['tile_forward_channels_last_s']:.2f} s ({fl['tile_forward_channels_last_gflops']:.1f} GFLOP/s) "
         "with `channels_last`."]
+    shipped = results.meta.get("flops_shipped")
+    if shipped:
+        lines.append(shipped_flops_line(shipped))
     if fl.get("cellpose"):
         c = fl["cellpose"]
         lines.append(f"- The Cellpose 3 network ({c['params']:,} parameters): {c['flops_per_tile_pixel'] / 1e3:.0f} "
                      f"kFLOP per pixel of a 224^2 tile (x{c['flops_per_tile_pixel'] / fl['flops_per_tile_pixel']:.1f} "
                      "fluoseg's), before its tile overlaps and the flow dynamics.")
     return lines
+
+
+def shipped_flops_line(fl: dict[str, Any]) -> str:
+    """The shipped model's cost and its achieved share of this machine's measured peaks."""
+    best = max(fl["tile_forward_gflops"], fl["tile_forward_channels_last_gflops"])
+    return (f"- The shipped `nuclei` model ({fl['params']:,} parameters): {fl['tile_flops'] / 1e9:.1f} GFLOP per "
+            f"{fl['tile_input']}^2 tile = {fl['flops_per_tile_pixel'] / 1e3:.0f} kFLOP per pixel; the network alone "
+            f"on one tile runs at {best:.1f} GFLOP/s, {best / fl['conv3x3_gflops']:.0%} of the measured 3x3-convolution "
+            f"rate ({fl['conv3x3_gflops']:.0f} GFLOP/s) and {best / fl['matmul_gflops']:.0%} of the fp32 matmul "
+            f"rate ({fl['matmul_gflops']:.0f} GFLOP/s) at {fl['threads']} threads.")
 
 
 def reading(results: Results) -> list[str]:

@@ -15,6 +15,7 @@ Stages (each skipped when its files exist, so an interrupted run resumes)::
 
     nohup .venv/bin/python bench/train_zoo.py > bench/work/zoo.log 2>&1 &
     .venv/bin/python bench/train_zoo.py --export    # write src/fluoseg/zoo/nuclei (after the run)
+    .venv/bin/python bench/train_zoo.py --report    # zoo.md and the README block from bench/results/ alone
 
 The shipped images of ``fluoseg.data.samples`` are test images, so the demo shows the model
 on images it never saw.
@@ -26,8 +27,11 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import peers_report
 
 from _common import (
     DSB2018,
@@ -39,6 +43,7 @@ from _common import (
     dsb_split,
     dsb_target_diameter,
     epoch_rows,
+    fill_readme_block,
     git_commit,
     log,
     pooled_metric,
@@ -52,6 +57,7 @@ from _common import (
     write_text,
 )
 from nuclei import Settings, Variant, artificial_images, evaluate_variant, predict_variant, train_variant
+from peers_report import SHIPPED_CASE
 
 ZOO_NAME = "nuclei"
 ZOO_FOLDER = ROOT / "src" / "fluoseg" / "zoo" / ZOO_NAME
@@ -243,39 +249,114 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     write_rows(RESULTS / "zoo.csv", [{"model": ZOO_NAME, **scores,
                                       **{f"decoding_{k}": v for k, v in decoding["parameters"].items()},
                                       "val_objective": decoding.get("value"), **summary}])
-    timings = speed(settings, split)
-    write_rows(RESULTS / "zoo_speed.csv", timings)
-    write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, epochs, timings))
-    render_readme(split)
+    write_rows(CURVE, [{key: r[key] for key in ("epoch", "train_loss", "val_score")} for r in epochs])
+    write_rows(RESULTS / "zoo_speed.csv", speed(settings, split))
+    write_report(split)
 
 
-README_BEGIN, README_END = "<!-- zoo-scores:begin (bench/train_zoo.py --export) -->", "<!-- zoo-scores:end -->"
+README_BEGIN, README_END = "<!-- zoo-scores:begin (bench/train_zoo.py --report) -->", "<!-- zoo-scores:end -->"
+CURVE = RESULTS / "zoo_curve.csv"
+F1_TARGET = 0.93   # issue 12's F1@0.5 target on the test split
 
 
-def render_readme(split: dict[str, list[str]]) -> None:
-    """Replace the README's block of shipped-model scores with those of ``zoo.csv`` and ``zoo_speed.csv``."""
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"README.md has no {README_BEGIN} ... {README_END} block to fill")
+def write_report(split: dict[str, list[str]]) -> None:
+    """``zoo.md`` and the README block from the committed tables alone (``zoo*.csv``, ``peers_*``)."""
     (row,) = read_rows(RESULTS / "zoo.csv")
-    headers = [header for header, _, _ in SCORES]
+    scores = {header: float(row[header]) for header, _, _ in SCORES}
+    decoding = {key.removeprefix("decoding_"): float(value) for key, value in row.items() if key.startswith("decoding_")}
+    summary = {"commit": row["commit"], "best_epoch": int(row["best_epoch"])}
+    side = SideBySide.load()
+    write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, read_rows(CURVE),
+                                          read_rows(RESULTS / "zoo_speed.csv"), side))
+    log(f"report: {rel(RESULTS / 'zoo.md')}")
+    render_readme(split, scores, side)
+
+
+@dataclass
+class SideBySide:
+    """The shipped model and the peers timed in one ``bench/peers.py`` run (its speed stage)."""
+
+    rows: list[dict[str, Any]]          # median entries of peers_report.Results.speed()
+    flops: dict[str, Any] | None        # the shipped model's FLOPs and this machine's peaks
+    generated: str
+
+    CASES = {("fluoseg", SHIPPED_CASE): "fluoseg `nuclei` (shipped)", ("stardist", "labels-1ch"): "StarDist 2D",
+             ("cellpose", "labels-1ch"): "Cellpose 3"}
+
+    @classmethod
+    def load(cls) -> SideBySide | None:
+        results = peers_report.Results.load(RESULTS)
+        if not results.current:
+            return None
+        rows = [s for s in results.speed() if (s["tool"], s["case"]) in cls.CASES]
+        if not any(s["case"] == SHIPPED_CASE for s in rows):
+            return None
+        return cls(rows=rows, flops=results.meta.get("flops_shipped"), generated=results.meta["generated"])
+
+    def rate(self, tool: str, size: int) -> float | None:
+        for s in self.rows:
+            if s["tool"] == tool and s["size"] == size and s["case"] in {SHIPPED_CASE, "labels-1ch"}:
+                return s["mp_per_s"]
+        return None
+
+    def sizes(self) -> list[int]:
+        return sorted({s["size"] for s in self.rows})
+
+    def ratios(self) -> str:
+        """``x0.62 of StarDist's rate at 2048^2, ...`` for every measured size."""
+        parts = []
+        for size in self.sizes():
+            mine, theirs = self.rate("fluoseg", size), self.rate("stardist", size)
+            if mine and theirs:
+                parts.append(f"{mine:.2f} vs {theirs:.2f} MP/s at {size}² (x{mine / theirs:.2f})")
+        return "; ".join(parts)
+
+    def markdown(self) -> str:
+        lines = ["| tool | image | MP/s | s per image | network (s) | decode (s) | runs | peak RSS (MB) | objects | "
+                 "load avg |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in self.rows:
+            label = self.CASES[(s["tool"], s["case"])]
+            if s["estimated"]:
+                lines.append(f"| {label} | {s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | ~{s['seconds']:.0f} | – | – | "
+                             "0 | – | – | – |")
+                continue
+            lines.append(f"| {label} | {s['size']}^2 | {s['mp_per_s']:.3f} | {s['seconds']:.1f} | "
+                         f"{_fmt(s['network_s'], '{:.1f}')} | {_fmt(s['decode_s'], '{:.1f}')} | {s['runs']} | "
+                         f"{_fmt(s['peak_rss_mb'], '{:.0f}')} | {_fmt(s['n_objects'], '{:.0f}')} | "
+                         f"{_fmt(s['load_avg'], '{:.1f}')} |")
+        if self.flops:
+            lines += ["", peers_report.shipped_flops_line(self.flops)]
+        return "\n".join(lines)
+
+
+def render_readme(split: dict[str, list[str]], scores: dict[str, float], side: SideBySide | None) -> None:
+    """The README's block of shipped-model scores and speed."""
+    headers = list(scores)
     table = ("| " + " | ".join(headers) + " |\n|" + "---:|" * len(headers) + "\n| "
-             + " | ".join(f"{float(row[h]):.3f}" for h in headers) + " |")
-    speeds = "; ".join(f"{r['megapixels_per_second']} MP/s at {r['size']} (load average {r['load_average']})"
-                       for r in read_rows(RESULTS / "zoo_speed.csv"))
+             + " | ".join(f"{scores[h]:.3f}" for h in headers) + " |")
+    if side is None:
+        speeds = "; ".join(f"{r['megapixels_per_second']} MP/s at {r['size']} (load average {r['load_average']})"
+                           for r in read_rows(RESULTS / "zoo_speed.csv"))
+        speed_text = (f"Speed as shipped (auto diameter, 2 CPU threads): {speeds}; not yet timed side by side with "
+                      "StarDist and Cellpose.")
+    else:
+        speed_text = (f"Speed as shipped (auto diameter, 2 CPU threads), side by side with StarDist 2D in one "
+                      f"`bench/peers.py` run: {side.ratios()}.")
+    target = ("reached" if scores["F1@0.5"] >= F1_TARGET else "**not reached**")
     block = (f"{README_BEGIN}\nScores of the shipped model on the {len(split['test'])} DSB 2018 test images it never "
-             f"saw (pooled; `bench/results/zoo.md`):\n\n{table}\n\nSpeed as shipped (auto diameter, 2 CPU threads): "
-             f"{speeds}. Not yet compared side by side with Cellpose and StarDist trained on the same images (the "
-             f"peers comparison below, `bench/peers.py`, trains its own fluoseg network); the accuracy "
-             f"target of issue 12 (F1@0.5 0.93) is not reached.\n")
-    write_text(readme, text[:start] + block + text[end:])
+             f"saw (pooled; `bench/results/zoo.md`):\n\n{table}\n\n{speed_text} Issue 12's accuracy target "
+             f"(F1@0.5 ≥ {F1_TARGET}) is {target}.\n{README_END}\n")
+    fill_readme_block(README_BEGIN, README_END, block)
     log("README.md: shipped-model scores updated")
 
 
-def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict[str, Any],
-           summary: dict[str, Any], epochs: list[dict[str, str]], timings: list[dict[str, Any]]) -> str:
+def _fmt(value: Any, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict[str, float],
+           summary: dict[str, Any], epochs: list[dict[str, str]], timings: list[dict[str, Any]],
+           side: SideBySide | None) -> str:
     rows = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
     speeds = "\n".join(f"| {r['size']} | {r['threads']} | {r['load_average']} | {r['seconds']} | "
                        f"{r['megapixels_per_second']} | {r['objects']} |" for r in timings)
@@ -294,23 +375,26 @@ The model card is `src/fluoseg/zoo/nuclei/card.md`; `zoo.csv` holds these number
 
 Test split of `bench/splits/dsb2018_fluo.json` ({len(split['test'])} images, pooled), predicted as
 `fluoseg predict nuclei --diameter auto` does, decoding tuned on the {len(split['val'])} validation
-images ({', '.join(f'{k} = {v:g}' for k, v in decoding['parameters'].items())}):
+images ({', '.join(f'{k} = {v:g}' for k, v in decoding.items())}):
 
 | metric | value |
 |---|---:|
 {rows}
 
-For scale: the 270-step variants of `bench/results/nuclei.md` (same split) reach F1@0.5
-0.708-0.790. A comparison with Cellpose and StarDist trained on the same images under the
-same budget (issue 11's fair set-up) has not been run for this model yet; see the closing
-notes of issue 12.
+Issue 12's target, F1@0.5 ≥ {F1_TARGET}, is {"reached" if scores["F1@0.5"] >= F1_TARGET else "**not reached**"}.
+For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images for 25 minutes are in
+`bench/results/peers.md`.
 
-## Speed as shipped
+## Speed as shipped, side by side with StarDist and Cellpose
+
+{side_by_side(side)}
+
+## Speed as shipped, at export
 
 `Segmenter.pretrained("nuclei").predict_labels` with `--diameter auto` (a probe pass, and a
 second pass only where the nuclei need rescaling), the tuned decoding and the blank-field check, on mosaics of 256x256 test images, CPU,
 best of 3 after a warm-up (`zoo_speed.csv`; `--export --overwrite` re-measures). The load average says how
-busy the 2-core machine was (other jobs slow it down). StarDist was not timed beside it in this run.
+busy the 2-core machine was (other jobs slow it down).
 
 | image | threads | 1-min load average | seconds | MP/s | objects |
 |---|---:|---:|---:|---:|---:|
@@ -330,6 +414,29 @@ busy the 2-core machine was (other jobs slow it down). StarDist was not timed be
 """
 
 
+def nuclei_range() -> str:
+    """The F1@0.5 range of the short-budget variants of ``nuclei.csv`` (same split)."""
+    rows = read_rows(RESULTS / "nuclei.csv") if (RESULTS / "nuclei.csv").is_file() else []
+    if not rows:
+        return "the short-budget variants of `bench/nuclei.py` have not been run"
+    f1 = [float(r["f1_at_0.5"]) for r in rows]
+    steps = sorted({int(r["epochs"]) * int(r["steps_per_epoch"]) for r in rows})
+    return (f"the {len(rows)} variants of `bench/results/nuclei.md` ({'/'.join(map(str, steps))} steps, same split) "
+            f"reach F1@0.5 {min(f1):.3f}-{max(f1):.3f}")
+
+
+def side_by_side(side: SideBySide | None) -> str:
+    if side is None:
+        return ("Not measured yet: the speed stage of `bench/peers.py` times the shipped model beside StarDist and "
+                "Cellpose (`--stages flops,speed,collect,report`), then `bench/train_zoo.py --report`.")
+    return (f"From the speed stage of `bench/peers.py` (collected {side.generated}; `peers_speed.csv`): the same "
+            "mosaic images for every tool, numpy in memory -> labels in memory, a fresh process per measurement, a "
+            "warm-up then the median of the timed runs, 2 threads each. StarDist and Cellpose are the networks "
+            "trained there (25 min each) with their decoding tuned on the validation images; their architecture, "
+            "not their training length, sets their speed. fluoseg runs as shipped (auto diameter, tuned decoding, "
+            f"blank-field check). Shipped fluoseg vs StarDist: {side.ratios()}.\n\n{side.markdown()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DSB2018)
@@ -340,12 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--export", action="store_true", help="write the zoo folder and the report (after the run)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
-    parser.add_argument("--readme", action="store_true", help="only re-render the README block from the result tables")
+    parser.add_argument("--report", action="store_true",
+                        help="only re-render zoo.md and the README block from the committed result tables")
     args = parser.parse_args(argv)
     if not (args.data / "images").is_dir():
         raise SystemExit(f"{args.data}: no DSB 2018 images here; give --data")
-    if args.readme:
-        render_readme(dsb_split(args.data))
+    if args.report:
+        write_report(dsb_split(args.data))
         return 0
     terminate_child_on_sigterm()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ per measurement so ``ru_maxrss`` is the peak of that measurement alone.
 
 Commands (spec keys in brackets):
 
-* ``speed``  [run, image, warmup_image, channels, repeats, threads, mode, diameter, five_channel, result]
+* ``speed``  [run or pretrained, image, warmup_image, channels, repeats, threads, mode, diameter, five_channel,
+  result]
   numpy image in memory -> instance labels (``Segmenter.predict_labels`` with the scored
   diameter mode, ``auto`` for a scale-normalised model, and the run's tuned decoding; mode
   ``labels``; the decoding, ``Segmenter.decode``, is timed apart from the rest) or
@@ -14,7 +15,7 @@ Commands (spec keys in brackets):
   mode ``probabilities`` streams ``predict_probabilities(out=zarr)`` (fluoseg's streamed path),
   mode ``predict_file`` runs ``fluoseg.predict.predict_file`` for the instance run (what
   ``fluoseg predict --format zarr`` does), which decodes labels of the whole image.
-* ``flops``  [run, threads, tile, image_size, result]  FLOPs of one tile with
+* ``flops``  [run or pretrained, threads, tile, image_size, result]  FLOPs of one tile with
   ``torch.utils.flop_counter.FlopCounterMode``, the tile plan of an image, and the measured
   fp32 matmul and 3x3-convolution FLOP/s of this machine at ``threads`` threads.
 
@@ -22,6 +23,9 @@ The speed rows use the configuration that was scored (issue 11): ``diameter="aut
 scale-normalised model runs the diameter-estimating first pass and the rescaled second one,
 as ``fluoseg predict`` did on the test images. The Zarr scaling rows (``stream``) measure
 the streamed paths at the image's scale (``diameter="off"``): memory, not the scored speed.
+
+``pretrained`` (a shipped model's name, e.g. ``nuclei``) replaces ``run``: the model exactly as
+``fluoseg predict nuclei`` loads it (its tuned decoding and blank-field check included).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def _segmenter(spec):
 
     torch.set_num_threads(spec["threads"])
     torch.set_num_interop_threads(1)
+    if spec.get("pretrained"):
+        return Segmenter.pretrained(spec["pretrained"], device="cpu")
     if spec.get("five_channel"):
         return _five_channel(spec["run"])
     return Segmenter.load(spec["run"], device="cpu")
