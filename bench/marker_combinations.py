@@ -10,7 +10,9 @@ Methods (all the MS-ME U-Net, scaled down; see ``--depth``/``--base-filters``):
 * ``HeMIS``  per-marker backends, mean/variance abstraction, U-Net frontend (half the filters);
 * ``UB``     upper bound: one Marker-Zero U-Net per marker combination, trained on that
              combination only, with as many training batches as the other methods (a subset
-             of the 31 combinations; see ``--ub-*``).
+             of the 31 combinations; see ``--ub-*``);
+* ``MS-ME-4x`` the MS-ME network trained with 4x the batches (issue 11, item 3: does longer
+             training close the gap between MS-ME and UB?); compared with UB only.
 
 Every method is trained with 4-fold cross-validation by sample (``kfold_splits``, seed 0: 5
 training, 1 validation and 2 test samples per fold, every sample once in test, the same
@@ -40,11 +42,12 @@ sample has none), and every network trains ``--epochs x --steps`` batches of ``-
 patches of ``--patch`` px (UB: ``--ub-epochs``, by default ``--epochs``). The estimate
 printed at start is measured on this machine.
 
-Full run and its duration: one seed, 5 methods x 4 folds x 250 batches and UB 4
-combinations x 4 folds x 250 batches. The run of 2026-11-21 (same sizing, UB at 100
+Full run and its duration: one seed, 5 methods x 4 folds x 250 batches, UB 4
+combinations x 4 folds x 250 batches and MS-ME-4x 4 folds x 1000 batches (~10 min each, about
+40 min in all). The run of 2026-11-21 (same sizing, UB at 100
 batches) took 77 min on 2 cores at 1 thread; its UB networks took 36 s each, the other
 networks 119-258 s for 250 batches, so the 16 UB networks at 250 batches (90-150 s each)
-add 15-30 min: expect 1.5-2 h (``--estimate`` measures it on the machine at hand). Each
+add 15-30 min: expect 2-2.5 h (``--estimate`` measures it on the machine at hand). Each
 further seed adds as much again.
 
 Everything is resumable: ``bench/work/marker_combinations/seed<s>/`` holds one folder per
@@ -97,8 +100,9 @@ from _common import (
     write_rows,
     write_text,
 )
+from marker_combinations_report import LONGER, LONGER_FACTOR
 
-METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB")
+METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB", LONGER)
 # Upper-bound subset: the artery marker alone, the paper's poor m_15 (its Fig. 3h), a good pair, all five.
 UB_COMBINATIONS = "m_4,m_15,m_24,m_12345"
 # Measured ratio of a real training step (patch sampling, augmentation, per-epoch validation
@@ -212,8 +216,21 @@ def prepare_data(args: argparse.Namespace) -> Path:
 
 # ---- configurations --------------------------------------------------------------------------
 
+def network_of(method: str) -> str:
+    """The method whose network a method trains: UB the MZ network, the longer arm the MS-ME network."""
+    return {"UB": "MZ", LONGER: "MS-ME"}.get(method, method)
+
+
+def epochs_of(method: str, args: argparse.Namespace) -> int:
+    """Training epochs of a method's networks (UB: ``--ub-epochs``; the longer arm LONGER_FACTOR x ``--epochs``)."""
+    if method == "UB":
+        return args.ub_epochs
+    return args.epochs * (LONGER_FACTOR if method == LONGER else 1)
+
+
 def model_section(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The network of a method (UB: the MZ network; run_upper_bound enforces MZ and no attention)."""
+    method = network_of(method)
     unet = {"depth": args.depth, "base_filters": args.base_filters, "padding": "valid"}
     if method == "HeMIS":
         # Half the filters in backends and frontend: HeMIS is the small model of the paper's Supp. Table 3,
@@ -230,7 +247,7 @@ def method_config(method: str, args: argparse.Namespace, manifest: Path, seed: i
     """The run config of a method's networks; ``seed`` seeds initialisation and batches (the folds stay seed 0)."""
     from fluoseg.config import RunConfig
 
-    epochs = args.ub_epochs if method == "UB" else args.epochs
+    epochs = epochs_of(method, args)
     return RunConfig.model_validate({
         "data": {"manifest": str(manifest), "split": {"seed": 0}},
         "model": model_section(method, args),
@@ -305,7 +322,7 @@ def profile_in_process(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def profile(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The cached profile of a method's network, measured in a subprocess when missing."""
-    path = args.work / "profile" / f"{'MZ' if method == 'UB' else method}.json"
+    path = args.work / "profile" / f"{network_of(method)}.json"
     if not path.is_file():
         command = [sys.executable, str(Path(__file__).resolve()), "--profile-method", path.stem, "--work",
                    str(args.work), "--threads", str(args.threads)] + sizing_flags(args)
@@ -358,7 +375,7 @@ def estimate(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[
         else:
             pending = [1 for seed in args.seeds for k in range(args.folds)
                        if not (seed_work(args, seed) / method / f"fold{k}" / "combinations.csv").is_file()]
-            per_unit = args.epochs * (args.steps * p["train_s_per_batch"] + tiles) + n_test * 31 * tiles
+            per_unit = epochs_of(method, args) * (args.steps * p["train_s_per_batch"] + tiles) + n_test * 31 * tiles
         seconds[method] = OVERHEAD * len(pending) * per_unit
     return seconds
 
