@@ -35,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -226,6 +227,7 @@ def fill_readme_block(begin: str, end: str, block: str, readme: Path = ROOT / "R
 # ---- child processes ---------------------------------------------------------------------------
 
 _CHILDREN: set[subprocess.Popen] = set()  # running children (several when a script runs units in threads)
+_STOPPING = threading.Event()  # set once the benchmark stops: no new child starts (threads may still try)
 POLL_SECONDS = 5.0
 
 
@@ -238,10 +240,16 @@ class Finished:
     stopped: bool = False
 
 
-def _terminate_child(signum: int, frame: Any) -> None:
+def stop_children() -> None:
+    """Terminate the running children and refuse new ones: a stopping benchmark whose threads would go on."""
+    _STOPPING.set()
     for child in list(_CHILDREN):
         if child.poll() is None:
             child.terminate()
+
+
+def _terminate_child(signum: int, frame: Any) -> None:
+    stop_children()
     raise SystemExit(128 + signum)
 
 
@@ -293,6 +301,8 @@ def run_logged(command: Sequence[Any], log_path: Path, *, threads: int, peer: bo
         Called every few seconds while the child runs, and once after it ended (e.g. to log
         finished epochs).
     """
+    if _STOPPING.is_set():
+        raise RuntimeError(f"the benchmark is stopping: {Path(str(command[0])).name} not started")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [str(c) for c in command]
     started = time.time()

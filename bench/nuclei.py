@@ -76,6 +76,7 @@ from _common import (
     recorded,
     rel,
     run_fluoseg,
+    stop_children,
     terminate_child_on_sigterm,
     write_json,
     write_rows,
@@ -525,6 +526,7 @@ def run_units(settings: Settings, only: list[Variant] | None, plan: str, paralle
 
     def run_unit(variant: Variant, seed: int) -> None:
         name = unit_label(variant, seed)
+        fresh = not (unit_dir(settings.work, variant, seed) / "eval.csv").is_file()
         try:
             if variant.artificial and seed not in artificial:
                 raise RuntimeError(f"no artificial images for seed {seed} (see the log above)")
@@ -537,8 +539,9 @@ def run_units(settings: Settings, only: list[Variant] | None, plan: str, paralle
         except Exception as error:  # noqa: BLE001 - one failed network must not stop the others
             log(f"{name}: FAILED: {error}")
             failures.append(name)
-        with report_lock:
-            collect(settings, note)
+        if fresh:  # a new evaluation (or a failure): the table and report follow at once
+            with report_lock:
+                collect(settings, note)
 
     while True:
         planned = only if only else planned_variants(plan, settings)
@@ -554,7 +557,15 @@ def run_units(settings: Settings, only: list[Variant] | None, plan: str, paralle
             except Exception as error:  # noqa: BLE001 - the variants without artificial images can still run
                 log(f"artificial images (seed {seed}): FAILED: {error}")
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            list(pool.map(lambda unit: run_unit(*unit), todo))
+            futures = [pool.submit(run_unit, v, seed) for v, seed in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # SIGTERM or Ctrl-C: no queued network starts, no running one goes on
+                stop_children()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    collect(settings, note)  # also when every network was cached: the report follows the code
     return failures
 
 
@@ -611,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     note = plan_note(n_units, len(seeds), settings.epochs, settings.steps)
     if args.report:  # from the committed table alone: no work folder, no torch
         report = render_report(settings.results / UNITS_NAME, settings.results, readme=not args.smoke, plan_note=note)
-        log(f"report: {rel(report)} from {rel(settings.results / UNITS_NAME)}" + ("" if args.smoke else " and README.md"))
+        log(f"report: {rel(report)} from {rel(settings.results / UNITS_NAME)}"
+            + ("" if args.smoke else " and README.md"))
         return 0
 
     work.mkdir(parents=True, exist_ok=True)
@@ -620,9 +632,10 @@ def main(argv: list[str] | None = None) -> int:
         log(plan_note(n_units, len(seeds), settings.epochs, settings.steps, step_s=sizing["step_s"],
                       measured=f"{sizing['step_s']:.2f} s per step measured now ({sizing['load']})"))
         return 0
-    write_json(work / "run_settings.json", {"plan": plan, "only": names, "seeds": list(seeds), "epochs": settings.epochs,
-                                            "steps": settings.steps, "n_artificial": settings.n_artificial,
-                                            "threads": settings.threads, "parallel": args.parallel})
+    write_json(work / "run_settings.json", {"plan": plan, "only": names, "seeds": list(seeds),
+                                            "epochs": settings.epochs, "steps": settings.steps,
+                                            "n_artificial": settings.n_artificial, "threads": settings.threads,
+                                            "parallel": args.parallel})
     log(f"{n_units} networks ({len(seeds)} seeds: {', '.join(map(str, seeds))}); {note}")
     failures = run_units(settings, only, plan, args.parallel, note)
     if failures:

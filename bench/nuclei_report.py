@@ -266,11 +266,12 @@ def markdown(units: Rows, plan_note: str, figures: Sequence[Path] = ()) -> str:
 
 def setup_lines(units: Rows) -> list[str]:
     seeds = sorted({int(r["seed"]) for r in units})
+    diameter = _setting([r for r in units if r["scale"] == "1"], "target_diameter") or "?"
     return [
         "## Set-up", "",
         f"- Data: DSB 2018 fluorescence (`/work/shared/data/dsb2018_fluo`), the fixed split "
-        f"`bench/splits/dsb2018_fluo.json`; each network scored on the {_setting(units, 'test_images') or '?'} test images "
-        "pooled (TP/FP/FN and AJI sums over the images).",
+        f"`bench/splits/dsb2018_fluo.json`; each network scored on the {_setting(units, 'test_images') or '?'} test "
+        "images pooled (TP/FP/FN and AJI sums over the images).",
         f"- Training: U-Net ({float(_setting(units, 'params').split('/')[0]) / 1e6:.2f} M parameters), "
         f"{_setting(units, 'epochs')} epochs x {_setting(units, 'steps_per_epoch')} steps x batch "
         f"{_setting(units, 'batch_size')} of {_setting(units, 'patch_size')}² patches, "
@@ -278,7 +279,7 @@ def setup_lines(units: Rows) -> list[str]:
         "images). `border`: Kromp's 3-class U-Net, labels by seeded growth; `distance`: distance map + foreground, "
         f"h-maxima watershed. `-art`: plus {_setting(units, 'n_artificial') or '?'} artificial images (`fluoseg synth "
         "nuclei`, drawn per seed from the training images only); `-scale`: images rescaled to a mean nucleus "
-        f"diameter of {_setting([r for r in units if r['scale'] == '1'], 'target_diameter') or '?'} px, test images with "
+        f"diameter of {diameter} px, test images with "
         "`--diameter auto`.",
         f"- Replicates: seeds {', '.join(map(str, seeds))}; each (variant, seed) is an independently trained network "
         "(`train.seed`: initial weights, patch sampling, augmentation; and the seed of the artificial images).",
@@ -329,7 +330,8 @@ def variant_section(units: Rows, summary: Rows) -> list[str]:
              "Mean ± sd over the seeds (networks) of each network's pooled test score; validation F1@0.5 of the kept "
              "epoch, the best epoch of each seed; cost means over seeds.", "",
              "| variant | n | val F1@0.5 | " + " | ".join(h for h, _ in SHOWN)
-             + " | best epochs | train (min) | infer (s/img) |", "|---|---:|---:|" + "---:|" * len(SHOWN) + "---|---:|---:|"]
+             + " | best epochs | train (min) | infer (s/img) |",
+             "|---|---:|---:|" + "---:|" * len(SHOWN) + "---|---:|---:|"]
     for row in summary:
         name = row["variant"]
         cells = [mean_sd(_group(units, name, VALIDATION))] + [mean_sd(_group(units, name, c)) for _, c in SHOWN]
@@ -344,8 +346,8 @@ def variant_section(units: Rows, summary: Rows) -> list[str]:
 
 def effects_section(units: Rows, tests: Sequence[Test]) -> list[str]:
     lines = ["## Factor effects (test split, network level)", "",
-             f"Difference of the means over seeds (changed − reference); Welch's t-test per metric, {_family(tests)}; "
-             "cells: difference, Holm-adjusted stars (n = networks of each group).", "",
+             "Difference of the means over seeds (changed − reference); Welch's t-test per metric, "
+             f"{_family(tests)}; cells: difference, Holm-adjusted stars (n = networks of each group).", "",
              "| comparison | " + " | ".join(f"Δ{label}" for label, _ in TESTED) + " |", "|---|" + "---|" * len(TESTED)]
     for part, text, _, _ in _comparisons(units):
         cells = []
