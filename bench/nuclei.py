@@ -33,7 +33,7 @@ took 1.25 s at 1 thread with the machine otherwise idle and 1.65-1.9 s at load a
 planned with 1.8 s/step, one network is ~8 min of steps + ~1 min of validation + ~1.5 min of
 data preparation, prediction (two passes with ``--diameter auto``) and evaluation, i.e.
 ~10.5 min, and the grid ~4.3 h in one process at 1 thread. Two processes on the 2 cores of a
-quiet machine (``--parallel 2``) take about half, ~2.2 h. ``--measure`` times a few steps now
+quiet machine (``--parallel 2``) take about half, ~2.1 h. ``--measure`` times a few steps now
 and prints the estimate for this machine's load.
 
 Usage::
