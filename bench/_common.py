@@ -17,7 +17,8 @@ every script needs in the same way:
 - what two scripts computed each in their own way: a metric pooled over the test images
   (:func:`pooled_metric`) and the crop richest in foreground (:func:`densest_window`);
 - the comparisons of reports whose unit is an independently trained network: paired
-  t-tests over replicates (:func:`paired_test`), Holm's correction over every test of a
+  t-tests over replicates (:func:`paired_test`), Welch's t-tests of unpaired groups of
+  networks (:func:`welch_test`), Holm's correction over every test of a
   report (:func:`adjust_holm`), verdicts that follow the adjusted p-value, and the
   rendered README block between two markers (:func:`fill_readme_block`).
 
@@ -34,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,7 +48,7 @@ import numpy as np
 import yaml
 
 from fluoseg.io import read_labels, write_csv_atomically, write_text_atomically
-from fluoseg.metrics.stats import holm, paired_t_test, stars
+from fluoseg.metrics.stats import holm, paired_t_test, stars, welch_t_test
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -148,11 +150,17 @@ class Test:
     p_value: float
     p_holm: float = float("nan")
     differences: tuple[float, ...] = ()  # method - reference per replicate, in the replicates' order
+    n_reference: int | None = None  # unpaired (Welch) tests: the reference's replicates; ``n`` is the method's
+
+    @property
+    def n_label(self) -> str:
+        """``3`` for a paired test, ``3+3`` (method + reference replicates) for an unpaired one."""
+        return str(self.n) if self.n_reference is None else f"{self.n}+{self.n_reference}"
 
     def verdict(self, better: str = "helps", worse: str = "hurts", same: str = "no detectable difference",
                 few: str = f"too few replicates (n < {MIN_REPLICATES})") -> str:
         """The words for the result: from the sign of the difference where the Holm-adjusted p is <= ALPHA."""
-        if self.n < MIN_REPLICATES:
+        if min(self.n, self.n if self.n_reference is None else self.n_reference) < MIN_REPLICATES:
             return few
         if not np.isfinite(self.p_holm) or self.p_holm > ALPHA:
             return same
@@ -160,8 +168,8 @@ class Test:
 
     def cell(self) -> str:
         """Table cells: mean difference | n | p | p (Holm) | stars of the Holm p with n beside them."""
-        return (f"{self.mean_difference:+.3f} | {self.n} | {self.p_value:.3g} | {self.p_holm:.3g} | "
-                f"{stars(self.p_holm)} (n={self.n})")
+        return (f"{self.mean_difference:+.3f} | {self.n_label} | {self.p_value:.3g} | {self.p_holm:.3g} | "
+                f"{stars(self.p_holm)} (n={self.n_label})")
 
 
 def paired_test(part: str, question: str, method: Mapping[Hashable, float],
@@ -171,6 +179,17 @@ def paired_test(part: str, question: str, method: Mapping[Hashable, float],
     result = paired_t_test([method[k] for k in keys], [reference[k] for k in keys])
     return Test(part, question, result.n, result.mean_difference, result.p_value,
                 differences=tuple(method[k] - reference[k] for k in keys))
+
+
+def welch_test(part: str, question: str, method: Sequence[float], reference: Sequence[float]) -> Test:
+    """Welch's t-test of two independent groups of networks (nothing pairs a replicate of one with one of the other).
+
+    With fewer than :data:`MIN_REPLICATES` networks in either group there is no test (p is NaN,
+    so Holm does not count it and the verdict says "too few replicates").
+    """
+    result = welch_t_test(method, reference)
+    p_value = result.p_value if min(result.n_method, result.n_reference) >= MIN_REPLICATES else float("nan")
+    return Test(part, question, result.n_method, result.mean_difference, p_value, n_reference=result.n_reference)
 
 
 def adjust_holm(tests: Sequence[Test]) -> None:
@@ -207,7 +226,8 @@ def fill_readme_block(begin: str, end: str, block: str, readme: Path = ROOT / "R
 
 # ---- child processes ---------------------------------------------------------------------------
 
-_CHILD: subprocess.Popen | None = None
+_CHILDREN: set[subprocess.Popen] = set()  # running children (several when a script runs units in threads)
+_STOPPING = threading.Event()  # set once the benchmark stops: no new child starts (threads may still try)
 POLL_SECONDS = 5.0
 
 
@@ -220,14 +240,21 @@ class Finished:
     stopped: bool = False
 
 
+def stop_children() -> None:
+    """Terminate the running children and refuse new ones: a stopping benchmark whose threads would go on."""
+    _STOPPING.set()
+    for child in list(_CHILDREN):
+        if child.poll() is None:
+            child.terminate()
+
+
 def _terminate_child(signum: int, frame: Any) -> None:
-    if _CHILD is not None and _CHILD.poll() is None:
-        _CHILD.terminate()
+    stop_children()
     raise SystemExit(128 + signum)
 
 
 def terminate_child_on_sigterm() -> None:
-    """Make SIGTERM end the running child too (a killed benchmark must not leave a training behind).
+    """Make SIGTERM end the running children too (a killed benchmark must not leave a training behind).
 
     Ctrl-C needs nothing: the terminal sends SIGINT to the child's process group as well.
     """
@@ -274,7 +301,8 @@ def run_logged(command: Sequence[Any], log_path: Path, *, threads: int, peer: bo
         Called every few seconds while the child runs, and once after it ended (e.g. to log
         finished epochs).
     """
-    global _CHILD
+    if _STOPPING.is_set():
+        raise RuntimeError(f"the benchmark is stopping: {Path(str(command[0])).name} not started")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [str(c) for c in command]
     started = time.time()
@@ -283,8 +311,9 @@ def run_logged(command: Sequence[Any], log_path: Path, *, threads: int, peer: bo
     with log_path.open("a", encoding="utf-8") as handle:
         handle.write(f"\n$ {' '.join(command)}\n")
         handle.flush()
-        _CHILD = child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                          env=child_env(threads, peer=peer), cwd=ROOT)
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                 env=child_env(threads, peer=peer), cwd=ROOT)
+        _CHILDREN.add(child)
         try:
             while True:
                 try:
@@ -305,7 +334,7 @@ def run_logged(command: Sequence[Any], log_path: Path, *, threads: int, peer: bo
                     polled = time.time()
                     poll()
         finally:
-            _CHILD = None
+            _CHILDREN.discard(child)
     if poll is not None:
         poll()
     return Finished(code=child.returncode, seconds=time.time() - started, stopped=stopped)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Nuclear instance segmentation benchmark on DSB 2018 fluorescence images (issue 6, deliverable 6).
+"""Nuclear instance segmentation benchmark on DSB 2018 fluorescence images (issues 6 and 11).
 
 Kromp et al. (2021) Tables I and III in spirit: two instance methods
 
@@ -11,22 +11,38 @@ Kromp et al. (2021) Tables I and III in spirit: two instance methods
 each trained with and without Kromp's artificial images (``fluoseg synth nuclei`` from the
 training images only, added with ``data.extra_train``) and with and without scale
 normalisation (``instance.target_diameter`` = median training nucleus diameter; inference
-with ``--diameter auto``). Every run is scored on the fixed test split with
+with ``--diameter auto``). Every network is scored on the fixed test split with
 ``fluoseg evaluate --task instance``.
 
-Everything goes through the ``fluoseg`` command line, one run directory per variant under
-``bench/work/nuclei/`` (git-ignored). Finished steps are skipped on rerun (they are detected
-by their files), an interrupted training is resumed, and the tables in ``bench/results/``
-are regenerated from the cached evaluation CSVs. CI never runs this script.
+Issue 11's rules: the unit of replication is an independently trained network, one per
+(variant, seed) (``--seeds``, default 0,1,2; ``train.seed`` sets the initial weights, patch
+sampling and augmentation, and each seed draws its own artificial images). The variant a
+user should pick is the one with the best MEAN validation F1@0.5 over seeds; factor effects
+are differences of means tested at the network level (Welch's t-test, Holm over the report),
+rendered by ``bench/nuclei_report.py`` from ``bench/results/nuclei_units.csv`` (one row per
+network) into ``nuclei.md``, ``nuclei.csv`` (the per-variant summary that ``bench/peers.py``
+reads) and the README block.
+
+Everything goes through the ``fluoseg`` command line, one run directory per network under
+``bench/work/nuclei/<variant>/seed-<n>/`` (git-ignored). Finished steps are skipped on rerun
+(they are detected by their files), an interrupted training is resumed, and the unit table is
+regenerated from the cached evaluations after every network. CI never runs this script.
+
+Sizing of the full run (8 variants x 3 seeds = 24 networks of 6 x 45 steps): a training step
+took 1.25 s at 1 thread with the machine otherwise idle and 1.65-1.9 s at load average 3-4;
+planned with 1.8 s/step, one network is ~8 min of steps + ~1 min of validation + ~1.5 min of
+data preparation, prediction (two passes with ``--diameter auto``) and evaluation, i.e.
+~10.5 min, and the grid ~4.3 h in one process at 1 thread. Two processes on the 2 cores of a
+quiet machine (``--parallel 2``) take about half, ~2.1 h. ``--measure`` times a few steps now
+and prints the estimate for this machine's load.
 
 Usage::
 
-    .venv/bin/python bench/nuclei.py --smoke                 # end-to-end check, a few minutes
-    .venv/bin/python bench/nuclei.py --measure               # time a few training steps only
-    nohup .venv/bin/python bench/nuclei.py > bench/work/nuclei.log 2>&1 &   # the full run
-    .venv/bin/python bench/nuclei.py --report                # rebuild tables/figures from caches
+    .venv/bin/python bench/nuclei.py --smoke                 # end-to-end check, 4 variants x 2 seeds
+    .venv/bin/python bench/nuclei.py --measure               # time a few training steps, print the estimate
+    nohup nice .venv/bin/python bench/nuclei.py --parallel 2 > bench/work/nuclei.log 2>&1 &   # the full run
+    .venv/bin/python bench/nuclei.py --report                # nuclei.md, nuclei.csv, README from nuclei_units.csv
 """
-
 from __future__ import annotations
 
 import argparse
@@ -35,7 +51,8 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +60,6 @@ import numpy as np
 import yaml
 from _common import (
     DSB2018,
-    DSB_SPLIT,
     RESULTS,
     WORK,
     accumulate,
@@ -60,52 +76,40 @@ from _common import (
     recorded,
     rel,
     run_fluoseg,
+    stop_children,
     terminate_child_on_sigterm,
     write_json,
     write_rows,
     write_text,
 )
 
+from nuclei_report import METHODS, SETUP, UNIT_FIELDS, render_report, variant_name
+
 from fluoseg.io import read_image, read_labels
 
 DEFAULT_WORK = WORK / "nuclei"
 SMOKE_WORK = WORK / "nuclei_smoke"
+UNITS_NAME = "nuclei_units.csv"
 
-# ---- fixed benchmark settings (the sizing is explained in bench/results/nuclei.md) ----------
+# ---- fixed benchmark settings (sizing: the module docstring) ---------------------------------
 MODEL = {"name": "unet", "options": {"depth": 4, "base_filters": 16, "padding": "same"}}
 PATCH, BATCH, LEARNING_RATE = 256, 4, 1e-3
-EPOCHS, STEPS = 6, 45                                     # full run: 270 steps per variant (sizing below)
+EPOCHS, STEPS = 6, 45                                     # 270 steps per network
+SEEDS = (0, 1, 2)                                         # issue 11: >= 3 independently trained networks per variant
 # Sizing probe (2026-11-21, this 2-core CPU shared with other engineers, 1 thread): a training step
 # (forward + backward + Adam, batch 4 of 256x256, 1.94 M parameters) took 1.25 s with the machine
 # otherwise idle and 1.65-1.9 s at load average 3-4; a real 30-step epoch took 55-67 s including
 # ~8 s of validation on the 36 whole validation images; preparing the 289 training images ~15 s;
 # predicting the 36 test images 37 s (about twice that with --diameter auto); evaluating ~6 s.
-# Planned with 1.8 s/step: 8 x 270 x 1.8 s = 65 min of steps + ~20 min other = ~85 min.
-PROBE_NOTE = ("Sizing probe before the run (1 thread, machine shared with other jobs): 1.25 s/step with the machine "
-              "otherwise idle, 1.65-1.9 s/step at load average 3-4; a 30-step epoch took 55-67 s including ~8 s of "
-              "validation; prediction of the 36 test images 37 s (about twice with `--diameter auto`). Planned with "
-              "1.8 s/step: 8 variants x 270 steps = 65 min of steps + ~20 min other = ~85 min.")
+PLANNED_STEP_S = 1.8
 N_ARTIFICIAL = 100
 INSTANCE = {
     "border": {"method": "border", "w0": 10.0, "sigma": 5.0, "min_size": 10},
     "distance": {"method": "distance", "alpha": 1.0, "h": 2.0, "threshold": 0.5, "min_size": 10},
 }
-METHODS = ("border", "distance")
-SMOKE = {"epochs": 1, "steps": 2, "train": 12, "val": 2, "test": 3, "artificial": 4}
-
-# Columns of the markdown table: (header, csv column, format)
-TABLE = (
-    ("F1@0.5", "f1_at_0.5", "{:.3f}"),
-    ("Acc@0.5", "accuracy_at_0.5", "{:.3f}"),
-    ("F1@0.75", "f1_at_0.75", "{:.3f}"),
-    ("mAcc 0.5:0.95", "accuracy_mean_0.5_0.95", "{:.3f}"),
-    ("AJI", "aji", "{:.3f}"),
-    ("US rate", "us_rate", "{:.3f}"),
-    ("OS rate", "os_rate", "{:.3f}"),
-    ("train (min)", "train_wall_min", "{:.1f}"),
-    ("infer (s/img)", "infer_s_per_image", "{:.2f}"),
-    ("params", "params", "{:,.0f}"),
-)
+# Smoke: the four variants that exercise every factor (art, scale, method) with 2 seeds each
+SMOKE = {"epochs": 1, "steps": 2, "train": 12, "val": 2, "test": 3, "artificial": 4, "seeds": (0, 1),
+         "variants": "border,border-art,border-scale,distance"}
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class Variant:
 
     @property
     def name(self) -> str:
-        return "-".join([self.method] + (["art"] if self.artificial else []) + (["scale"] if self.scale else []))
+        return variant_name(self.method, self.artificial, self.scale)
 
     @classmethod
     def parse(cls, name: str) -> Variant:
@@ -131,21 +135,37 @@ class Variant:
 ALL_VARIANTS = [Variant(m, a, s) for a, s in ((False, False), (True, False), (False, True), (True, True)) for m in METHODS]
 
 
+def unit_dir(work: Path, variant: Variant, seed: int | None) -> Path:
+    """A network's folder: ``WORK/<variant>/seed-<n>``; ``seed`` None is the one-network layout of
+    ``bench/train_zoo.py`` (``WORK/<variant>``)."""
+    return work / variant.name if seed is None else work / variant.name / f"seed-{seed}"
+
+
+def unit_label(variant: Variant, seed: int | None) -> str:
+    return variant.name if seed is None else f"{variant.name} seed {seed}"
+
+
 # ---- data: artificial images (split, manifest and target diameter: _common) ---------------
 
-def artificial_images(work: Path, manifest: Path, train_ids: list[str], n_images: int, threads: int) -> Path:
-    """Kromp's artificial images made from the training images only (``fluoseg synth nuclei``), once."""
-    out = work / "artificial"
+def artificial_images(work: Path, manifest: Path, train_ids: list[str], n_images: int, threads: int,
+                      seed: int = 0) -> Path:
+    """Kromp's artificial images made from the training images only (``fluoseg synth nuclei``), once per seed.
+
+    Seed 0 keeps the folder ``artificial/`` (``bench/peers.py`` and ``bench/train_zoo.py`` use it);
+    other seeds get ``artificial-seed-<n>/``, so each replicate draws its own images.
+    """
+    out = work / ("artificial" if seed == 0 else f"artificial-seed-{seed}")
     if (out / "manifest.yaml").is_file():
         return out / "manifest.yaml"
-    log(f"artificial images: {n_images} from {len(train_ids)} training images (fluoseg synth nuclei)")
+    log(f"artificial images (seed {seed}): {n_images} from {len(train_ids)} training images (fluoseg synth nuclei)")
     wall = run_fluoseg(["synth", "nuclei", "--data", manifest, "--out", out, "--samples", ",".join(train_ids),
-                        "--n-images", n_images, "--seed", 0, "--overwrite"], work / "artificial.log", threads=threads)
-    log(f"artificial images done in {wall:.0f} s")
+                        "--n-images", n_images, "--seed", seed, "--overwrite"], work / f"{out.name}.log",
+                       threads=threads)
+    log(f"artificial images (seed {seed}) done in {wall:.0f} s")
     return out / "manifest.yaml"
 
 
-# ---- one variant: train, predict, evaluate ---------------------------------------------------
+# ---- one network: train, predict, evaluate ---------------------------------------------------
 
 @dataclass
 class Settings:
@@ -158,11 +178,13 @@ class Settings:
     device: str
     n_artificial: int
     smoke: bool
+    seeds: tuple[int, ...] = SEEDS
 
 
 def variant_config(variant: Variant, *, manifest: Path, split: dict[str, list[str]], artificial: Path | None,
-                   diameter: float | None, epochs: int, steps: int, threads: int, device: str) -> dict[str, Any]:
-    """The ``fluoseg train`` config of a variant (peers.py trains the same with its own epochs/steps)."""
+                   diameter: float | None, epochs: int, steps: int, threads: int, device: str,
+                   seed: int = 0) -> dict[str, Any]:
+    """The ``fluoseg train`` config of a variant and seed (peers.py trains the same with its own epochs/steps)."""
     instance = dict(INSTANCE[variant.method])
     if variant.scale:
         instance["target_diameter"] = diameter
@@ -173,63 +195,68 @@ def variant_config(variant: Variant, *, manifest: Path, split: dict[str, list[st
         "instance": instance,
         "model": MODEL,
         "train": {"epochs": epochs, "steps_per_epoch": steps, "batch_size": BATCH, "patch_size": PATCH,
-                  "learning_rate": LEARNING_RATE, "seed": 0, "device": device, "num_threads": threads},
+                  "learning_rate": LEARNING_RATE, "seed": seed, "device": device, "num_threads": threads},
     }
 
 
-def train_variant(variant: Variant, settings: Settings, config: dict[str, Any]) -> None:
+def train_variant(variant: Variant, settings: Settings, config: dict[str, Any], seed: int | None = None) -> None:
+    """Train one network into ``unit_dir(...)/run``: skipped when finished, resumed when interrupted."""
     from fluoseg.run import RunDir
 
-    vdir = settings.work / variant.name
+    name = unit_label(variant, seed)
+    vdir = unit_dir(settings.work, variant, seed)
     run = vdir / "run"
     if RunDir(run).is_finished(settings.epochs):
-        log(f"{variant.name}: training done, skipped")
+        log(f"{name}: training done, skipped")
         return
     config_path = vdir / "train.yaml"
     text = yaml.safe_dump(config, sort_keys=False)
     if run.exists() and config_path.is_file() and config_path.read_text() != text:
-        raise RuntimeError(f"{variant.name}: {run} was started with another configuration (e.g. other --epochs/"
+        raise RuntimeError(f"{name}: {run} was started with another configuration (e.g. other --epochs/"
                            f"--steps); delete {vdir} or use another --work folder")
     write_text(config_path, text)
     args = ["train", config_path, "--out", run, "--quiet"]
     if RunDir(run).config_path.is_file():
         args.append("--resume")
-        log(f"{variant.name}: resuming training after epoch {len(epoch_rows(run))}/{settings.epochs}")
+        log(f"{name}: resuming training after epoch {len(epoch_rows(run))}/{settings.epochs}")
     elif run.exists():
         args.append("--overwrite")
     seen = [len(epoch_rows(run))]
-    log(f"{variant.name}: training {settings.epochs} epochs x {settings.steps} steps x batch {BATCH} "
+    log(f"{name}: training {settings.epochs} epochs x {settings.steps} steps x batch {BATCH} "
         f"({settings.threads} thread(s))")
 
     def progress() -> None:
         rows = epoch_rows(run)
         for row in rows[seen[0]:]:
-            log(f"{variant.name}: epoch {row['epoch']}/{settings.epochs} loss {float(row['train_loss']):.4f} "
+            log(f"{name}: epoch {row['epoch']}/{settings.epochs} loss {float(row['train_loss']):.4f} "
                 f"val F1@0.5 {float(row['val_score']):.3f}{' *' if row['best'] == '1' else ''} "
                 f"({float(row['seconds']):.0f} s)")
         seen[0] = max(seen[0], len(rows))
 
     with recorded(lambda seconds: accumulate(vdir / "timing.json", train_wall_s=seconds, train_invocations=1)):
         wall = run_fluoseg(args, vdir / "train.log", threads=settings.threads, poll=progress)
-    log(f"{variant.name}: training finished in {wall / 60:.1f} min")
+    log(f"{name}: training finished in {wall / 60:.1f} min")
 
 
-def predict_variant(variant: Variant, settings: Settings, test_ids: list[str]) -> None:
-    predict_test_images(variant.name, settings.work / variant.name, settings.data / "images", test_ids,
-                        device=settings.device, threads=settings.threads,
+def predict_variant(variant: Variant, settings: Settings, test_ids: list[str], seed: int | None = None) -> None:
+    """Predict the test images with one network (``--diameter auto`` for the scale-normalised variants)."""
+    predict_test_images(unit_label(variant, seed), unit_dir(settings.work, variant, seed), settings.data / "images",
+                        test_ids, device=settings.device, threads=settings.threads,
                         extra=["--diameter", "auto"] if variant.scale else [])
 
 
-def evaluate_variant(variant: Variant, settings: Settings, truth: Path) -> None:
-    vdir = settings.work / variant.name
+def evaluate_variant(variant: Variant, settings: Settings, truth: Path, seed: int | None = None) -> None:
+    """Score one network's test predictions (``fluoseg evaluate --task instance``), once."""
+    name = unit_label(variant, seed)
+    vdir = unit_dir(settings.work, variant, seed)
     if (vdir / "eval.csv").is_file():
-        log(f"{variant.name}: evaluation done, skipped")
+        log(f"{name}: evaluation done, skipped")
         return
     run_fluoseg(["evaluate", "--task", "instance", "--pred", vdir / "pred", "--truth", truth, "--out", vdir / "eval.csv"],
                 vdir / "evaluate.log", threads=settings.threads)
-    summary = summarise(variant, settings)
-    log(f"{variant.name}: F1@0.5 {summary['f1_at_0.5']:.3f}  AJI {summary['aji']:.3f}  "
-        f"mAcc {summary['accuracy_mean_0.5_0.95']:.3f}")
+    summary = summarise(variant, settings, seed)
+    log(f"{name}: F1@0.5 {summary['f1_at_0.5']:.3f}  AJI {summary['aji']:.3f}  "
+        f"mAcc {summary['accuracy_mean_0.5_0.95']:.3f}  (validation F1@0.5 {summary['best_val_f1_at_0.5']:.3f})")
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -241,20 +268,20 @@ def pooled_rows(eval_csv: Path) -> list[dict[str, str]]:
     return [r for r in read_rows(eval_csv) if r["image"] == ALL_IMAGES]
 
 
-def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
-    """One row of nuclei.csv for a variant with a finished evaluation."""
+def summarise(variant: Variant, settings: Settings, seed: int | None = None) -> dict[str, Any]:
+    """One network's row of ``nuclei_units.csv`` (needs its finished evaluation); also kept as ``summary.json``."""
     from fluoseg.run import RunDir
 
-    vdir = settings.work / variant.name
+    vdir = unit_dir(settings.work, variant, seed)
     run = RunDir.open(vdir / "run")
     rows = pooled_rows(vdir / "eval.csv")
     timing = read_json(vdir / "timing.json", {})
     config = yaml.safe_load((vdir / "train.yaml").read_text())
-    epochs = epoch_rows(run.path)
-    best = max(epochs, key=lambda r: float(r["val_score"]))
+    best = max(epoch_rows(run.path), key=lambda r: float(r["val_score"]))  # the kept epoch: best on validation
     summary = {
+        "setup": SETUP, "smoke": int(settings.smoke),
         "variant": variant.name, "method": variant.method, "artificial": int(variant.artificial),
-        "scale": int(variant.scale),
+        "scale": int(variant.scale), "seed": config["train"]["seed"],
         "target_diameter": config["instance"].get("target_diameter", ""),
         "f1_at_0.5": pooled_metric(rows, "f1", 0.5),
         "accuracy_at_0.5": pooled_metric(rows, "accuracy", 0.5),
@@ -274,6 +301,7 @@ def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
         "n_true": pooled_metric(rows, "n_true"),
         "n_pred": pooled_metric(rows, "n_pred"),
         "test_images": len({r["image"] for r in read_rows(vdir / "eval.csv")}) - 1,
+        "n_artificial": settings.n_artificial if variant.artificial else "",
         "epochs": config["train"]["epochs"], "steps_per_epoch": config["train"]["steps_per_epoch"],
         "batch_size": config["train"]["batch_size"], "patch_size": config["train"]["patch_size"],
         "threads": config["train"]["num_threads"],
@@ -289,172 +317,79 @@ def summarise(variant: Variant, settings: Settings) -> dict[str, Any]:
     return summary
 
 
+def finished_units(settings: Settings) -> list[tuple[Variant, int]]:
+    """Every (variant, seed) of the work folder with a finished evaluation (any seed, not only this run's)."""
+    units = []
+    for variant in ALL_VARIANTS:
+        seeds = [int(d.name.removeprefix("seed-")) for d in (settings.work / variant.name).glob("seed-*")
+                 if (d / "eval.csv").is_file()]
+        units += [(variant, seed) for seed in sorted(seeds)]
+    return units
+
+
 def planned_variants(plan: str, settings: Settings) -> list[Variant]:
     """The grid, or the reduced plan: both baselines, then the variants of the method with the better
-    validation F1@0.5."""
+    MEAN validation F1@0.5 over the seeds (chosen on validation, never test)."""
     if plan == "grid":
         return list(ALL_VARIANTS)
     baselines = [Variant(m) for m in METHODS]
     scores = {}
     for v in baselines:
-        summary = read_json(settings.work / v.name / "summary.json")
-        if summary is not None:
-            scores[v.method] = summary["best_val_f1_at_0.5"]  # chosen on validation, not on test
+        values = [read_json(unit_dir(settings.work, v, seed) / "summary.json") for seed in settings.seeds]
+        if all(values):
+            scores[v.method] = float(np.mean([value["best_val_f1_at_0.5"] for value in values]))
     if len(scores) < len(METHODS):
         return baselines
     better = max(METHODS, key=lambda m: scores[m])
     return baselines + [Variant(better, True, False), Variant(better, False, True), Variant(better, True, True)]
 
 
-def write_report(settings: Settings, plan: str, sizing: dict[str, Any] | None) -> None:
-    summaries = []
-    for variant in ALL_VARIANTS:
-        if (settings.work / variant.name / "eval.csv").is_file():
-            summaries.append(summarise(variant, settings))
-    if not summaries:
+def collect(settings: Settings, plan_note: str) -> None:
+    """Write the unit table (and the pooled metrics, the overlay figures) from the work folder, then render
+    the report from the written table, as ``--report`` does."""
+    units = finished_units(settings)
+    if not units:
         log("no finished evaluation yet: no report")
         return
     results = settings.results
     results.mkdir(parents=True, exist_ok=True)
-    write_rows(results / "nuclei.csv", summaries)
+    rows = [summarise(v, settings, seed) for v, seed in units]
+    write_rows(results / UNITS_NAME, rows, fields=UNIT_FIELDS)
     write_rows(results / "nuclei_pooled_metrics.csv",
-               [{"variant": s["variant"], "metric": r["metric"], "threshold": r["threshold"], "value": r["value"]}
-                for s in summaries for r in pooled_rows(settings.work / s["variant"] / "eval.csv")],
-               fields=["variant", "metric", "threshold", "value"])
-    figures = overlay_figures(settings, [Variant.parse(s["variant"]) for s in summaries])
-    write_text(results / "nuclei.md", markdown(settings, plan, sizing, summaries, figures))
-    log(f"report: {results / 'nuclei.md'} ({len(summaries)} variant(s)), {results / 'nuclei.csv'}, "
+               [{"variant": v.name, "seed": seed, "metric": r["metric"], "threshold": r["threshold"],
+                 "value": r["value"]}
+                for v, seed in units for r in pooled_rows(unit_dir(settings.work, v, seed) / "eval.csv")],
+               fields=["variant", "seed", "metric", "threshold", "value"])
+    first_seed = {}
+    for v, seed in units:
+        first_seed.setdefault(v, seed)
+    figures = overlay_figures(settings, [(v.name, unit_dir(settings.work, v, seed)) for v, seed in first_seed.items()])
+    report = render_report(results / UNITS_NAME, results, readme=not settings.smoke, plan_note=plan_note)
+    log(f"report: {rel(report)} ({len(rows)} network(s) of {len(first_seed)} variant(s)), {rel(results / UNITS_NAME)}, "
         f"{len(figures)} overlay figure(s)")
 
 
-def markdown(settings: Settings, plan: str, sizing: dict[str, Any] | None, summaries: list[dict[str, Any]],
-             figures: list[Path]) -> str:
-    split = read_json(DSB_SPLIT)
-    first = summaries[0]
-    diameter = read_json(settings.work / "target_diameter.json", {})
-    lines = [
-        "# Nuclear instance segmentation on DSB 2018 fluorescence (Kromp et al. Tables I and III in spirit)",
-        "",
-        f"Generated by `bench/nuclei.py` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the "
-        f"cached evaluations in `{rel(settings.work)}/`." + (" **SMOKE RUN: numbers are meaningless.**" if settings.smoke else ""),
-        "",
-        "## Set-up",
-        "",
-        f"- Data: `{settings.data}` (361 2D uint8 images, 256x256 to 1040x1388). Fixed split "
-        f"`bench/splits/dsb2018_fluo.json`: {len(split['train'])} train / {len(split['val'])} val / "
-        f"{len(split['test'])} test images, seeded, stratified by image shape"
-        + (f" (smoke: subsets of it, {first['test_images']} test images)." if settings.smoke else "."),
-        f"- Model: U-Net depth {MODEL['options']['depth']}, {MODEL['options']['base_filters']} base filters, "
-        f"{MODEL['options']['padding']} padding, no normalisation layers ({first['params'] / 1e6:.2f} M parameters). "
-        f"Adam lr {LEARNING_RATE:g}, {first['patch_size']}x{first['patch_size']} patches, batch {first['batch_size']}, "
-        f"{first['epochs']} epochs x {first['steps_per_epoch']} steps, flips/rot90/intensity jitter, "
-        f"per-image Gaussian standardisation; best epoch by validation F1@0.5 (whole validation images, tiled).",
-        f"- `border`: Kromp's 3-class U-Net (background / interior / touching border), U-Net border weight map "
-        f"w0 = {INSTANCE['border']['w0']:g}, sigma = {INSTANCE['border']['sigma']:g}; labels by seeded growth of interiors.",
-        f"- `distance`: distance-map (MSE) + foreground (BCE) heads, alpha = {INSTANCE['distance']['alpha']:g}; "
-        f"h-maxima watershed with h = {INSTANCE['distance']['h']:g} px, foreground threshold "
-        f"{INSTANCE['distance']['threshold']:g}. Both: objects under {INSTANCE['border']['min_size']} px removed.",
-        f"- `-art`: plus {settings.n_artificial} artificial 256x256 images (`fluoseg synth nuclei`, Kromp's generator "
-        "without the pix2pix refinement, default grid 5x5) made from the training images only.",
-        f"- `-scale`: every training/validation image rescaled so its mean nucleus diameter becomes "
-        f"{diameter.get('target_diameter', '?')} px (median over training images of the per-image mean "
-        f"equivalent-circle diameter; per-image means range {diameter.get('range', '?')} px); test images with "
-        "`fluoseg predict --diameter auto` (diameter from a first pass at the original scale), labels resized back.",
-        f"- Timing: {first['threads']} thread(s) per process (`train.num_threads`, `OMP_NUM_THREADS` for prediction) "
-        "on a 2-core CPU shared with other jobs. *train* = wall time of `fluoseg train` (data preparation, "
-        "training steps and per-epoch validation); *infer* = wall time of `fluoseg predict` per test image "
-        "(model loading, tiled prediction, decoding; two passes with `--diameter auto`).",
-        f"- Plan: {'full 2x2x2 grid' if plan == 'grid' else 'reduced: both baselines, then the artificial/scale variants of the better method (by validation F1@0.5)'}.",
-        "",
-        "## Results (test split, pooled over images)",
-        "",
-        "| variant | " + " | ".join(h for h, _, _ in TABLE) + " |",
-        "|---|" + "---:|" * len(TABLE),
-    ]
-    for s in summaries:
-        cells = [fmt.format(s[key]) if not (isinstance(s[key], float) and math.isnan(s[key])) else "–"
-                 for _, key, fmt in TABLE]
-        lines.append(f"| {s['variant']} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "F1 = 2TP/(2TP+FP+FN) and accuracy = TP/(TP+FP+FN) (StarDist's \"accuracy\", Cellpose's \"AP\") from "
-        "one-to-one IoU matching at the given IoU threshold, TP/FP/FN summed over the test images; mAcc = accuracy "
-        "averaged over IoU 0.50:0.05:0.95; AJI = Kumar et al. (pooled as sum C / sum U); US/OS rate = Kromp et al. "
-        "under-/over-segmentation rates. `nuclei.csv` has more columns (precision, recall, PQ, Kromp's counts, "
-        "best epoch, times); `nuclei_pooled_metrics.csv` every pooled metric of `fluoseg evaluate`.",
-        "",
-    ]
-    effects = factor_effects(summaries)
-    if effects:
-        lines += ["## Effect of each factor (difference on the test split)", "",
-                  "| method | factor | other factor | ΔF1@0.5 | ΔmAcc | ΔAJI |", "|---|---|---|---:|---:|---:|"]
-        lines += effects + [""]
-    if sizing:
-        lines += ["## Sizing", "", PROBE_NOTE, "", sizing_text(sizing, summaries), ""]
-    if figures:
-        lines += ["## Examples", "",
-                  "Test images with truth contours (green) and predicted contours (magenta); large images are cropped.",
-                  ""]
-        lines += [f"![{f.stem}]({f.name})" for f in figures] + [""]
-    lines += ["## Reproduce", "", "```bash", "nohup .venv/bin/python bench/nuclei.py > bench/work/nuclei.log 2>&1 &",
-              ".venv/bin/python bench/nuclei.py --report   # tables and figures from the cached evaluations", "```", ""]
-    return "\n".join(lines)
+def overlay_figures(settings: Settings, networks: list[tuple[str, Path]], n_images: int = 3) -> list[Path]:
+    """Image with truth (green) and predicted (magenta) contours for a few test images, one panel per network.
 
-
-def factor_effects(summaries: list[dict[str, Any]]) -> list[str]:
-    by_name = {s["variant"]: s for s in summaries}
-    lines = []
-    for method in METHODS:
-        for factor, other in (("art", "scale"), ("scale", "art")):
-            for with_other in (False, True):
-                base = Variant(method, artificial=(factor == "scale" and with_other), scale=(factor == "art" and with_other))
-                changed = Variant(method, artificial=True if factor == "art" else base.artificial,
-                                  scale=True if factor == "scale" else base.scale)
-                a, b = by_name.get(base.name), by_name.get(changed.name)
-                if a is None or b is None:
-                    continue
-                label = {"art": "artificial images", "scale": "scale normalisation"}
-                lines.append(f"| {method} | +{label[factor]} | {'with' if with_other else 'without'} {label[other]} | "
-                             f"{b['f1_at_0.5'] - a['f1_at_0.5']:+.3f} | "
-                             f"{b['accuracy_mean_0.5_0.95'] - a['accuracy_mean_0.5_0.95']:+.3f} | "
-                             f"{b['aji'] - a['aji']:+.3f} |")
-    return lines
-
-
-def sizing_text(sizing: dict[str, Any], summaries: list[dict[str, Any]]) -> str:
-    measured = sizing.get("step_s")
-    text = (f"Measured before the run: one training step (batch {sizing['batch']} of {sizing['patch']}x{sizing['patch']}, "
-            f"forward + backward + Adam) takes {measured:.2f} s at {sizing['threads']} thread(s) "
-            f"(median of {sizing['n_steps']} steps, {sizing.get('load', '?')}). "
-            f"Estimate for {sizing['variants']} variants x {sizing['epochs']} epochs x {sizing['steps']} steps: "
-            f"{sizing['estimate_train_min']:.0f} min of training steps + about {sizing['estimate_other_min']:.0f} min of "
-            f"data preparation, validation, prediction and evaluation = {sizing['estimate_total_min']:.0f} min.")
-    done = [s for s in summaries if not math.isnan(s["train_wall_min"])]
-    if done:
-        total = sum(s["train_wall_min"] + s["infer_wall_s"] / 60 for s in done)
-        text += (f" Actual: {total:.0f} min for the {len(done)} variant(s) reported here (training + prediction wall "
-                 "time).")
-    return text
-
-
-def overlay_figures(settings: Settings, variants: list[Variant], n_images: int = 3) -> list[Path]:
-    """Image with truth (green) and predicted (magenta) contours for a few test images, one panel per variant."""
+    ``networks``: (panel title, the network's folder with ``pred/`` and ``eval.csv``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from skimage.segmentation import find_boundaries
 
-    available = [v for v in variants if (settings.work / v.name / "pred").is_dir()]
+    available = [(name, folder) for name, folder in networks if (folder / "pred").is_dir()]
     if not available:
         return []
-    test_ids = sorted(p.name.split(".")[0] for p in (settings.work / available[0].name / "pred").glob("*.tif"))
+    test_ids = sorted(p.name.split(".")[0] for p in (available[0][1] / "pred").glob("*.tif"))
     chosen = pick_examples(settings.data, test_ids, n_images)
     per_image_f1 = {}
-    for v in available:
-        for r in read_rows(settings.work / v.name / "eval.csv"):
+    for name, folder in available:
+        for r in read_rows(folder / "eval.csv"):
             if r["metric"] == "f1" and r["threshold"] == "0.5":
-                per_image_f1[(v.name, r["image"])] = float(r["value"])
+                per_image_f1[(name, r["image"])] = float(r["value"])
     paths = []
     crop = 200  # shown at about one screen pixel per image pixel, so one-pixel contours stay visible
     for image_id in chosen:
@@ -471,14 +406,14 @@ def overlay_figures(settings: Settings, variants: list[Variant], n_images: int =
                                  layout="constrained")
         for ax in axes.ravel():
             ax.axis("off")
-        for ax, v in zip(axes.ravel(), available):
-            pred = read_labels(settings.work / v.name / "pred" / f"{image_id}.tif")
+        for ax, (name, folder) in zip(axes.ravel(), available):
+            pred = read_labels(folder / "pred" / f"{image_id}.tif")
             rgb = np.repeat(gray[..., None], 3, axis=2)
             rgb[truth_edges] = (0.1, 1.0, 0.1)
             rgb[find_boundaries(pred[window], mode="inner")] = (1.0, 0.1, 1.0)
             ax.imshow(rgb, interpolation="nearest")
-            f1 = per_image_f1.get((v.name, image_id), math.nan)
-            ax.set_title(f"{v.name}: F1@0.5 {f1:.2f}", fontsize=7)
+            f1 = per_image_f1.get((name, image_id), math.nan)
+            ax.set_title(f"{name}: F1@0.5 {f1:.2f}", fontsize=7)
         fig.suptitle(f"{image_id} ({image.shape[0]}x{image.shape[1]})", fontsize=9)
         path = settings.results / f"nuclei_overlay_{image_id}.png"
         fig.savefig(path, dpi=80)
@@ -510,12 +445,12 @@ def pick_examples(data: Path, test_ids: list[str], n_images: int) -> list[str]:
 
 # ---- sizing ----------------------------------------------------------------------------------
 
-def measure_steps(settings: Settings, n_steps: int, n_variants: int) -> dict[str, Any]:
-    """Time a few training steps of the benchmark's network (3 output channels, border loss)."""
+def measure_steps(settings: Settings, n_steps: int) -> dict[str, Any]:
+    """Time a few training steps of the benchmark's network (3 output channels, border loss); cached."""
     path = settings.work / "sizing.json"
     cached = read_json(path)
     if cached is not None and cached.get("threads") == settings.threads and cached.get("n_steps") == n_steps:
-        return _with_estimate(cached, settings, n_variants)
+        return cached
     import torch
     import torch.nn.functional as F
 
@@ -539,110 +474,172 @@ def measure_steps(settings: Settings, n_steps: int, n_variants: int) -> dict[str
               "load": f"1-min load average {os.getloadavg()[0]:.1f} while measuring",
               "params": int(sum(p.numel() for p in model.parameters()))}
     write_json(path, sizing)
-    return _with_estimate(sizing, settings, n_variants)
-
-
-def _with_estimate(sizing: dict[str, Any], settings: Settings, n_variants: int) -> dict[str, Any]:
-    sizing = dict(sizing)
-    train_min = n_variants * settings.epochs * settings.steps * sizing["step_s"] / 60
-    # Per variant (probe above): ~0.4 min start-up and data preparation, ~0.17 min validation per
-    # epoch, ~1.1 min prediction (0.6, or ~1.5 with --diameter auto) and evaluation; 0.5 min synthesis.
-    other_min = n_variants * (1.5 + settings.epochs * 0.17) + 0.5
-    sizing.update(variants=n_variants, epochs=settings.epochs, steps=settings.steps,
-                  estimate_train_min=train_min, estimate_other_min=other_min, estimate_total_min=train_min + other_min)
     return sizing
 
 
+def estimate_minutes(n_units: int, n_seeds: int, epochs: int, steps: int, step_s: float) -> tuple[float, float]:
+    """(training-step minutes, other minutes) of ``n_units`` networks in one process.
+
+    Other, per network (probe above): ~0.4 min start-up and data preparation, ~0.17 min
+    validation per epoch, ~1.1 min prediction (0.6, or ~1.5 with --diameter auto) and
+    evaluation; ~0.5 min synthesis of the artificial images per seed.
+    """
+    return n_units * epochs * steps * step_s / 60, n_units * (1.5 + epochs * 0.17) + 0.5 * n_seeds
+
+
+def plan_note(n_units: int, n_seeds: int, epochs: int, steps: int, *, step_s: float = PLANNED_STEP_S,
+              measured: str = "") -> str:
+    """The sizing sentence of the report and the log: networks, steps, and the wall-time estimate."""
+    train, other = estimate_minutes(n_units, n_seeds, epochs, steps, step_s)
+    source = measured or f"{step_s:.2f} s per step, planned from the probe on this 2-core CPU at 1 thread under load"
+    return (f"Sizing: {n_units} networks x {epochs} epochs x {steps} steps at {source}: about {train:.0f} min of "
+            f"training steps + {other:.0f} min of data preparation, validation, prediction and evaluation = "
+            f"{(train + other) / 60:.1f} h in one process; two at a time on a quiet 2-core machine (`--parallel 2`, "
+            f"1 thread each) about {(train + other) / 60 / 2:.1f} h.")
+
+
 # ---- main ------------------------------------------------------------------------------------
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> (0, 1, 2); distinct non-negative integers."""
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise SystemExit(f"--seeds: comma-separated integers, e.g. 0,1,2 ({error})") from error
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SystemExit(f"--seeds: distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def run_units(settings: Settings, only: list[Variant] | None, plan: str, parallel: int, note: str) -> list[str]:
+    """Train, predict and evaluate every planned (variant, seed), ``parallel`` networks at a time; the unit
+    table and report are rewritten after each network. Returns the failed networks."""
+    split = dsb_split(settings.data, sizes=SMOKE if settings.smoke else None)
+    manifest = dsb_manifest(settings.work / "manifest.yaml", settings.data,
+                            split["train"] + split["val"] + split["test"])
+    diameter = dsb_target_diameter(settings.work, settings.data, split["train"])
+    log(f"target diameter for scale normalisation: {diameter} px")
+    failures: list[str] = []
+    done: set[tuple[str, int]] = set()
+    report_lock = threading.Lock()  # one thread at a time writes the table, figures and README
+    artificial: dict[int, Path] = {}
+
+    def run_unit(variant: Variant, seed: int) -> None:
+        name = unit_label(variant, seed)
+        fresh = not (unit_dir(settings.work, variant, seed) / "eval.csv").is_file()
+        try:
+            if variant.artificial and seed not in artificial:
+                raise RuntimeError(f"no artificial images for seed {seed} (see the log above)")
+            config = variant_config(variant, manifest=manifest, split=split, artificial=artificial.get(seed),
+                                    diameter=diameter, epochs=settings.epochs, steps=settings.steps,
+                                    threads=settings.threads, device=settings.device, seed=seed)
+            train_variant(variant, settings, config, seed)
+            predict_variant(variant, settings, split["test"], seed)
+            evaluate_variant(variant, settings, settings.data / "labels", seed)
+        except Exception as error:  # noqa: BLE001 - one failed network must not stop the others
+            log(f"{name}: FAILED: {error}")
+            failures.append(name)
+        if fresh:  # a new evaluation (or a failure): the table and report follow at once
+            with report_lock:
+                collect(settings, note)
+
+    while True:
+        planned = only if only else planned_variants(plan, settings)
+        # seed-major: a partial run has every variant at n=1, then n=2, ... rather than some variants complete
+        todo = [(v, seed) for seed in settings.seeds for v in planned if (v.name, seed) not in done]
+        if not todo:
+            break
+        done.update((v.name, seed) for v, seed in todo)
+        for seed in sorted({seed for v, seed in todo if v.artificial}):  # here, so workers never race on one folder
+            try:
+                artificial[seed] = artificial_images(settings.work, manifest, split["train"], settings.n_artificial,
+                                                     settings.threads, seed=seed)
+            except Exception as error:  # noqa: BLE001 - the variants without artificial images can still run
+                log(f"artificial images (seed {seed}): FAILED: {error}")
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = [pool.submit(run_unit, v, seed) for v, seed in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # SIGTERM or Ctrl-C: no queued network starts, no running one goes on
+                stop_children()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    collect(settings, note)  # also when every network was cached: the report follows the code
+    return failures
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated variants to run, e.g. border,distance-art-scale "
-                        f"(all: {', '.join(v.name for v in ALL_VARIANTS)})")
+                        f"(all: {', '.join(v.name for v in ALL_VARIANTS)}; smoke default: {SMOKE['variants']})")
     parser.add_argument("--plan", choices=("grid", "reduced"),
                         help="grid (default): all 8 variants; reduced: both baselines, then the artificial/scale "
-                        "variants of the method with the better validation F1 (default for --report: the plan of "
-                        "the last run in the work folder)")
+                        "variants of the method with the better mean validation F1@0.5 over the seeds")
+    parser.add_argument("--seeds", help="comma-separated training seeds, one independently trained network per "
+                        f"variant and seed (default {','.join(map(str, SEEDS))}; smoke "
+                        f"{','.join(map(str, SMOKE['seeds']))})")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {EPOCHS}; smoke {SMOKE['epochs']})")
     parser.add_argument("--steps", type=int, help=f"steps per epoch (default {STEPS}; smoke {SMOKE['steps']})")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per fluoseg process (default 1)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="networks trained/predicted at the same time, each a fluoseg process with --threads "
+                        "threads (default 1; 2 on a quiet 2-core machine)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     parser.add_argument("--n-artificial", type=int, help=f"artificial images (default {N_ARTIFICIAL})")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny end-to-end check: {SMOKE['train']} train / {SMOKE['val']} val / {SMOKE['test']} "
-                        f"test images, {SMOKE['epochs']} epoch x {SMOKE['steps']} steps, work and results in "
-                        f"{rel(SMOKE_WORK)}/")
+                        f"test images, {SMOKE['epochs']} epoch x {SMOKE['steps']} steps, variants {SMOKE['variants']} "
+                        f"x seeds {','.join(map(str, SMOKE['seeds']))}, work and results in {rel(SMOKE_WORK)}/")
     parser.add_argument("--measure", action="store_true", help="only time a few training steps and print the estimate")
     parser.add_argument("--measure-steps", type=int, default=5, help="steps timed by the sizing measurement")
-    parser.add_argument("--report", action="store_true", help="only regenerate the results from the cached evaluations")
+    parser.add_argument("--report", action="store_true",
+                        help="only render nuclei.md, nuclei.csv and the README block from the results folder's "
+                        f"{UNITS_NAME} (no work folder needed)")
     parser.add_argument("--data", type=Path, default=DSB2018, help="dsb2018_fluo folder (images/, labels/)")
     parser.add_argument("--work", type=Path, help=f"work folder (default {rel(DEFAULT_WORK)})")
-    parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)})")
+    parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)}; smoke: WORK/results)")
     args = parser.parse_args(argv)
+    if args.parallel < 1:
+        raise SystemExit("--parallel: at least 1")
 
     terminate_child_on_sigterm()
     work = (args.work or (SMOKE_WORK if args.smoke else DEFAULT_WORK)).resolve()
+    seeds = parse_seeds(args.seeds) if args.seeds else (SMOKE["seeds"] if args.smoke else SEEDS)
     settings = Settings(
         data=args.data.resolve(), work=work,
         results=(args.results or (work / "results" if args.smoke else RESULTS)).resolve(),
         epochs=args.epochs or (SMOKE["epochs"] if args.smoke else EPOCHS),
         steps=args.steps or (SMOKE["steps"] if args.smoke else STEPS),
         threads=args.threads, device=args.device,
-        n_artificial=args.n_artificial or (SMOKE["artificial"] if args.smoke else N_ARTIFICIAL), smoke=args.smoke)
+        n_artificial=args.n_artificial or (SMOKE["artificial"] if args.smoke else N_ARTIFICIAL), smoke=args.smoke,
+        seeds=seeds)
+    plan = args.plan or "grid"
+    names = args.only or (SMOKE["variants"] if args.smoke and not args.plan else None)
+    only = [Variant.parse(n) for n in names.split(",")] if names else None
+    n_units = (len(only) if only else (len(ALL_VARIANTS) if plan == "grid" else 5)) * len(seeds)
+    note = plan_note(n_units, len(seeds), settings.epochs, settings.steps)
+    if args.report:  # from the committed table alone: no work folder, no torch
+        report = render_report(settings.results / UNITS_NAME, settings.results, readme=not args.smoke, plan_note=note)
+        log(f"report: {rel(report)} from {rel(settings.results / UNITS_NAME)}"
+            + ("" if args.smoke else " and README.md"))
+        return 0
+
     work.mkdir(parents=True, exist_ok=True)
-    last_run = read_json(work / "run_settings.json", {})
-    if args.report:  # describe the run that produced the cached results, not the defaults
-        args.plan = args.plan or last_run.get("plan")
-        settings.epochs = args.epochs or last_run.get("epochs", settings.epochs)
-        settings.steps = args.steps or last_run.get("steps", settings.steps)
-        settings.n_artificial = args.n_artificial or last_run.get("n_artificial", settings.n_artificial)
-    args.plan = args.plan or "grid"
-    only = [Variant.parse(n) for n in args.only.split(",")] if args.only else None
-    n_variants = len(only) if only else (8 if args.plan == "grid" else 5)
-    if not args.report and not args.measure:
-        write_json(work / "run_settings.json", {"plan": args.plan, "epochs": settings.epochs, "steps": settings.steps,
-                                                "n_artificial": settings.n_artificial, "threads": settings.threads,
-                                                "only": args.only})
-    sizing = measure_steps(settings, 2 if args.smoke else args.measure_steps, n_variants)
-    log(f"sizing: {sizing['step_s']:.2f} s/step at {settings.threads} thread(s); estimate {n_variants} variants x "
-        f"{settings.epochs} x {settings.steps} steps = {sizing['estimate_train_min']:.0f} min training + "
-        f"~{sizing['estimate_other_min']:.0f} min other = ~{sizing['estimate_total_min']:.0f} min")
     if args.measure:
+        sizing = measure_steps(settings, args.measure_steps)
+        log(plan_note(n_units, len(seeds), settings.epochs, settings.steps, step_s=sizing["step_s"],
+                      measured=f"{sizing['step_s']:.2f} s per step measured now ({sizing['load']})"))
         return 0
-    if args.report:
-        write_report(settings, args.plan, sizing)
-        return 0
-
-    split = dsb_split(settings.data, sizes=SMOKE if args.smoke else None)
-    manifest = dsb_manifest(work / "manifest.yaml", settings.data, split["train"] + split["val"] + split["test"])
-    diameter = dsb_target_diameter(work, settings.data, split["train"])
-    log(f"target diameter for scale normalisation: {diameter} px")
-
-    failures = []
-    done: set[str] = set()
-    while True:
-        planned = only if only else planned_variants(args.plan, settings)
-        todo = [v for v in planned if v.name not in done]
-        if not todo:
-            break
-        for variant in todo:
-            done.add(variant.name)
-            try:
-                artificial = (artificial_images(work, manifest, split["train"], settings.n_artificial, settings.threads)
-                              if variant.artificial else None)
-                config = variant_config(variant, manifest=manifest, split=split, artificial=artificial,
-                                        diameter=diameter, epochs=settings.epochs, steps=settings.steps,
-                                        threads=settings.threads, device=settings.device)
-                train_variant(variant, settings, config)
-                predict_variant(variant, settings, split["test"])
-                evaluate_variant(variant, settings, settings.data / "labels")
-            except Exception as error:  # noqa: BLE001 - one failed variant must not stop the others
-                log(f"{variant.name}: FAILED: {error}")
-                failures.append(variant.name)
-            write_report(settings, args.plan, sizing)
+    write_json(work / "run_settings.json", {"plan": plan, "only": names, "seeds": list(seeds),
+                                            "epochs": settings.epochs, "steps": settings.steps,
+                                            "n_artificial": settings.n_artificial, "threads": settings.threads,
+                                            "parallel": args.parallel})
+    log(f"{n_units} networks ({len(seeds)} seeds: {', '.join(map(str, seeds))}); {note}")
+    failures = run_units(settings, only, plan, args.parallel, note)
     if failures:
-        log(f"failed variants: {', '.join(failures)} (rerun the same command to retry)")
+        log(f"failed networks: {', '.join(failures)} (rerun the same command to retry)")
         return 1
     log("all done")
     return 0

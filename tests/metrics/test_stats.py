@@ -5,7 +5,7 @@ from scipy import stats as scipy_stats
 from itertools import combinations, product
 from math import erfc, sqrt
 
-from fluoseg.metrics.stats import holm, mann_whitney, paired_t_test, paired_wilcoxon, stars
+from fluoseg.metrics.stats import holm, mann_whitney, paired_t_test, paired_wilcoxon, stars, welch_t_test
 
 
 def exact_wilcoxon_p(differences) -> float:
@@ -60,6 +60,26 @@ def test_paired_t_test_hand_case():
     assert result.n == 4 and result.statistic == pytest.approx(3.8730, abs=1e-4)
     assert result.p_value == pytest.approx(0.03047, abs=1e-4) and result.significance == "*"
     assert np.isnan(paired_t_test([1.0], [0.0]).p_value) and np.isnan(paired_t_test([1, 2], [0, 1]).p_value)
+
+
+def test_welch_t_test_hand_case():
+    # a = 1, 2, 3 (mean 2, var 1); b = 4, 6, 8 (mean 6, var 4): se^2 = 1/3 + 4/3 = 5/3,
+    # t = -4 / sqrt(5/3) = -3.0984, df = (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17 = 2.9412,
+    # two-sided p from Student's t with 2.9412 df = 0.05479 (3 df would give 0.0534, 2 df 0.0903)
+    result = welch_t_test([1, 2, 3], [4, 6, 8])
+    assert (result.n_method, result.n_reference) == (3, 3) and result.mean_difference == pytest.approx(-4.0)
+    assert result.statistic == pytest.approx(-3.0984, abs=1e-4) and result.df == pytest.approx(50 / 17)
+    assert result.p_value == pytest.approx(0.05479, abs=1e-4) and result.significance == "n.s."
+    # unequal spread: the pooled-variance (Student) test would give other df; Welch's must not pool
+    assert welch_t_test([1, 2, 3, 4], [10, 10.5]).df == pytest.approx(
+        (5 / 12 + 0.125 / 2) ** 2 / ((5 / 12) ** 2 / 3 + (0.125 / 2) ** 2 / 1))
+
+
+def test_welch_t_test_degenerate_cases():
+    assert np.isnan(welch_t_test([1.0], [0.0, 1.0]).p_value)        # one value: no variance
+    assert np.isnan(welch_t_test([1.0, 1.0], [0.0, 0.0]).p_value)   # no spread at all
+    assert welch_t_test([1.0, 1.0], [0.0, 0.0]).mean_difference == 1.0
+    assert np.isnan(welch_t_test([], [1.0, 2.0]).mean_difference)
 
 
 def test_holm_hand_case():

@@ -10,7 +10,9 @@ The unit of replication matters: the marker combinations of one fold are scored 
 network on the same samples, so they are not independent replicates. Benchmarks therefore
 average over what one network produced and test at the level of independently trained
 networks (fold x seed) with :func:`paired_t_test` (or Wilcoxon when there are enough
-networks), and correct a report's family of tests with :func:`holm`.
+networks), and correct a report's family of tests with :func:`holm`. Networks that share
+nothing across the two groups (e.g. different variants trained with the same seed number)
+are not paired: :func:`welch_t_test` compares them as independent groups.
 """
 
 from __future__ import annotations
@@ -114,6 +116,54 @@ def paired_t_test(method: Sequence[float], reference: Sequence[float]) -> Paired
     return PairedComparison(n=n, mean_difference=float(differences.mean()),
                             median_difference=float(np.median(differences)), statistic=float(result.statistic),
                             p_value=float(result.pvalue))
+
+
+@dataclass(frozen=True)
+class UnpairedComparison:
+    """Result of Welch's t-test of two independent groups (``method`` vs ``reference``).
+
+    Attributes
+    ----------
+    n_method, n_reference
+        Group sizes.
+    mean_difference
+        ``mean(method) - mean(reference)``.
+    statistic, df, p_value
+        Welch's t, its Welch-Satterthwaite degrees of freedom and the two-sided p-value (NaN
+        when a group has fewer than 2 values or both groups have no spread).
+    """
+
+    n_method: int
+    n_reference: int
+    mean_difference: float
+    statistic: float
+    df: float
+    p_value: float
+
+    @property
+    def significance(self) -> str:
+        """Star notation of the p-value."""
+        return stars(self.p_value)
+
+
+def welch_t_test(method: Sequence[float], reference: Sequence[float]) -> UnpairedComparison:
+    """Two-sided Welch t-test (unequal variances) of two independent groups of replicates.
+
+    ``t = (mean_a - mean_b) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with sample variances (ddof 1)
+    and Welch-Satterthwaite degrees of freedom; no equal-variance assumption, so one noisy
+    variant does not borrow the spread of a steady one.
+    """
+    a, b = np.asarray(method, dtype=float), np.asarray(reference, dtype=float)
+    difference = float(a.mean() - b.mean()) if a.size and b.size else float("nan")
+    if a.size < 2 or b.size < 2:
+        return UnpairedComparison(int(a.size), int(b.size), difference, float("nan"), float("nan"), float("nan"))
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if va + vb == 0:
+        return UnpairedComparison(int(a.size), int(b.size), difference, float("nan"), float("nan"), float("nan"))
+    t = difference / float(np.sqrt(va + vb))
+    df = float((va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)))
+    p = float(2 * scipy_stats.t.sf(abs(t), df))
+    return UnpairedComparison(int(a.size), int(b.size), difference, t, df, p)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
