@@ -34,9 +34,10 @@ runs a paired t-test over seeds per group and metric, Holm over all of them.
 Sizing (default: 1 seed, 6 epochs x 45 steps, batch 4, 1 thread), measured on 2026-12-03 on the
 2-core machine while another benchmark ran (load average 2.7): ``--measure`` timed 1.67 s per
 training step, so 5 networks (4 held-out + the baseline) x 270 steps = 38 min of steps. The
-smoke run (3 networks, 15 steps each, 3-4 validation and 5 scored images per network) took
-3.6 min: per network ~0.4 min of training start-up and validation, 0.3-0.65 min of tuning
-(one round, ~300 decodings of 3-4 images, ~10-20 ms each), 2.2-3.1 s per predicted image.
+smoke run (3 networks of 30 steps, 3-4 validation and 5 scored images per network) took 3.6 min
+per seed: per network ~0.7 min of training (start-up, steps, validation), 0.2-0.3 min of tuning
+(one round, ~300 decodings of 3-4 images), 2.2-2.8 s per predicted image. With 15 steps a
+network was sometimes still noise, and decoding noise made tuning take ~6 min per network.
 Scaled to the full run: per network ~1 min of validation, ~0.5 min of artificial images and
 ~5 min of tuning (2 rounds, ~470 decodings of ~33 validation images), plus 361 + 72 + 36
 predicted images at ~1.5 s = ~12 min: about 85 min for the first seed, ~83 min for each
@@ -111,9 +112,9 @@ GROUPS = ("256-dark", "256-offset", "360", "mixed")
 BACKGROUND_SPLIT = 9.0   # uint8 median intensity: 256x256 medians cluster at 2-8 and 10-21
 DEFAULT_WORK = WORK / "zoo_loso"
 SMOKE_WORK = WORK / "zoo_loso_smoke"
-# Smoke: enough steps that the maps are no longer noise (decoding noise made tuning take ~6 min per network),
-# one tuning round instead of train_zoo's two.
-SMOKE = {"epochs": 1, "steps": 15, "artificial": 4, "groups": ("360", "mixed"), "tune_rounds": 1,
+# Smoke: enough steps that the maps are no longer noise (decoding noise made tuning take ~6 min per network;
+# 15 steps were not always enough), one tuning round instead of train_zoo's two.
+SMOKE = {"epochs": 1, "steps": 30, "artificial": 4, "groups": ("360", "mixed"), "tune_rounds": 1,
          "per_group": {"train": 3, "val": 1, "test": 1}}
 GROUPS_CSV, SCORES_CSV, REPORT_MD = "zoo_loso_groups.csv", "zoo_loso.csv", "zoo_loso.md"
 HELD_OUT, SEEN, SHIPPED = "held-out", "seen", "shipped"
@@ -159,10 +160,9 @@ def group_rows(data: Path, split: dict[str, list[str]]) -> list[dict[str, Any]]:
 
 
 def groups_table(path: Path, data: Path, split: dict[str, list[str]]) -> list[dict[str, str]]:
-    """The committed grouping (written once; the rule is deterministic, so a rerun writes the same)."""
-    if not path.is_file():
-        write_rows(path, group_rows(data, split))
-        log(f"source groups written: {rel(path)}")
+    """The grouping, recomputed by the rule and written on every run, so the CSV always matches the code."""
+    write_rows(path, group_rows(data, split))
+    log(f"source groups written: {rel(path)}")
     return read_rows(path)
 
 
@@ -193,10 +193,6 @@ class Network:
 
     group: str | None
     seed: int
-
-    @property
-    def model(self) -> str:
-        return SEEN if self.group is None else HELD_OUT
 
     @property
     def folder(self) -> str:
@@ -233,14 +229,19 @@ def train_network(network: Network, base: Settings, groups: list[dict[str, str]]
 
 def predict_shipped(base: Settings, image_ids: list[str]) -> Path:
     """``fluoseg predict nuclei`` (the shipped model, as a user runs it) on the images still missing."""
-    pred = base.work / SHIPPED / "pred"
+    from fluoseg import zoo
+
+    # One folder per version of the shipped weights, so a re-exported model is never scored from stale files.
+    weights = zoo.get("nuclei").folder / zoo.WEIGHTS_FILE
+    folder = base.work / SHIPPED / hashlib.sha1(weights.read_bytes()).hexdigest()[:12]
+    pred = folder / "pred"
     missing = [i for i in image_ids if not (pred / f"{i}.tif").is_file()]
     if missing:
         log(f"shipped model: predicting {len(missing)} images")
         wall = run_fluoseg(["predict", "nuclei", *[base.data / "images" / f"{i}.tif" for i in missing], "--out", pred,
                             "--markers", DSB_MARKER, "--quiet", "--device", base.device],
-                           base.work / SHIPPED / "predict.log", threads=base.threads)
-        accumulate(base.work / SHIPPED / "timing.json", predict_wall_s=wall, predict_images=len(missing))
+                           folder / "predict.log", threads=base.threads)
+        accumulate(folder / "timing.json", predict_wall_s=wall, predict_images=len(missing))
     return pred
 
 
@@ -446,7 +447,8 @@ def render(rows: Rows, groups: Rows, *, smoke: bool) -> str:
     budget = (f"{trained['epochs']} epochs x {trained['steps_per_epoch']} steps, batch 4 of 256x256, "
               f"{trained['threads']} thread(s)" if trained else "–")
     claims = (f"{len(seeds)} seed(s): **no significance claims** (an effect needs ≥ {MIN_REPLICATES} independently "
-              "trained networks per group); the Δ columns are the differences of single networks."
+              "trained networks per group); the Δ columns only describe these networks (mean ± sd of the per-seed "
+              "differences where there are two)."
               if len(seeds) < MIN_REPLICATES else
               f"{len(seeds)} seeds: paired t-test over seeds per group and metric, Holm's correction over all "
               f"{len(tests)} tests of this report; a verdict follows the Holm-adjusted p (α = 0.05), n beside it.")
