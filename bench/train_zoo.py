@@ -87,8 +87,8 @@ def config(manifest: Path, split: dict[str, list[str]], artificial: Path, diamet
     }
 
 
-def tune(settings: Settings) -> dict[str, Any]:
-    """``fluoseg tune`` on the validation images (cached in the run's decoding.json)."""
+def tune(settings: Settings, rounds: int = 2) -> dict[str, Any]:
+    """``fluoseg tune`` on the validation images with ``rounds`` grid refinements (cached in the run's decoding.json)."""
     from fluoseg.run import RunDir
 
     run = RunDir.open(settings.work / RECIPE.name / "run")
@@ -96,7 +96,7 @@ def tune(settings: Settings) -> dict[str, Any]:
     record = run.decoding(member)
     if record is None:
         log("tuning the decoding on the validation images (fluoseg tune)")
-        run_fluoseg(["tune", run.path, "--objective", "f1_mean", "--rounds", 2, "--quiet", "--device", settings.device],
+        run_fluoseg(["tune", run.path, "--objective", "f1_mean", "--rounds", rounds, "--quiet", "--device", settings.device],
                     settings.work / "tune.log", threads=settings.threads)
         record = run.decoding(member)
     log(f"tuned decoding: {record['parameters']} (validation {record.get('objective')} {record.get('value')})")
