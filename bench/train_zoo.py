@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import peers_report
+import zoo_loso
 
 from _common import (
     DSB2018,
@@ -400,6 +401,10 @@ busy the 2-core machine was (other jobs slow it down).
 |---|---:|---:|---:|---:|---:|
 {speeds}
 
+## Leave one source out
+
+{loso_section()}
+
 ## `--diameter auto`, chosen on the validation images
 
 `bench/zoo_auto_diameter.py` (`zoo_auto_diameter.csv`; seconds on a shared machine):
@@ -412,6 +417,20 @@ busy the 2-core machine was (other jobs slow it down).
 |---:|---:|---:|
 {curve}
 """
+
+
+def loso_section() -> str:
+    """The leave-one-source-out tables of ``zoo_loso.csv`` (``bench/zoo_loso.py``), or how to get them."""
+    rows = read_rows(RESULTS / zoo_loso.SCORES_CSV) if (RESULTS / zoo_loso.SCORES_CSV).is_file() else []
+    if not rows:
+        return ("Not run yet: `nohup nice -n 19 .venv/bin/python bench/zoo_loso.py --seeds 0,1,2 > "
+                "bench/work/zoo_loso.log 2>&1 &` (about 85 min per seed at 1 thread), then `bench/train_zoo.py "
+                f"--report`. The source groups are already in `{zoo_loso.GROUPS_CSV}`.")
+    body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
+                     for line in zoo_loso.results_lines(rows))
+    return (f"From `{zoo_loso.SCORES_CSV}` (`bench/zoo_loso.py`; groups, set-up and networks in "
+            f"`{zoo_loso.REPORT_MD}`): the recipe of this model on a short schedule, trained without one source "
+            f"group and scored on it, against the same recipe trained on every group.\n\n{body}")
 
 
 def nuclei_range() -> str:

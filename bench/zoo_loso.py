@@ -438,20 +438,38 @@ def _header(column: str) -> str:
     return next(h for h, c, _, _ in METRICS if c == column)
 
 
-def render(rows: Rows, groups: Rows, *, smoke: bool) -> str:
-    """``zoo_loso.md`` from the rows of ``zoo_loso.csv`` and ``zoo_loso_groups.csv``."""
+def results_lines(rows: Rows) -> list[str]:
+    """The scores table and the held-out − seen drop with its statistics (also shown in ``zoo.md``)."""
     present = [g for g in GROUPS if any(r["group"] == g for r in rows)]
     tests = loso_tests(rows, present)
-    seeds = sorted({r["seed"] for r in rows if r["model"] == HELD_OUT}, key=lambda s: (len(s), s))
-    trained = next((r for r in rows if r["model"] == HELD_OUT), None)
-    budget = (f"{trained['epochs']} epochs x {trained['steps_per_epoch']} steps, batch 4 of 256x256, "
-              f"{trained['threads']} thread(s)" if trained else "–")
+    seeds = _seeds(rows)
     claims = (f"{len(seeds)} seed(s): **no significance claims** (an effect needs ≥ {MIN_REPLICATES} independently "
               "trained networks per group); the Δ columns only describe these networks (mean ± sd of the per-seed "
               "differences where there are two)."
               if len(seeds) < MIN_REPLICATES else
               f"{len(seeds)} seeds: paired t-test over seeds per group and metric, Holm's correction over all "
               f"{len(tests)} tests of this report; a verdict follows the Holm-adjusted p (α = 0.05), n beside it.")
+    lines = ["## Scores", "", *scores_section(rows, present), "",
+             "## Drop when the source was never seen (held-out − seen, same images: the group's val+test)", "",
+             claims, "", *drop_section(rows, present, tests, len(seeds)), ""]
+    if len(seeds) >= MIN_REPLICATES:
+        lines += ["| comparison | mean difference | n | p | p (Holm) | significance | per-seed differences |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {t.question} | {t.cell()} | {', '.join(f'{d:+.3f}' for d in t.differences)} |"
+                  for t in tests.values()]
+        lines.append("")
+    return lines
+
+
+def _seeds(rows: Rows) -> list[str]:
+    return sorted({r["seed"] for r in rows if r["model"] == HELD_OUT}, key=lambda s: (len(s), s))
+
+
+def render(rows: Rows, groups: Rows, *, smoke: bool) -> str:
+    """``zoo_loso.md`` from the rows of ``zoo_loso.csv`` and ``zoo_loso_groups.csv``."""
+    trained = next((r for r in rows if r["model"] == HELD_OUT), None)
+    budget = (f"{trained['epochs']} epochs x {trained['steps_per_epoch']} steps, batch 4 of 256x256, "
+              f"{trained['threads']} thread(s)" if trained else "–")
     lines = [
         "# Leave-one-source-out check of the `nuclei` recipe (issue 12)",
         "",
@@ -485,23 +503,8 @@ def render(rows: Rows, groups: Rows, *, smoke: bool) -> str:
         "the in-distribution reference, trained far longer, so not a paired comparison.",
         "- Scores pooled over the images of a row (TP/FP/FN summed); mean ± sd over seeds where there are several.",
         "",
-        "## Scores",
-        "",
-        *scores_section(rows, present),
-        "",
-        "## Drop when the source was never seen (held-out − seen, same images: the group's val+test)",
-        "",
-        claims,
-        "",
-        *drop_section(rows, present, tests, len(seeds)),
-        "",
+        *results_lines(rows),
     ]
-    if len(seeds) >= MIN_REPLICATES:
-        lines += ["| comparison | mean difference | n | p | p (Holm) | significance | per-seed differences |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {t.question} | {t.cell()} | {', '.join(f'{d:+.3f}' for d in t.differences)} |"
-                  for t in tests.values()]
-        lines.append("")
     lines += ["## Networks", "", *networks_section(rows), "",
               "## Reproduce", "", "```bash",
               "nohup nice -n 19 .venv/bin/python bench/zoo_loso.py --seeds 0,1,2 > bench/work/zoo_loso.log 2>&1 &",
