@@ -37,8 +37,19 @@ def stars(p_value: float) -> str:
     return "n.s."
 
 
+class _Starred:
+    """Star notation of a result's ``p_value`` (shared by the test results below)."""
+
+    p_value: float
+
+    @property
+    def significance(self) -> str:
+        """Star notation of the p-value."""
+        return stars(self.p_value)
+
+
 @dataclass(frozen=True)
-class PairedComparison:
+class PairedComparison(_Starred):
     """Result of a paired comparison of a method against a reference.
 
     Attributes
@@ -57,11 +68,6 @@ class PairedComparison:
     median_difference: float
     statistic: float
     p_value: float
-
-    @property
-    def significance(self) -> str:
-        """Star notation of the p-value."""
-        return stars(self.p_value)
 
 
 def paired_wilcoxon(method: Sequence[float], reference: Sequence[float]) -> PairedComparison:
@@ -119,7 +125,7 @@ def paired_t_test(method: Sequence[float], reference: Sequence[float]) -> Paired
 
 
 @dataclass(frozen=True)
-class UnpairedComparison:
+class UnpairedComparison(_Starred):
     """Result of Welch's t-test of two independent groups (``method`` vs ``reference``).
 
     Attributes
@@ -139,11 +145,6 @@ class UnpairedComparison:
     statistic: float
     df: float
     p_value: float
-
-    @property
-    def significance(self) -> str:
-        """Star notation of the p-value."""
-        return stars(self.p_value)
 
 
 def welch_t_test(method: Sequence[float], reference: Sequence[float]) -> UnpairedComparison:
