@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fluoseg.errors import FluosegError
-from fluoseg.infer import Segmenter
+from fluoseg.infer import PredictOptions, Segmenter
 from fluoseg.predictor import make_batch_predictor
 from fluoseg.markers import ChannelFeed, MarkerSelection
 from fluoseg.models import build_model
@@ -28,6 +28,26 @@ def test_batch_predictor_runs_channels_last_with_the_same_outputs():
     with torch.inference_mode():
         expected = torch.softmax(reference(torch.from_numpy(batch), torch.ones(2, 2)), 1).numpy()
     np.testing.assert_allclose(predict(batch), expected, atol=1e-5)
+
+
+def test_batch_predictor_in_bfloat16_stays_close_to_float32_and_returns_float32():
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=2, out_channels=3, depth=2, base_filters=8, padding="same").eval()
+    batch = np.random.default_rng(0).normal(size=(2, 2, 48, 48)).astype(np.float32)
+    softmax = lambda logits: torch.softmax(logits, 1)  # noqa: E731
+    full = make_batch_predictor(copy.deepcopy(model), np.ones(2, np.float32), softmax)(batch)
+    reduced = make_batch_predictor(model, np.ones(2, np.float32), softmax, precision="bfloat16")(batch)
+    assert reduced.dtype == np.float32
+    difference = np.abs(reduced - full)
+    # bfloat16 keeps 8 significant bits: the probabilities move (so bfloat16 really ran) but little
+    assert 1e-4 < difference.max() < 0.05, difference.max()
+    with pytest.raises(FluosegError, match="float32 or bfloat16"):
+        make_batch_predictor(model, np.ones(2, np.float32), softmax, precision="auto")
+
+
+def test_predict_options_refuse_an_unknown_precision():
+    with pytest.raises(FluosegError, match="unknown precision 'half'"):
+        PredictOptions(precision="half")
 
 
 class _FragmentingSegmenter(Segmenter):

@@ -27,7 +27,7 @@ from fluoseg.bioimage.package import is_package, load_checkpoints
 from fluoseg.data.blank import BLANK_SNR, is_blank
 from fluoseg.data.normalize import compute_stats, normalize
 from fluoseg.data.resample import resample_image, resample_to_shape, scale_factors
-from fluoseg.device import resolve_device
+from fluoseg.device import check_precision, resolve_device, resolve_precision
 from fluoseg.errors import FluosegError
 from fluoseg.instance.scale import estimate_diameter_from_labels, scale_factor
 from fluoseg.instance.stitch3d import stitch_slices
@@ -87,6 +87,10 @@ class PredictOptions:
         Instance models: an image whose brightest spot stands less than this many noise
         standard deviations above its background (:func:`fluoseg.data.blank.signal_to_noise`)
         is an empty field and gets no objects; 0 turns the check off.
+    precision
+        Arithmetic of the network: ``float32`` (default), ``bfloat16`` or ``auto`` (bfloat16
+        where the device computes it natively; :data:`fluoseg.device.PRECISIONS`). Decoding
+        always runs in float32.
     progress
         Show a progress bar over tiles.
     source
@@ -101,6 +105,7 @@ class PredictOptions:
     diameter: float | str | None = "auto"
     stitch_threshold: float = 0.25
     blank_snr: float = BLANK_SNR
+    precision: str = "float32"
     progress: bool = False
     source: str | None = None
 
@@ -120,6 +125,7 @@ class PredictOptions:
                                f"got {self.stitch_threshold!r}")
         if isinstance(self.blank_snr, bool) or not (np.isfinite(self.blank_snr) and self.blank_snr >= 0):
             raise FluosegError(f"the blank-field threshold must be a number >= 0 (0: no check), got {self.blank_snr!r}")
+        check_precision(self.precision)
         if self.diameter is None:
             set_(self, "diameter", "off")
         if self.diameter not in ("auto", "off"):
@@ -304,7 +310,8 @@ class Segmenter:
             parts.append(MemberPass(
                 model=member.model, task=member.task, geometry=self.tile_geometry(member, options.tile_size),
                 transform=Normaliser(stats, prep.normalization, selection, options.source),
-                symmetries=tuple(options.tta), batch_size=options.batch_size, member_markers=member.panel.names))
+                symmetries=tuple(options.tta), batch_size=options.batch_size, member_markers=member.panel.names,
+                precision=resolve_precision(options.precision, next(member.model.parameters()).device)))
         return NetworkPass(members=tuple(parts), shape=tuple(int(s) for s in image.shape))
 
     def _refuse_detector(self, options: PredictOptions) -> None:

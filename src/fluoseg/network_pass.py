@@ -64,6 +64,7 @@ class MemberPass:
     symmetries: tuple[int, ...]
     batch_size: int
     member_markers: tuple[str, ...]
+    precision: str = "float32"
 
     @property
     def channels(self) -> int:
@@ -75,7 +76,7 @@ class MemberPass:
         selection = self.transform.selection
         ids = marker_rows(self.member_markers, selection.used) if isinstance(selection, ChannelFeed) else None
         return make_batch_predictor(self.model, selection.availability, self.task.activate, self.symmetries,
-                                    marker_ids=ids)
+                                    marker_ids=ids, precision=self.precision)
 
 
 class _ChannelWindow:

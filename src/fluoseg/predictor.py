@@ -56,8 +56,8 @@ def symmetries(tta: bool | Sequence[int]) -> tuple[int, ...]:
 
 
 def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: Activation,
-                         symmetry_indices: tuple[int, ...] = (0,), *, marker_ids: Sequence[int] | None = None
-                         ) -> Callable[[np.ndarray], np.ndarray]:
+                         symmetry_indices: tuple[int, ...] = (0,), *, marker_ids: Sequence[int] | None = None,
+                         precision: str = "float32") -> Callable[[np.ndarray], np.ndarray]:
     """A numpy-in, numpy-out function: the model's activated outputs of a batch of tiles.
 
     Parameters
@@ -76,7 +76,19 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: A
     marker_ids
         ``(C,)`` integer embedding rows of the tiles' channels, for a model that takes
         channels by marker (a channel-invariant front end); ``None`` (default): marker slots.
+    precision
+        ``float32`` (default) or ``bfloat16``: the network runs under torch's autocast, so
+        convolutions and matrix products compute in bfloat16; the logits are activated and
+        averaged in float32 (see :func:`fluoseg.device.resolve_precision` for ``auto``).
+
+    Raises
+    ------
+    FluosegError
+        For a precision other than ``float32`` or ``bfloat16``.
     """
+    if precision not in ("float32", "bfloat16"):
+        raise FluosegError(f"the batch predictor computes in float32 or bfloat16, got {precision!r}")
+    reduced = precision == "bfloat16"
     device = next(model.parameters()).device
     available = torch.as_tensor(availability, dtype=torch.float32, device=device)
     rows = None if marker_ids is None else torch.as_tensor(marker_ids, dtype=torch.long, device=device)
@@ -93,7 +105,9 @@ def make_batch_predictor(model: nn.Module, availability: np.ndarray, activate: A
             total = None
             for index in symmetry_indices:
                 view = dihedral(x, index).contiguous(memory_format=torch.channels_last)
-                out = inverse_dihedral(activate(model(view, vector, **extra)), index)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=reduced):
+                    logits = model(view, vector, **extra)
+                out = inverse_dihedral(activate(logits.float()), index)
                 total = out if total is None else total + out
             return (total / len(symmetry_indices)).float().cpu().numpy()
 

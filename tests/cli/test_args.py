@@ -42,6 +42,7 @@ def test_numbers_and_names():
     ["predict", "run", "img.tif", "--out", "o", "--tta", "foo"],
     ["predict", "run", "img.tif", "--out", "o", "--tile-size", "-5"],
     ["predict", "run", "img.tif", "--out", "o", "--batch-size", "0"],
+    ["predict", "run", "img.tif", "--out", "o", "--precision", "fp8"],
     ["crossval", "a.yaml", "--folds", "2", "--out", "o", "--train-sizes", "1,ten"],
     ["train", "c.yaml", "--out", "o", "--epochs", "0"],
     ["experiment", "crossval", "c.yaml", "--out", "o", "--folds", "zero"],

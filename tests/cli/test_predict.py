@@ -122,3 +122,20 @@ def test_channel_invariant_run_predicts_with_a_marker_it_never_saw(tiny_dataset,
         err = capsys.readouterr().err.strip()
         assert "unknown marker 'E-cadherin'" in err and fix in err and len(err.splitlines()) == 1
         assert not (refused / "stained.tif").exists()
+
+
+def test_the_shipped_model_labels_the_same_nuclei_in_bfloat16(tmp_path):
+    from fluoseg.data.samples import sample_paths
+    from fluoseg.metrics.instance import instance_rows
+    from fluoseg.metrics.semantic import ALL_IMAGES
+
+    image = sample_paths()[0][0]
+    for precision in ("float32", "bfloat16"):
+        assert run_cli("predict", "nuclei", image, "--out", tmp_path / precision, "--quiet", "--device", "cpu",
+                       "--precision", precision) == 0
+    full, reduced = (read_labels(tmp_path / p / f"{image.stem}.tif") for p in ("float32", "bfloat16"))
+    assert full.max() > 5
+    rows = instance_rows([(image.stem, reduced, full)])
+    agreement = next(r["value"] for r in rows if r["image"] == ALL_IMAGES and r["metric"] == "f1"
+                     and r["threshold"] == 0.5)
+    assert agreement > 0.95, agreement  # the same nuclei, up to a few on the decision boundary

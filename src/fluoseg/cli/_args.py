@@ -138,6 +138,14 @@ def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
                         help="where the network runs (auto: a CUDA GPU when present)")
 
 
+def add_precision(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    from fluoseg.device import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="arithmetic of the network: float32 (default), bfloat16 (faster on GPUs and on CPUs with "
+                        "AMX or AVX-512 BF16, slower elsewhere), or auto (bfloat16 where the device has it natively)")
+
+
 def add_threads(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--threads", type=positive_int, help="CPU threads for the network (default: torch's choice)")
 

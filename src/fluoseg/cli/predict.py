@@ -102,6 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "symmetry indices (e.g. --tta 0,4)")
     execution.add_argument("--checkpoint", choices=("best", "last"), default="best",
                            help="which checkpoint of the run to use (default best)")
+    _args.add_precision(execution)
     _args.add_threads(execution)
     _args.add_device(execution)
     _args.add_verbosity(execution)
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr,
-        stitch_threshold=args.stitch_threshold)
+        stitch_threshold=args.stitch_threshold, precision=args.precision)
     check_inputs(segmenter, images, options, channel_names=args.channel_names, axes=args.axes, aliases=aliases)
     if uncertainty is not None:
         check_uncertainty(segmenter, uncertainty)

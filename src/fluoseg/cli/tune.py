@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="predict with test-time augmentation, as predict --tta would")
     execution = p.add_argument_group("execution")
     _args.add_tiles(execution)
+    _args.add_precision(execution)
     _args.add_threads(execution)
     _args.add_device(execution)
     _args.add_verbosity(execution)
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from fluoseg.tuning import tune_run
 
     set_threads(args.threads)
-    options = PredictOptions(tile_size=args.tile_size, batch_size=args.batch_size, tta=args.tta)
+    options = PredictOptions(tile_size=args.tile_size, batch_size=args.batch_size, tta=args.tta,
+                             precision=args.precision)
     with OutputLock(args.run_dir, what="run folder"):
         tune_run(args.run_dir, objective=args.objective, samples=args.samples, manifest=args.data, options=options,
                  rounds=args.rounds, device=args.device)
