@@ -11,8 +11,10 @@ Methods (all the MS-ME U-Net, scaled down; see ``--depth``/``--base-filters``):
 * ``UB``     upper bound: one Marker-Zero U-Net per marker combination, trained on that
              combination only, with as many training batches as the other methods (a subset
              of the 31 combinations; see ``--ub-*``);
-* ``MS-ME-4x`` the MS-ME network trained with 4x the batches (issue 11, item 3: does longer
-             training close the gap between MS-ME and UB?); compared with UB only.
+* ``MS-ME-4x`` the MS-ME network trained with 4x the batches, and ``UB-4x`` the UB networks
+             trained with 4x the batches (issue 11, item 3: does longer training close the gap
+             between MS-ME and UB?); MS-ME-4x is compared with UB-4x (equal steps) and with UB
+             (equal total compute: one network against UB's four per fold), never with MS.
 
 Every method is trained with 4-fold cross-validation by sample (``kfold_splits``, seed 0: 5
 training, 1 validation and 2 test samples per fold, every sample once in test, the same
@@ -25,8 +27,9 @@ trained network, a (fold, seed). Per network and class, F1 is pooled over the fo
 samples per combination and averaged over the combinations; methods are compared by paired
 t-tests over the networks they share, against MS on all combinations and against UB on the
 combinations UB was trained for, per class and for both classes, with Holm's correction
-over every test of the report and n beside every star. MS-ME − UB is also tabled per trained
-combination with every network's value (issue 11, item 3).
+over every test of the report and n beside every star. MS-ME − UB, MS-ME-4x − UB and
+MS-ME-4x − UB-4x are also tabled per trained combination with every network's value (issue 11,
+item 3).
 
 Outputs: ``bench/results/marker_combinations_units.csv`` (one row per network, combination
 and class: method, fold, seed, combination, markers, class, tp, fp, fn, f1, batches), the
@@ -43,15 +46,14 @@ patches of ``--patch`` px (UB: ``--ub-epochs``, by default ``--epochs``). The es
 printed at start is measured on this machine.
 
 Full run and its duration: one seed, 5 methods x 4 folds x 250 batches, UB 4
-combinations x 4 folds x 250 batches and MS-ME-4x 4 folds x 1000 batches (~10 min each, about
-40 min in all). The run of 2026-11-21 (same sizing, UB at 100
-batches) took 77 min on 2 cores at 1 thread; its UB networks took 36 s each, the other
-networks 119-258 s for 250 batches, so the 16 UB networks at 250 batches (90-150 s each)
-add 15-30 min: expect 2-2.5 h (``--estimate`` measures it on the machine at hand). Each
-further seed adds as much again.
+combinations x 4 folds x 250 batches, MS-ME-4x 4 folds x 1000 batches and UB-4x 4
+combinations x 4 folds x 1000 batches. The run of 2026-12-02 (all but UB-4x) took 132 min of
+work at 1 thread on 2 cores shared by two such processes: 107 s per UB network, 131-198 s per
+other network, 614 s per MS-ME-4x network; UB-4x adds 16 networks of ~430 s (about 2 h).
+``--estimate`` measures it on the machine at hand. Each further seed adds as much again.
 
 Everything is resumable: ``bench/work/marker_combinations/seed<s>/`` holds one folder per
-(method, fold) (``<METHOD>/fold<k>/``, and ``UB/fold<k>/<combination>/``); finished
+(method, fold) (``<METHOD>/fold<k>/``, and ``UB/fold<k>/<combination>/``, likewise UB-4x); finished
 trainings and evaluations are skipped, an interrupted training resumes from its last
 epoch. The per-unit CSV is rebuilt from every finished unit of the work folder. CI never
 runs this script.
@@ -61,7 +63,7 @@ Usage::
     PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --smoke       # end-to-end check, ~2 min
     PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --estimate    # measure, print the estimate, stop
     nohup env OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/marker_combinations.py \\
-        > bench/work/marker_combinations.log 2>&1 &                             # the full run, 1.5-2 h
+        > bench/work/marker_combinations.log 2>&1 &                             # the full run, ~4 h
     PYTHONPATH=src .venv/bin/python bench/marker_combinations.py --report      # report + README block from the CSV
 """
 
@@ -100,9 +102,8 @@ from _common import (
     write_rows,
     write_text,
 )
-from marker_combinations_report import LONGER, LONGER_FACTOR
+from marker_combinations_report import LONGER, LONGER_FACTOR, LONGER_UB, METHODS, UPPER_BOUNDS
 
-METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB", LONGER)
 # Upper-bound subset: the artery marker alone, the paper's poor m_15 (its Fig. 3h), a good pair, all five.
 UB_COMBINATIONS = "m_4,m_15,m_24,m_12345"
 # Measured ratio of a real training step (patch sampling, augmentation, per-epoch validation
@@ -217,15 +218,14 @@ def prepare_data(args: argparse.Namespace) -> Path:
 # ---- configurations --------------------------------------------------------------------------
 
 def network_of(method: str) -> str:
-    """The method whose network a method trains: UB the MZ network, the longer arm the MS-ME network."""
-    return {"UB": "MZ", LONGER: "MS-ME"}.get(method, method)
+    """The method whose network a method trains: UB and UB-4x the MZ network, MS-ME-4x the MS-ME network."""
+    return {"UB": "MZ", LONGER_UB: "MZ", LONGER: "MS-ME"}.get(method, method)
 
 
 def epochs_of(method: str, args: argparse.Namespace) -> int:
-    """Training epochs of a method's networks (UB: ``--ub-epochs``; the longer arm LONGER_FACTOR x ``--epochs``)."""
-    if method == "UB":
-        return args.ub_epochs
-    return args.epochs * (LONGER_FACTOR if method == LONGER else 1)
+    """Training epochs of a method's networks (UB: ``--ub-epochs``; the longer arms LONGER_FACTOR x as many)."""
+    epochs = args.ub_epochs if method in UPPER_BOUNDS else args.epochs
+    return epochs * (LONGER_FACTOR if method in (LONGER, LONGER_UB) else 1)
 
 
 def model_section(method: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -366,12 +366,12 @@ def estimate(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[
     for method in args.methods:
         p = profiles[method]
         tiles = tiles_per_image(args, method, shape) * p["infer_s_per_tile"]
-        if method == "UB":
-            plans = plan_upper_bound(method_config("UB", args, manifest), folds=args.folds, **ub_selection(args))
+        if method in UPPER_BOUNDS:
+            plans = plan_upper_bound(method_config(method, args, manifest), folds=args.folds, **ub_selection(args))
             pending = [1 for seed in args.seeds for plan in plans for g in plan.chosen
-                       if not (seed_work(args, seed) / "UB" / f"fold{plan.fold}" / data_code(data, g)
+                       if not (seed_work(args, seed) / method / f"fold{plan.fold}" / data_code(data, g)
                                / "combinations.csv").is_file()]
-            per_unit = args.ub_epochs * (args.steps * p["train_s_per_batch"] + tiles) + n_test * tiles
+            per_unit = epochs_of(method, args) * (args.steps * p["train_s_per_batch"] + tiles) + n_test * tiles
         else:
             pending = [1 for seed in args.seeds for k in range(args.folds)
                        if not (seed_work(args, seed) / method / f"fold{k}" / "combinations.csv").is_file()]
@@ -406,9 +406,10 @@ def run_methods(args: argparse.Namespace, manifest: Path) -> None:
             started = time.perf_counter()
             log(f"== seed {seed} {method}")
             config = method_config(method, args, manifest, seed)
-            if method == "UB":
-                run_upper_bound(config, work / "UB", folds=args.folds, epochs=args.ub_epochs, tile_size=args.tile,
-                                progress=not args.quiet, log=lambda m: log(f"UB {m}"), **ub_selection(args))
+            if method in UPPER_BOUNDS:
+                run_upper_bound(config, work / method, folds=args.folds, epochs=epochs_of(method, args),
+                                method=method, tile_size=args.tile, progress=not args.quiet,
+                                log=lambda m, method=method: log(f"{method} {m}"), **ub_selection(args))
             else:
                 run_crossval({method: config}, work, CombinationScorer(method=method, tile_size=args.tile),
                              folds=args.folds, seed=config.data.split.seed, progress=not args.quiet, log=log)
@@ -429,9 +430,9 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
     classes: dict[str, int] = {}  # in the order of the evaluation (the manifest's)
     for seed in args.seeds:
         work = seed_work(args, seed)
-        paths = [p for method in METHODS if method != "UB"
-                 for p in sorted((work / method).glob(f"fold*/{CombinationScorer.RESULTS}"))]
-        paths += sorted((work / "UB").glob(f"fold*/*/{CombinationScorer.RESULTS}"))
+        paths = [p for method in METHODS
+                 for p in sorted((work / method).glob(f"fold*/{'*/' if method in UPPER_BOUNDS else ''}"
+                                                      f"{CombinationScorer.RESULTS}"))]
         for path in paths:
             train = read_json(path.parent / "run" / "trained.json")["config"]["train"]
             for row in pool_samples(read_results(path)):
@@ -446,7 +447,7 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def wall_times(args: argparse.Namespace, method: str) -> list[float]:
     """Training wall seconds of each finished network of a method (from the runs' ``trained.json``)."""
-    pattern = "fold*/*/run/trained.json" if method == "UB" else "fold*/run/trained.json"
+    pattern = "fold*/*/run/trained.json" if method in UPPER_BOUNDS else "fold*/run/trained.json"
     records = [p for seed in args.seeds for p in (seed_work(args, seed) / method).glob(pattern)]
     return [seconds for seconds in (read_json(p).get("seconds") for p in records) if seconds]
 
@@ -464,7 +465,7 @@ def run_record(args: argparse.Namespace, manifest: Path, profiles: dict[str, dic
     cost = []
     for method in [m for m in METHODS if m in profiles]:
         walls = wall_times(args, method)
-        models = len({(r["seed"], r["fold"], r["combination"] if method == "UB" else "")
+        models = len({(r["seed"], r["fold"], r["combination"] if method in UPPER_BOUNDS else "")
                       for r in units if r["method"] == method})
         cost.append({**{k: profiles[method][k] for k in ("parameters", "train_s_per_batch", "infer_s_per_tile",
                                                          "peak_rss_mib", "baseline_rss_mib")},

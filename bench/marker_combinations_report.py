@@ -30,12 +30,18 @@ from _common import Test, adjust_holm, mean_sd, paired_test
 UNIT_FIELDS = ("method", "fold", "seed", "combination", "markers", "class", "tp", "fp", "fn", "f1", "batches")
 """Columns of the per-unit CSV, in file order."""
 
-METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB", "MS-ME-4x")
+METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB", "MS-ME-4x", "UB-4x")
 REFERENCE = "MS"
 UPPER_BOUND = "UB"
 FOCUS = "MS-ME"
-LONGER = "MS-ME-4x"   # the MS-ME network trained 4x the batches: does longer training close the gap to UB?
+# Issue 11, item 3: does longer training close the MS-ME-UB gap? Both trained with 4x the batches:
+# MS-ME-4x against UB-4x is the equal-steps comparison at the longer schedule; MS-ME-4x against
+# UB compares equal total compute (one network against UB's four networks of a fold).
+LONGER = "MS-ME-4x"
+LONGER_UB = "UB-4x"
 LONGER_FACTOR = 4
+UPPER_BOUNDS = (UPPER_BOUND, LONGER_UB)
+"""Methods whose networks are trained one per combination (their rows cover only those combinations)."""
 BOTH = "both"
 README_BEGIN = "<!-- markers:begin (bench/marker_combinations.py --report) -->"
 README_END = "<!-- markers:end -->"
@@ -43,7 +49,7 @@ UNITS_CSV = "bench/results/marker_combinations_units.csv"
 OLD_SUMMARY = "bench/results/marker_combinations_2026-11-21_summary.csv"
 FULL_RUN = ("nohup env OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/marker_combinations.py "
             "> bench/work/marker_combinations.log 2>&1 &")
-FULL_RUN_TIME = "1.5-2 h on 2 cores at 1 thread"
+FULL_RUN_TIME = "about 4 h on 2 cores at 1 thread"
 
 Rows = list[dict[str, Any]]
 Network = tuple[int, int]  # (fold, seed): one independently trained network per method
@@ -92,10 +98,10 @@ def _network_label(network: Network, seeds: int) -> str:
 # ---- per-network values --------------------------------------------------------------------------
 
 def upper_bound_combinations(rows: Rows) -> dict[Network, set[str]]:
-    """The combinations UB was trained for, per (fold, seed)."""
+    """The combinations UB (or UB-4x: the same plan) was trained for, per (fold, seed)."""
     trained: dict[Network, set[str]] = {}
     for r in rows:
-        if r["method"] == UPPER_BOUND:
+        if r["method"] in UPPER_BOUNDS:
             trained.setdefault(_network(r), set()).add(r["combination"])
     return trained
 
@@ -133,23 +139,29 @@ def comparisons(rows: Rows) -> list[Test]:
     """Every paired test of the report, Holm-adjusted together.
 
     Part ``MS``: F1(method) − F1(MS) over all combinations; part ``UB``: F1(method) − F1(UB)
-    on the combinations UB was trained for (per network); per class and for both classes.
+    on the combinations UB was trained for (per network); part ``UB-4x``: MS-ME-4x − UB-4x
+    on those combinations (equal steps at the longer schedule); per class and for both classes.
     """
     methods, classes = _methods(rows), _classes(rows)
     trained = upper_bound_combinations(rows)
     tests: list[Test] = []
     if REFERENCE in methods:
-        for method in [m for m in methods if m not in (REFERENCE, UPPER_BOUND, LONGER)]:
+        for method in [m for m in methods if m not in (REFERENCE, LONGER, *UPPER_BOUNDS)]:
             for label, chosen in _class_sets(classes):
                 tests.append(paired_test(REFERENCE, f"{method} − {REFERENCE}, {label}",
                                          network_scores(rows, method, chosen),
                                          network_scores(rows, REFERENCE, chosen)))
     if UPPER_BOUND in methods:
-        for method in [m for m in methods if m != UPPER_BOUND]:
+        for method in [m for m in methods if m not in UPPER_BOUNDS]:
             for label, chosen in _class_sets(classes):
                 tests.append(paired_test(UPPER_BOUND, f"{method} − {UPPER_BOUND}, {label} (UB's combinations)",
                                          network_scores(rows, method, chosen, trained),
                                          network_scores(rows, UPPER_BOUND, chosen, trained)))
+    if LONGER in methods and LONGER_UB in methods:
+        for label, chosen in _class_sets(classes):
+            tests.append(paired_test(LONGER_UB, f"{LONGER} − {LONGER_UB}, {label} (UB's combinations)",
+                                     network_scores(rows, LONGER, chosen, trained),
+                                     network_scores(rows, LONGER_UB, chosen, trained)))
     adjust_holm(tests)
     return tests
 
@@ -179,7 +191,7 @@ def means_lines(rows: Rows) -> list[str]:
     for method in methods:
         cells = [f"{mean_sd(list(v.values()))} (n={len(v)})"
                  for v in (network_scores(rows, method, [c]) for c in classes)]
-        if method == UPPER_BOUND:
+        if method in UPPER_BOUNDS:
             cells = ["–"] * len(classes)
         cells += [f"{mean_sd(list(v.values()))} (n={len(v)})" if v else "–"
                   for v in (network_scores(rows, method, [c], trained) for c in classes)]
@@ -197,39 +209,50 @@ def tests_lines(tests: Sequence[Test], part: str, title: str, text: str) -> list
     return lines + [""]
 
 
-def focus_lines(rows: Rows, method: str = FOCUS) -> list[str]:
-    """Issue 11, item 3: MS-ME (or its longer-trained arm) − UB per combination UB was trained for, every network."""
+FOCUS_PAIRS = ((FOCUS, UPPER_BOUND), (LONGER, UPPER_BOUND), (LONGER, LONGER_UB))
+"""(method, upper bound) pairs compared per trained combination: equal steps, equal total compute,
+equal steps at the longer schedule."""
+
+
+def steps_text(rows: Rows, method: str, reference: str) -> str:
+    """What a (method, upper bound) pair holds equal, from the batches the networks recorded."""
+    steps_method, steps_reference = batches(rows, method), batches(rows, reference)
+    counts = (f"Training batches: {method} {', '.join(map(str, steps_method))}, {reference} "
+              f"{', '.join(map(str, steps_reference))} per network")
+    if steps_method == steps_reference:
+        longer = f", both {LONGER_FACTOR}x the schedule of MS-ME and UB" if reference == LONGER_UB else ""
+        return f"The paper's central claim is that they are equal. {counts}: **equal steps**{longer}."
+    sizes = {len(codes) for codes in upper_bound_combinations(rows).values()}
+    per_fold = sizes.pop() if len(sizes) == 1 else 0  # UB networks per fold
+    if len(steps_method) == 1 and len(steps_reference) == 1 and steps_method[0] == per_fold * steps_reference[0]:
+        return (f"{counts}: one {method} network for all 31 combinations against {per_fold} {reference} networks "
+                f"per fold, so **equal total training compute** (not equal steps per network).")
+    return f"{counts}: **UNEQUAL steps: this table does not test the claim**."
+
+
+def focus_lines(rows: Rows, method: str = FOCUS, reference: str = UPPER_BOUND) -> list[str]:
+    """Issue 11, item 3: ``method`` − ``reference`` (an upper bound) per combination it was trained for, every network."""
     trained = upper_bound_combinations(rows)
     methods, classes = _methods(rows), _classes(rows)
-    title = f"## {method} − {UPPER_BOUND} per trained combination"
-    if method not in methods or UPPER_BOUND not in methods:
-        return [title, "", f"_Needs {method} and {UPPER_BOUND} results._", ""]
-    steps_focus, steps_ub = batches(rows, method), batches(rows, UPPER_BOUND)
-    equal = steps_focus == steps_ub
+    title = f"## {method} − {reference} per trained combination"
+    if method not in methods or reference not in methods:
+        return [title, "", f"_Needs {method} and {reference} results._", ""]
     networks = sorted(set(network_scores(rows, method, classes)) & set(trained))
     seeds = len({s for _, s in networks})
     markers = {r["combination"]: r["markers"] for r in rows}
     codes = sorted(set().union(*trained.values()), key=_code_key) if trained else []
-    if method == LONGER:
-        steps_text = (f"{method} is the MS-ME network trained with {LONGER_FACTOR}x the batches "
-                      f"({', '.join(map(str, steps_focus))} against UB's {', '.join(map(str, steps_ub))} per network, "
-                      "and one network for all 31 combinations against one per combination): does longer training "
-                      "close the gap?")
-    else:
-        steps_text = (f"The paper's central claim is that they are equal. Training batches: {method} "
-                      f"{', '.join(map(str, steps_focus))}, UB {', '.join(map(str, steps_ub))} per network: "
-                      + ("**equal steps**." if equal else "**UNEQUAL steps: this table does not test the claim**."))
     lines = [title, "",
-             f"F1({method}) − F1({UPPER_BOUND}) of each network on each combination UB was trained for. {steps_text}"
-             " Descriptive (no test per combination; the tests over UB's combinations are in the table above); "
-             f"`{method} ≥ UB` counts the networks where the difference is ≥ 0.", "",
+             f"F1({method}) − F1({reference}) of each network on each combination {reference} was trained for. "
+             f"{steps_text(rows, method, reference)}"
+             " Descriptive (no test per combination; the tests over UB's combinations are in the tables above); "
+             f"`{method} ≥ {reference}` counts the networks where the difference is ≥ 0.", "",
              "| combination | markers | class | " + " | ".join(_network_label(n, seeds) for n in networks)
-             + f" | mean ± SD | {method} | UB | {method} ≥ UB |",
+             + f" | mean ± SD | {method} | {reference} | {method} ≥ {reference} |",
              "|---|---|---|" + "---:|" * (len(networks) + 4)]
     for code in codes:
         for label, chosen in _class_sets(classes):
             focus = combination_scores(rows, method, code, chosen)
-            ub = combination_scores(rows, UPPER_BOUND, code, chosen)
+            ub = combination_scores(rows, reference, code, chosen)
             shared = [n for n in networks if n in focus and n in ub]
             differences = {n: focus[n] - ub[n] for n in shared}
             cells = [_fmt(differences[n], "+.3f") if n in differences else "" for n in networks]
@@ -341,7 +364,14 @@ def render(rows: Rows, record: Mapping[str, Any] | None = None, *, source: str =
                          "Per network, mean F1 over all 31 combinations; `both` averages the two classes.")
     lines += tests_lines(tests, UPPER_BOUND,
                          f"Paired differences F1(method) − F1({UPPER_BOUND}), on UB's combinations", "Per network, mean F1 over the combinations UB was trained for on its fold.")
-    lines += focus_lines(rows) + (focus_lines(rows, LONGER) if LONGER in _methods(rows) else [])
+    if LONGER_UB in _methods(rows):
+        lines += tests_lines(tests, LONGER_UB, f"Paired differences F1({LONGER}) − F1({LONGER_UB}), on UB's combinations",
+                             f"Equal steps at the longer schedule ({LONGER_FACTOR}x): does the MS-ME − UB gap close "
+                             "with longer training?")
+    methods = _methods(rows)
+    for method, reference in FOCUS_PAIRS:
+        if method == FOCUS or (method in methods and reference in methods):
+            lines += focus_lines(rows, method, reference)
     lines += per_combination_lines(rows)
     lines += ["## Computational cost (cf. Supplementary Table 3)", ""] + cost_lines(record)
     lines += ["", "## Notes", ""] + NOTES
@@ -366,7 +396,7 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
              f"− {UPPER_BOUND} on UB's combinations, {BOTH} (p Holm, n) |", "|---|" + "---|" * (len(classes) + 2)]
     for method in methods:
         means = [mean_sd(list(network_scores(rows, method, [c],
-                                              upper_bound_combinations(rows) if method == UPPER_BOUND else None
+                                              upper_bound_combinations(rows) if method in UPPER_BOUNDS else None
                                               ).values())) for c in classes]
         cells = []
         for reference, suffix in ((REFERENCE, ""), (UPPER_BOUND, " (UB's combinations)")):
@@ -375,24 +405,25 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
                          f"{test.verdict('better', 'worse')}")
         lines.append(f"| {method} | " + " | ".join(means) + " | " + " | ".join(cells) + " |")
     trained = upper_bound_combinations(rows)
-    for method in (FOCUS, LONGER):
-        if method not in methods or UPPER_BOUND not in methods or not trained:
+    for method, reference in FOCUS_PAIRS:
+        if method not in methods or reference not in methods or not trained:
             continue
         codes = sorted(set().union(*trained.values()), key=_code_key)
         per_code = []
         for code in codes:
             focus = combination_scores(rows, method, code, classes)
-            ub = combination_scores(rows, UPPER_BOUND, code, classes)
+            ub = combination_scores(rows, reference, code, classes)
             shared = [n for n in focus if n in ub]
             per_code.append(f"{code} {mean_sd([focus[n] - ub[n] for n in shared], signed=True)}")
-        if method == LONGER:
-            steps = f"{LONGER_FACTOR}x the training steps of UB"
-        else:
-            steps = "equal training steps" if batches(rows, method) == batches(rows, UPPER_BOUND) else "UNEQUAL training steps"
-        lines += ["", f"{method} − UB per trained combination ({BOTH} classes, mean ± SD over networks, {steps}): "
-                  + "; ".join(per_code) + ". Per-network values in the report."]
+        holds = steps_text(rows, method, reference).split("**")[1]
+        holds += f" at {LONGER_FACTOR}x the schedule" if reference == LONGER_UB else ""
+        test = _test(tests, f"{method} − {reference}, {BOTH} (UB's combinations)")
+        verdict = ("" if test is None else f" Over these combinations: {test.mean_difference:+.3f} "
+                   f"(p Holm {test.p_holm:.2g}, n={test.n}): {test.verdict('better', 'worse')}.")
+        lines += ["", f"{method} − {reference} per trained combination ({BOTH} classes, mean ± SD over networks; "
+                  f"{holds}): " + "; ".join(per_code) + f".{verdict} Per-network values in the report."]
     if UPPER_BOUND in methods:
-        lines += ["", "UB's row shows its mean F1 on its own combinations only."]
+        lines += ["", "The UB rows show their mean F1 on their own combinations only."]
     return "\n".join(lines + [README_END]) + "\n"
 
 

@@ -179,41 +179,51 @@ float32) predicting the same images.
 """
 
 
-def shipped_scores(settings: Settings, split: dict[str, list[str]]) -> dict[str, float]:
-    """Test scores of the exported (float16) model, predicted in this process as ``fluoseg predict nuclei`` does."""
+def shipped_scores(data: Path, split: dict[str, list[str]], part: str = "test",
+                   precision: str = "float32") -> dict[str, float]:
+    """Scores of the exported (float16) model on a part of the split, predicted in this process as
+    ``fluoseg predict nuclei`` does (``--precision`` as given)."""
     from fluoseg import Segmenter
     from fluoseg.io import read_image, read_labels
     from fluoseg.metrics.instance import instance_rows
 
     segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
     items = []
-    for image_id in split["test"]:
-        labels, _ = segmenter.predict_labels(read_image(settings.data / "images" / f"{image_id}.tif").array)
-        items.append((image_id, labels, read_labels(settings.data / "labels" / f"{image_id}.tif")))
+    for image_id in split[part]:
+        labels, _ = segmenter.predict_labels(read_image(data / "images" / f"{image_id}.tif").array,
+                                             precision=precision)
+        items.append((image_id, labels, read_labels(data / "labels" / f"{image_id}.tif")))
     rows = instance_rows(items)
     return {header: pooled_metric(rows, metric, threshold) for header, metric, threshold in SCORES}
+
+
+def mosaic_of_test_images(data: Path, split: dict[str, list[str]], size: int) -> Any:
+    """A ``size`` x ``size`` mosaic of the 256x256 test images (so the nuclei density is a real one)."""
+    import numpy as np
+
+    from fluoseg.io import read_image
+
+    tiles = [read_image(data / "images" / f"{i}.tif").array[0] for i in split["test"]]
+    tiles = [t for t in tiles if t.shape == (256, 256)]
+    per_side = size // 256
+    return np.block([[tiles[(r * per_side + c) % len(tiles)] for c in range(per_side)] for r in range(per_side)])
 
 
 def speed(settings: Settings, split: dict[str, list[str]], sizes: tuple[int, ...] = (1024, 2048)) -> list[dict[str, Any]]:
     """Labels per second of the exported model as shipped (``--diameter auto``, tuned decoding, blank check).
 
-    The input is a mosaic of test images (so the nuclei density is a real one) at each size;
-    the best of 3 runs after a warm-up, on ``settings.threads`` threads.
+    The input is a mosaic of test images (:func:`mosaic_of_test_images`) at each size; the best of 3
+    runs after a warm-up, on ``settings.threads`` threads.
     """
-    import numpy as np
     import torch
 
     from fluoseg import Segmenter
-    from fluoseg.io import read_image
 
     torch.set_num_threads(settings.threads)
     segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
-    tiles = [read_image(settings.data / "images" / f"{i}.tif").array[0] for i in split["test"]]
-    tiles = [t for t in tiles if t.shape == (256, 256)]
     rows = []
     for size in sizes:
-        per_side = size // 256
-        mosaic = np.block([[tiles[(r * per_side + c) % len(tiles)] for c in range(per_side)] for r in range(per_side)])
+        mosaic = mosaic_of_test_images(settings.data, split, size)
         segmenter.predict_labels(mosaic[None, :512, :512])
         seconds = []
         for _ in range(3):
@@ -243,7 +253,7 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
                "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]), "commit": git_commit()}
     export_run(run.path, ZOO_FOLDER, card=card(settings, split, diameter, decoding, scores, summary, None),
                task_updates=dict(decoding["parameters"]), overwrite=overwrite)
-    shipped = shipped_scores(settings, split)
+    shipped = shipped_scores(settings.data, split)
     log("float16 zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
     write_text(ZOO_FOLDER / "card.md", card(settings, split, diameter, decoding, scores, summary, shipped))
     log(f"exported {rel(ZOO_FOLDER)}")
