@@ -214,20 +214,32 @@ FOCUS_PAIRS = ((FOCUS, UPPER_BOUND), (LONGER, UPPER_BOUND), (LONGER, LONGER_UB))
 equal steps at the longer schedule."""
 
 
-def steps_text(rows: Rows, method: str, reference: str) -> str:
-    """What a (method, upper bound) pair holds equal, from the batches the networks recorded."""
+def pair_relation(rows: Rows, method: str, reference: str) -> str:
+    """What a (method, upper bound) pair holds equal, from the batches the networks recorded:
+    ``equal steps`` (at LONGER_FACTOR x the schedule against UB-4x), ``equal total training
+    compute`` (one network against the upper bound's networks of a fold) or ``UNEQUAL steps``."""
     steps_method, steps_reference = batches(rows, method), batches(rows, reference)
-    counts = (f"Training batches: {method} {', '.join(map(str, steps_method))}, {reference} "
-              f"{', '.join(map(str, steps_reference))} per network")
     if steps_method == steps_reference:
-        longer = f", both {LONGER_FACTOR}x the schedule of MS-ME and UB" if reference == LONGER_UB else ""
-        return f"The paper's central claim is that they are equal. {counts}: **equal steps**{longer}."
+        return "equal steps" + (f" at {LONGER_FACTOR}x the schedule" if reference == LONGER_UB else "")
     sizes = {len(codes) for codes in upper_bound_combinations(rows).values()}
     per_fold = sizes.pop() if len(sizes) == 1 else 0  # UB networks per fold
     if len(steps_method) == 1 and len(steps_reference) == 1 and steps_method[0] == per_fold * steps_reference[0]:
+        return "equal total training compute"
+    return "UNEQUAL steps"
+
+
+def steps_text(rows: Rows, method: str, reference: str) -> str:
+    """The sentence of the report saying what a (method, upper bound) pair holds equal."""
+    relation = pair_relation(rows, method, reference)
+    counts = (f"Training batches: {method} {', '.join(map(str, batches(rows, method)))}, {reference} "
+              f"{', '.join(map(str, batches(rows, reference)))} per network")
+    if relation.startswith("equal steps"):
+        return f"The paper's central claim is that they are equal. {counts}: **{relation}**."
+    if relation == "equal total training compute":
+        per_fold = len(next(iter(upper_bound_combinations(rows).values())))
         return (f"{counts}: one {method} network for all 31 combinations against {per_fold} {reference} networks "
-                f"per fold, so **equal total training compute** (not equal steps per network).")
-    return f"{counts}: **UNEQUAL steps: this table does not test the claim**."
+                f"per fold, so **{relation}** (not equal steps per network).")
+    return f"{counts}: **{relation}: this table does not test the claim**."
 
 
 def focus_lines(rows: Rows, method: str = FOCUS, reference: str = UPPER_BOUND) -> list[str]:
@@ -415,8 +427,7 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
             ub = combination_scores(rows, reference, code, classes)
             shared = [n for n in focus if n in ub]
             per_code.append(f"{code} {mean_sd([focus[n] - ub[n] for n in shared], signed=True)}")
-        holds = steps_text(rows, method, reference).split("**")[1]
-        holds += f" at {LONGER_FACTOR}x the schedule" if reference == LONGER_UB else ""
+        holds = pair_relation(rows, method, reference)
         test = _test(tests, f"{method} − {reference}, {BOTH} (UB's combinations)")
         verdict = ("" if test is None else f" Over these combinations: {test.mean_difference:+.3f} "
                    f"(p Holm {test.p_holm:.2g}, n={test.n}): {test.verdict('better', 'worse')}.")

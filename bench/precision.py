@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,10 @@ def accuracy_rows(data: Path, work: Path, split: dict[str, list[str]], overwrite
     return rows
 
 
-def _timed(run: Any, repeats: int) -> list[float]:
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - started)
-    return seconds
+def _seconds(run: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
 
 
 def speed_rows(data: Path, work: Path, split: dict[str, list[str]], threads: int, repeats: int,
@@ -109,7 +107,7 @@ def speed_rows(data: Path, work: Path, split: dict[str, list[str]], threads: int
     size = geometry_for(member.model, TILE).input_size
     tile = np.random.default_rng(0).normal(size=(1, len(member.panel), size, size)).astype(np.float32)
     available = np.ones(len(member.panel), np.float32)
-    cases: dict[str, Any] = {}
+    cases: dict[tuple[str, str], tuple[Callable[[], Any], int]] = {}  # (what, precision) -> (run, pixels)
     for precision in PRECISIONS:
         predict = make_batch_predictor(member.model, available, member.task.activate, precision=precision)
         cases[f"network, one {size}x{size} tile", precision] = (lambda p=predict: p(tile), size * size)
@@ -123,7 +121,7 @@ def speed_rows(data: Path, work: Path, split: dict[str, list[str]], threads: int
     times: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
     for _ in range(repeats):  # alternate, so a burst of load hits both precisions alike
         for key, (run, _) in cases.items():
-            times[key] += _timed(run, 1)
+            times[key].append(_seconds(run))
     rows = []
     for (what, precision), (_, pixels) in cases.items():
         median = statistics.median(times[what, precision])

@@ -311,6 +311,7 @@ class Segmenter:
                 model=member.model, task=member.task, geometry=self.tile_geometry(member, options.tile_size),
                 transform=Normaliser(stats, prep.normalization, selection, options.source),
                 symmetries=tuple(options.tta), batch_size=options.batch_size, member_markers=member.panel.names,
+                # resolved here, once: band tasks on other machines then compute in the same arithmetic
                 precision=resolve_precision(options.precision, next(member.model.parameters()).device)))
         return NetworkPass(members=tuple(parts), shape=tuple(int(s) for s in image.shape))
 
