@@ -11,7 +11,7 @@ import torch
 
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.predictor import make_batch_predictor
+from fluoseg.predictor import keep_output_layers_float32, make_batch_predictor
 from fluoseg.markers import ChannelFeed, MarkerSelection
 from fluoseg.models import build_model
 
@@ -43,6 +43,45 @@ def test_batch_predictor_in_bfloat16_stays_close_to_float32_and_returns_float32(
     assert 1e-4 < difference.max() < 0.05, difference.max()
     with pytest.raises(FluosegError, match="float32 or bfloat16"):
         make_batch_predictor(model, np.ones(2, np.float32), softmax, precision="auto")
+
+
+def test_batch_predictor_in_bfloat16_computes_the_output_layers_in_float32():
+    model = build_model("unet", in_channels=1, out_channels=2, depth=2, base_filters=4, padding="same").eval()
+    seen: dict[str, torch.dtype] = {}
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, inputs, out: seen.__setitem__("body", out.dtype))
+    model.head.register_forward_hook(lambda module, inputs, out: seen.__setitem__("head", out.dtype))
+    batch = np.zeros((1, 1, 32, 32), np.float32)
+    make_batch_predictor(model, np.ones(1, np.float32), torch.sigmoid, precision="bfloat16")(batch)
+    assert seen == {"body": torch.bfloat16, "head": torch.float32}
+    make_batch_predictor(model, np.ones(1, np.float32), torch.sigmoid)(batch)
+    assert seen == {"body": torch.float32, "head": torch.float32}
+
+
+def test_float32_output_layers_hand_autocast_back_to_the_layers_after_them():
+    class HeadInTheMiddle(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Conv2d(1, 1, 1)
+            self.after = torch.nn.Conv2d(1, 1, 1)
+
+        def output_layers(self) -> list[torch.nn.Module]:
+            return [self.head]
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            middle = self.head(x)
+            return middle, self.after(middle)
+
+    model = HeadInTheMiddle()
+    keep_output_layers_float32(model)
+    keep_output_layers_float32(model)  # registering twice adds no second pair of hooks
+    assert len(model.head._forward_pre_hooks) == 1 and len(model.head._forward_hooks) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        middle, after = model(torch.ones(1, 1, 4, 4))
+        assert torch.is_autocast_enabled("cpu")
+    assert (middle.dtype, after.dtype) == (torch.float32, torch.bfloat16)
+    assert not torch.is_autocast_enabled("cpu")
+    assert model(torch.ones(1, 1, 4, 4))[1].dtype == torch.float32
 
 
 def test_predict_options_refuse_an_unknown_precision():

@@ -3,7 +3,8 @@
 The fixture holds a semantic and an instance run in the version-1 checkpoint layout (written
 before the middle-layer redesign) and their outputs on fixed images. Loading those runs and
 predicting must give the same outputs: the run format stays readable, and normalisation,
-marker slots, tiling, activation and decoding are unchanged.
+marker slots, tiling, activation and decoding are unchanged. The fixture was computed in
+float32, so the predictions here ask for float32 (the default, ``auto``, may compute in bfloat16).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_semantic_run_predicts_as_before(runs):
     segmenter = Segmenter.load(folder, device="cpu")
     for case in run["cases"]:
         masks, probabilities = segmenter.predict_masks(decode(case["image"]), CHANNELS, markers=case["markers"],
-                                                       tile_size=run["tile_size"])
+                                                       tile_size=run["tile_size"], precision="float32")
         np.testing.assert_allclose(np.asarray(probabilities), decode(case["probabilities"]), atol=1e-5)
         np.testing.assert_array_equal(masks, decode(case["masks"]))
 
@@ -68,7 +69,7 @@ def test_instance_run_predicts_as_before(runs):
     segmenter = Segmenter.load(folder, device="cpu")
     for case in run["cases"]:
         labels, maps = segmenter.predict_labels(decode(case["image"]), CHANNELS, markers=case["markers"],
-                                                tile_size=run["tile_size"])
+                                                tile_size=run["tile_size"], precision="float32")
         np.testing.assert_allclose(maps, decode(case["maps"]), atol=1e-5)
         expected = decode(case["labels"])
         assert expected.max() > 2  # the fixture holds real objects, so the check has teeth

@@ -53,7 +53,8 @@ def test_description_states_markers_availability_halo_sizes_and_normalisation(se
 
 def test_test_output_is_what_fluoseg_predicts_on_the_test_image(semantic_run, semantic_package):
     raw = _array(semantic_package, "test_image.npy")
-    expected = Segmenter.load(semantic_run, device="cpu").predict_probabilities(raw[0], MARKERS)
+    # the package's test output is a plain float32 forward pass (what bioimage.io consumers run)
+    expected = Segmenter.load(semantic_run, device="cpu").predict_probabilities(raw[0], MARKERS, precision="float32")
     np.testing.assert_allclose(_array(semantic_package, "test_maps.npy")[0], expected, atol=1e-4)
 
 
@@ -64,7 +65,8 @@ def test_instance_package_outputs_distance_and_foreground_as_fluoseg_does(instan
     assert rdf["outputs"][0]["axes"][2]["halo"] == 8
     raw = _array(instance_package, "test_image.npy")
     # one tile the size of the test image: a same-padded network sees the zero border the package sees
-    _, maps = Segmenter.load(instance_run, device="cpu").predict_labels(raw[0], MARKERS, tile_size=raw.shape[-1])
+    _, maps = Segmenter.load(instance_run, device="cpu").predict_labels(raw[0], MARKERS, tile_size=raw.shape[-1],
+                                                                         precision="float32")
     np.testing.assert_allclose(_array(instance_package, "test_maps.npy")[0], maps, atol=1e-4)
 
 

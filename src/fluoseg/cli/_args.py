@@ -141,9 +141,10 @@ def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> Non
 def add_precision(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     from fluoseg.device import PRECISIONS
 
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="arithmetic of the network: float32 (default), bfloat16 (faster on GPUs and on CPUs with "
-                        "AMX or AVX-512 BF16, slower elsewhere), or auto (bfloat16 where the device has it natively)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="arithmetic of the network: auto (default: bfloat16 where the device has it natively, "
+                        "i.e. GPUs and CPUs with AMX or AVX-512 BF16, else float32), float32, or bfloat16 (slower "
+                        "than float32 where emulated); the output layer and the decoding stay float32")
 
 
 def add_threads(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
