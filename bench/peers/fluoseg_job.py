@@ -103,7 +103,11 @@ def speed(spec):
             return (np.asarray(out)[0] > 0.5).astype(np.uint8)  # "objects": foreground pixels only
     result = time_runs(run, image, repeats=spec["repeats"], warmup_image=warm,
                        max_seconds=spec.get("max_s"), decode_timer=timer)
-    result.update(channels=len(names), diameter=spec["diameter"])
+    from fluoseg.device import resolve_precision
+
+    # the default precision (auto) is what `fluoseg predict` scored with; record what it resolved to
+    precision = resolve_precision("auto", next(segmenter.members[0].model.parameters()).device)
+    result.update(channels=len(names), diameter=spec["diameter"], precision=precision)
     write_result(spec, result)
 
 
