@@ -753,7 +753,7 @@ def speed_rows(settings: Settings) -> list[dict[str, Any]]:
         common = {"tool": r["tool"], "case": r["case"], "size": r["size"], "peak_rss_mb": r.get("peak_rss_mb"),
                   "rss_after_warmup_mb": r.get("peak_rss_mb_after_warmup"), "n_objects": r.get("n_objects"),
                   "load_avg": r.get("load_avg_1min"), "diameter": r.get("diameter"),
-                  "fluoseg_commit": r.get("fluoseg_commit"), "estimated": bool(r.get("estimated"))}
+                  "precision": r.get("precision"), "fluoseg_commit": r.get("fluoseg_commit"), "estimated": bool(r.get("estimated"))}
         if r.get("estimated"):
             rows.append({**common, "repeat": None, "seconds": r["median_s"], "reason": r.get("reason")})
             continue
@@ -766,7 +766,8 @@ def speed_rows(settings: Settings) -> list[dict[str, Any]]:
 
 
 SPEED_FIELDS = ["tool", "case", "size", "repeat", "seconds", "network_s", "decode_s", "peak_rss_mb",
-                "rss_after_warmup_mb", "n_objects", "load_avg", "diameter", "estimated", "reason", "fluoseg_commit"]
+                "rss_after_warmup_mb", "n_objects", "load_avg", "diameter", "precision", "estimated", "reason",
+                "fluoseg_commit"]
 
 
 def stage_collect(settings: Settings, failures: list[str]) -> None:

@@ -124,7 +124,8 @@ class Results:
             entry = {"tool": tool, "case": case, "size": size, "estimated": bool(first.get("estimated")),
                      "runs": 0 if first.get("estimated") else len(runs), "reason": first.get("reason"),
                      "peak_rss_mb": first.get("peak_rss_mb"), "n_objects": first.get("n_objects"),
-                     "load_avg": first.get("load_avg"), "diameter": first.get("diameter")}
+                     "load_avg": first.get("load_avg"), "diameter": first.get("diameter"),
+                     "precision": first.get("precision") or None}
             for key in ("seconds", "network_s", "decode_s"):
                 values = [r[key] for r in runs if isinstance(r.get(key), float)]
                 entry[key] = statistics.median(values) if values else None
@@ -363,13 +364,21 @@ def _training(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fluoseg_precision(results: Results) -> str:
+    """What fluoseg's default precision resolved to in the speed runs (older runs did not record it: float32)."""
+    seen = sorted({s["precision"] or "float32, not recorded" for s in results.speed() if s["tool"] == "fluoseg"})
+    return " / ".join(seen) or "not measured"
+
+
 def _speed(results: Results) -> list[str]:
     settings = results.meta["settings"]
     lines = ["## Inference speed and memory in the scored configuration", "",
              "Numpy uint8 image in memory -> instance labels in memory, exactly as scored: fluoseg with its diameter "
              "mode (`auto`: a first pass estimates the nucleus size, a second runs at the training scale) and tuned "
              "decoding, Cellpose at `diameter=diam_labels` with the tuned thresholds, StarDist with its optimised "
-             "thresholds; no test-time augmentation for any tool; the same thread count. Same images for every tool "
+             "thresholds; no test-time augmentation for any tool; the same thread count; fluoseg in its default "
+             f"arithmetic (`--precision auto`: {_fluoseg_precision(results)} on this machine), the peers in theirs "
+             "(float32 on CPU). Same images for every tool "
              f"(a mosaic of test-image crops). Warm-up on {settings['warmup']}^2, then the median of up to "
              f"{settings['repeats']} runs ({settings['repeats_large']} above 2048^2; fewer where one run would exceed "
              f"{settings['speed_max_minutes']:g} min in all). **decode** = time inside the tool's decoding "

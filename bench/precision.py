@@ -2,9 +2,10 @@
 """float32 against bfloat16 inference of the shipped ``nuclei`` model (issue 12, a speed lever).
 
 On CPUs with AMX or AVX-512 BF16, oneDNN runs bfloat16 convolutions in hardware;
-``fluoseg predict --precision bfloat16`` runs the network under torch's autocast while the
-activations and the decoding stay float32. This benchmark measures what that buys and costs
-for the shipped model:
+``fluoseg predict --precision bfloat16`` (and ``auto``, the default, on such a CPU) runs the
+network under torch's autocast while its output layer, the activations and the decoding stay
+float32. This benchmark measures what that buys and costs for the shipped model, with an
+ablation arm (accuracy only) that leaves the output layer in bfloat16 as well:
 
 * **accuracy**: the validation and test images of ``bench/splits/dsb2018_fluo.json``
   predicted as ``fluoseg predict nuclei`` does (``--diameter auto``, the shipped tuned
@@ -54,6 +55,10 @@ from _common import (
 from train_zoo import SCORES, ZOO_NAME, mosaic_of_test_images, shipped_scores
 
 PRECISIONS = ("float32", "bfloat16")
+BFLOAT16_HEAD = "bfloat16-head"
+"""Ablation arm (accuracy only): bfloat16 with the output layers in bfloat16 too, i.e. without
+:func:`fluoseg.predictor.keep_output_layers_float32` (what ``--precision bfloat16`` did before it)."""
+ARMS = (*PRECISIONS, BFLOAT16_HEAD)
 PARTS = ("val", "test")
 SIZES = (1024, 2048)
 TILE = 572
@@ -65,18 +70,24 @@ HEADLINE = "F1@0.5"
 
 def accuracy_rows(data: Path, work: Path, split: dict[str, list[str]], overwrite: bool) -> list[dict[str, Any]]:
     """Pooled scores per (precision, part), each cached in ``work``."""
+    from unittest import mock
+
     rows = []
     for part in PARTS:
-        for precision in PRECISIONS:
-            path = work / f"accuracy_{part}_{precision}.json"
+        for arm in ARMS:
+            path = work / f"accuracy_{part}_{arm}.json"
             scores = None if overwrite else read_json(path)
             if scores is None:
                 started = time.perf_counter()
-                scores = shipped_scores(data, split, part, precision)
+                if arm == BFLOAT16_HEAD:  # the ablation: leave the output layers to autocast as well
+                    with mock.patch("fluoseg.predictor.keep_output_layers_float32", lambda model: None):
+                        scores = shipped_scores(data, split, part, "bfloat16")
+                else:
+                    scores = shipped_scores(data, split, part, arm)
                 write_json(path, scores)
-                log(f"accuracy {part} {precision}: {HEADLINE} {scores[HEADLINE]:.4f} "
+                log(f"accuracy {part} {arm}: {HEADLINE} {scores[HEADLINE]:.4f} "
                     f"({time.perf_counter() - started:.0f} s)")
-            rows += [{"part": part, "images": len(split[part]), "precision": precision, "metric": metric,
+            rows += [{"part": part, "images": len(split[part]), "precision": arm, "metric": metric,
                       "value": round(float(value), 4)} for metric, value in scores.items()]
     return rows
 
@@ -147,20 +158,22 @@ def render(accuracy: list[dict[str, str]], speed: list[dict[str, str]], cpu: str
     images = {r["part"]: r["images"] for r in accuracy}
     lines = ["# float32 against bfloat16 inference of the shipped `nuclei` model", "",
              "Rendered by `bench/precision.py --report` from `bench/results/precision_accuracy.csv` and "
-             "`precision_speed.csv`. The network runs under torch's autocast in bfloat16; activations and decoding "
-             "stay float32 (`fluoseg predict --precision bfloat16`). " + cpu, "",
+             "`precision_speed.csv`. In bfloat16 the network runs under torch's autocast; its output layer, the "
+             "activations and the decoding stay float32 (`fluoseg predict --precision bfloat16`, and `auto`, the "
+             f"default, on a CPU like this one). `{BFLOAT16_HEAD}` is an ablation: the output layer in bfloat16 too. "
+             + cpu, "",
              "## Accuracy", "",
              "Predicted as `fluoseg predict nuclei` does (auto diameter, shipped decoding), pooled over the images. "
              "The decision reads the validation columns; test is reported only.", "",
-             "| metric | " + " | ".join(f"{part} ({images.get(part, '?')} images) {p}" for part in PARTS for p in PRECISIONS)
-             + " | " + " | ".join(f"{part} Δ" for part in PARTS) + " |",
-             "|---|" + "---:|" * (len(PARTS) * (len(PRECISIONS) + 1))]
+             "| metric | " + " | ".join(f"{part} ({images.get(part, '?')} images) {a}" for part in PARTS for a in ARMS)
+             + " | " + " | ".join(f"{part} Δ {a}" for part in PARTS for a in ARMS[1:]) + " |",
+             "|---|" + "---:|" * (len(PARTS) * (2 * len(ARMS) - 1))]
     for metric, _, _ in SCORES:
-        cells = [f"{value[part, p, metric]:.4f}" if (part, p, metric) in value else "" for part in PARTS
-                 for p in PRECISIONS]
-        deltas = [f"{value[part, 'bfloat16', metric] - value[part, 'float32', metric]:+.4f}"
-                  if (part, "bfloat16", metric) in value and (part, "float32", metric) in value else ""
-                  for part in PARTS]
+        cells = [f"{value[part, a, metric]:.4f}" if (part, a, metric) in value else "" for part in PARTS
+                 for a in ARMS]
+        deltas = [f"{value[part, a, metric] - value[part, 'float32', metric]:+.4f}"
+                  if (part, a, metric) in value and (part, "float32", metric) in value else ""
+                  for part in PARTS for a in ARMS[1:]]
         lines.append(f"| {metric} | " + " | ".join(cells + deltas) + " |")
     lines += ["", "## Speed", "",
               "Median seconds over the repeats after a warm-up, the precisions alternating in one process; the "
@@ -175,11 +188,12 @@ def render(accuracy: list[dict[str, str]], speed: list[dict[str, str]], cpu: str
         lines.append(f"| {what} | {threads} | {full['repeats']} | {float(full['median_s']):.3f} | "
                      f"{float(reduced['median_s']):.3f} | {float(full['median_s']) / float(reduced['median_s']):.2f}x | "
                      f"{full['mp_per_s']} | {reduced['mp_per_s']} | {full['load_average']} |")
-    key = ("val", "bfloat16", HEADLINE)
-    if key in value and ("val", "float32", HEADLINE) in value:
-        delta = value[key] - value["val", "float32", HEADLINE]
-        lines += ["", f"On the validation images bfloat16 changes {HEADLINE} by {delta:+.4f} "
-                  f"({value['val', 'float32', HEADLINE]:.4f} → {value[key]:.4f})."]
+    base = value.get(("val", "float32", HEADLINE))
+    for arm, what in (("bfloat16", "bfloat16 (output layer float32)"), (BFLOAT16_HEAD, "bfloat16 with a bfloat16 "
+                                                                        "output layer")):
+        if base is not None and ("val", arm, HEADLINE) in value:
+            lines += ["", f"On the validation images {what} changes {HEADLINE} by "
+                      f"{value['val', arm, HEADLINE] - base:+.4f} ({base:.4f} → {value['val', arm, HEADLINE]:.4f})."]
     return "\n".join(lines) + "\n"
 
 

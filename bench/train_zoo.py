@@ -313,6 +313,11 @@ class SideBySide:
     def sizes(self) -> list[int]:
         return sorted({s["size"] for s in self.rows})
 
+    def precision(self) -> str:
+        """The arithmetic the shipped model's speed rows ran in (recorded by the speed job)."""
+        seen = sorted({s["precision"] or "not recorded" for s in self.rows if s["case"] == SHIPPED_CASE})
+        return " / ".join(seen) or "not recorded"
+
     def ratios(self) -> str:
         """``x0.62 of StarDist's rate at 2048^2, ...`` for every measured size."""
         parts = []
@@ -396,6 +401,10 @@ Issue 12's target, F1@0.5 ≥ {F1_TARGET}, is {"reached" if scores["F1@0.5"] >= 
 For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images for 25 minutes are in
 `bench/results/peers.md`.
 
+## Arithmetic
+
+{precision_section()}
+
 ## Speed as shipped, side by side with StarDist and Cellpose
 
 {side_by_side(side)}
@@ -427,6 +436,21 @@ busy the 2-core machine was (other jobs slow it down).
 |---:|---:|---:|
 {curve}
 """
+
+
+def precision_section() -> str:
+    """What the default ``--precision auto`` changes, from ``precision_accuracy.csv`` (``bench/precision.py``)."""
+    path = RESULTS / "precision_accuracy.csv"
+    rows = read_rows(path) if path.is_file() else []
+    value = {(r["part"], r["precision"], r["metric"]): float(r["value"]) for r in rows}
+    intro = ("The scores above are float32 arithmetic. `fluoseg predict` defaults to `--precision auto`: bfloat16 "
+             "(output layer and decoding in float32) on CPUs with AMX or AVX-512 BF16 and on GPUs, float32 elsewhere.")
+    if not all((part, arm, "F1@0.5") in value for part in ("val", "test") for arm in ("float32", "bfloat16")):
+        return intro + " Its accuracy is not measured yet: `bench/precision.py`."
+    pair = {part: f"{value[part, 'float32', 'F1@0.5']:.4f} → {value[part, 'bfloat16', 'F1@0.5']:.4f}"
+            for part in ("val", "test")}
+    return (f"{intro} On such a CPU, F1@0.5 float32 → bfloat16: validation {pair['val']}, test {pair['test']} "
+            "(`bench/results/precision.md`, which also gives the speed-up).")
 
 
 def loso_section() -> str:
@@ -463,7 +487,7 @@ def side_by_side(side: SideBySide | None) -> str:
             "warm-up then the median of the timed runs, 2 threads each. StarDist and Cellpose are the networks "
             "trained there (25 min each) with their decoding tuned on the validation images; their architecture, "
             "not their training length, sets their speed. fluoseg runs as shipped (auto diameter, tuned decoding, "
-            f"blank-field check). Shipped fluoseg vs StarDist: {side.ratios()}.\n\n{side.markdown()}")
+            f"blank-field check, the default precision: {side.precision()}). Shipped fluoseg vs StarDist: {side.ratios()}.\n\n{side.markdown()}")
 
 
 def main(argv: list[str] | None = None) -> int:
