@@ -134,6 +134,27 @@ def test_auto_diameter_without_objects_keeps_the_training_scale():
     assert segmenter.estimate_diameter(np.zeros((1, 64, 64), np.float32)) == 14.0
 
 
+def test_auto_diameter_decodes_a_reused_first_probe_once():
+    from scipy import ndimage as ndi
+
+    from fluoseg.data.samples import sample_paths
+    from fluoseg.io import read_image
+
+    # sample b's nuclei (~18 px) zoomed to about the model's 14.6 px: no rescaling needed
+    image = ndi.zoom(read_image(sample_paths()[1][0]).array.astype(np.float32), (1, 0.8, 0.8), order=1)
+    segmenter = Segmenter.pretrained("nuclei", device="cpu")
+    decoded = []
+    decode = segmenter.decode
+    segmenter.decode = lambda maps: decoded.append(maps) or decode(maps)  # type: ignore[method-assign]
+    labels, maps = segmenter.predict_labels(image)  # nuclei near the training size: the probe's maps are kept
+    assert len(decoded) == 1 and decoded[0] is maps
+    np.testing.assert_array_equal(labels, decode(maps))
+    assert labels.max() > 30
+    decoded.clear()
+    segmenter.predict_labels(image, diameter=2 * segmenter.task.target_diameter)  # rescaled: probe-free, one decode
+    assert len(decoded) == 1
+
+
 def test_objects_of_a_stack_are_stitched_across_slices_unless_asked_not_to():
     from fluoseg.data.samples import sample_paths
     from fluoseg.io import read_image

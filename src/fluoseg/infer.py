@@ -374,8 +374,8 @@ class Segmenter:
             return found.labels, found.score_map
         if blank:
             options = options.replace(diameter="off")
-        outputs, rescaled = self.model_scale_maps(image, channel_names, options)
-        labels = self.decode(outputs)
+        outputs, decoded, rescaled = self._model_scale_pass(image, channel_names, options)
+        labels = self.decode(outputs) if decoded is None else decoded
         if blank:
             labels = np.zeros_like(labels)
         if rescaled:
@@ -439,20 +439,26 @@ class Segmenter:
         ``diameter="auto"``, when the estimate asks for a zoom within :data:`AUTO_REUSE` of 1
         the maps of the first probe are used as they are, which saves the second pass.
         """
-        options = _options(options, settings)
-        first_maps = None
+        maps, _, rescaled = self._model_scale_pass(image, channel_names, _options(options, settings))
+        return maps, rescaled
+
+    def _model_scale_pass(self, image: Any, channel_names: Sequence[str] | None,
+                          options: PredictOptions) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        """:meth:`model_scale_maps`, plus the labels of the maps where the diameter probe already
+        decoded them (the reused first probe: decoding is the costlier half of a pass), else None."""
+        first: tuple[np.ndarray, np.ndarray] | None = None
         if options.diameter == "auto" and self.task.target_diameter:
-            diameter, first_maps = self._estimate(image, channel_names, options, AUTO_REFINEMENTS)
+            diameter, first = self._estimate(image, channel_names, options, AUTO_REFINEMENTS)
             options = options.replace(diameter=diameter)
         options = self.resolve_diameter(image, channel_names, options)
         if options.diameter == "off":
-            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
+            return np.asarray(self.predict_probabilities(image, channel_names, options)), None, False
         factor = scale_factor(float(options.diameter), float(self.task.target_diameter))
-        if first_maps is not None and abs(np.log(factor)) <= np.log(AUTO_REUSE):
-            return first_maps, False
+        if first is not None and abs(np.log(factor)) <= np.log(AUTO_REUSE):
+            return first[0], first[1], False
         if abs(factor - 1.0) < 1e-6:
-            return np.asarray(self.predict_probabilities(image, channel_names, options)), False
-        return np.asarray(self.predict_probabilities(_zoomed(image, factor), channel_names, options)), True
+            return np.asarray(self.predict_probabilities(image, channel_names, options)), None, False
+        return np.asarray(self.predict_probabilities(_zoomed(image, factor), channel_names, options)), None, True
 
     def estimate_diameter(self, image: Any, channel_names: Sequence[str] | None = None,
                           options: PredictOptions | None = None, *, refinements: int = AUTO_REFINEMENTS) -> float:
@@ -470,16 +476,16 @@ class Segmenter:
         return self._estimate(image, channel_names, options, refinements)[0]
 
     def _estimate(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions | None,
-                  refinements: int) -> tuple[float, np.ndarray | None]:
-        """:meth:`estimate_diameter` and the maps of its first probe (at the original scale)."""
+                  refinements: int) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+        """:meth:`estimate_diameter`, and the maps and labels of its first probe (at the original scale)."""
         options = _options(options, {}).replace(diameter="off")
         target = float(self.task.target_diameter or 0.0)
         if not target:
             raise FluosegError("this model was trained without scale normalisation; it has no diameter to estimate")
-        diameter, zoom, first_maps = target, 1.0, None
+        diameter, zoom, first = target, 1.0, None
         for _ in range(1 + refinements):
             maps, labels = self._probe(image, channel_names, options, zoom)
-            first_maps = maps if first_maps is None else first_maps
+            first = (maps, labels) if first is None else first
             if labels.max() == 0:
                 break
             diameter = estimate_diameter_from_labels(labels) / zoom
@@ -489,7 +495,8 @@ class Segmenter:
             if abs(np.log(wanted / zoom)) <= np.log(AUTO_TOLERANCE) or wanted >= 1.0:
                 break
             zoom = wanted
-        return float(diameter), first_maps
+        assert first is not None  # the loop runs at least once
+        return float(diameter), first
 
     def _probe(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
                zoom: float) -> tuple[np.ndarray, np.ndarray]:
