@@ -142,6 +142,27 @@ def test_h_maxima_per_object_equals_the_whole_image_computation(seed):
         np.testing.assert_array_equal(h_maxima_per_object(height, mask, h), expected)
 
 
+def test_single_peak_objects_take_the_closed_form_and_agree_with_skimage():
+    from skimage.morphology import h_maxima
+
+    from fluoseg.instance.postprocess import _single_peak_objects, connected_components
+
+    yy, xx = np.mgrid[:30, :100]
+    cone = np.maximum(0.0, 6.0 - np.hypot(yy - 15, xx - 12) / 2)  # one peak
+    plateau = np.minimum(4.0, np.maximum(0.0, 8.0 - np.hypot(yy - 15, xx - 45) / 1.5))  # one flat top
+    twin = np.maximum(np.maximum(0.0, 5.0 - np.hypot(yy - 15, xx - 80) / 2),  # two peaks, one object
+                      np.maximum(0.0, 4.0 - np.hypot(yy - 15, xx - 87) / 2))
+    height = cone + plateau + twin
+    mask = height > 0
+    objects, count = connected_components(mask, connectivity=2, return_num=True)
+    assert count == 3
+    assert _single_peak_objects(height, objects, count).tolist() == [False, True, True, False]
+    for h in (0.5, 2.0, 4.5):
+        expected = h_maxima(height, h).astype(bool) & mask
+        np.testing.assert_array_equal(h_maxima_per_object(height, mask, h), expected)
+    assert h_maxima_per_object(height, mask, 2.0)[:, 30:60].sum() == (plateau == 4.0).sum()  # the whole top
+
+
 def test_h_maxima_per_object_without_background_and_without_objects():
     from skimage.morphology import h_maxima
 
