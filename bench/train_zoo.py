@@ -24,7 +24,6 @@ on images it never saw.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ import zoo_loso
 
 from _common import (
     DSB2018,
-    DSB_MARKER,
     RESULTS,
     ROOT,
     WORK,
@@ -209,35 +207,6 @@ def mosaic_of_test_images(data: Path, split: dict[str, list[str]], size: int) ->
     return np.block([[tiles[(r * per_side + c) % len(tiles)] for c in range(per_side)] for r in range(per_side)])
 
 
-def speed(settings: Settings, split: dict[str, list[str]], sizes: tuple[int, ...] = (1024, 2048)) -> list[dict[str, Any]]:
-    """Labels per second of the exported model as shipped (``--diameter auto``, tuned decoding, blank check).
-
-    The input is a mosaic of test images (:func:`mosaic_of_test_images`) at each size; the best of 3
-    runs after a warm-up, on ``settings.threads`` threads.
-    """
-    import torch
-
-    from fluoseg import Segmenter
-
-    torch.set_num_threads(settings.threads)
-    segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
-    rows = []
-    for size in sizes:
-        mosaic = mosaic_of_test_images(settings.data, split, size)
-        segmenter.predict_labels(mosaic[None, :512, :512])
-        seconds = []
-        for _ in range(3):
-            started = time.perf_counter()
-            labels, _ = segmenter.predict_labels(mosaic[None])
-            seconds.append(time.perf_counter() - started)
-        rows.append({"size": f"{size}x{size}", "threads": settings.threads, "load_average": round(os.getloadavg()[0], 1),
-                     "seconds": round(min(seconds), 2),
-                     "megapixels_per_second": round(size * size / 1e6 / min(seconds), 3),
-                     "objects": int(labels.max())})
-        log(f"speed at {size}^2: {rows[-1]['megapixels_per_second']} MP/s ({rows[-1]['objects']} objects)")
-    return rows
-
-
 def export(settings: Settings, split: dict[str, list[str]], diameter: float, overwrite: bool) -> None:
     from fluoseg.run import RunDir
     from fluoseg.zoo import export_run
@@ -261,7 +230,6 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
                                       **{f"decoding_{k}": v for k, v in decoding["parameters"].items()},
                                       "val_objective": decoding.get("value"), **summary}])
     write_rows(CURVE, [{key: r[key] for key in ("epoch", "train_loss", "val_score")} for r in epochs])
-    write_rows(RESULTS / "zoo_speed.csv", speed(settings, split))
     write_report(split)
 
 
@@ -277,8 +245,7 @@ def write_report(split: dict[str, list[str]]) -> None:
     decoding = {key.removeprefix("decoding_"): float(value) for key, value in row.items() if key.startswith("decoding_")}
     summary = {"commit": row["commit"], "best_epoch": int(row["best_epoch"])}
     side = SideBySide.load()
-    write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, read_rows(CURVE),
-                                          read_rows(RESULTS / "zoo_speed.csv"), side))
+    write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, read_rows(CURVE), side))
     log(f"report: {rel(RESULTS / 'zoo.md')}")
     render_readme(split, scores, side)
 
@@ -351,13 +318,11 @@ def render_readme(split: dict[str, list[str]], scores: dict[str, float], side: S
     table = ("| " + " | ".join(headers) + " |\n|" + "---:|" * len(headers) + "\n| "
              + " | ".join(f"{scores[h]:.3f}" for h in headers) + " |")
     if side is None:
-        speeds = "; ".join(f"{r['megapixels_per_second']} MP/s at {r['size']} (load average {r['load_average']})"
-                           for r in read_rows(RESULTS / "zoo_speed.csv"))
-        speed_text = (f"Speed as shipped (auto diameter, 2 CPU threads): {speeds}; not yet timed side by side with "
-                      "StarDist and Cellpose.")
+        speed_text = ("Speed as shipped: not timed yet (the speed stage of `bench/peers.py` times it side by side with "
+                      "StarDist and Cellpose).")
     else:
-        speed_text = (f"Speed as shipped (auto diameter, 2 CPU threads), side by side with StarDist 2D in one "
-                      f"`bench/peers.py` run: {side.ratios()}.")
+        speed_text = (f"Speed as shipped (auto diameter, default precision: {side.precision()}, 2 CPU threads), side "
+                      f"by side with StarDist 2D in one `bench/peers.py` run: {side.ratios()}.")
     target = ("reached" if scores["F1@0.5"] >= F1_TARGET else "**not reached**")
     block = (f"{README_BEGIN}\nScores of the shipped model on the {len(split['test'])} DSB 2018 test images it never "
              f"saw (pooled; `bench/results/zoo.md`):\n\n{table}\n\n{speed_text} Issue 12's accuracy target "
@@ -371,11 +336,8 @@ def _fmt(value: Any, fmt: str) -> str:
 
 
 def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict[str, float],
-           summary: dict[str, Any], epochs: list[dict[str, str]], timings: list[dict[str, Any]],
-           side: SideBySide | None) -> str:
+           summary: dict[str, Any], epochs: list[dict[str, str]], side: SideBySide | None) -> str:
     rows = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
-    speeds = "\n".join(f"| {r['size']} | {r['threads']} | {r['load_average']} | {r['seconds']} | "
-                       f"{r['megapixels_per_second']} | {r['objects']} |" for r in timings)
     auto_rows = read_rows(RESULTS / "zoo_auto_diameter.csv") if (RESULTS / "zoo_auto_diameter.csv").is_file() else []
     auto_diameter = "\n".join(
         ["| re-probes zoomed out | keep first maps within zoom | val F1@0.5 | val mean F1 0.5:0.95 | val AJI | seconds |",
@@ -408,17 +370,6 @@ For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images fo
 ## Speed as shipped, side by side with StarDist and Cellpose
 
 {side_by_side(side)}
-
-## Speed as shipped, at export
-
-`Segmenter.pretrained("nuclei").predict_labels` with `--diameter auto` (a probe pass, and a
-second pass only where the nuclei need rescaling), the tuned decoding and the blank-field check, on mosaics of 256x256 test images, CPU,
-best of 3 after a warm-up (`zoo_speed.csv`; `--export --overwrite` re-measures). The load average says how
-busy the 2-core machine was (other jobs slow it down).
-
-| image | threads | 1-min load average | seconds | MP/s | objects |
-|---|---:|---:|---:|---:|---:|
-{speeds}
 
 ## Leave one source out
 
