@@ -172,7 +172,7 @@ def readme_block(results: Results) -> str:
         rss = big.get("peak_rss_mb") if big and not big["estimated"] else None
         lines.append(f"| {_tool_label(meta, tool)} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE)
                      + f" | {rates} | {_fmt(share, '{:.0%}')} | {_fmt(rss and rss / 1024, '{:.1f} GB')} |")
-    lines += ["", *losses(results), README_END]
+    lines += ["", replication_note(), *losses(results), README_END]
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +187,14 @@ def _tool_label(meta: dict[str, Any], tool: str) -> str:
     if tool == "fluoseg":
         return f"fluoseg ({train.get('variant', '?')})"
     return {"cellpose": "Cellpose 3", "stardist": "StarDist 2D"}[tool]
+
+
+def replication_note() -> str:
+    """What one run of this benchmark can and cannot show (issue 11: the unit is a trained network)."""
+    return ("- One trained network per tool (n = 1; a second run with `--reference` makes n = 2): the accuracy "
+            "differences are single-training estimates without a significance test, and differences of a few "
+            "thousandths are no evidence either way. Speed is a property of the architecture and decoding, not of "
+            "the training run.")
 
 
 def losses(results: Results) -> list[str]:
@@ -481,6 +489,7 @@ def reading(results: Results) -> list[str]:
         out.append("- Patches seen within the budget: " + ", ".join(f"{t} {n}" for t, n in seen.items() if n) +
                    ". A CPU budget favours cheap networks: this compares what each tool reaches on "
                    f"{meta['threads']} cores in the same time, not the tools' accuracy when trained to convergence.")
+        out.append(replication_note())
     out += losses(results)
     rows = [r for r in results.scaling if r["mode"] == "probabilities" and not r.get("estimated")]
     if len(rows) >= 2:
