@@ -198,17 +198,45 @@ def flops(spec):
     matmul = _bench(lambda: a @ b, 2 * m**3)
     conv = torch.nn.Conv2d(32, 32, 3, padding=1).eval()
     xc = torch.randn(1, 32, 512, 512)
+    conv_last = copy.deepcopy(conv).to(memory_format=torch.channels_last)
+    xc_last = xc.to(memory_format=torch.channels_last)
     with torch.inference_mode():
         conv3 = _bench(lambda: conv(xc), 2 * 32 * 32 * 9 * 512 * 512)
+        conv3_last = _bench(lambda: conv_last(xc_last), 2 * 32 * 32 * 9 * 512 * 512)
+
+    # bfloat16, as `--precision auto` runs on a CPU with AMX/AVX-512 BF16: the tile under autocast
+    # (output layer float32, as the predictor does) and the machine's bfloat16 peaks
+    from fluoseg.device import native_bfloat16
+    from fluoseg.predictor import keep_output_layers_float32
+
+    reduced = {}
+    if native_bfloat16(torch.device("cpu")):
+        keep_output_layers_float32(last)
+        x_last = x.to(memory_format=torch.channels_last)
+
+        def forward_bf16():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                last(x_last, availability)
+
+        tile_bf16_s = _bench(forward_bf16, 1.0, repeats=3)
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        conv16 = copy.deepcopy(conv).bfloat16().to(memory_format=torch.channels_last)
+        xc16 = xc.bfloat16().to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            reduced = {"tile_forward_bf16_s": 1.0 / tile_bf16_s, "tile_forward_bf16_gflops": tile_flops * tile_bf16_s / 1e9,
+                       "matmul_bf16_gflops": _bench(lambda: a16 @ b16, 2 * m**3) / 1e9,
+                       "conv3x3_bf16_gflops": _bench(lambda: conv16(xc16), 2 * 32 * 32 * 9 * 512 * 512) / 1e9}
     write_result(spec, {
         "tile_input": size, "tile_output": geometry.output_size, "tile_flops": tile_flops, "flops_by_op": by_op,
         "flops_per_tile_pixel": per_input_pixel, "image_size": n, "n_tiles": len(tiles),
         "flops_per_image_pixel": effective, "overlap_overhead": effective / per_input_pixel,
         "params": int(sum(p.numel() for p in model.parameters())),
         "matmul_gflops": matmul / 1e9, "matmul_size": m, "conv3x3_gflops": conv3 / 1e9,
+        "conv3x3_channels_last_gflops": conv3_last / 1e9,
         "conv3x3_shape": "1x32x512x512, 32->32", "threads": spec["threads"], "torch": torch.__version__,
         "tile_forward_s": 1.0 / tile_s, "tile_forward_channels_last_s": 1.0 / tile_last_s,
         "tile_forward_gflops": tile_flops * tile_s / 1e9, "tile_forward_channels_last_gflops": tile_flops * tile_last_s / 1e9,
+        **reduced,
     })
 
 
