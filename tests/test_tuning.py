@@ -10,7 +10,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter
 from fluoseg.run import RunDir
 from fluoseg.train.trainer import train
-from fluoseg.tuning import tune_run
+from fluoseg.tuning import MAX_PASSES, tune_run
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,33 @@ def test_tuned_parameters_are_stored_and_used_by_prediction(instance_run):
     assert segmenter.task.h == 2.5
     with pytest.raises(FluosegError, match=r"do not apply to this model; it has .*min_size"):
         segmenter.set_decoding(smoothing=1.0)
+
+
+def test_auto_diameter_tuning_predicts_again_with_the_tuned_parameters(instance_run, monkeypatch):
+    decodings = []  # the decoding in effect whenever a validation image is predicted
+    load = Segmenter.load.__func__
+
+    def scale_normalised(cls, *args, **kwargs):
+        segmenter = load(cls, *args, **kwargs)
+        segmenter.set_decoding(target_diameter=9.0)  # as if trained with scale normalisation
+        predict = segmenter.model_scale_maps
+
+        def spy(*a, **k):
+            task = segmenter.task
+            decodings.append({"h": task.h, "threshold": task.threshold, "min_size": task.min_size})
+            return predict(*a, **k)
+
+        segmenter.model_scale_maps = spy
+        return segmenter
+
+    monkeypatch.setattr(Segmenter, "load", classmethod(scale_normalised))
+    record = tune_run(instance_run, rounds=0, log=lambda line: None)
+    passes = record["passes"]
+    assert 1 <= passes <= MAX_PASSES and len(decodings) == 2 * passes  # two validation images per pass
+    assert decodings[0]["h"] == 4.0 and decodings[0]["min_size"] == 5  # the first pass: the trained decoding
+    for before, after in zip(decodings[::2], decodings[2::2]):
+        assert before != after  # a further pass only when the search moved the parameters
+    assert passes == MAX_PASSES or decodings[-1] == record["parameters"]  # converged: predicted as stored
 
 
 def test_cli_tune_and_predict_overrides(instance_run, tmp_path, capsys):

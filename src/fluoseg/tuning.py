@@ -26,6 +26,10 @@ from fluoseg.run import RunDir
 from fluoseg.tasks.detection import SCORE_GRID, labels_at_score
 
 
+MAX_PASSES = 3
+"""Predict-and-search passes of :func:`tune_run` at most, for a model whose scale is estimated (``--diameter auto``)."""
+
+
 def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequence[str] | None = None,
              manifest: str | Path | None = None, options: PredictOptions | None = None, rounds: int = 1,
              device: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -50,7 +54,11 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     -------
     dict
         The stored record: ``parameters``, ``objective``, ``value``, ``before`` (the objective with
-        the parameters the run was trained with), ``samples``, ``seconds``.
+        the parameters the run was trained with), ``passes``, ``samples``, ``seconds``. A
+        scale-normalised model predicted with ``diameter="auto"`` estimates each image's scale
+        from objects decoded with the current parameters, so the images are predicted again
+        with the tuned parameters and searched again, up to :data:`MAX_PASSES` times, until the
+        parameters stop changing (``passes``).
 
     Raises
     ------
@@ -76,8 +84,38 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         return _tune_detector(run, members[0], checkpoint.task, ids, data, source, objective=objective,
                               options=options or PredictOptions(), device=device, log=log, started=started)
     segmenter = Segmenter.load(run.path, device=device)
-    segmenter.set_decoding(**{k: checkpoint.task[k] for k in ("h", "threshold", "min_size") if k in checkpoint.task})
     options = options or PredictOptions()
+    trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
+    current = {k: checkpoint.task[k] for k in ("h", "threshold", "min_size") if k in checkpoint.task}
+    # With --diameter auto the scale a model predicts at comes from objects decoded with the current
+    # parameters: maps predicted with the trained ones are not the maps predict will decode with the
+    # tuned ones. So predict and search again with the tuned parameters until they stop changing.
+    rescans = MAX_PASSES if options.diameter == "auto" and segmenter.task.target_diameter else 1
+    for attempt in range(rescans):
+        segmenter.set_decoding(**current)
+        images = _tuning_images(segmenter, data, ids, options)
+        log(f"tune: predicted {len(images)} validation images in {time.perf_counter() - started:.0f} s"
+            + (f" (pass {attempt + 1}, diameters estimated with {current})" if rescans > 1 else ""))
+        result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
+                               progress=lambda line: log(f"tune: {line}"))
+        if attempt == 0:
+            before = tune_decoding(images, method=method, objective=objective, rounds=0,
+                                   grid={k: (v,) for k, v in trained.items()}).value if trained else float("nan")
+        if all(result.best.get(k) == current.get(k) for k in result.best):
+            break
+        current = {**current, **result.best}
+    record = {"parameters": result.best, "objective": objective, "value": result.value, "before": before,
+              "trained_with": trained, "passes": attempt + 1, "samples": ids, "manifest": str(source),
+              "seconds": round(time.perf_counter() - started, 1)}
+    run.write_decoding(members[0], record)
+    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", result.table)
+    log(f"tune: {objective} {before:.4f} with the trained parameters {trained} -> {result.value:.4f} with "
+        f"{result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
+    return record
+
+
+def _tuning_images(segmenter: Segmenter, data: Manifest, ids: Sequence[str], options: PredictOptions) -> list[TuningImage]:
+    """The validation images' maps as ``fluoseg predict`` computes them, with their true labels."""
     images = []
     for sample_id in ids:
         sample = data.sample(sample_id)
@@ -85,20 +123,7 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         maps, _ = segmenter.model_scale_maps(image.array, sample.channel_names,
                                              options.replace(pixel_size=image.pixel_size, source=str(sample.image_path)))
         images.append(TuningImage(maps=maps, truth=sample.read_labels(image.spatial_shape), name=sample_id))
-    log(f"tune: predicted {len(images)} validation images in {time.perf_counter() - started:.0f} s")
-    trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
-    result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
-                           progress=lambda line: log(f"tune: {line}"))
-    before = tune_decoding(images, method=method, objective=objective, rounds=0,
-                           grid={k: (v,) for k, v in trained.items()}).value if trained else float("nan")
-    record = {"parameters": result.best, "objective": objective, "value": result.value, "before": before,
-              "trained_with": trained, "samples": ids, "manifest": str(source),
-              "seconds": round(time.perf_counter() - started, 1)}
-    run.write_decoding(members[0], record)
-    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", result.table)
-    log(f"tune: {objective} {before:.4f} with the trained parameters {trained} -> {result.value:.4f} with "
-        f"{result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
-    return record
+    return images
 
 
 def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Sequence[str], data: Manifest,
