@@ -8,6 +8,7 @@ is scored exactly as it will predict.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -82,18 +83,21 @@ def keep_output_layers_float32(model: nn.Module) -> None:
         setattr(layer, _FLOAT32_HOOKED, True)
 
 
+_AUTOCAST_PAUSED = threading.local()  # per thread, like torch's autocast state: tiles may run in threads
+
+
 def _enter_float32(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
     device_type = inputs[0].device.type
-    if not torch.is_autocast_enabled(device_type):
+    paused = torch.is_autocast_enabled(device_type)
+    _AUTOCAST_PAUSED.__dict__.setdefault("stack", []).append(paused)
+    if not paused:
         return None
-    module._fluoseg_autocast_was_on = True  # type: ignore[assignment]
     torch.set_autocast_enabled(device_type, False)
     return tuple(x.float() for x in inputs)
 
 
 def _leave_float32(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-    if getattr(module, "_fluoseg_autocast_was_on", False):
-        module._fluoseg_autocast_was_on = False  # type: ignore[assignment]
+    if _AUTOCAST_PAUSED.stack.pop():
         torch.set_autocast_enabled(inputs[0].device.type, True)
 
 
