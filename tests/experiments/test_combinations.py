@@ -108,9 +108,10 @@ class _Segmenter:
 
     task_name, classes, panel = "semantic", ("c",), MarkerPanel(["a", "b"])
 
-    def predict_masks(self, array, names, *, markers, **settings):
+    def predict_masks(self, array, names, *, markers, precision, **settings):
         import numpy as np
 
+        assert precision == "float32"  # scores must not depend on the machine's bfloat16 support
         p = np.full((1, 4, 4), 0.6 if markers == ("a",) else 0.2, np.float32)
         if markers == ("a", "b"):
             p[0], p[0, :, :2] = 0.1, 0.9
@@ -173,10 +174,11 @@ class _InstanceSegmenter:
 
     task_name, task, classes, panel = "instance", _InstanceTask(), ("objects",), MarkerPanel(["a", "b"])
 
-    def predict_labels(self, array, names, *, markers, diameter, **settings):
+    def predict_labels(self, array, names, *, markers, diameter, precision, **settings):
         import numpy as np
 
         assert diameter == "off"  # one scale for every subset
+        assert precision == "float32"  # scores must not depend on the machine's bfloat16 support
         labels, p = np.zeros((4, 4), np.int32), np.full((1, 4, 4), 0.2, np.float32)
         if markers == ("a", "b"):
             labels[:, :2], labels[:, 2:], p[:] = 1, 2, 0.9

@@ -54,6 +54,11 @@ INSTANCE_CLASS = "objects"
 SAMPLE_CACHE = "samples"
 """Sub-folder of an evaluation's output holding one finished CSV per sample."""
 
+SCORING_PRECISION = "float32"
+"""Arithmetic of every scored prediction: ``auto`` would pick bfloat16 on some CPUs and GPUs
+and not on others, so a cross-validation's scores, cached per sample and compared between
+methods run on different days and machines, would depend on where each method ran."""
+
 
 def sample_combinations(panel: MarkerPanel, sample: Sample,
                         only: Collection[tuple[str, ...]] | None = None) -> list[tuple[str, ...]]:
@@ -110,7 +115,7 @@ def evaluate_sample(segmenter: Any, sample: Sample, subsets: Sequence[tuple[str,
     for subset in subsets:
         masks, probabilities = segmenter.predict_masks(array, names, markers=subset, pixel_size=pixel_size,
                                                        tile_size=tile_size, batch_size=batch_size,
-                                                       source=str(sample.image_path))
+                                                       precision=SCORING_PRECISION, source=str(sample.image_path))
         # float32 sums of softmax outputs may stray from [0, 1] by an ulp
         probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
         code = panel.subset_code(subset)
@@ -136,7 +141,7 @@ def _instance_rows(segmenter: Any, sample: Sample, array: np.ndarray, names: Seq
         # a fixed scale for every subset: an automatic diameter would differ between subsets
         labels, maps = segmenter.predict_labels(array, names, markers=subset, pixel_size=pixel_size,
                                                 tile_size=tile_size, batch_size=batch_size, diameter="off",
-                                                source=str(sample.image_path))
+                                                precision=SCORING_PRECISION, source=str(sample.image_path))
         foreground = np.clip(np.asarray(segmenter.task.foreground_probability(np.asarray(maps)), dtype=np.float64),
                              0.0, 1.0)
         counts = matching_at_thresholds(truth, labels, thresholds=0.5)[0]
