@@ -64,6 +64,7 @@ MODEL = {"name": "unet", "options": {"depth": 4, "base_filters": 16, "padding": 
 RECIPE = Variant("distance", artificial=True, scale=True)
 EPOCHS, STEPS, BATCH, PATCH, LEARNING_RATE = 20, 100, 4, 256, 1e-3
 N_ARTIFICIAL = 200
+TRAINED_DECODING = {"h": 2.0, "threshold": 0.5, "min_size": 10}  # what training validates with, before tuning
 # Columns of the test table: (header, pooled metric, IoU threshold)
 SCORES = (("F1@0.5", "f1", 0.5), ("F1@0.75", "f1", 0.75), ("mean F1 0.5:0.95", "f1_mean_over_thresholds", None),
           ("mAcc 0.5:0.95", "accuracy_mean_over_thresholds", None), ("AJI", "aji", None),
@@ -77,8 +78,7 @@ def config(manifest: Path, split: dict[str, list[str]], artificial: Path, diamet
         "data": {"manifest": str(manifest), "extra_train": [str(artificial)],
                  "split": {"val": split["val"], "test": split["test"]}},
         "task": "instance",
-        "instance": {"method": "distance", "alpha": 1.0, "h": 2.0, "threshold": 0.5, "min_size": 10,
-                     "target_diameter": diameter},
+        "instance": {"method": "distance", "alpha": 1.0, **TRAINED_DECODING, "target_diameter": diameter},
         "model": MODEL,
         "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": BATCH,
                   "patch_size": PATCH, "learning_rate": LEARNING_RATE, "schedule": "cosine", "seed": 0,
@@ -110,11 +110,24 @@ def test_scores(settings: Settings) -> dict[str, float]:
 
 
 def card(settings: Settings, split: dict[str, list[str]], diameter: float, decoding: dict[str, Any],
-         scores: dict[str, float], summary: dict[str, Any], shipped: dict[str, float] | None) -> str:
-    """The model card: data, licence, recipe, training, decoding, test scores, limits."""
-    shipped = shipped or {header: float("nan") for header in scores}
-    table = "\n".join(f"| {header} | {value:.3f} | {shipped[header]:.3f} |" for header, value in scores.items())
+         scores: dict[str, float] | None, summary: dict[str, Any], shipped: dict[str, float] | None) -> str:
+    """The model card: data, licence, recipe, training, decoding, test scores, limits.
+
+    ``scores`` are the trained run's (float32 weights), ``shipped`` the exported model's; a
+    re-tuned package (``--retune``, ``summary['retuned']`` its commit) has only the latter."""
+    columns = [(title, values) for title, values in (("run (float32)", scores), ("shipped (float16)", shipped))
+               if values is not None] or [("shipped (float16)", None)]
+    table = "\n".join([f"| metric | {' | '.join(title for title, _ in columns)} |",
+                       "|---|" + "---:|" * len(columns)]
+                      + [f"| {header} | " + " | ".join(f"{(values or {}).get(header, float('nan')):.3f}"
+                                                       for _, values in columns) + " |"
+                         for header, _, _ in SCORES])
     parameters = ", ".join(f"{k} = {v:g}" for k, v in decoding["parameters"].items())
+    retuned = (f" Tuned again on the exported float16 weights with the current `fluoseg tune` (predict and search "
+               f"until the parameters stop changing; {decoding.get('passes', 1)} passes), `bench/train_zoo.py "
+               f"--retune` at commit {summary['retuned']}." if summary.get("retuned") else "")
+    origin = ("the trained run (float32, `fluoseg predict RUN` then `fluoseg evaluate --task instance`) and "
+              if scores else "")
     return f"""# nuclei — fluorescence nuclei, instance segmentation
 
 Nuclei in 2D fluorescence images (one nuclear stain: DAPI, Hoechst, ...), as labelled objects.
@@ -149,17 +162,14 @@ default `--diameter auto` a first pass estimates the nucleus size; give `--diame
   ({summary['threads']} threads, {summary['train_minutes']:.0f} min).
 - Kept epoch {summary['best_epoch']} of {settings.epochs}, the best validation F1@0.5 ({summary['best_val']:.3f}).
 - Decoding tuned on the validation images (`fluoseg tune`, objective mean F1 over IoU 0.5:0.95):
-  {parameters}.
+  {parameters}.{retuned}
 - Weights stored as float16; fluoseg commit {summary['commit']}.
 
 ## Scores on the {len(split['test'])} test images (never used for a choice)
 
-Pooled over images, with `--diameter auto`: the trained run (float32, `fluoseg predict RUN` then
-`fluoseg evaluate --task instance`) and this shipped model (float16 weights, computed as
+Pooled over images, with `--diameter auto`: {origin}this shipped model (float16 weights, computed as
 float32) predicting the same images.
 
-| metric | run (float32) | shipped (float16) |
-|---|---:|---:|
 {table}
 
 ## Limits
@@ -233,6 +243,49 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     write_report(split)
 
 
+def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float) -> None:
+    """Tune the shipped package's decoding again on the validation images, then re-score it on test.
+
+    For a package whose training folder is gone: the search is ``fluoseg tune``'s
+    (:func:`fluoseg.tuning.tune_segmenter`, from the decoding training used), run on the
+    exported float16 weights as ``fluoseg predict nuclei`` loads them. The package's decoding,
+    its card, ``zoo.csv`` (test scores of the shipped model, float32) and the report follow.
+    """
+    import json
+
+    from fluoseg import Segmenter
+    from fluoseg.data.manifest import load_manifest
+    from fluoseg.io import write_json_atomically
+    from fluoseg.tuning import tune_segmenter
+    from fluoseg.zoo import MODEL_FILE
+
+    (row,) = read_rows(RESULTS / "zoo.csv")
+    manifest = load_manifest(dsb_manifest(work / "manifest.yaml", data, split["train"] + split["val"] + split["test"]))
+    segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
+    log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {TRAINED_DECODING})")
+    search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method=RECIPE.method,
+                            trained=TRAINED_DECODING, objective="f1_mean", rounds=2, log=log)
+    decoding = {"parameters": search.result.best, "value": search.result.value, "passes": search.passes}
+    log(f"re-tuned decoding: {search.result.best} (validation f1_mean {search.before:.4f} with the trained decoding "
+        f"-> {search.result.value:.4f}; {search.passes} passes)")
+    state = json.loads((ZOO_FOLDER / MODEL_FILE).read_text())
+    state["task"] = {**state["task"], **search.result.best}
+    write_json_atomically(ZOO_FOLDER / MODEL_FILE, state, overwrite=True)
+    shipped = shipped_scores(data, split)
+    log("re-tuned zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
+    summary = {"params": int(row["params"]), "threads": int(row["threads"]), "train_minutes": float(row["train_minutes"]),
+               "best_epoch": int(row["best_epoch"]), "best_val": float(row["best_val"]), "commit": row["commit"],
+               "retuned": git_commit()}
+    settings = Settings(data=data, work=work, results=RESULTS, epochs=EPOCHS, steps=STEPS, threads=summary["threads"],
+                        device="cpu", n_artificial=N_ARTIFICIAL, smoke=False)
+    write_text(ZOO_FOLDER / "card.md", card(settings, split, diameter, decoding, None, summary, shipped))
+    write_rows(RESULTS / "zoo.csv", [{"model": ZOO_NAME, **shipped,
+                                      **{f"decoding_{k}": v for k, v in search.result.best.items()},
+                                      "val_objective": search.result.value, "val_objective_before": search.before,
+                                      "passes": search.passes, **summary}])
+    write_report(split)
+
+
 README_BEGIN, README_END = "<!-- zoo-scores:begin (bench/train_zoo.py --report) -->", "<!-- zoo-scores:end -->"
 CURVE = RESULTS / "zoo_curve.csv"
 F1_TARGET = 0.93   # issue 12's F1@0.5 target on the test split
@@ -243,7 +296,7 @@ def write_report(split: dict[str, list[str]]) -> None:
     (row,) = read_rows(RESULTS / "zoo.csv")
     scores = {header: float(row[header]) for header, _, _ in SCORES}
     decoding = {key.removeprefix("decoding_"): float(value) for key, value in row.items() if key.startswith("decoding_")}
-    summary = {"commit": row["commit"], "best_epoch": int(row["best_epoch"])}
+    summary = {"commit": row["commit"], "best_epoch": int(row["best_epoch"]), "retuned": row.get("retuned")}
     side = SideBySide.load()
     write_text(RESULTS / "zoo.md", report(split, scores, decoding, summary, read_rows(CURVE), side))
     log(f"report: {rel(RESULTS / 'zoo.md')}")
@@ -346,9 +399,11 @@ def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict
            f"{float(r['val_f1_mean_0.5_0.95']):.4f} | {float(r['val_aji']):.4f} | {r['seconds']} |" for r in auto_rows]
     ) if auto_rows else "(not measured)"
     curve = "\n".join(f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_score']):.3f} |" for r in epochs)
+    retuned = (f"; decoding re-tuned on the shipped weights at commit {summary['retuned']}, `--retune`"
+               if summary.get("retuned") else "")
     return f"""# The shipped `nuclei` model
 
-Generated by `bench/train_zoo.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (commit {summary['commit']}).
+Generated by `bench/train_zoo.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (trained at commit {summary['commit']}{retuned}).
 The model card is `src/fluoseg/zoo/nuclei/card.md`; `zoo.csv` holds these numbers.
 
 Test split of `bench/splits/dsb2018_fluo.json` ({len(split['test'])} images, pooled), predicted as
@@ -451,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--export", action="store_true", help="write the zoo folder and the report (after the run)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
+    parser.add_argument("--retune", action="store_true",
+                        help="tune the shipped package's decoding again on the validation images and re-score it "
+                             "(no training folder needed)")
     parser.add_argument("--report", action="store_true",
                         help="only re-render zoo.md and the README block from the committed result tables")
     args = parser.parse_args(argv)
@@ -458,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.data}: no DSB 2018 images here; give --data")
     if args.report:
         write_report(dsb_split(args.data))
+        return 0
+    if args.retune:
+        split = dsb_split(args.data)
+        retune(args.data, args.work, split, dsb_target_diameter(args.work, args.data, split["train"]))
         return 0
     terminate_child_on_sigterm()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter
 from fluoseg.run import RunDir
 from fluoseg.train.trainer import train
-from fluoseg.tuning import MAX_PASSES, tune_run
+from fluoseg.tuning import MAX_PASSES, tune_run, tune_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,30 @@ def test_auto_diameter_tuning_predicts_again_with_the_tuned_parameters(instance_
     for before, after in zip(decodings[::2], decodings[2::2]):
         assert before != after  # a further pass only when the search moved the parameters
     assert passes == MAX_PASSES or decodings[-1] == record["parameters"]  # converged: predicted as stored
+
+
+def test_tune_segmenter_reads_each_image_once_and_leaves_the_best_decoding(instance_run, monkeypatch):
+    from fluoseg.data.manifest import load_manifest
+    from fluoseg.data.sample import Sample
+
+    reads = []
+    read_image = Sample.read_image
+
+    def counted(self, *args, **kwargs):
+        reads.append(self.id)
+        return read_image(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sample, "read_image", counted)
+    segmenter = Segmenter.load(instance_run, device="cpu")
+    segmenter.set_decoding(target_diameter=9.0)  # scale-normalised: several passes with --diameter auto
+    config = RunDir(instance_run).read_config()
+    samples = [load_manifest(config["data"]["manifest"]).sample(i) for i in ("n3", "n4")]
+    search = tune_segmenter(segmenter, samples, method="distance", trained={"h": 4.0, "threshold": 0.5, "min_size": 5},
+                            rounds=0, log=lambda line: None)
+    assert sorted(reads) == ["n3", "n4"]  # read once, however many passes predicted them
+    assert 1 <= search.passes <= MAX_PASSES and search.result.value >= 0.0
+    task = segmenter.task
+    assert {"h": task.h, "threshold": task.threshold, "min_size": task.min_size} == search.result.best
 
 
 def test_cli_tune_and_predict_overrides(instance_run, tmp_path, capsys):

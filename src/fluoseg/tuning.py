@@ -13,14 +13,18 @@ detection score threshold ``min_score`` is chosen on the validation images' obje
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fluoseg.data.manifest import Manifest, load_manifest
+from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, score_labels, tune_decoding
+from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, TuningResult, score_labels, tune_decoding
 from fluoseg.io import write_csv_atomically
 from fluoseg.run import RunDir
 from fluoseg.tasks.detection import SCORE_GRID, labels_at_score
@@ -84,18 +88,77 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         return _tune_detector(run, members[0], checkpoint.task, ids, data, source, objective=objective,
                               options=options or PredictOptions(), device=device, log=log, started=started)
     segmenter = Segmenter.load(run.path, device=device)
-    options = options or PredictOptions()
     trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
-    current = {k: checkpoint.task[k] for k in ("h", "threshold", "min_size") if k in checkpoint.task}
+    search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
+                            objective=objective, options=options, rounds=rounds, log=log, started=started)
+    record = {"parameters": search.result.best, "objective": objective, "value": search.result.value,
+              "before": search.before, "trained_with": trained, "passes": search.passes, "samples": ids,
+              "manifest": str(source), "seconds": round(time.perf_counter() - started, 1)}
+    run.write_decoding(members[0], record)
+    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", search.result.table)
+    log(f"tune: {objective} {search.before:.4f} with the trained parameters {trained} -> {search.result.value:.4f} "
+        f"with {search.result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
+    return record
+
+
+@dataclass(frozen=True)
+class DecodingSearch:
+    """What :func:`tune_segmenter` found."""
+
+    result: TuningResult
+    """The last pass's search: best parameters, their objective value, every combination tried."""
+    before: float
+    """The objective with the trained parameters, on the first pass's maps."""
+    passes: int
+    """Predict-and-search passes made."""
+
+
+def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: str, trained: Mapping[str, float],
+                   objective: str = "f1_mean", options: PredictOptions | None = None, rounds: int = 1,
+                   log: Callable[[str], None] = print, started: float | None = None) -> DecodingSearch:
+    """Search the decoding parameters of a loaded instance model on annotated images.
+
+    Parameters
+    ----------
+    segmenter
+        The model, e.g. :meth:`Segmenter.load` of a run or :meth:`Segmenter.pretrained`; its
+        decoding is left at the best parameters found.
+    samples
+        Annotated images (never test images).
+    method
+        The model's instance method (its grid: :data:`fluoseg.instance.tune.DEFAULT_GRIDS`).
+    trained
+        The decoding parameters the model was trained with: the first pass predicts with them,
+        and they are the ``before`` reference.
+    objective, options, rounds
+        As in :func:`tune_run`.
+    log
+        Called with one line per stage.
+    started
+        ``time.perf_counter()`` at the start of the caller's work, for the logged times.
+
+    Returns
+    -------
+    DecodingSearch
+        The search, the objective before it and the number of passes. A scale-normalised
+        model predicted with ``diameter="auto"`` estimates each image's scale from objects
+        decoded with the current parameters, so the images are predicted again with the
+        tuned parameters and searched again, up to :data:`MAX_PASSES` times, until the
+        parameters stop changing.
+    """
+    started = time.perf_counter() if started is None else started
+    options = options or PredictOptions()
+    annotated = [_AnnotatedImage.read(sample) for sample in samples]
+    current = dict(trained)
     # With --diameter auto the scale a model predicts at comes from objects decoded with the current
     # parameters: maps predicted with the trained ones are not the maps predict will decode with the
     # tuned ones. So predict and search again with the tuned parameters until they stop changing.
-    rescans = MAX_PASSES if options.diameter == "auto" and segmenter.task.target_diameter else 1
-    for attempt in range(rescans):
+    passes = MAX_PASSES if options.diameter == "auto" and segmenter.task.target_diameter else 1
+    for attempt in range(passes):
         segmenter.set_decoding(**current)
-        images = _tuning_images(segmenter, data, ids, options)
+        images = [item.maps(segmenter, options) for item in annotated]
         log(f"tune: predicted {len(images)} validation images in {time.perf_counter() - started:.0f} s"
-            + (f" (pass {attempt + 1}, diameters estimated with {current})" if rescans > 1 else ""))
+            + (f" (pass {attempt + 1}, diameters estimated with {current})" if passes > 1 else ""))
         result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
                                progress=lambda line: log(f"tune: {line}"))
         if attempt == 0:
@@ -104,26 +167,29 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         if all(result.best.get(k) == current.get(k) for k in result.best):
             break
         current = {**current, **result.best}
-    record = {"parameters": result.best, "objective": objective, "value": result.value, "before": before,
-              "trained_with": trained, "passes": attempt + 1, "samples": ids, "manifest": str(source),
-              "seconds": round(time.perf_counter() - started, 1)}
-    run.write_decoding(members[0], record)
-    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", result.table)
-    log(f"tune: {objective} {before:.4f} with the trained parameters {trained} -> {result.value:.4f} with "
-        f"{result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
-    return record
+    segmenter.set_decoding(**result.best)
+    return DecodingSearch(result=result, before=before, passes=attempt + 1)
 
 
-def _tuning_images(segmenter: Segmenter, data: Manifest, ids: Sequence[str], options: PredictOptions) -> list[TuningImage]:
-    """The validation images' maps as ``fluoseg predict`` computes them, with their true labels."""
-    images = []
-    for sample_id in ids:
-        sample = data.sample(sample_id)
+@dataclass(frozen=True)
+class _AnnotatedImage:
+    """A validation image read once, with its true labels, predicted again on every pass."""
+
+    sample: Sample
+    image: Any
+    truth: np.ndarray
+
+    @classmethod
+    def read(cls, sample: Sample) -> _AnnotatedImage:
         image = sample.read_image()
-        maps, _ = segmenter.model_scale_maps(image.array, sample.channel_names,
-                                             options.replace(pixel_size=image.pixel_size, source=str(sample.image_path)))
-        images.append(TuningImage(maps=maps, truth=sample.read_labels(image.spatial_shape), name=sample_id))
-    return images
+        return cls(sample=sample, image=image, truth=sample.read_labels(image.spatial_shape))
+
+    def maps(self, segmenter: Segmenter, options: PredictOptions) -> TuningImage:
+        """The maps as ``fluoseg predict`` computes them."""
+        maps, _ = segmenter.model_scale_maps(self.image.array, self.sample.channel_names,
+                                             options.replace(pixel_size=self.image.pixel_size,
+                                                             source=str(self.sample.image_path)))
+        return TuningImage(maps=maps, truth=self.truth, name=self.sample.id)
 
 
 def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Sequence[str], data: Manifest,
