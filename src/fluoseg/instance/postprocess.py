@@ -236,15 +236,19 @@ def h_maxima_per_object(distance: np.ndarray, mask: np.ndarray, h: float) -> np.
     objects, count = connected_components(mask, connectivity=2, return_num=True)
     if count == 0:
         return np.zeros(distance.shape, bool)
+    inside = objects > 0
+    owner, values = objects[inside], distance[inside]
+    highest = np.zeros(count + 1, dtype=values.dtype)  # each object's peak
+    np.maximum.at(highest, owner, values)  # a scatter-max: ndi.maximum with many labels sorts every pixel
     single = _single_peak_objects(distance, objects, count)
-    peaks = _single_peak_h_maxima(distance, objects, count, single, h)
+    peaks = np.zeros(distance.shape, bool)
+    # h_maxima finds nothing in an object whose peak is below h
+    peaks[inside] = _single_peak_h_maxima(owner, values, count, single & (highest >= h), h)
     for index, window in enumerate(ndi.find_objects(objects), start=1):
-        if window is None or single[index]:
+        if window is None or single[index] or highest[index] < h:
             continue
         own = objects[window] == index
         crop = np.where(own, distance[window], 0.0)
-        if crop.max() < h:
-            continue
         found = h_maxima(np.pad(crop, 1), h)[1:-1, 1:-1].astype(bool)
         peaks[window] |= found & own
     return peaks
@@ -261,27 +265,23 @@ def _single_peak_objects(distance: np.ndarray, objects: np.ndarray, count: int) 
     return np.bincount(owner[1:], minlength=count + 1)[: count + 1] == 1
 
 
-def _single_peak_h_maxima(distance: np.ndarray, objects: np.ndarray, count: int, single: np.ndarray,
+def _single_peak_h_maxima(owner: np.ndarray, values: np.ndarray, count: int, wanted: np.ndarray,
                           h: float) -> np.ndarray:
-    """h-maxima of the single-peak objects, as :func:`skimage.morphology.h_maxima` computes them.
+    """h-maxima of the ``wanted`` single-peak objects, as :func:`skimage.morphology.h_maxima` computes them.
+
+    ``owner`` and ``values`` are the object index and map value of every object pixel; the
+    result is a bool per such pixel.
 
     skimage reconstructs ``f - h - r`` (``r = 2 eps |f|``, its float margin) under ``f`` and keeps
     ``f - R >= h``. In an object with one regional maximum every pixel climbs to the peak inside
     the object, so the reconstruction is ``R = min(f, s)`` with ``s`` the object's largest
     ``f - h - r``: the same arithmetic, so the same seeds, without the pixel sort.
     """
-    inside = objects > 0
-    owner, values = objects[inside], distance[inside]
-    shifted = values - h - 2 * np.finfo(distance.dtype).resolution * np.abs(values)
+    shifted = values - h - 2 * np.finfo(values.dtype).resolution * np.abs(values)
     top = np.full(count + 1, -np.inf, dtype=values.dtype)
-    np.maximum.at(top, owner, shifted)  # a scatter-max: ndi.maximum with many labels sorts every pixel
-    highest = np.zeros(count + 1, dtype=values.dtype)
-    np.maximum.at(highest, owner, values)
-    wanted = single & (highest >= h)  # h_maxima finds nothing in an object whose peak is below h
+    np.maximum.at(top, owner, shifted)
     residue = values - np.minimum(values, top[owner])
-    peaks = np.zeros(distance.shape, bool)
-    peaks[inside] = wanted[owner] & (residue >= h)
-    return peaks
+    return wanted[owner] & (residue >= h)
 
 
 def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float = 1.0,
