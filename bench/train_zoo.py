@@ -265,11 +265,11 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {TRAINED_DECODING})")
     search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method=RECIPE.method,
                             trained=TRAINED_DECODING, objective="f1_mean", rounds=2, log=log)
-    decoding = {"parameters": search.result.best, "value": search.result.value, "passes": search.passes}
-    log(f"re-tuned decoding: {search.result.best} (validation f1_mean {search.before:.4f} with the trained decoding "
-        f"-> {search.result.value:.4f}; {search.passes} passes)")
+    decoding = {"parameters": search.best, "value": search.value, "passes": search.passes}
+    log(f"re-tuned decoding: {search.best} (validation f1_mean {search.before:.4f} with the trained decoding "
+        f"-> {search.value:.4f}; {search.passes} passes, converged: {search.converged})")
     state = json.loads((ZOO_FOLDER / MODEL_FILE).read_text())
-    state["task"] = {**state["task"], **search.result.best}
+    state["task"] = {**state["task"], **search.best}
     write_json_atomically(ZOO_FOLDER / MODEL_FILE, state, overwrite=True)
     shipped = shipped_scores(data, split)
     log("re-tuned zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
@@ -280,9 +280,9 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
                         device="cpu", n_artificial=N_ARTIFICIAL, smoke=False)
     write_text(ZOO_FOLDER / "card.md", card(settings, split, diameter, decoding, None, summary, shipped))
     write_rows(RESULTS / "zoo.csv", [{"model": ZOO_NAME, **shipped,
-                                      **{f"decoding_{k}": v for k, v in search.result.best.items()},
-                                      "val_objective": search.result.value, "val_objective_before": search.before,
-                                      "passes": search.passes, **summary}])
+                                      **{f"decoding_{k}": v for k, v in search.best.items()},
+                                      "val_objective": search.value, "val_objective_before": search.before,
+                                      "passes": search.passes, "converged": search.converged, **summary}])
     write_report(split)
 
 

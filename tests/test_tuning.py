@@ -82,9 +82,83 @@ def test_tune_segmenter_reads_each_image_once_and_leaves_the_best_decoding(insta
     search = tune_segmenter(segmenter, samples, method="distance", trained={"h": 4.0, "threshold": 0.5, "min_size": 5},
                             rounds=0, log=lambda line: None)
     assert sorted(reads) == ["n3", "n4"]  # read once, however many passes predicted them
-    assert 1 <= search.passes <= MAX_PASSES and search.result.value >= 0.0
+    assert 1 <= search.passes <= MAX_PASSES and 0.0 <= search.value <= 1.0
     task = segmenter.task
-    assert {"h": task.h, "threshold": task.threshold, "min_size": task.min_size} == search.result.best
+    assert {"h": task.h, "threshold": task.threshold, "min_size": task.min_size} == search.best
+
+
+class _CyclingSearch:
+    """Stands in for ``tune_decoding``: maps predicted with h carry h; the search on maps of h=2
+    finds h=1, on maps of 1 finds 3, on maps of 3 finds 1 again (it never settles). Scored on
+    their own maps, h=2, 1, 3 are worth 0.5, 0.7, 0.6; on other maps everything is worth 0."""
+
+    next_h = {2.0: 1.0, 1.0: 3.0, 3.0: 1.0}
+    own_value = {2.0: 0.5, 1.0: 0.7, 3.0: 0.6}
+
+    def __call__(self, images, *, method, objective, rounds, grid=None, fixed=None, progress=None):
+        from fluoseg.instance.tune import TuningResult
+
+        predicted_with = float(images[0].maps[0, 0, 0])
+        if rounds == 0:  # one candidate scored on these maps
+            h = grid["h"][0]
+            value = self.own_value[h] if h == predicted_with else 0.0
+            return TuningResult(method=method, objective=objective, best={"h": h}, value=value)
+        found = self.next_h[predicted_with]
+        return TuningResult(method=method, objective=objective, best={"h": found}, value=0.9,
+                            table=[{"h": found, "objective": 0.9}])
+
+
+class _ScaleSegmenter:
+    """A scale-normalised model whose maps record the h they were predicted with."""
+
+    def __init__(self):
+        self.task = type("Task", (), {"target_diameter": 9.0, "h": None})()
+
+    def set_decoding(self, **parameters):
+        self.task.h = parameters["h"]
+
+    def model_scale_maps(self, array, names, options):
+        import numpy as np
+
+        return np.full((2, 4, 4), self.task.h, np.float32), None
+
+
+class _FakeSample:
+    id, channel_names, image_path = "v1", ("DNA",), "v1.tif"
+
+    def read_image(self):
+        import numpy as np
+
+        return type("Image", (), {"array": np.zeros((1, 4, 4), np.float32), "pixel_size": None,
+                                  "spatial_shape": (4, 4)})()
+
+    def read_labels(self, spatial):
+        import numpy as np
+
+        return np.zeros(spatial, np.int32)
+
+
+def test_passes_that_never_settle_keep_the_best_parameters_as_predicted(monkeypatch):
+    import fluoseg.tuning as tuning
+
+    monkeypatch.setattr(tuning, "tune_decoding", _CyclingSearch())
+    segmenter = _ScaleSegmenter()
+    search = tune_segmenter(segmenter, [_FakeSample()], method="distance", trained={"h": 2.0}, log=lambda line: None)
+    # predicted with h = 2, 1, 3; the last search says 1 again, scored on maps of 3: not converged
+    assert search.passes == MAX_PASSES == 3 and not search.converged
+    assert search.best == {"h": 1.0} and search.value == 0.7 and search.before == 0.5
+    assert segmenter.task.h == 1.0  # left at the kept parameters
+
+
+def test_settled_passes_keep_the_last_search(monkeypatch):
+    import fluoseg.tuning as tuning
+
+    settling = _CyclingSearch()
+    settling.next_h = {2.0: 1.0, 1.0: 1.0}  # maps of h=1 confirm h=1
+    monkeypatch.setattr(tuning, "tune_decoding", settling)
+    search = tune_segmenter(_ScaleSegmenter(), [_FakeSample()], method="distance", trained={"h": 2.0},
+                            log=lambda line: None)
+    assert search.passes == 2 and search.converged and search.best == {"h": 1.0} and search.value == 0.9
 
 
 def test_cli_tune_and_predict_overrides(instance_run, tmp_path, capsys):

@@ -24,7 +24,7 @@ from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
-from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, TuningResult, score_labels, tune_decoding
+from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, score_labels, tune_decoding
 from fluoseg.io import write_csv_atomically
 from fluoseg.run import RunDir
 from fluoseg.tasks.detection import SCORE_GRID, labels_at_score
@@ -91,13 +91,13 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
                             objective=objective, options=options, rounds=rounds, log=log, started=started)
-    record = {"parameters": search.result.best, "objective": objective, "value": search.result.value,
-              "before": search.before, "trained_with": trained, "passes": search.passes, "samples": ids,
+    record = {"parameters": search.best, "objective": objective, "value": search.value, "before": search.before,
+              "trained_with": trained, "passes": search.passes, "converged": search.converged, "samples": ids,
               "manifest": str(source), "seconds": round(time.perf_counter() - started, 1)}
     run.write_decoding(members[0], record)
-    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", search.result.table)
-    log(f"tune: {objective} {search.before:.4f} with the trained parameters {trained} -> {search.result.value:.4f} "
-        f"with {search.result.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
+    write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", search.table)
+    log(f"tune: {objective} {search.before:.4f} with the trained parameters {trained} -> {search.value:.4f} "
+        f"with {search.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
     return record
 
 
@@ -105,12 +105,18 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
 class DecodingSearch:
     """What :func:`tune_segmenter` found."""
 
-    result: TuningResult
-    """The last pass's search: best parameters, their objective value, every combination tried."""
+    best: dict[str, float]
+    """The chosen decoding parameters."""
+    value: float
+    """Their objective value on the images predicted as ``fluoseg predict`` would with them."""
+    table: list[dict[str, Any]]
+    """Every combination the last pass's search tried."""
     before: float
-    """The objective with the trained parameters, on the first pass's maps."""
+    """The objective with the trained parameters."""
     passes: int
     """Predict-and-search passes made."""
+    converged: bool
+    """Whether the last search returned the parameters its images were predicted with (or one pass sufficed)."""
 
 
 def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: str, trained: Mapping[str, float],
@@ -140,35 +146,53 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
     Returns
     -------
     DecodingSearch
-        The search, the objective before it and the number of passes. A scale-normalised
-        model predicted with ``diameter="auto"`` estimates each image's scale from objects
-        decoded with the current parameters, so the images are predicted again with the
-        tuned parameters and searched again, up to :data:`MAX_PASSES` times, until the
-        parameters stop changing.
+        The chosen parameters and their value, the objective before and the passes. A
+        scale-normalised model predicted with ``diameter="auto"`` estimates each image's scale
+        from objects decoded with the current parameters, so the images are predicted again
+        with the tuned parameters and searched again, up to :data:`MAX_PASSES` times, until
+        the parameters stop changing. If they never do, the parameters kept are the best of
+        those the images were predicted with, scored on their own maps, i.e. as predict
+        would score them.
     """
     started = time.perf_counter() if started is None else started
     options = options or PredictOptions()
     annotated = [_AnnotatedImage.read(sample) for sample in samples]
+
+    def score(images: list[TuningImage], parameters: Mapping[str, float]) -> float:
+        return tune_decoding(images, method=method, objective=objective, rounds=0,
+                             grid={k: (v,) for k, v in parameters.items()}).value if parameters else float("nan")
+
     current = dict(trained)
     # With --diameter auto the scale a model predicts at comes from objects decoded with the current
     # parameters: maps predicted with the trained ones are not the maps predict will decode with the
     # tuned ones. So predict and search again with the tuned parameters until they stop changing.
     passes = MAX_PASSES if options.diameter == "auto" and segmenter.task.target_diameter else 1
+    # (value on the maps predicted with them, parameters): what predict would score on these images
+    as_predicted: list[tuple[float, dict[str, float]]] = []
     for attempt in range(passes):
         segmenter.set_decoding(**current)
         images = [item.maps(segmenter, options) for item in annotated]
         log(f"tune: predicted {len(images)} validation images in {time.perf_counter() - started:.0f} s"
             + (f" (pass {attempt + 1}, diameters estimated with {current})" if passes > 1 else ""))
+        as_predicted.append((score(images, current), current))
         result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
                                progress=lambda line: log(f"tune: {line}"))
-        if attempt == 0:
-            before = tune_decoding(images, method=method, objective=objective, rounds=0,
-                                   grid={k: (v,) for k, v in trained.items()}).value if trained else float("nan")
         if all(result.best.get(k) == current.get(k) for k in result.best):
             break
         current = {**current, **result.best}
-    segmenter.set_decoding(**result.best)
-    return DecodingSearch(result=result, before=before, passes=attempt + 1)
+    last_predicted_with = as_predicted[-1][1]
+    converged = passes == 1 or all(result.best.get(k) == last_predicted_with.get(k) for k in result.best)
+    if converged:
+        best, value = result.best, result.value
+    else:
+        # The passes cycle: of the parameters the images were predicted with, keep the best as
+        # predicted (the last search's best was scored on maps of other parameters).
+        value, best = max(as_predicted, key=lambda pair: pair[0])
+        best = {**result.best, **best}
+        log(f"tune: not converged in {passes} passes; keeping {best}, {objective} {value:.4f} as predicted")
+    segmenter.set_decoding(**best)
+    return DecodingSearch(best=best, value=value, table=result.table, before=as_predicted[0][0],
+                          passes=attempt + 1, converged=converged)
 
 
 @dataclass(frozen=True)
