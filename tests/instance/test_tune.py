@@ -77,6 +77,29 @@ def test_refinement_tries_midpoints_and_keeps_the_earliest_of_equal_scores(peanu
     assert result.value == max(row["objective"] for row in result.table)
 
 
+def test_refinement_reaches_an_optimum_below_the_coarse_grid(peanut_and_bumpy_blob):
+    image, _ = peanut_and_bumpy_blob
+    # the best h (1, between the blob's and the peanut's dynamics) lies below this grid: the edge
+    # value 2 gets h = 2 - 2 / 2 = 1 beyond it in the first refinement
+    result = tune_decoding([image], method="distance", grid={"h": (2.0, 4.0, 8.0)},
+                           fixed={"threshold": 0.5, "min_size": 0}, rounds=2)
+    coarse = {row["h"]: row["objective"] for row in result.table if row["stage"] == "coarse"}
+    fine1 = sorted(row["h"] for row in result.table if row["stage"] == "fine1")
+    assert fine1 == [1.0, 3.0] and result.best["h"] < 2.0
+    assert result.value == pytest.approx(1.0) and max(coarse.values()) < 0.9
+
+
+def test_edge_extension_stays_inside_each_parameters_range():
+    from fluoseg.instance.tune import _refined
+
+    assert _refined((0.5, 1.0, 1.5), 0.5, "h") == (0.25, 0.5, 0.75)
+    assert _refined((0.1, 0.9), 0.1, "h") == (0.1, 0.5)  # 0.1 - 0.4 would be below 0
+    assert _refined((0.6, 0.8), 0.8, "threshold") == (0.7, 0.8, 0.9)
+    assert _refined((0.5, 0.9), 0.9, "threshold") == (0.7, 0.9)  # 1.1 is not a probability
+    assert _refined((0.0, 5.0), 0.0, "min_size") == (0.0, 2.0)  # round(2.5) = 2 (banker's); no negative size
+    assert _refined((20.0, 40.0), 40.0, "min_size") == (30.0, 40.0, 50.0)
+
+
 def _threshold_image() -> TuningImage:
     """A bright object (0.9), a dim object (0.45, 30 px) and 3-pixel specks of 0.35 on 0.2 background."""
     prob = np.full((40, 40), 0.2, np.float32)

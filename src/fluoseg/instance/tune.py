@@ -29,6 +29,7 @@ restores them. Ties keep the combination tried first. numpy/scipy only (no torch
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,15 +214,29 @@ def _check_grid(method: str, grid: Mapping[str, Sequence[float]] | None) -> dict
     return {name: tuple(sorted({float(v) for v in values})) for name, values in chosen.items()}
 
 
+_OPEN_RANGES = {"h": (0.0, math.inf), "threshold": (0.0, 1.0), "min_size": (-1.0, math.inf)}
+"""Values each parameter may take, bounds excluded (``min_size`` 0 is allowed)."""
+
+
 def _refined(values: tuple[float, ...], best: float, name: str) -> tuple[float, ...]:
-    """The best value and the midpoints towards its neighbours in ``values``."""
+    """The best value and the midpoints towards its neighbours in ``values``.
+
+    A best value at an edge of ``values`` gets, on its open side, the point half a step
+    beyond it (inside the parameter's range): an optimum outside the coarse grid is then
+    approached round by round instead of being clipped to the grid's edge.
+    """
     ordered = sorted(values)
     index = ordered.index(best)
+    low, high = _OPEN_RANGES.get(name, (-math.inf, math.inf))
+    candidates = [(ordered[neighbour] + best) / 2 for neighbour in (index - 1, index + 1) if 0 <= neighbour < len(ordered)]
+    if len(ordered) > 1 and index in (0, len(ordered) - 1):
+        step = ordered[1] - ordered[0] if index == 0 else ordered[-1] - ordered[-2]
+        candidates.append(best - step / 2 if index == 0 else best + step / 2)
     out = {best}
-    for neighbour in (index - 1, index + 1):
-        if 0 <= neighbour < len(ordered):
-            middle = (ordered[neighbour] + best) / 2
-            out.add(float(round(middle)) if name in _INTEGER_PARAMETERS else round(middle, 6))
+    for value in candidates:
+        value = float(round(value)) if name in _INTEGER_PARAMETERS else round(value, 6)
+        if low < value < high:
+            out.add(value)
     return tuple(sorted(out))
 
 
