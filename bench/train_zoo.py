@@ -123,9 +123,12 @@ def card(settings: Settings, split: dict[str, list[str]], diameter: float, decod
                                                        for _, values in columns) + " |"
                          for header, _, _ in SCORES])
     parameters = ", ".join(f"{k} = {v:g}" for k, v in decoding["parameters"].items())
+    settled = ("they settled" if decoding.get("converged", True) else
+               "they did not settle, so the best of the parameters the images were predicted with, scored as "
+               "predicted, was kept")
     retuned = (f" Tuned again on the exported float16 weights with the current `fluoseg tune` (predict and search "
-               f"until the parameters stop changing; {decoding.get('passes', 1)} passes), `bench/train_zoo.py "
-               f"--retune` at commit {summary['retuned']}." if summary.get("retuned") else "")
+               f"again until the parameters settle, {decoding.get('passes', 1)} passes: {settled}), "
+               f"`bench/train_zoo.py --retune` at commit {summary['retuned']}." if summary.get("retuned") else "")
     origin = ("the trained run (float32, `fluoseg predict RUN` then `fluoseg evaluate --task instance`) and "
               if scores else "")
     return f"""# nuclei — fluorescence nuclei, instance segmentation
@@ -265,7 +268,8 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {TRAINED_DECODING})")
     search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method=RECIPE.method,
                             trained=TRAINED_DECODING, objective="f1_mean", rounds=2, log=log)
-    decoding = {"parameters": search.best, "value": search.value, "passes": search.passes}
+    decoding = {"parameters": search.best, "value": search.value, "passes": search.passes,
+                "converged": search.converged}
     log(f"re-tuned decoding: {search.best} (validation f1_mean {search.before:.4f} with the trained decoding "
         f"-> {search.value:.4f}; {search.passes} passes, converged: {search.converged})")
     state = json.loads((ZOO_FOLDER / MODEL_FILE).read_text())
