@@ -124,6 +124,18 @@ def accumulate(path: Path, **amounts: float) -> dict[str, float]:
     return totals
 
 
+def zoo_version(name: str = "nuclei") -> str:
+    """12 hex digits that change with a shipped model's weights or its ``model.json`` (which holds the
+    tuned decoding): the key under which results computed from that model are cached."""
+    import hashlib
+
+    from fluoseg import zoo
+
+    package = zoo.get(name).folder
+    content = b"".join((package / file).read_bytes() for file in (zoo.WEIGHTS_FILE, zoo.MODEL_FILE))
+    return hashlib.sha1(content).hexdigest()[:12]
+
+
 def git_commit() -> str:
     """The checked-out commit of the repository (recorded with trainings and measurements)."""
     try:

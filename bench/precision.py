@@ -51,6 +51,7 @@ from _common import (
     write_json,
     write_rows,
     write_text,
+    zoo_version,
 )
 from train_zoo import SCORES, ZOO_NAME, mosaic_of_test_images, shipped_scores
 
@@ -217,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         log(f"report: {rel(report())}")
         return 0
-    args.work.mkdir(parents=True, exist_ok=True)
+    work = args.work / zoo_version()  # a re-exported or re-tuned model is never reported from stale caches
+    work.mkdir(parents=True, exist_ok=True)
     split = dsb_split(args.data)
-    write_rows(ACCURACY_CSV, accuracy_rows(args.data, args.work, split, args.overwrite))
-    write_rows(SPEED_CSV, speed_rows(args.data, args.work, split, args.threads, args.repeats, args.overwrite))
+    write_rows(ACCURACY_CSV, accuracy_rows(args.data, work, split, args.overwrite))
+    write_rows(SPEED_CSV, speed_rows(args.data, work, split, args.threads, args.repeats, args.overwrite))
     write_json(RESULTS / "precision_run.json", {"cpu": cpu_line(), "commit": git_commit()})
     log(f"report: {rel(report())}")
     return 0

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Choose the ``--diameter auto`` settings of the shipped nuclei model on validation images.
 
-Compares, on the 36 validation images of ``bench/splits/dsb2018_fluo.json`` with the trained
-run and its tuned decoding: one probe vs re-probing zoomed out (``refinements``), and always
+Compares, on the 36 validation images of ``bench/splits/dsb2018_fluo.json`` with the shipped
+model and its tuned decoding (or a trained run, ``--run``): one probe vs re-probing zoomed out (``refinements``), and always
 re-predicting at the estimated scale vs keeping the first probe's maps when the zoom is within
 ``reuse`` of 1. Writes ``bench/results/zoo_auto_diameter.csv`` (pooled validation scores and
 seconds per configuration). The test split is not touched.
 
     .venv/bin/python bench/zoo_auto_diameter.py [--run bench/work/zoo/distance-art-scale/run]
+
+The (refinements, reuse) chosen here are ``fluoseg.infer.AUTO_REFINEMENTS`` and ``AUTO_REUSE``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import DSB2018, RESULTS, WORK, dsb_split, log, pooled_metric, write_rows
+from _common import DSB2018, RESULTS, dsb_split, log, pooled_metric, write_rows
 
 CONFIGS = ({"refinements": 0, "reuse": 1.0}, {"refinements": 2, "reuse": 1.0}, {"refinements": 2, "reuse": 1.25})
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=WORK / "zoo" / "distance-art-scale" / "run")
+    parser.add_argument("--run", type=Path, help="a trained run (default: the shipped nuclei model)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -34,7 +36,7 @@ def main() -> int:
     from fluoseg.metrics.instance import instance_rows
 
     torch.set_num_threads(args.threads)
-    segmenter = Segmenter.load(args.run, device="cpu")
+    segmenter = Segmenter.load(args.run, device="cpu") if args.run else Segmenter.pretrained("nuclei", device="cpu")
     ids = dsb_split()["val"]
     images = {i: read_image(DSB2018 / "images" / f"{i}.tif").array for i in ids}
     truths = {i: read_labels(DSB2018 / "labels" / f"{i}.tif") for i in ids}

@@ -93,6 +93,7 @@ from _common import (
     write_json,
     write_rows,
     write_text,
+    zoo_version,
 )
 from nuclei import (
     EPOCHS,
@@ -229,13 +230,8 @@ def train_network(network: Network, base: Settings, groups: list[dict[str, str]]
 
 def predict_shipped(base: Settings, image_ids: list[str]) -> Path:
     """``fluoseg predict nuclei`` (the shipped model, as a user runs it) on the images still missing."""
-    from fluoseg import zoo
-
-    # One folder per version of the shipped model (weights and model.json, which holds the tuned decoding),
-    # so a re-exported or re-tuned model is never scored from stale files.
-    package = zoo.get("nuclei").folder
-    version = hashlib.sha1(b"".join((package / name).read_bytes() for name in (zoo.WEIGHTS_FILE, zoo.MODEL_FILE)))
-    folder = base.work / SHIPPED / version.hexdigest()[:12]
+    # One folder per version of the shipped model, so a re-exported or re-tuned one is never scored from stale files.
+    folder = base.work / SHIPPED / zoo_version()
     pred = folder / "pred"
     missing = [i for i in image_ids if not (pred / f"{i}.tif").is_file()]
     if missing:
