@@ -23,9 +23,10 @@ configuration, fluoseg's scaling from 1k^2 to 16k^2 with Zarr in and out, and a 
 * **Speed**: the same synthetic images for every tool (a mosaic of test images, tiled to
   2048^2 and 8192^2, uint8), numpy in memory -> instance labels in memory, in the scored
   configuration (fluoseg's diameter mode, the tuned decodings, Cellpose at its training-set
-  mean diameter, no TTA); a warm-up on a 512^2 crop, then the median of repeats, each run
-  split into decoding and the rest; each measurement in a fresh process whose ``ru_maxrss``
-  is its peak resident memory.
+  mean diameter, no TTA); timed in rounds, each round running every case once in a fresh
+  process (a warm-up on a 512^2 crop, then one run), so the tools' runs are interleaved; the
+  median over the rounds, each run split into decoding and the rest; each process's
+  ``ru_maxrss`` is its peak resident memory.
 * **Scaling** (fluoseg only): Zarr in -> Zarr out from 1k^2 to 16k^2, streamed probabilities
   (``Segmenter.predict_probabilities(out=zarr)``) and ``predict_file`` (labels).
 * **FLOPs**: FlopCounterMode on one tile, the tiling overhead, achieved FLOP/s vs measured
@@ -121,7 +122,7 @@ CELLPOSE_BATCH, CELLPOSE_LR, CELLPOSE_BSIZE = 8, 0.005, 224   # train_seg defaul
 SPEED_SIZES = (2048, 8192)
 SHIPPED_MODEL, SHIPPED_CASE = peers_report.SHIPPED_MODEL, peers_report.SHIPPED_CASE
 WARMUP_SIZE = 512
-REPEATS, REPEATS_LARGE = 3, 3              # median of 3 (fewer where --speed-max-minutes cuts them; recorded)
+REPEATS, REPEATS_LARGE = 3, 3              # rounds: median of 3 (fewer where --speed-max-minutes cuts them; recorded)
 SCALING_SIZES = (1024, 2048, 4096, 8192, 16384)
 MAX_SIZE = 8192             # scaling sizes above this are estimated, not run
 LABELS_MAX_SIZE = 4096      # predict_file (labels of the whole image in memory) up to this size
@@ -634,51 +635,75 @@ def predicted_seconds(settings: Settings, tool: str, case: str, size: int) -> fl
     return size * size / 1e6 / smaller[-1]["mp_per_s"]
 
 
+def speed_path(settings: Settings, name: str, round_index: int) -> Path:
+    """The cached result of one round of a speed measurement (round 0 keeps the plain name)."""
+    return settings.work / "speed" / (f"{name}.json" if round_index == 0 else f"{name}.round{round_index + 1}.json")
+
+
 def stage_speed(settings: Settings, failures: list[str]) -> None:
+    """Time every case in rounds: each round runs every case once (a fresh process, a warm-up, one
+    timed run), so the repeats of the tools compared are interleaved and a slow drift of the
+    machine's speed (up to 15 % within an hour here) falls on all of them alike, not on whichever
+    tool happened to be timed during a slow spell. A case runs in ``repeats`` rounds (fewer when one
+    run would exceed ``--speed-max-minutes``)."""
+    cases = speed_cases(settings)
+    for round_index in range(max(case["repeats"] for case in cases)):
+        for case in cases:
+            measure_speed(settings, case, round_index, failures)
+
+
+def measure_speed(settings: Settings, case: dict[str, Any], round_index: int, failures: list[str]) -> None:
+    """One round of one speed case, cached in :func:`speed_path`; or its estimate from a smaller size."""
     data = settings.work / "data"
     limit = settings.speed_max_minutes * 60
-    for case in speed_cases(settings):
-        tool, size = case["tool"], case["size"]
-        name = f"{tool}-{case['case']}-{size}"
-        path = settings.work / "speed" / f"{name}.json"
-        estimate_path = path.with_name(f"{name}.estimate.json")
-        if path.is_file():
-            log(f"speed {name}: done, skipped")
-            continue
-        per_run = predicted_seconds(settings, tool, case["case"], size)
-        if per_run is not None:
-            if per_run > limit:
+    tool, size = case["tool"], case["size"]
+    name = f"{tool}-{case['case']}-{size}"
+    path = speed_path(settings, name, round_index)
+    estimate_path = speed_path(settings, name, 0).with_name(f"{name}.estimate.json")
+    if path.is_file():
+        log(f"speed {name} round {round_index + 1}: done, skipped")
+        return
+    first = read_json(speed_path(settings, name, 0))
+    if round_index > 0 and first is not None and first.get("round") is None:
+        return  # measured before rounds: its one file holds all its runs
+    rounds = case["repeats"]
+    per_run = predicted_seconds(settings, tool, case["case"], size)
+    if per_run is not None:
+        if per_run > limit:
+            if round_index == 0:
                 write_json(estimate_path, {**case, "estimated": True, "median_s": per_run,
                                            "mp_per_s": size * size / 1e6 / per_run, "times_s": [],
                                            "reason": f"one run predicted to take {per_run / 60:.0f} min (rate at the "
                                            f"smaller size) > --speed-max-minutes {settings.speed_max_minutes:g}"})
                 log(f"speed {name}: not run, one run would take ~{per_run / 60:.0f} min > "
                     f"{settings.speed_max_minutes:g} min; estimated from the smaller image")
-                continue
-            case = dict(case, repeats=max(1, min(case["repeats"], int(limit // per_run))))
-        with guarded(settings, tool, f"speed-{case['case']}-{size}", failures):
-            train = trained(settings, tool)
-            spec = {"image": str(data / f"speed_{size}.npy"), "warmup_image": str(data / f"speed_{settings.warmup}.npy"),
-                    "repeats": case["repeats"], "max_s": limit}
-            if case["case"] == SHIPPED_CASE:  # as `fluoseg predict nuclei` runs it: auto diameter, its own decoding
-                spec.update(pretrained=SHIPPED_MODEL, mode="labels", five_channel=False, diameter="auto")
-            elif tool == "fluoseg":
-                spec.update(run=train["run"], mode=case["case"].split("-")[0], five_channel=case["case"].endswith("5ch"),
-                            diameter=fluoseg_diameter(train))
-            elif tool == "cellpose":
-                spec.update(model=train["model"], **decoding_spec(settings, tool))
-            else:
-                spec.update(model_dir=train["model_dir"])
-            log(f"speed {name}: warm-up {settings.warmup}^2, then {case['repeats']} run(s) at {size}^2")
-            deadline = time.time() + 3 * limit + 600  # a hung measurement must not block the run
-            result = run_job(tool, "speed", spec, settings, name=f"speed-{name}", deadline=deadline)
-            result.update(case, estimated=False, fluoseg_commit=git_commit())
-            if case["case"].startswith("probabilities"):
-                result["n_objects"] = None  # no instances decoded
-            write_json(path, result)
-            estimate_path.unlink(missing_ok=True)
-            log(f"speed {name}: {result['mp_per_s']:.3f} MP/s (median {result['median_s']:.1f} s), "
-                f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['n_objects']} objects")
+            return
+        rounds = max(1, min(rounds, int(limit // per_run)))
+    if round_index >= rounds:
+        return
+    with guarded(settings, tool, f"speed-{case['case']}-{size}", failures):
+        train = trained(settings, tool)
+        spec = {"image": str(data / f"speed_{size}.npy"), "warmup_image": str(data / f"speed_{settings.warmup}.npy"),
+                "repeats": 1, "max_s": limit}
+        if case["case"] == SHIPPED_CASE:  # as `fluoseg predict nuclei` runs it: auto diameter, its own decoding
+            spec.update(pretrained=SHIPPED_MODEL, mode="labels", five_channel=False, diameter="auto")
+        elif tool == "fluoseg":
+            spec.update(run=train["run"], mode=case["case"].split("-")[0], five_channel=case["case"].endswith("5ch"),
+                        diameter=fluoseg_diameter(train))
+        elif tool == "cellpose":
+            spec.update(model=train["model"], **decoding_spec(settings, tool))
+        else:
+            spec.update(model_dir=train["model_dir"])
+        log(f"speed {name} round {round_index + 1} of {rounds}: warm-up {settings.warmup}^2, then one run at {size}^2")
+        deadline = time.time() + 3 * limit + 600  # a hung measurement must not block the run
+        result = run_job(tool, "speed", spec, settings, name=f"speed-{name}-round{round_index + 1}", deadline=deadline)
+        result.update(case, repeats=1, round=round_index + 1, estimated=False, fluoseg_commit=git_commit())
+        if case["case"].startswith("probabilities"):
+            result["n_objects"] = None  # no instances decoded
+        write_json(path, result)
+        estimate_path.unlink(missing_ok=True)
+        log(f"speed {name} round {round_index + 1}: {result['mp_per_s']:.3f} MP/s ({result['median_s']:.1f} s), "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB, {result['n_objects']} objects")
 
 
 # ---- stage: scaling --------------------------------------------------------------------------
@@ -758,8 +783,9 @@ def speed_rows(settings: Settings) -> list[dict[str, Any]]:
             rows.append({**common, "repeat": None, "seconds": r["median_s"], "reason": r.get("reason")})
             continue
         network, decode = r.get("network_times_s") or [], r.get("decode_times_s") or []
+        first_repeat = r.get("round") or 1  # one run per file when timed in rounds
         for i, seconds in enumerate(r["times_s"]):
-            rows.append({**common, "repeat": i + 1, "seconds": seconds,
+            rows.append({**common, "repeat": first_repeat + i, "seconds": seconds,
                          "network_s": network[i] if i < len(network) else None,
                          "decode_s": decode[i] if i < len(decode) else None})
     return rows

@@ -61,6 +61,12 @@ def _number(value: Any) -> Any:
         return value
 
 
+def _largest(values: Any) -> float | None:
+    """The largest of the numbers among ``values`` (None when there are none)."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return max(numbers) if numbers else None
+
+
 def _fmt(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -123,8 +129,8 @@ class Results:
             first = runs[0]
             entry = {"tool": tool, "case": case, "size": size, "estimated": bool(first.get("estimated")),
                      "runs": 0 if first.get("estimated") else len(runs), "reason": first.get("reason"),
-                     "peak_rss_mb": first.get("peak_rss_mb"), "n_objects": first.get("n_objects"),
-                     "load_avg": first.get("load_avg"), "diameter": first.get("diameter"),
+                     "peak_rss_mb": _largest(r.get("peak_rss_mb") for r in runs), "n_objects": first.get("n_objects"),
+                     "load_avg": _largest(r.get("load_avg") for r in runs), "diameter": first.get("diameter"),
                      "precision": first.get("precision") or None}
             for key in ("seconds", "network_s", "decode_s"):
                 values = [r[key] for r in runs if isinstance(r.get(key), float)]
@@ -387,8 +393,10 @@ def _speed(results: Results) -> list[str]:
              "thresholds; no test-time augmentation for any tool; the same thread count; fluoseg in its default "
              f"arithmetic (`--precision auto`: {_fluoseg_precision(results)} on this machine), the peers in theirs "
              "(float32 on CPU). Same images for every tool "
-             f"(a mosaic of test-image crops). Warm-up on {settings['warmup']}^2, then the median of up to "
-             f"{settings['repeats']} runs ({settings['repeats_large']} above 2048^2; fewer where one run would exceed "
+             f"(a mosaic of test-image crops). Timed in rounds: each round times every case once, in a fresh process "
+             f"(warm-up on {settings['warmup']}^2, then one run), so the runs of the tools compared are interleaved and "
+             f"a drift of the machine's speed falls on all of them alike; the median over up to {settings['repeats']} "
+             f"rounds ({settings['repeats_large']} above 2048^2; fewer where one run would exceed "
              f"{settings['speed_max_minutes']:g} min in all). **decode** = time inside the tool's decoding "
              "(fluoseg `Segmenter.decode`, Cellpose `_compute_masks`, StarDist `_instances_from_prediction`); "
              "**network** = the rest of the same run (normalisation, rescaling, network passes, tiling/stitching). "

@@ -493,8 +493,9 @@ def side_by_side(side: SideBySide | None) -> str:
         return ("Not measured yet: the speed stage of `bench/peers.py` times the shipped model beside StarDist and "
                 "Cellpose (`--stages flops,speed,collect,report`), then `bench/train_zoo.py --report`.")
     return (f"From the speed stage of `bench/peers.py` (collected {side.generated}; `peers_speed.csv`): the same "
-            "mosaic images for every tool, numpy in memory -> labels in memory, a fresh process per measurement, a "
-            "warm-up then the median of the timed runs, 2 threads each. StarDist and Cellpose are the networks "
+            "mosaic images for every tool, numpy in memory -> labels in memory, timed in rounds that run every tool "
+            "once each (a fresh process, a warm-up, one run; the tools' runs interleaved), the median over the rounds, "
+            "2 threads each. StarDist and Cellpose are the networks "
             "trained there (25 min each) with their decoding tuned on the validation images; their architecture, "
             "not their training length, sets their speed. fluoseg runs as shipped (auto diameter, tuned decoding, "
             f"blank-field check, the default precision: {side.precision()}). Shipped fluoseg vs StarDist: {side.ratios()}.\n\n{side.markdown()}")
