@@ -171,3 +171,21 @@ def test_h_maxima_per_object_without_background_and_without_objects():
     full = np.ones(height.shape, bool)
     np.testing.assert_array_equal(h_maxima_per_object(height, full, 1.0), h_maxima(height, 1.0).astype(bool))
     assert not h_maxima_per_object(np.zeros((8, 8)), np.zeros((8, 8), bool), 1.0).any()
+
+
+def test_finalise_matches_a_size_filter_and_skimage_relabel_sequential():
+    from skimage.segmentation import relabel_sequential
+
+    from fluoseg.instance.postprocess import _finalise
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        labels = rng.integers(0, rng.integers(1, 30), size=(int(rng.integers(1, 30)), int(rng.integers(1, 30))))
+        min_size = int(rng.integers(0, 6))
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_size
+        small[0] = False
+        expected = relabel_sequential(np.where(small[labels], 0, labels))[0]
+        found = _finalise(labels, min_size)
+        assert found.dtype == np.uint32 and np.array_equal(found, expected)
+    assert _finalise(np.zeros((0, 4), np.int64), 5).shape == (0, 4)

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 from skimage.morphology import h_maxima
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import watershed
 
 from fluoseg.errors import FluosegError
 from fluoseg.instance.targets import BORDER, INTERIOR
@@ -63,14 +63,20 @@ def _check_common(min_size: int, connectivity: int) -> None:
 
 
 def _finalise(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop objects under ``min_size`` pixels and renumber 1..N as uint32."""
-    labels = labels.astype(np.int64, copy=False)
-    if min_size > 1 and labels.any():
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size
-        small[0] = False
-        labels = np.where(small[labels], 0, labels)
-    return relabel_sequential(labels)[0].astype(np.uint32)
+    """Drop objects under ``min_size`` pixels and renumber 1..N (in the order of the old ids) as uint32.
+
+    ``labels`` are non-negative ids up to about the number of objects (as labelling and
+    watershed give): one ``bincount`` and a lookup table do what a size filter plus
+    :func:`skimage.segmentation.relabel_sequential` do, without its hash of every pixel.
+    """
+    if labels.size == 0:
+        return labels.astype(np.uint32)
+    sizes = np.bincount(labels.ravel())
+    kept = sizes >= max(min_size, 1)
+    kept[0] = False
+    lookup = np.zeros(sizes.size, np.uint32)
+    lookup[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.uint32)
+    return lookup[labels]
 
 
 def _stack_slices(planes: list[np.ndarray]) -> np.ndarray:
@@ -363,8 +369,10 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
         # Full connectivity for plateaus: a flat-topped maximum touching only diagonally is one peak.
         peaks = h_maxima_per_object(d, mask, float(h))
         markers = connected_components(peaks, connectivity=2)
-        components = connected_components(mask, connectivity=connectivity)
-        unseeded = np.setdiff1d(np.unique(components[mask]), np.unique(components[markers > 0]))
+        components, count = connected_components(mask, connectivity=connectivity, return_num=True)
+        seeded = np.zeros(count + 1, bool)  # labelling numbers the components 1..count
+        seeded[components[markers > 0]] = True
+        unseeded = np.flatnonzero(~seeded[1:]) + 1
         if unseeded.size:  # seeded at their maximum (first in raster order), like ndi.maximum_position
             windows = ndi.find_objects(components)
             next_id = int(markers.max()) + 1
