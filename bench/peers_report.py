@@ -61,6 +61,17 @@ def _number(value: Any) -> Any:
         return value
 
 
+def passes_note(speed: list[dict[str, Any]]) -> str:
+    """A line saying which rows were timed in another pass (``timed at`` differs), or nothing."""
+    commits = [s["commit"] for s in speed if s.get("commit")]
+    if len(set(commits)) < 2:
+        return ""
+    latest = max(set(commits), key=commits.count)
+    older = sorted({f"{s['tool']} {s['size']}^2" for s in speed if s.get("commit") and s["commit"] != latest})
+    return (f"Rows timed at another commit than {latest} come from an earlier pass and were not interleaved with "
+            f"the others: {', '.join(older)}.")
+
+
 def _largest(values: Any) -> float | None:
     """The largest of the numbers among ``values`` (None when there are none)."""
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -131,7 +142,7 @@ class Results:
                      "runs": 0 if first.get("estimated") else len(runs), "reason": first.get("reason"),
                      "peak_rss_mb": _largest(r.get("peak_rss_mb") for r in runs), "n_objects": first.get("n_objects"),
                      "load_avg": _largest(r.get("load_avg") for r in runs), "diameter": first.get("diameter"),
-                     "precision": first.get("precision") or None}
+                     "precision": first.get("precision") or None, "commit": first.get("fluoseg_commit") or None}
             for key in ("seconds", "network_s", "decode_s"):
                 values = [r[key] for r in runs if isinstance(r.get(key), float)]
                 entry[key] = statistics.median(values) if values else None
@@ -402,17 +413,20 @@ def _speed(results: Results) -> list[str]:
              "**network** = the rest of the same run (normalisation, rescaling, network passes, tiling/stitching). "
              "Peak RSS = `ru_maxrss` of a fresh process per measurement.", "",
              "| tool | case | image | MP/s | s per image | network (s) | decode (s) | runs | peak RSS (MB) | objects | "
-             "load avg |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "load avg | timed at |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     speed = results.speed()
     for s in speed:
         if s["estimated"]:
             lines.append(f"| {s['tool']} | {s['case']} | {s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | "
-                         f"~{s['seconds']:.0f} | – | – | 0 | – | – | – |")
+                         f"~{s['seconds']:.0f} | – | – | 0 | – | – | – | {s['commit'] or '–'} |")
             continue
         lines.append(f"| {s['tool']} | {s['case']} | {s['size']}^2 | {s['mp_per_s']:.3f} | {s['seconds']:.1f} | "
                      f"{_fmt(s['network_s'], '{:.1f}')} | {_fmt(s['decode_s'], '{:.1f}')} | {s['runs']} | "
                      f"{_fmt(s['peak_rss_mb'], '{:.0f}')} | {_fmt(s['n_objects'], '{:.0f}')} | "
-                     f"{_fmt(s['load_avg'], '{:.1f}')} |")
+                     f"{_fmt(s['load_avg'], '{:.1f}')} | {s['commit'] or '–'} |")
+    passes = passes_note(speed)
+    if passes:
+        lines += ["", passes]
     estimated = [s for s in speed if s["estimated"]]
     if estimated:
         lines += ["", "*est.*: not run because " + "; ".join(f"{s['tool']} {s['size']}^2: {s['reason']}"

@@ -353,17 +353,21 @@ class SideBySide:
 
     def markdown(self) -> str:
         lines = ["| tool | image | MP/s | s per image | network (s) | decode (s) | runs | peak RSS (MB) | objects | "
-                 "load avg |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "load avg | timed at |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for s in self.rows:
             label = self.CASES[(s["tool"], s["case"])]
+            commit = s.get("commit") or "–"
             if s["estimated"]:
                 lines.append(f"| {label} | {s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | ~{s['seconds']:.0f} | – | – | "
-                             "0 | – | – | – |")
+                             f"0 | – | – | – | {commit} |")
                 continue
             lines.append(f"| {label} | {s['size']}^2 | {s['mp_per_s']:.3f} | {s['seconds']:.1f} | "
                          f"{_fmt(s['network_s'], '{:.1f}')} | {_fmt(s['decode_s'], '{:.1f}')} | {s['runs']} | "
                          f"{_fmt(s['peak_rss_mb'], '{:.0f}')} | {_fmt(s['n_objects'], '{:.0f}')} | "
-                         f"{_fmt(s['load_avg'], '{:.1f}')} |")
+                         f"{_fmt(s['load_avg'], '{:.1f}')} | {commit} |")
+        passes = peers_report.passes_note(self.rows)
+        if passes:
+            lines += ["", passes]
         if self.flops:
             lines += ["", peers_report.shipped_flops_line(self.flops)]
         return "\n".join(lines)
