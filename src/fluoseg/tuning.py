@@ -169,6 +169,7 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
     passes = MAX_PASSES if options.diameter == "auto" and segmenter.task.target_diameter else 1
     # (value on the maps predicted with them, parameters): what predict would score on these images
     as_predicted: list[tuple[float, dict[str, float]]] = []
+    settled = False
     for attempt in range(passes):
         segmenter.set_decoding(**current)
         images = [item.maps(segmenter, options) for item in annotated]
@@ -177,11 +178,11 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
         as_predicted.append((score(images, current), current))
         result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
                                progress=lambda line: log(f"tune: {line}"))
-        if all(result.best.get(k) == current.get(k) for k in result.best):
+        settled = all(result.best.get(k) == current.get(k) for k in result.best)
+        if settled:
             break
         current = {**current, **result.best}
-    last_predicted_with = as_predicted[-1][1]
-    converged = passes == 1 or all(result.best.get(k) == last_predicted_with.get(k) for k in result.best)
+    converged = settled or passes == 1  # one pass: the maps do not depend on the decoding
     if converged:
         best, value = result.best, result.value
     else:
@@ -208,11 +209,13 @@ class _AnnotatedImage:
         image = sample.read_image()
         return cls(sample=sample, image=image, truth=sample.read_labels(image.spatial_shape))
 
+    def options(self, options: PredictOptions) -> PredictOptions:
+        """``options`` with this image's pixel size and source, as ``fluoseg predict`` passes them."""
+        return options.replace(pixel_size=self.image.pixel_size, source=str(self.sample.image_path))
+
     def maps(self, segmenter: Segmenter, options: PredictOptions) -> TuningImage:
         """The maps as ``fluoseg predict`` computes them."""
-        maps, _ = segmenter.model_scale_maps(self.image.array, self.sample.channel_names,
-                                             options.replace(pixel_size=self.image.pixel_size,
-                                                             source=str(self.sample.image_path)))
+        maps, _ = segmenter.model_scale_maps(self.image.array, self.sample.channel_names, self.options(options))
         return TuningImage(maps=maps, truth=self.truth, name=self.sample.id)
 
 
@@ -229,11 +232,9 @@ def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Seque
     segmenter.set_decoding(min_score=0.0, threshold=trained["threshold"], min_size=trained["min_size"])
     found = []
     for sample_id in ids:
-        sample = data.sample(sample_id)
-        image = sample.read_image()
-        where = options.replace(pixel_size=image.pixel_size, source=str(sample.image_path))
-        objects = segmenter.detect_objects(image.array, sample.channel_names, where)
-        found.append((sample.read_labels(image.spatial_shape), objects))
+        item = _AnnotatedImage.read(data.sample(sample_id))
+        found.append((item.truth, segmenter.detect_objects(item.image.array, item.sample.channel_names,
+                                                           item.options(options))))
     log(f"tune: predicted {len(found)} validation images in {time.perf_counter() - started:.0f} s")
 
     def scored(min_score: float) -> dict[str, Any]:
