@@ -254,13 +254,10 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     exported float16 weights as ``fluoseg predict nuclei`` loads them. The package's decoding,
     its card, ``zoo.csv`` (test scores of the shipped model, float32) and the report follow.
     """
-    import json
-
     from fluoseg import Segmenter
     from fluoseg.data.manifest import load_manifest
-    from fluoseg.io import write_json_atomically
     from fluoseg.tuning import tune_segmenter
-    from fluoseg.zoo import MODEL_FILE
+    from fluoseg.zoo import CARD_FILE, write_retuned
 
     (row,) = read_rows(RESULTS / "zoo.csv")
     manifest = load_manifest(dsb_manifest(work / "manifest.yaml", data, split["train"] + split["val"] + split["test"]))
@@ -272,9 +269,9 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
                 "converged": search.converged}
     log(f"re-tuned decoding: {search.best} (validation f1_mean {search.before:.4f} with the trained decoding "
         f"-> {search.value:.4f}; {search.passes} passes, converged: {search.converged})")
-    state = json.loads((ZOO_FOLDER / MODEL_FILE).read_text())
-    state["task"] = {**state["task"], **search.best}
-    write_json_atomically(ZOO_FOLDER / MODEL_FILE, state, overwrite=True)
+    # the card is rewritten below, once the test scores of the new decoding are known
+    write_retuned(ZOO_FOLDER, ZOO_FOLDER, task_updates=search.best, card=(ZOO_FOLDER / CARD_FILE).read_text(),
+                  overwrite=True)
     shipped = shipped_scores(data, split)
     log("re-tuned zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
     summary = {"params": int(row["params"]), "threads": int(row["threads"]), "train_minutes": float(row["train_minutes"]),

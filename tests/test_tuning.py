@@ -10,7 +10,7 @@ from fluoseg.errors import FluosegError
 from fluoseg.infer import Segmenter
 from fluoseg.run import RunDir
 from fluoseg.train.trainer import train
-from fluoseg.tuning import MAX_PASSES, tune_run, tune_segmenter
+from fluoseg.tuning import MAX_PASSES, tune_pretrained, tune_run, tune_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +182,57 @@ def test_tuning_refuses_semantic_runs(tiny_config, tmp_path):
         tune_run(run, log=lambda line: None)
     assert main(["train", str(tiny_config), "--out", str(tmp_path / "other"), "--tune"]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_a_pretrained_model_is_tuned_on_a_labs_images_into_a_copy_predict_uses(instance_run, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import numpy as np
+    import tifffile
+
+    from fluoseg import zoo
+
+    zoo.export_run(instance_run, tmp_path / "zoo" / "tiny", card="# tiny\n\nA test model.\n", half=False)
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    manifest = RunDir(instance_run).read_config()["data"]["manifest"]
+    out = tmp_path / "tiny_ours"
+    assert main(["tune", "tiny", "--data", manifest, "--samples", "n3,n4", "--out", str(out), "--rounds", "1",
+                 "--quiet"]) == 0
+    assert f"fluoseg predict {out}" in capsys.readouterr().out
+    record = json.loads((out / zoo.TUNING_FILE).read_text())
+    assert record["model"] == "tiny" and record["samples"] == ["n3", "n4"] and record["value"] >= record["before"]
+    assert record["trained_with"] == {"h": 4.0, "threshold": 0.5, "min_size": 5} != record["parameters"]
+    copy = Segmenter.load(out, device="cpu")
+    task = copy.task
+    assert {"h": task.h, "threshold": task.threshold, "min_size": task.min_size} == record["parameters"]
+    assert (out / zoo.WEIGHTS_FILE).read_bytes() == (tmp_path / "zoo" / "tiny" / zoo.WEIGHTS_FILE).read_bytes()
+    card = (out / zoo.CARD_FILE).read_text()
+    assert card.startswith("# tiny\n\nA test model.") and "## Decoding re-tuned" in card and "n3, n4" in card
+    assert Segmenter.pretrained("tiny", device="cpu").task.h == 4.0  # the shipped model is left as it was
+    # predict with the copy gives what the original gives with the tuned parameters
+    image = instance_run.parent / "images" / "n1.tif"
+    assert main(["predict", str(out), str(image), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    p = record["parameters"]
+    assert main(["predict", "tiny", str(image), "--out", str(tmp_path / "b"), "--h", str(p["h"]), "--threshold",
+                 str(p["threshold"]), "--min-size", str(p["min_size"]), "--quiet"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a" / "n1.tif"), tifffile.imread(tmp_path / "b" / "n1.tif"))
+
+
+def test_tuning_a_pretrained_model_refuses_before_predicting(instance_run, tmp_path, monkeypatch):
+    from fluoseg import zoo
+
+    folder = zoo.export_run(instance_run, tmp_path / "tiny", card="# tiny\n")
+    manifest = RunDir(instance_run).read_config()["data"]["manifest"]
+    predicted = []
+    monkeypatch.setattr(Segmenter, "model_scale_maps", lambda *a, **k: predicted.append(1))
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / zoo.CARD_FILE).write_text("mine")
+    with pytest.raises(FluosegError, match="--overwrite"):
+        tune_pretrained(folder, out, manifest=manifest, log=lambda line: None)
+    assert main(["tune", str(folder), "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no --data
+    assert main(["tune", str(folder), "--data", manifest, "--quiet"]) == 2  # no --out
+    assert main(["tune", str(instance_run), "--out", str(tmp_path / "y"), "--quiet"]) == 2  # a run tunes in place
+    assert not predicted and (out / zoo.CARD_FILE).read_text() == "mine"
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(FluosegError, match="has no \\['smoothing'\\]"):
+        zoo.write_retuned(folder, tmp_path / "z", task_updates={"smoothing": 1.0}, card="")

@@ -8,6 +8,10 @@ searches the decoding parameters on those maps (:func:`fluoseg.instance.tune.tun
 and stores the best ones in the run (``<member>/decoding.json``), where prediction picks
 them up. Test images are never used. A detection run (Mask R-CNN, LACSS) has no maps: its
 detection score threshold ``min_score`` is chosen on the validation images' objects instead.
+
+A pretrained model (``fluoseg models``) has no validation split of its own:
+:func:`tune_pretrained` tunes its decoding on a lab's few annotated images and writes a copy
+of the model with those parameters, which ``fluoseg predict COPY_FOLDER`` then uses.
 """
 
 from __future__ import annotations
@@ -99,6 +103,81 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     log(f"tune: {objective} {search.before:.4f} with the trained parameters {trained} -> {search.value:.4f} "
         f"with {search.best}; stored in {run.member_dir(members[0]) / RunDir.DECODING}")
     return record
+
+
+def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path, samples: Sequence[str] | None = None,
+                    objective: str = "f1_mean", options: PredictOptions | None = None, rounds: int = 1,
+                    device: str = "auto", overwrite: bool = False, log: Callable[[str], None] = print
+                    ) -> dict[str, Any]:
+    """Tune a pretrained model's decoding on annotated images and write a copy that uses it.
+
+    Parameters
+    ----------
+    model
+        A shipped model's name (``"nuclei"``) or a zoo model folder.
+    out
+        The folder of the re-tuned copy (weights, ``model.json``, card, ``decoding.json``).
+    manifest
+        The manifest of the annotated images (images and masks), e.g. a handful from the lab's
+        own microscope; never the images the result will be judged on.
+    samples
+        Sample ids to tune on; default every sample of the manifest.
+    objective, options, rounds, device
+        As in :func:`tune_run`.
+    overwrite
+        Replace the files of an existing ``out`` (``out`` may be the model folder itself).
+
+    Returns
+    -------
+    dict
+        The record stored as ``decoding.json``: as :func:`tune_run`'s, plus the ``model``
+        it started from.
+
+    Raises
+    ------
+    FluosegError
+        For an unknown model, a model without decoding parameters (not an instance model, or a
+        detection model), samples without masks, or existing files in ``out`` without
+        ``overwrite`` (checked before any image is predicted).
+    """
+    from fluoseg import zoo
+
+    started = time.perf_counter()
+    folder = Path(model) if zoo.is_zoo_folder(model) else zoo.get(str(model)).folder
+    zoo.check_zoo_folder(out, overwrite=overwrite)
+    checkpoint = zoo.load_folder(folder)
+    task = checkpoint.task
+    if task.get("name") != "instance" or checkpoint.model.is_detector:
+        raise FluosegError(f"only instance models with a map decoding have parameters to tune here; this model's "
+                           f"task is {task.get('name')!r} (tune a detection model's run folder, then export it)",
+                           path=folder)
+    data = load_manifest(manifest)
+    ids = list(samples) if samples else [sample.id for sample in data.samples]
+    method = task.get("method", "border")
+    trained = {k: task[k] for k in DEFAULT_GRIDS[method] if k in task}
+    segmenter = Segmenter.load(folder, device=device)
+    search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
+                            objective=objective, options=options, rounds=rounds, log=log, started=started)
+    record = {"model": folder.name, "parameters": search.best, "objective": objective, "value": search.value,
+              "before": search.before, "trained_with": trained, "passes": search.passes,
+              "converged": search.converged, "samples": ids, "manifest": str(manifest),
+              "seconds": round(time.perf_counter() - started, 1)}
+    card = (folder / zoo.CARD_FILE).read_text(encoding="utf-8") if (folder / zoo.CARD_FILE).is_file() else ""
+    card = card.rstrip() + "\n\n" + _retuned_card_section(record)
+    zoo.write_retuned(folder, out, task_updates=search.best, card=card, record=record, overwrite=overwrite)
+    log(f"tune: {objective} {search.before:.4f} with the model's parameters {trained} -> {search.value:.4f} with "
+        f"{search.best} on {len(ids)} image(s); wrote {out} (use it as 'fluoseg predict {out} IMAGES --out DIR')")
+    return record
+
+
+def _retuned_card_section(record: Mapping[str, Any]) -> str:
+    """The model card's note on a copy re-tuned by :func:`tune_pretrained`."""
+    samples = ", ".join(record["samples"][:10]) + (", ..." if len(record["samples"]) > 10 else "")
+    return (f"## Decoding re-tuned\n\nThe decoding of `{record['model']}` was tuned again with `fluoseg tune` on "
+            f"{len(record['samples'])} annotated image(s) of `{record['manifest']}` ({samples}): "
+            f"{record['trained_with']} -> {record['parameters']}; {record['objective']} on those images "
+            f"{record['before']:.4f} -> {record['value']:.4f}. The weights are those of `{record['model']}`; its "
+            "test scores above were measured with its own decoding.\n")
 
 
 @dataclass(frozen=True)

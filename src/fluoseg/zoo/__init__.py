@@ -27,6 +27,8 @@ ZOO_DIR = Path(__file__).resolve().parent
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.md"
+TUNING_FILE = "decoding.json"
+"""In a copy re-tuned on someone's own images (:func:`write_retuned`): what was searched, on what."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, card: str, half: bool = 
     """
     import torch
 
-    from fluoseg.io import atomic_path, check_output_file, write_json_atomically, write_text_atomically
+    from fluoseg.io import atomic_path, write_json_atomically, write_text_atomically
     from fluoseg.run import RunDir
 
     run = RunDir.open(run_dir)
@@ -156,14 +158,82 @@ def export_run(run_dir: str | Path, out: str | Path, *, card: str, half: bool = 
     checkpoint.training = None
     checkpoint.task = {**checkpoint.task, **(task_updates or {})}
     out = Path(out)
-    for name in (MODEL_FILE, WEIGHTS_FILE, CARD_FILE):
-        check_output_file(out / name, overwrite=overwrite, what="zoo file")
+    check_zoo_folder(out, overwrite=overwrite)
     state = checkpoint.to_dict()
     weights = state.pop("model_state")
     if half:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     with atomic_path(out / WEIGHTS_FILE, overwrite=overwrite) as temporary:
         torch.save(weights, temporary)
-    write_json_atomically(out / MODEL_FILE, state, overwrite=overwrite)
     write_text_atomically(out / CARD_FILE, card, overwrite=overwrite)
+    write_json_atomically(out / MODEL_FILE, state, overwrite=overwrite)  # last: the folder is a model from here on
+    return out
+
+
+def check_zoo_folder(out: str | Path, *, overwrite: bool, files: tuple[str, ...] = (MODEL_FILE, WEIGHTS_FILE, CARD_FILE)
+                     ) -> None:
+    """Check, before any work, that a zoo folder's ``files`` can be written at ``out`` (creates nothing).
+
+    Raises
+    ------
+    FluosegError
+        When one exists without ``overwrite`` or cannot be written.
+    """
+    from fluoseg.io import check_output_file
+
+    for name in files:
+        check_output_file(Path(out) / name, overwrite=overwrite, what="zoo file")
+
+
+def write_retuned(folder: str | Path, out: str | Path, *, task_updates: dict[str, float], card: str,
+                  record: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write a zoo folder that is ``folder``'s model with other decoding parameters.
+
+    The weights are copied byte for byte; ``model.json`` gets ``task_updates`` (e.g. the h,
+    threshold and minimum size :func:`fluoseg.tuning.tune_pretrained` chose on a lab's own
+    annotated images); ``out`` may be ``folder`` itself (with ``overwrite``).
+
+    Parameters
+    ----------
+    folder
+        The zoo model folder to start from.
+    out
+        The folder to write.
+    task_updates
+        Task constants to change; each must be one the model already has.
+    card
+        The new folder's model card.
+    record
+        What the tuning did, stored as ``decoding.json`` (:data:`TUNING_FILE`).
+    overwrite
+        Replace existing files in ``out``.
+
+    Raises
+    ------
+    FluosegError
+        For a ``folder`` that is not a zoo model, an unknown task constant, or existing
+        files in ``out`` without ``overwrite``.
+    """
+    import shutil
+
+    from fluoseg.io import atomic_path, write_json_atomically, write_text_atomically
+
+    folder, out = Path(folder), Path(out)
+    if not is_zoo_folder(folder):
+        raise FluosegError(f"not a pretrained model folder (it needs {MODEL_FILE} and {WEIGHTS_FILE})", path=folder)
+    state = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
+    unknown = sorted(set(task_updates) - set(state["task"]))
+    if unknown:
+        raise FluosegError(f"the model's task has no {unknown}; it has {sorted(state['task'])}", path=folder)
+    check_zoo_folder(out, overwrite=overwrite, files=(MODEL_FILE, WEIGHTS_FILE, CARD_FILE)
+                     + ((TUNING_FILE,) if record is not None else ()))
+    state["task"] = {**state["task"], **task_updates}
+    in_place = out.resolve() == folder.resolve()
+    if not in_place:
+        with atomic_path(out / WEIGHTS_FILE, overwrite=overwrite) as temporary:
+            shutil.copyfile(folder / WEIGHTS_FILE, temporary)
+    write_text_atomically(out / CARD_FILE, card, overwrite=overwrite)
+    if record is not None:
+        write_json_atomically(out / TUNING_FILE, record, overwrite=overwrite)
+    write_json_atomically(out / MODEL_FILE, state, overwrite=overwrite)  # last: the folder is a model from here on
     return out
