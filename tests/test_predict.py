@@ -50,6 +50,23 @@ def test_zarr_streamed_output_equals_tiff_output(segmenter, tiny_dataset, tmp_pa
     assert sorted(p.name for p in (tmp_path / "zarr").iterdir()) == ["s4.zarr"]  # no leftover temporaries
 
 
+def test_a_small_image_gets_a_fitted_tile_that_predicts_as_the_default_tile(segmenter, tiny_dataset, monkeypatch):
+    image = read_image(tiny_dataset.parent / "images" / "s4.tif").array  # 72 x 72
+    network = segmenter.members[0].model
+    tiles, forward = [], network.forward
+
+    def recorded(batch, *args, **kwargs):
+        tiles.append(batch.shape[-1])
+        return forward(batch, *args, **kwargs)
+
+    monkeypatch.setattr(network, "forward", recorded)
+    fitted = segmenter.predict_probabilities(image, ["m1", "m2", "m3"])
+    fitted_tiles, tiles[:] = list(tiles), []
+    default = segmenter.predict_probabilities(image, ["m1", "m2", "m3"], tile_size=572)
+    assert set(tiles) == {572} and max(fitted_tiles) < 200  # depth 2: 72 + 2 * 20 margin, rounded up
+    np.testing.assert_allclose(fitted, default, atol=1e-5)
+
+
 def test_3d_stack_is_predicted_slice_by_slice(segmenter, tiny_dataset):
     image = read_image(tiny_dataset.parent / "images" / "s4.tif").array
     stack = np.stack([image, image[:, ::-1]], axis=1)  # (C, Z, Y, X)

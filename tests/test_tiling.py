@@ -12,7 +12,8 @@ import zarr
 
 from fluoseg.errors import FluosegError
 from fluoseg.models import build_model
-from fluoseg.tiling import TileGeometry, band_tiles, geometry_for, plan_tiles, predict_tiled, tile_weights
+from fluoseg.tiling import (TileGeometry, band_tiles, fitted_geometry, geometry_for, plan_tiles, predict_tiled,
+                            tile_weights)
 
 RNG = np.random.default_rng(7)
 
@@ -88,6 +89,30 @@ def test_geometry_enlarges_tiles_smaller_than_the_alignment():
     geometry = geometry_for(net, 1)
     assert geometry.output_size >= geometry.alignment == 16
     assert (geometry.input_size, geometry.output_size) == (204, 20)
+
+
+def test_fitted_geometry_shrinks_the_tile_to_a_smaller_image():
+    net = build_model("unet", in_channels=1, out_channels=1, base_filters=1)  # 572 -> 388, margin 92
+    sizes = {shape: (g.input_size, g.output_size) for shape in [(256, 256), (100, 30), (400, 10), (388, 5), (10, 10),
+                                                                 (3, 256, 200)]
+             for g in [fitted_geometry(net, 572, shape)]}
+    # the smallest admissible input (572 - 16k) whose output (input - 184) covers the longest side
+    assert sizes == {(256, 256): (444, 260), (100, 30): (284, 100), (400, 10): (572, 388), (388, 5): (572, 388),
+                     (10, 10): (204, 20), (3, 256, 200): (444, 260)}
+    assert fitted_geometry(net, 572, (256, 256)).alignment == 16
+    assert fitted_geometry(net, 300, (256, 256)) == geometry_for(net, 300)  # never larger than asked for
+    same = build_model("unet", in_channels=1, out_channels=1, base_filters=1, padding="same")
+    assert fitted_geometry(same, 572, (100, 100)) == geometry_for(same, 572)  # its padding shows: kept
+
+
+def test_a_fitted_tile_predicts_what_the_large_tile_does():
+    torch.manual_seed(2)
+    net = build_model("unet", in_channels=1, out_channels=2, base_filters=2).eval()
+    image = RNG.normal(size=(1, 50, 37)).astype(np.float32)
+    large, fitted = geometry_for(net, 572), fitted_geometry(net, 572, image.shape)
+    assert fitted.input_size < large.input_size
+    predictions = [predict_tiled(torch_predictor(net), image, geometry=g, out_channels=2) for g in (large, fitted)]
+    np.testing.assert_allclose(*predictions, rtol=1e-5, atol=1e-5)
 
 
 def test_geometry_needs_only_duck_typed_sizes():

@@ -37,7 +37,7 @@ from fluoseg.network_pass import MemberPass, NetworkPass, Normaliser, decode_out
 from fluoseg.predictor import symmetries
 from fluoseg.run import Checkpoint, Preprocessing, RunDir
 from fluoseg.tasks import DetectedObjects, ObjectPredictor, Task
-from fluoseg.tiling import TileGeometry, geometry_for
+from fluoseg.tiling import TileGeometry, fitted_geometry, geometry_for
 
 DEFAULT_TILE = 572
 """Default network input tile: the MS-ME tile, rounded to what the network accepts."""
@@ -210,8 +210,16 @@ class Segmenter:
         """
         return cls([Member.from_checkpoint(zoo.load(name), resolve_device(device))])
 
-    def tile_geometry(self, member: Member, tile_size: int | None) -> TileGeometry:
-        """Tiling geometry of a member network for a requested input tile size."""
+    def tile_geometry(self, member: Member, tile_size: int | None, image_shape: tuple[int, ...] | None = None
+                      ) -> TileGeometry:
+        """Tiling geometry of a member network for a requested input tile size.
+
+        With no requested size, :data:`DEFAULT_TILE`, shrunk for an image (``image_shape``, at
+        the model's resolution) that a smaller tile covers (:func:`fluoseg.tiling.fitted_geometry`;
+        the same prediction at a fraction of the cost).
+        """
+        if tile_size is None and image_shape is not None:
+            return fitted_geometry(member.model, DEFAULT_TILE, image_shape)
         return geometry_for(member.model, tile_size or DEFAULT_TILE)
 
     def channel_names_for(self, image: Any, channel_names: Sequence[str] | None, *, source: str | None = None
@@ -310,7 +318,7 @@ class Segmenter:
                 raise FluosegError("image contains NaN or infinite pixels; replace them (e.g. with 0) before prediction",
                                    path=options.source)
             parts.append(MemberPass(
-                model=member.model, task=member.task, geometry=self.tile_geometry(member, options.tile_size),
+                model=member.model, task=member.task, geometry=self.tile_geometry(member, options.tile_size, image.shape),
                 transform=Normaliser(stats, prep.normalization, selection, options.source),
                 symmetries=tuple(options.tta), batch_size=options.batch_size, member_markers=member.panel.names,
                 # resolved here, once: band tasks on other machines then compute in the same arithmetic

@@ -169,6 +169,37 @@ def geometry_for(model: SizedNetwork, tile_size: int, *, aligned: bool = True) -
     return TileGeometry(input_size=input_size, output_size=output_size, mode=mode, alignment=alignment)
 
 
+def fitted_geometry(model: SizedNetwork, tile_size: int, image_shape: tuple[int, ...], *, aligned: bool = True
+                    ) -> TileGeometry:
+    """:func:`geometry_for` ``tile_size``, shrunk to the smallest tile that covers a smaller image.
+
+    A 256 × 256 image in the U-Net's 572 tile costs five times its own pixels; the smallest
+    admissible tile whose output covers the longest side (444 for 256) costs three. For a
+    valid-mode network, whose aligned tiles give whole-image prediction (see the module
+    notes), the prediction is the same, to float precision, whichever of the two tiles
+    computes it. A same-mode network keeps ``tile_size``: its zero padding up to the tile
+    shows in the prediction near the image border, so a smaller tile would change it.
+
+    Parameters
+    ----------
+    model, aligned
+        As in :func:`geometry_for`.
+    tile_size
+        The largest input tile wanted.
+    image_shape
+        The image's ``(..., Y, X)`` shape at the network's resolution.
+    """
+    geometry = geometry_for(model, tile_size, aligned=aligned)
+    side = max(int(n) for n in image_shape[-2:])
+    if geometry.mode != "valid" or side >= geometry.output_size:
+        return geometry
+    smallest = int(model.valid_input_size(max(side, 1)))
+    while int(model.output_size(smallest)) < side:
+        smallest = int(model.valid_input_size(smallest + 1))
+    fitted = geometry_for(model, smallest, aligned=aligned)
+    return fitted if fitted.input_size < geometry.input_size else geometry
+
+
 def default_overlap(geometry: TileGeometry) -> int:
     """Overlap between output tiles when none is given: 0 (valid) or 1/8 of the tile (same)."""
     return 0 if geometry.mode == "valid" else geometry.output_size // 8

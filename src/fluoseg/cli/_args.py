@@ -153,7 +153,8 @@ def add_threads(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> No
 
 def add_tiles(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "prediction") -> None:
     parser.add_argument("--tile-size", type=tile_size, help=f"network input tile size for {what} (default 572, "
-                        "rounded to one the network accepts)")
+                        "rounded to one the network accepts; valid-padding networks predict an image that a "
+                        "smaller tile covers in that tile, with the same result)")
     parser.add_argument("--batch-size", type=positive_int, default=1, help="tiles per forward pass (default 1)")
 
 
