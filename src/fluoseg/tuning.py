@@ -144,7 +144,7 @@ def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path,
 
     started = time.perf_counter()
     folder = Path(model) if zoo.is_zoo_folder(model) else zoo.get(str(model)).folder
-    zoo.check_zoo_folder(out, overwrite=overwrite)
+    zoo.check_zoo_folder(out, overwrite=overwrite, files=zoo.RETUNED_FILES)
     checkpoint = zoo.load_folder(folder)
     task = checkpoint.task
     if task.get("name") != "instance" or checkpoint.model.is_detector:

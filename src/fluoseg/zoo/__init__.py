@@ -29,6 +29,8 @@ WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.md"
 TUNING_FILE = "decoding.json"
 """In a copy re-tuned on someone's own images (:func:`write_retuned`): what was searched, on what."""
+RETUNED_FILES = (MODEL_FILE, WEIGHTS_FILE, CARD_FILE, TUNING_FILE)
+"""The files :func:`write_retuned` writes."""
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,7 @@ def write_retuned(folder: str | Path, out: str | Path, *, task_updates: dict[str
     unknown = sorted(set(task_updates) - set(state["task"]))
     if unknown:
         raise FluosegError(f"the model's task has no {unknown}; it has {sorted(state['task'])}", path=folder)
-    check_zoo_folder(out, overwrite=overwrite, files=(MODEL_FILE, WEIGHTS_FILE, CARD_FILE)
-                     + ((TUNING_FILE,) if record is not None else ()))
+    check_zoo_folder(out, overwrite=overwrite, files=RETUNED_FILES if record is not None else RETUNED_FILES[:-1])
     state["task"] = {**state["task"], **task_updates}
     in_place = out.resolve() == folder.resolve()
     if not in_place:
