@@ -193,10 +193,15 @@ def test_a_pretrained_model_is_tuned_on_a_labs_images_into_a_copy_predict_uses(i
 
     zoo.export_run(instance_run, tmp_path / "zoo" / "tiny", card="# tiny\n\nA test model.\n", half=False)
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
-    manifest = RunDir(instance_run).read_config()["data"]["manifest"]
+    import yaml
+
+    ours = yaml.safe_load(open(RunDir(instance_run).read_config()["data"]["manifest"]))
+    manifest = tmp_path / "ours.yaml"  # the lab calls its nuclear channel DAPI
+    manifest.write_text(yaml.safe_dump({**ours, "markers": ["DAPI"], "root": str(instance_run.parent)}))
     out = tmp_path / "tiny_ours"
-    assert main(["tune", "tiny", "--data", manifest, "--samples", "n3,n4", "--out", str(out), "--rounds", "1",
-                 "--quiet"]) == 0
+    tune = ["tune", "tiny", "--data", str(manifest), "--samples", "n3,n4", "--out", str(out), "--rounds", "1", "--quiet"]
+    assert main(tune) == 2 and not out.exists()  # DAPI is no marker of the model
+    assert main([*tune, "--markers", "DNA=DAPI"]) == 0
     assert f"fluoseg predict {out}" in capsys.readouterr().out
     record = json.loads((out / zoo.TUNING_FILE).read_text())
     assert record["model"] == "tiny" and record["samples"] == ["n3", "n4"] and record["value"] >= record["before"]

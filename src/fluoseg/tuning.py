@@ -40,7 +40,8 @@ MAX_PASSES = 3
 
 def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequence[str] | None = None,
              manifest: str | Path | None = None, options: PredictOptions | None = None, rounds: int = 1,
-             device: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
+             device: str = "auto", aliases: Mapping[str, str] | None = None, log: Callable[[str], None] = print
+             ) -> dict[str, Any]:
     """Tune and store the decoding parameters of an instance run on validation images.
 
     Parameters
@@ -57,6 +58,11 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         How the images are predicted (TTA, tiles, diameter); default as ``fluoseg predict``.
     rounds
         Refinements of the grid around the best combination.
+    device
+        Where the network runs (``auto``, ``cpu``, ``cuda``).
+    aliases
+        Channel names of the samples to read as other markers of the model (file name -> model
+        name, ``{"DAPI": "DNA"}``), as ``fluoseg predict --markers DNA=DAPI`` does.
 
     Returns
     -------
@@ -90,11 +96,13 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     data = load_manifest(source)
     if checkpoint.model.is_detector:
         return _tune_detector(run, members[0], checkpoint.task, ids, data, source, objective=objective,
-                              options=options or PredictOptions(), device=device, log=log, started=started)
+                              options=options or PredictOptions(), device=device, aliases=aliases, log=log,
+                              started=started)
     segmenter = Segmenter.load(run.path, device=device)
     trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
-                            objective=objective, options=options, rounds=rounds, log=log, started=started)
+                            objective=objective, options=options, rounds=rounds, aliases=aliases, log=log,
+                            started=started)
     record = {"parameters": search.best, "objective": objective, "value": search.value, "before": search.before,
               "trained_with": trained, "passes": search.passes, "converged": search.converged, "samples": ids,
               "manifest": str(source), "seconds": round(time.perf_counter() - started, 1)}
@@ -107,8 +115,8 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
 
 def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path, samples: Sequence[str] | None = None,
                     objective: str = "f1_mean", options: PredictOptions | None = None, rounds: int = 1,
-                    device: str = "auto", overwrite: bool = False, log: Callable[[str], None] = print
-                    ) -> dict[str, Any]:
+                    device: str = "auto", aliases: Mapping[str, str] | None = None, overwrite: bool = False,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Tune a pretrained model's decoding on annotated images and write a copy that uses it.
 
     Parameters
@@ -122,7 +130,7 @@ def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path,
         own microscope; never the images the result will be judged on.
     samples
         Sample ids to tune on; default every sample of the manifest.
-    objective, options, rounds, device
+    objective, options, rounds, device, aliases
         As in :func:`tune_run`.
     overwrite
         Replace the files of an existing ``out`` (``out`` may be the model folder itself).
@@ -157,7 +165,8 @@ def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path,
     trained = {k: task[k] for k in DEFAULT_GRIDS[method] if k in task}
     segmenter = Segmenter.load(folder, device=device)
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
-                            objective=objective, options=options, rounds=rounds, log=log, started=started)
+                            objective=objective, options=options, rounds=rounds, aliases=aliases, log=log,
+                            started=started)
     record = {"model": folder.name, "parameters": search.best, "objective": objective, "value": search.value,
               "before": search.before, "trained_with": trained, "passes": search.passes,
               "converged": search.converged, "samples": ids, "manifest": str(manifest),
@@ -200,7 +209,8 @@ class DecodingSearch:
 
 def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: str, trained: Mapping[str, float],
                    objective: str = "f1_mean", options: PredictOptions | None = None, rounds: int = 1,
-                   log: Callable[[str], None] = print, started: float | None = None) -> DecodingSearch:
+                   aliases: Mapping[str, str] | None = None, log: Callable[[str], None] = print,
+                   started: float | None = None) -> DecodingSearch:
     """Search the decoding parameters of a loaded instance model on annotated images.
 
     Parameters
@@ -215,7 +225,7 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
     trained
         The decoding parameters the model was trained with: the first pass predicts with them,
         and they are the ``before`` reference.
-    objective, options, rounds
+    objective, options, rounds, aliases
         As in :func:`tune_run`.
     log
         Called with one line per stage.
@@ -235,7 +245,7 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
     """
     started = time.perf_counter() if started is None else started
     options = options or PredictOptions()
-    annotated = [_AnnotatedImage.read(sample) for sample in samples]
+    annotated = [_AnnotatedImage.read(sample, aliases) for sample in samples]
 
     def score(images: list[TuningImage], parameters: Mapping[str, float]) -> float:
         return tune_decoding(images, method=method, objective=objective, rounds=0,
@@ -252,7 +262,7 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
     for attempt in range(passes):
         segmenter.set_decoding(**current)
         images = [item.maps(segmenter, options) for item in annotated]
-        log(f"tune: predicted {len(images)} validation images in {time.perf_counter() - started:.0f} s"
+        log(f"tune: predicted {len(images)} annotated images in {time.perf_counter() - started:.0f} s"
             + (f" (pass {attempt + 1}, diameters estimated with {current})" if passes > 1 else ""))
         as_predicted.append((score(images, current), current))
         result = tune_decoding(images, method=method, objective=objective, rounds=rounds, fixed=trained,
@@ -282,11 +292,14 @@ class _AnnotatedImage:
     sample: Sample
     image: Any
     truth: np.ndarray
+    channel_names: tuple[str, ...]
+    """The sample's channel names under the model's names for them."""
 
     @classmethod
-    def read(cls, sample: Sample) -> _AnnotatedImage:
+    def read(cls, sample: Sample, aliases: Mapping[str, str] | None = None) -> _AnnotatedImage:
         image = sample.read_image()
-        return cls(sample=sample, image=image, truth=sample.read_labels(image.spatial_shape))
+        names = tuple((aliases or {}).get(name, name) for name in sample.channel_names)
+        return cls(sample=sample, image=image, truth=sample.read_labels(image.spatial_shape), channel_names=names)
 
     def options(self, options: PredictOptions) -> PredictOptions:
         """``options`` with this image's pixel size and source, as ``fluoseg predict`` passes them."""
@@ -294,13 +307,13 @@ class _AnnotatedImage:
 
     def maps(self, segmenter: Segmenter, options: PredictOptions) -> TuningImage:
         """The maps as ``fluoseg predict`` computes them."""
-        maps, _ = segmenter.model_scale_maps(self.image.array, self.sample.channel_names, self.options(options))
+        maps, _ = segmenter.model_scale_maps(self.image.array, self.channel_names, self.options(options))
         return TuningImage(maps=maps, truth=self.truth, name=self.sample.id)
 
 
 def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Sequence[str], data: Manifest,
                    source: Path, *, objective: str, options: PredictOptions, device: str,
-                   log: Callable[[str], None], started: float) -> dict[str, Any]:
+                   aliases: Mapping[str, str] | None, log: Callable[[str], None], started: float) -> dict[str, Any]:
     """A detection run's score threshold (``min_score``) chosen on validation images.
 
     The images are predicted once keeping every detection (``min_score`` 0) and scored at
@@ -311,10 +324,10 @@ def _tune_detector(run: RunDir, member: str, trained: dict[str, Any], ids: Seque
     segmenter.set_decoding(min_score=0.0, threshold=trained["threshold"], min_size=trained["min_size"])
     found = []
     for sample_id in ids:
-        item = _AnnotatedImage.read(data.sample(sample_id))
-        found.append((item.truth, segmenter.detect_objects(item.image.array, item.sample.channel_names,
+        item = _AnnotatedImage.read(data.sample(sample_id), aliases)
+        found.append((item.truth, segmenter.detect_objects(item.image.array, item.channel_names,
                                                            item.options(options))))
-    log(f"tune: predicted {len(found)} validation images in {time.perf_counter() - started:.0f} s")
+    log(f"tune: predicted {len(found)} annotated images in {time.perf_counter() - started:.0f} s")
 
     def scored(min_score: float) -> dict[str, Any]:
         pairs = [(truth, labels_at_score(objects, min_score)) for truth, objects in found]

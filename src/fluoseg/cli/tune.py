@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "sample of --data)")
     p.add_argument("--data", help="manifest holding the annotated samples (default: the run's data manifest; "
                    "required for a pretrained model)")
+    p.add_argument("--markers", type=_args.marker_choice,
+                   help="markers to use, as for 'fluoseg predict'; MODEL=FILE reads the samples' FILE channel as the "
+                   "model's MODEL marker (e.g. DNA=DAPI for the pretrained nuclei model)")
     p.add_argument("--out", help="pretrained models: folder to write the re-tuned copy to")
     _args.add_overwrite(p, "an existing --out folder's model files")
     p.add_argument("--rounds", type=_args.positive_int, default=1, help="grid refinements around the best (default 1)")
@@ -56,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
     source = resolve_model(args.run_dir)
     set_threads(args.threads)
     options = PredictOptions(tile_size=args.tile_size, batch_size=args.batch_size, tta=args.tta,
-                             precision=args.precision)
+                             precision=args.precision,
+                             markers=tuple(model for model, _ in args.markers) if args.markers else None)
+    aliases = {file: model for model, file in args.markers or () if file != model}
     common = {"objective": args.objective, "samples": args.samples, "options": options, "rounds": args.rounds,
-              "device": args.device}
+              "device": args.device, "aliases": aliases}
     if is_zoo_folder(source):
         if not args.data or not args.out:
             raise FluosegError("a pretrained model has no validation images of its own: give --data MANIFEST (your "
