@@ -191,18 +191,19 @@ float32) predicting the same images.
 
 
 def shipped_scores(data: Path, split: dict[str, list[str]], part: str = "test",
-                   precision: str = "float32") -> dict[str, float]:
+                   precision: str = "float32", *, segmenter: Any = None, tta: bool = False) -> dict[str, float]:
     """Scores of the exported (float16) model on a part of the split, predicted in this process as
-    ``fluoseg predict nuclei`` does (``--precision`` as given)."""
+    ``fluoseg predict nuclei`` does (``--precision`` and ``--tta`` as given; ``segmenter``: the
+    shipped model loaded here, or one whose decoding was changed)."""
     from fluoseg import Segmenter
     from fluoseg.io import read_image, read_labels
     from fluoseg.metrics.instance import instance_rows
 
-    segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
+    segmenter = segmenter or Segmenter.pretrained(ZOO_NAME, device="cpu")
     items = []
     for image_id in split[part]:
         labels, _ = segmenter.predict_labels(read_image(data / "images" / f"{image_id}.tif").array,
-                                             precision=precision)
+                                             precision=precision, tta=tta)
         items.append((image_id, labels, read_labels(data / "labels" / f"{image_id}.tif")))
     rows = instance_rows(items)
     return {header: pooled_metric(rows, metric, threshold) for header, metric, threshold in SCORES}
@@ -427,6 +428,10 @@ For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images fo
 
 {precision_section()}
 
+## Test-time augmentation
+
+{tta_section()}
+
 ## Speed as shipped, side by side with StarDist and Cellpose
 
 {side_by_side(side)}
@@ -462,6 +467,16 @@ def precision_section() -> str:
             for part in ("val", "test")}
     return (f"{intro} On such a CPU, F1@0.5 float32 → bfloat16: validation {pair['val']}, test {pair['test']} "
             "(`bench/results/precision.md`, which also gives the speed-up).")
+
+
+def tta_section() -> str:
+    """Whether ``--tta`` pays for itself, from ``zoo_tta.csv`` (``bench/zoo_tta.py``)."""
+    import zoo_tta
+
+    rows = read_rows(zoo_tta.CSV) if zoo_tta.CSV.is_file() else []
+    verdict = zoo_tta.verdict_line(rows)
+    return (f"{verdict} (`{rel(zoo_tta.REPORT)}`)" if verdict else
+            "Not measured yet: `bench/zoo_tta.py`, then `bench/train_zoo.py --report`.")
 
 
 def loso_section() -> str:
