@@ -72,6 +72,16 @@ def passes_note(speed: list[dict[str, Any]]) -> str:
             f"the others: {', '.join(older)}.")
 
 
+def speed_cells(s: dict[str, Any]) -> str:
+    """The cells of a speed-table row from the image size on (image, MP/s, ..., load avg, timed at), closed with ``|``."""
+    commit = s.get("commit") or "–"
+    if s["estimated"]:
+        return f"{s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | ~{s['seconds']:.0f} | – | – | 0 | – | – | – | {commit} |"
+    return (f"{s['size']}^2 | {s['mp_per_s']:.3f} | {s['seconds']:.1f} | {_fmt(s['network_s'], '{:.1f}')} | "
+            f"{_fmt(s['decode_s'], '{:.1f}')} | {s['runs']} | {_fmt(s['peak_rss_mb'], '{:.0f}')} | "
+            f"{_fmt(s['n_objects'], '{:.0f}')} | {_fmt(s['load_avg'], '{:.1f}')} | {commit} |")
+
+
 def _largest(values: Any) -> float | None:
     """The largest of the numbers among ``values`` (None when there are none)."""
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -415,15 +425,7 @@ def _speed(results: Results) -> list[str]:
              "| tool | case | image | MP/s | s per image | network (s) | decode (s) | runs | peak RSS (MB) | objects | "
              "load avg | timed at |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     speed = results.speed()
-    for s in speed:
-        if s["estimated"]:
-            lines.append(f"| {s['tool']} | {s['case']} | {s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | "
-                         f"~{s['seconds']:.0f} | – | – | 0 | – | – | – | {s['commit'] or '–'} |")
-            continue
-        lines.append(f"| {s['tool']} | {s['case']} | {s['size']}^2 | {s['mp_per_s']:.3f} | {s['seconds']:.1f} | "
-                     f"{_fmt(s['network_s'], '{:.1f}')} | {_fmt(s['decode_s'], '{:.1f}')} | {s['runs']} | "
-                     f"{_fmt(s['peak_rss_mb'], '{:.0f}')} | {_fmt(s['n_objects'], '{:.0f}')} | "
-                     f"{_fmt(s['load_avg'], '{:.1f}')} | {s['commit'] or '–'} |")
+    lines += [f"| {s['tool']} | {s['case']} | {speed_cells(s)}" for s in speed]
     passes = passes_note(speed)
     if passes:
         lines += ["", passes]

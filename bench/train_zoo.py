@@ -352,17 +352,7 @@ class SideBySide:
     def markdown(self) -> str:
         lines = ["| tool | image | MP/s | s per image | network (s) | decode (s) | runs | peak RSS (MB) | objects | "
                  "load avg | timed at |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for s in self.rows:
-            label = self.CASES[(s["tool"], s["case"])]
-            commit = s.get("commit") or "–"
-            if s["estimated"]:
-                lines.append(f"| {label} | {s['size']}^2 *est.* | ~{s['mp_per_s']:.3f} | ~{s['seconds']:.0f} | – | – | "
-                             f"0 | – | – | – | {commit} |")
-                continue
-            lines.append(f"| {label} | {s['size']}^2 | {s['mp_per_s']:.3f} | {s['seconds']:.1f} | "
-                         f"{_fmt(s['network_s'], '{:.1f}')} | {_fmt(s['decode_s'], '{:.1f}')} | {s['runs']} | "
-                         f"{_fmt(s['peak_rss_mb'], '{:.0f}')} | {_fmt(s['n_objects'], '{:.0f}')} | "
-                         f"{_fmt(s['load_avg'], '{:.1f}')} | {commit} |")
+        lines += [f"| {self.CASES[(s['tool'], s['case'])]} | {peers_report.speed_cells(s)}" for s in self.rows]
         passes = peers_report.passes_note(self.rows)
         if passes:
             lines += ["", passes]
@@ -388,10 +378,6 @@ def render_readme(split: dict[str, list[str]], scores: dict[str, float], side: S
              f"(F1@0.5 ≥ {F1_TARGET}) is {target}.\n{README_END}\n")
     fill_readme_block(README_BEGIN, README_END, block)
     log("README.md: shipped-model scores updated")
-
-
-def _fmt(value: Any, fmt: str) -> str:
-    return "–" if value is None else fmt.format(value)
 
 
 def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict[str, float],

@@ -64,6 +64,12 @@ CSV = RESULTS / "zoo_tta.csv"
 REPORT = RESULTS / "zoo_tta.md"
 
 
+def _decoding(segmenter: Any) -> dict[str, float]:
+    """The distance decoding a segmenter predicts with."""
+    task = segmenter.task
+    return {"h": task.h, "threshold": task.threshold, "min_size": task.min_size}
+
+
 def tta_decoding(data: Path, split: dict[str, list[str]], work: Path) -> dict[str, Any]:
     """The decoding tuned on the validation images predicted with TTA (cached)."""
     path = work / "tta_decoding.json"
@@ -75,8 +81,7 @@ def tta_decoding(data: Path, split: dict[str, list[str]], work: Path) -> dict[st
         from fluoseg.tuning import tune_segmenter
 
         segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
-        task = segmenter.task
-        shipped = {"h": task.h, "threshold": task.threshold, "min_size": task.min_size}
+        shipped = _decoding(segmenter)
         manifest = load_manifest(dsb_manifest(work / "manifest.yaml", data, split["val"]))
         started = time.perf_counter()
         search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method="distance",
@@ -106,10 +111,8 @@ def measure(data: Path, split: dict[str, list[str]], work: Path) -> list[dict[st
                 started = time.perf_counter()
                 scores = shipped_scores(data, split, part, PRECISION, segmenter=segmenter, tta=arm != "none")
                 seconds = (time.perf_counter() - started) / len(split[part])
-                task = segmenter.task
                 result = {"scores": scores, "seconds_per_image": round(seconds, 3),
-                          "load_average": round(os.getloadavg()[0], 1),
-                          "decoding": {"h": task.h, "threshold": task.threshold, "min_size": task.min_size}}
+                          "load_average": round(os.getloadavg()[0], 1), "decoding": _decoding(segmenter)}
                 write_json(path, result)
                 log(f"{part} {arm}: {HEADLINE} {scores[HEADLINE]:.4f}, {seconds:.2f} s/image")
             rows += [{"part": part, "images": len(split[part]), "arm": arm, "metric": metric,

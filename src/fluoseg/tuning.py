@@ -99,13 +99,12 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
                               options=options or PredictOptions(), device=device, aliases=aliases, log=log,
                               started=started)
     segmenter = Segmenter.load(run.path, device=device)
-    trained = {k: checkpoint.task[k] for k in DEFAULT_GRIDS[method] if k in checkpoint.task}
+    trained = _decoding_of(checkpoint.task, method)
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
                             objective=objective, options=options, rounds=rounds, aliases=aliases, log=log,
                             started=started)
-    record = {"parameters": search.best, "objective": objective, "value": search.value, "before": search.before,
-              "trained_with": trained, "passes": search.passes, "converged": search.converged, "samples": ids,
-              "manifest": str(source), "seconds": round(time.perf_counter() - started, 1)}
+    record = _search_record(search, objective=objective, trained=trained, samples=ids, manifest=source,
+                            started=started)
     run.write_decoding(members[0], record)
     write_csv_atomically(run.member_dir(members[0]) / "decoding_search.csv", search.table)
     log(f"tune: {objective} {search.before:.4f} with the trained parameters {trained} -> {search.value:.4f} "
@@ -162,21 +161,32 @@ def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path,
     data = load_manifest(manifest)
     ids = list(samples) if samples else [sample.id for sample in data.samples]
     method = task.get("method", "border")
-    trained = {k: task[k] for k in DEFAULT_GRIDS[method] if k in task}
+    trained = _decoding_of(task, method)
     segmenter = Segmenter.load(folder, device=device)
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
                             objective=objective, options=options, rounds=rounds, aliases=aliases, log=log,
                             started=started)
-    record = {"model": folder.name, "parameters": search.best, "objective": objective, "value": search.value,
-              "before": search.before, "trained_with": trained, "passes": search.passes,
-              "converged": search.converged, "samples": ids, "manifest": str(manifest),
-              "seconds": round(time.perf_counter() - started, 1)}
+    record = {"model": folder.name, **_search_record(search, objective=objective, trained=trained, samples=ids,
+                                                     manifest=manifest, started=started)}
     card = (folder / zoo.CARD_FILE).read_text(encoding="utf-8") if (folder / zoo.CARD_FILE).is_file() else ""
     card = card.rstrip() + "\n\n" + _retuned_card_section(record)
     zoo.write_retuned(folder, out, task_updates=search.best, card=card, record=record, overwrite=overwrite)
     log(f"tune: {objective} {search.before:.4f} with the model's parameters {trained} -> {search.value:.4f} with "
         f"{search.best} on {len(ids)} image(s); wrote {out} (use it as 'fluoseg predict {out} IMAGES --out DIR')")
     return record
+
+
+def _decoding_of(task: Mapping[str, Any], method: str) -> dict[str, float]:
+    """The decoding parameters a task holds, of those its method's search varies."""
+    return {k: task[k] for k in DEFAULT_GRIDS[method] if k in task}
+
+
+def _search_record(search: DecodingSearch, *, objective: str, trained: Mapping[str, float], samples: Sequence[str],
+                   manifest: str | Path, started: float) -> dict[str, Any]:
+    """What a map-decoding search stores (``decoding.json`` of a run or of a re-tuned copy)."""
+    return {"parameters": search.best, "objective": objective, "value": search.value, "before": search.before,
+            "trained_with": dict(trained), "passes": search.passes, "converged": search.converged,
+            "samples": list(samples), "manifest": str(manifest), "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _retuned_card_section(record: Mapping[str, Any]) -> str:

@@ -94,6 +94,16 @@ def marker_choice(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def chosen_markers(pairs: list[tuple[str, str]] | None) -> list[str] | None:
+    """The model's marker names of a :func:`marker_choice` (``None`` when none was given)."""
+    return [model for model, _ in pairs] if pairs else None
+
+
+def marker_aliases(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
+    """File channel name -> model marker name for the ``MODEL=FILE`` items of a :func:`marker_choice`."""
+    return {file: model for model, file in pairs or () if file != model}
+
+
 def integers(text: str) -> list[int]:
     """A comma-separated list of positive integers (``1,10,50``)."""
     try:

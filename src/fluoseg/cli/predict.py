@@ -159,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
         raise FluosegError(f"--objects measures instance labels, but this model's task is {segmenter.task_name}; "
                            "leave --objects out")
     diameter_um = float(args.diameter[:-2]) if isinstance(args.diameter, str) and args.diameter.endswith("um") else None
-    aliases = {file: model for model, file in args.markers or () if file != model}
+    aliases = _args.marker_aliases(args.markers)
     options = PredictOptions(
-        markers=segmenter.parse_markers([model for model, _ in args.markers]) if args.markers else None,
+        markers=segmenter.parse_markers(_args.chosen_markers(args.markers)) if args.markers else None,
         tile_size=args.tile_size,
         batch_size=args.batch_size, tta=args.tta or False, progress=not args.quiet,
         diameter=None if diameter_um is not None else args.diameter, blank_snr=args.blank_snr,

@@ -60,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     options = PredictOptions(tile_size=args.tile_size, batch_size=args.batch_size, tta=args.tta,
                              precision=args.precision,
-                             markers=tuple(model for model, _ in args.markers) if args.markers else None)
-    aliases = {file: model for model, file in args.markers or () if file != model}
+                             markers=_args.chosen_markers(args.markers))
     common = {"objective": args.objective, "samples": args.samples, "options": options, "rounds": args.rounds,
-              "device": args.device, "aliases": aliases}
+              "device": args.device, "aliases": _args.marker_aliases(args.markers)}
     if is_zoo_folder(source):
         if not args.data or not args.out:
             raise FluosegError("a pretrained model has no validation images of its own: give --data MANIFEST (your "

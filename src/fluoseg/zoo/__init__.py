@@ -29,8 +29,10 @@ WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.md"
 TUNING_FILE = "decoding.json"
 """In a copy re-tuned on someone's own images (:func:`write_retuned`): what was searched, on what."""
-RETUNED_FILES = (MODEL_FILE, WEIGHTS_FILE, CARD_FILE, TUNING_FILE)
-"""The files :func:`write_retuned` writes."""
+EXPORTED_FILES = (MODEL_FILE, WEIGHTS_FILE, CARD_FILE)
+"""The files :func:`export_run` writes."""
+RETUNED_FILES = (*EXPORTED_FILES, TUNING_FILE)
+"""The files :func:`write_retuned` writes (with a record)."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, card: str, half: bool = 
     return out
 
 
-def check_zoo_folder(out: str | Path, *, overwrite: bool, files: tuple[str, ...] = (MODEL_FILE, WEIGHTS_FILE, CARD_FILE)
-                     ) -> None:
+def check_zoo_folder(out: str | Path, *, overwrite: bool, files: tuple[str, ...] = EXPORTED_FILES) -> None:
     """Check, before any work, that a zoo folder's ``files`` can be written at ``out`` (creates nothing).
 
     Raises
@@ -227,7 +228,7 @@ def write_retuned(folder: str | Path, out: str | Path, *, task_updates: dict[str
     unknown = sorted(set(task_updates) - set(state["task"]))
     if unknown:
         raise FluosegError(f"the model's task has no {unknown}; it has {sorted(state['task'])}", path=folder)
-    check_zoo_folder(out, overwrite=overwrite, files=RETUNED_FILES if record is not None else RETUNED_FILES[:-1])
+    check_zoo_folder(out, overwrite=overwrite, files=RETUNED_FILES if record is not None else EXPORTED_FILES)
     state["task"] = {**state["task"], **task_updates}
     in_place = out.resolve() == folder.resolve()
     if not in_place:
