@@ -519,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true",
                         help="only re-render zoo.md and the README block from the committed result tables")
     args = parser.parse_args(argv)
+    # The training configuration names files by these paths and fluoseg reads them relative to the configuration.
+    args.data, args.work = args.data.resolve(), args.work.resolve()
     if not (args.data / "images").is_dir():
         raise SystemExit(f"{args.data}: no DSB 2018 images here; give --data")
     if args.report:
