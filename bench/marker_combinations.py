@@ -14,7 +14,12 @@ Methods (all the MS-ME U-Net, scaled down; see ``--depth``/``--base-filters``):
 * ``MS-ME-4x`` the MS-ME network trained with 4x the batches, and ``UB-4x`` the UB networks
              trained with 4x the batches (issue 11, item 3: does longer training close the gap
              between MS-ME and UB?); MS-ME-4x is compared with UB-4x (equal steps) and with UB
-             (equal total compute: one network against UB's four per fold), never with MS.
+             (equal total compute: one network against UB's four per fold), never with MS;
+* probes of why MS-ME trails UB at equal steps (issue 11, item 3), each the MS-ME network with
+  one change and MS-ME's batches: ``MS-ME-r25`` / ``MS-ME-r75`` (r_drop 0.25 / 0.75: which
+  panels sampling draws how often), ``MS-ME-2w`` (twice the filters), ``MS-ME-BD`` (Marker
+  Excite after bottleneck and decoder only); see ``PROBES`` in the report module. They are
+  compared with MS-ME and with UB in a family of tests of their own.
 
 Every method is trained with 4-fold cross-validation by sample (``kfold_splits``, seed 0: 5
 training, 1 validation and 2 test samples per fold, every sample once in test, the same
@@ -50,6 +55,7 @@ combinations x 4 folds x 250 batches, MS-ME-4x 4 folds x 1000 batches and UB-4x 
 combinations x 4 folds x 1000 batches. The run of 2026-12-02 (all but UB-4x) took 132 min of
 work at 1 thread on 2 cores shared by two such processes: 107 s per UB network, 131-198 s per
 other network, 614 s per MS-ME-4x network; UB-4x adds 16 networks of ~430 s (about 2 h).
+The probes add 16 MS-ME-sized networks (MS-ME-2w about 4x the cost of each of the others).
 ``--estimate`` measures it on the machine at hand. Each further seed adds as much again.
 
 Everything is resumable: ``bench/work/marker_combinations/seed<s>/`` holds one folder per
@@ -102,7 +108,7 @@ from _common import (
     write_rows,
     write_text,
 )
-from marker_combinations_report import LONGER, LONGER_FACTOR, LONGER_UB, METHODS, UPPER_BOUNDS
+from marker_combinations_report import FOCUS, LONGER, LONGER_FACTOR, LONGER_UB, METHODS, PROBES, UPPER_BOUNDS
 
 # Upper-bound subset: the artery marker alone, the paper's poor m_15 (its Fig. 3h), a good pair, all five.
 UB_COMBINATIONS = "m_4,m_15,m_24,m_12345"
@@ -240,6 +246,10 @@ def model_section(method: str, args: argparse.Namespace) -> dict[str, Any]:
                                              "padding": "valid"}}
     extra = {"MZ": {"marker_input": "mz"}, "UB": {"marker_input": "mz"}, "MS": {"marker_input": "ms"},
              "MS-ME": {"marker_input": "ms", "attention": "me"}, "MS-SE": {"marker_input": "ms", "attention": "se"}}
+    if method in PROBES:  # MS-ME with one change
+        changes = dict(PROBES[method].unet)
+        unet["base_filters"] *= changes.pop("base_filters_factor", 1)
+        return {"name": "unet", "options": {**unet, **extra[FOCUS], **changes}}
     return {"name": "unet", "options": {**unet, **extra[method]}}
 
 

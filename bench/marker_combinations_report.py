@@ -22,6 +22,7 @@ and n is written beside every star. No verdict rests on fewer than 3 networks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ from _common import Test, adjust_holm, mean_sd, paired_test
 UNIT_FIELDS = ("method", "fold", "seed", "combination", "markers", "class", "tp", "fp", "fn", "f1", "batches")
 """Columns of the per-unit CSV, in file order."""
 
-METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB", "MS-ME-4x", "UB-4x")
 REFERENCE = "MS"
 UPPER_BOUND = "UB"
 FOCUS = "MS-ME"
@@ -42,6 +42,44 @@ LONGER_UB = "UB-4x"
 LONGER_FACTOR = 4
 UPPER_BOUNDS = (UPPER_BOUND, LONGER_UB)
 """Methods whose networks are trained one per combination (their rows cover only those combinations)."""
+R_DROP = 0.5
+"""MS-ME's marker-drop probability (the paper's)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One change to the MS-ME network, trained on the same folds with MS-ME's batches (issue 11, item 3).
+
+    ``unet`` holds the U-Net options it sets on top of MS-ME's (``base_filters_factor``
+    multiplies the benchmark's ``--base-filters``); ``question`` is the hypothesis it tests.
+    """
+
+    change: str
+    question: str
+    unet: Mapping[str, Any]
+
+    @property
+    def r_drop(self) -> float:
+        return float(self.unet.get("marker_input_options", {}).get("r_drop", R_DROP))
+
+
+# Why does MS-ME trail UB at equal steps? Marker sampling spreads one network's batches over 31
+# panels where UB trains on its own panel only (exposure), five panels' worth of tasks share
+# MS-ME's filters (capacity), and Marker Excite rescales every block (placement).
+PROBES = {
+    "MS-ME-r25": Probe("r_drop 0.25", "exposure: do panels with many markers gain when drawn more often?",
+                       {"marker_input_options": {"r_drop": 0.25}}),
+    "MS-ME-r75": Probe("r_drop 0.75", "exposure: do panels with few markers gain when drawn more often?",
+                       {"marker_input_options": {"r_drop": 0.75}}),
+    "MS-ME-2w": Probe("twice the filters", "capacity: does a wider network close the gap?",
+                      {"base_filters_factor": 2}),
+    "MS-ME-BD": Probe("Marker Excite after the bottleneck and decoder blocks only",
+                      "placement: does excitation of the encoder cost accuracy?",
+                      {"attention_at": ["bottleneck", "decoder"]}),
+}
+METHODS = ("MZ", "MS", "MS-ME", "MS-SE", "HeMIS", "UB", "MS-ME-4x", "UB-4x", *PROBES)
+MAIN_METHODS = tuple(m for m in METHODS if m not in PROBES)
+"""The methods of the main comparisons (the probes form their own family of tests)."""
 BOTH = "both"
 README_BEGIN = "<!-- markers:begin (bench/marker_combinations.py --report) -->"
 README_END = "<!-- markers:end -->"
@@ -142,7 +180,7 @@ def comparisons(rows: Rows) -> list[Test]:
     on the combinations UB was trained for (per network); part ``UB-4x``: MS-ME-4x − UB-4x
     on those combinations (equal steps at the longer schedule); per class and for both classes.
     """
-    methods, classes = _methods(rows), _classes(rows)
+    methods, classes = [m for m in _methods(rows) if m in MAIN_METHODS], _classes(rows)
     trained = upper_bound_combinations(rows)
     tests: list[Test] = []
     if REFERENCE in methods:
@@ -164,6 +202,40 @@ def comparisons(rows: Rows) -> list[Test]:
                                      network_scores(rows, LONGER_UB, chosen, trained)))
     adjust_holm(tests)
     return tests
+
+
+PROBE_PART = "probes"
+
+
+def probe_comparisons(rows: Rows) -> list[Test]:
+    """The probes' own family of tests, Holm-adjusted together (apart from :func:`comparisons`).
+
+    Per probe, both classes: F1(probe) − F1(MS-ME) over all combinations, and F1(probe) −
+    F1(UB) on the combinations UB was trained for (to set beside MS-ME − UB).
+    """
+    methods, classes = _methods(rows), _classes(rows)
+    trained = upper_bound_combinations(rows)
+    tests: list[Test] = []
+    for probe in [m for m in methods if m in PROBES]:
+        if FOCUS in methods:
+            tests.append(paired_test(PROBE_PART, f"{probe} − {FOCUS}, {BOTH}", network_scores(rows, probe, classes),
+                                     network_scores(rows, FOCUS, classes)))
+        if UPPER_BOUND in methods:
+            tests.append(paired_test(PROBE_PART, f"{probe} − {UPPER_BOUND}, {BOTH} (UB's combinations)",
+                                     network_scores(rows, probe, classes, trained),
+                                     network_scores(rows, UPPER_BOUND, classes, trained)))
+    adjust_holm(tests)
+    return tests
+
+
+def draw_probability(combination: str, r_drop: float, markers: int = 5) -> float:
+    """Probability that marker sampling keeps exactly ``combination``'s markers of a sample with all ``markers``.
+
+    Each marker is kept with probability ``1 - r_drop``, and an empty draw is drawn again
+    (:func:`fluoseg.models.marker_input.sample_markers`): ``(1-r)^k r^(K-k) / (1 - r^K)``.
+    """
+    kept = len(combination) - 2  # "m_124" keeps 3 markers
+    return (1 - r_drop) ** kept * r_drop ** (markers - kept) / (1 - r_drop ** markers)
 
 
 def batches(rows: Rows, method: str) -> list[int]:
@@ -275,9 +347,62 @@ def focus_lines(rows: Rows, method: str = FOCUS, reference: str = UPPER_BOUND) -
     return lines + [""]
 
 
-def per_combination_lines(rows: Rows) -> list[str]:
-    """Mean F1 over the networks per (method, class, combination)."""
+def _test_cell(test: Test | None, better: str = "better", worse: str = "worse") -> str:
+    """A README/report cell: difference, Holm p, n and the verdict; ``—`` without a test."""
+    if test is None:
+        return "—"
+    return f"{test.mean_difference:+.3f} (p Holm {test.p_holm:.2g}, n={test.n}): {test.verdict(better, worse)}"
+
+
+def _mean_gap(rows: Rows, method: str, code: str, classes: Sequence[str]) -> tuple[str, list[float]]:
+    """F1(method) − F1(UB) on one trained combination: ``mean ± SD`` over the networks and the differences."""
+    values = combination_scores(rows, method, code, classes)
+    ub = combination_scores(rows, UPPER_BOUND, code, classes)
+    differences = [values[n] - ub[n] for n in values if n in ub]
+    return mean_sd(differences, signed=True), differences
+
+
+def probe_lines(rows: Rows, tests: Sequence[Test]) -> list[str]:
+    """Issue 11, item 3: the probes of why MS-ME trails UB at equal steps, tested and per trained combination."""
     methods, classes = _methods(rows), _classes(rows)
+    probes = [m for m in methods if m in PROBES]
+    title = f"## Why {FOCUS} trails {UPPER_BOUND} at equal steps: probes"
+    if not probes or FOCUS not in methods:
+        return [title, "", f"_No probe results yet ({', '.join(PROBES)})._", ""]
+    lines = [title, "",
+             f"Each probe is the {FOCUS} network with one change, trained on the same folds and seeds with the "
+             f"same batches as {FOCUS}. The {len(tests)} tests of this section are a family of their own (planned "
+             "after the comparisons above): Holm's correction over them, stars and verdicts from the adjusted p, n "
+             "beside each. Over all combinations a probe is compared with MS-ME; on UB's combinations with UB, "
+             f"beside {FOCUS} − {UPPER_BOUND} above.", "",
+             f"| probe | change | question | training batches | − {FOCUS}, all combinations, {BOTH} | "
+             f"− {UPPER_BOUND}, UB's combinations, {BOTH} |", "|---|---|---|---:|---|---|"]
+    for probe in probes:
+        cells = [_test_cell(_test(tests, f"{probe} − {reference}, {BOTH}{suffix}"))
+                 for reference, suffix in ((FOCUS, ""), (UPPER_BOUND, " (UB's combinations)"))]
+        lines.append(f"| {probe} | {PROBES[probe].change} | {PROBES[probe].question} | "
+                     f"{', '.join(map(str, batches(rows, probe)))} | " + " | ".join(cells) + " |")
+    trained = upper_bound_combinations(rows)
+    if UPPER_BOUND not in methods or not trained:
+        return lines + [""]
+    rates = sorted({R_DROP} | {PROBES[p].r_drop for p in probes})
+    markers = {r["combination"]: r["markers"] for r in rows}
+    lines += ["", f"F1(network) − F1({UPPER_BOUND}) per combination {UPPER_BOUND} was trained for, mean ± SD over "
+              f"the networks (descriptive). `P(drawn)` is the chance that marker sampling gives a training sample "
+              f"exactly this panel, at r_drop " + " / ".join(f"{r:g}" for r in rates) + ".", "",
+              f"| combination | markers | class | P(drawn) | {FOCUS} | " + " | ".join(probes) + " |",
+              "|---|---|---|---|" + "---:|" * (len(probes) + 1)]
+    for code in sorted(set().union(*trained.values()), key=_code_key):
+        drawn = " / ".join(f"{draw_probability(code, r):.3f}" for r in rates)
+        for label, chosen in _class_sets(classes):
+            cells = [_mean_gap(rows, method, code, chosen)[0] for method in (FOCUS, *probes)]
+            lines.append(f"| {code} | {markers.get(code, '')} | {label} | {drawn} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def per_combination_lines(rows: Rows) -> list[str]:
+    """Mean F1 over the networks per (method, class, combination); the probes are in :func:`probe_lines`."""
+    methods, classes = [m for m in _methods(rows) if m in MAIN_METHODS], _classes(rows)
     means: dict[tuple[str, str, str], list[float]] = {}
     markers: dict[str, str] = {}
     for r in rows:
@@ -368,7 +493,8 @@ def render(rows: Rows, record: Mapping[str, Any] | None = None, *, source: str =
              "fold are scored by one network on the same test samples, so they are averaged into one value per "
              "network before testing (UB: its per-combination networks of a fold and seed together). Networks per method: " + ", ".join(f"{m} {n}" for m, n in networks.items())
              + f". Paired t-tests over the networks two methods share; Holm's correction over all {len(tests)} "
-             "tests of this report together; the stars follow the Holm-adjusted p "
+             "tests of the comparisons below together (the probes of MS-ME are a family of their own, in their "
+             "section); the stars follow the Holm-adjusted p "
              "(* ≤ 0.05, ** ≤ 0.01, *** ≤ 0.001), with n beside each; no verdict on fewer than 3 networks.", "",
              "## Setting", ""] + settings_lines(record) + [""]
     lines += means_lines(rows)
@@ -384,6 +510,7 @@ def render(rows: Rows, record: Mapping[str, Any] | None = None, *, source: str =
     for method, reference in FOCUS_PAIRS:
         if method == FOCUS or (method in methods and reference in methods):
             lines += focus_lines(rows, method, reference)
+    lines += probe_lines(rows, probe_comparisons(rows))
     lines += per_combination_lines(rows)
     lines += ["## Computational cost (cf. Supplementary Table 3)", ""] + cost_lines(record)
     lines += ["", "## Notes", ""] + NOTES
@@ -393,7 +520,7 @@ def render(rows: Rows, record: Mapping[str, Any] | None = None, *, source: str =
 def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
     """The README's summary: mean F1 per method, the tests against MS and UB with Holm-based verdicts."""
     tests = comparisons(rows)
-    methods, classes = _methods(rows), _classes(rows)
+    methods, classes = [m for m in _methods(rows) if m in MAIN_METHODS], _classes(rows)
     folds = len({r["fold"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
     steps = {m: ", ".join(map(str, batches(rows, m))) for m in methods}
@@ -412,9 +539,7 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
                                               ).values())) for c in classes]
         cells = []
         for reference, suffix in ((REFERENCE, ""), (UPPER_BOUND, " (UB's combinations)")):
-            test = _test(tests, f"{method} − {reference}, {BOTH}{suffix}")
-            cells.append("—" if test is None else f"{test.mean_difference:+.3f} (p {test.p_holm:.2g}, n={test.n}): "
-                         f"{test.verdict('better', 'worse')}")
+            cells.append(_test_cell(_test(tests, f"{method} − {reference}, {BOTH}{suffix}")))
         lines.append(f"| {method} | " + " | ".join(means) + " | " + " | ".join(cells) + " |")
     trained = upper_bound_combinations(rows)
     for method, reference in FOCUS_PAIRS:
@@ -435,7 +560,23 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
                   f"{holds}): " + "; ".join(per_code) + f".{verdict} Per-network values in the report."]
     if UPPER_BOUND in methods:
         lines += ["", "The UB rows show their mean F1 on their own combinations only."]
+    lines += probe_summary(rows)
     return "\n".join(lines + [README_END]) + "\n"
+
+
+def probe_summary(rows: Rows) -> list[str]:
+    """The README's sentence on the probes: each probe − UB on UB's combinations beside MS-ME − UB."""
+    probe_tests = probe_comparisons(rows)
+    probes = [m for m in _methods(rows) if m in PROBES]
+    if not probe_tests or UPPER_BOUND not in _methods(rows):
+        return []
+    focus = _test(comparisons(rows), f"{FOCUS} − {UPPER_BOUND}, {BOTH} (UB's combinations)")
+    parts = [f"{p} ({PROBES[p].change}) "
+             + _test_cell(_test(probe_tests, f"{p} − {UPPER_BOUND}, {BOTH} (UB's combinations)")) for p in probes]
+    return ["", f"Why {FOCUS} trails {UPPER_BOUND} (probes: the MS-ME network with one change, same batches; "
+            f"their own Holm family of {len(probe_tests)} tests): − {UPPER_BOUND} on UB's combinations, {BOTH} "
+            f"classes, against {FOCUS} − {UPPER_BOUND} "
+            + ("—" if focus is None else f"{focus.mean_difference:+.3f}") + ": " + "; ".join(parts) + "."]
 
 
 # ---- pending (no run under these rules yet) -------------------------------------------------------
