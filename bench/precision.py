@@ -70,7 +70,7 @@ HEADLINE = "F1@0.5"
 
 
 def accuracy_rows(data: Path, work: Path, split: dict[str, list[str]], overwrite: bool) -> list[dict[str, Any]]:
-    """Pooled scores per (precision, part), each cached in ``work``."""
+    """Pooled scores per (precision, part), each cached in ``work`` (named by the shipped model's version)."""
     from unittest import mock
 
     rows = []
@@ -89,7 +89,7 @@ def accuracy_rows(data: Path, work: Path, split: dict[str, list[str]], overwrite
                 log(f"accuracy {part} {arm}: {HEADLINE} {scores[HEADLINE]:.4f} "
                     f"({time.perf_counter() - started:.0f} s)")
             rows += [{"part": part, "images": len(split[part]), "precision": arm, "metric": metric,
-                      "value": round(float(value), 4)} for metric, value in scores.items()]
+                      "value": round(float(value), 4), "zoo_version": work.name} for metric, value in scores.items()]
     return rows
 
 

@@ -54,6 +54,7 @@ from _common import (
     write_json,
     write_rows,
     write_text,
+    zoo_version,
 )
 from nuclei import Settings, Variant, artificial_images, evaluate_variant, predict_variant, train_variant
 from peers_report import SHIPPED_CASE
@@ -390,6 +391,7 @@ def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict
         + [f"| {r['refinements']} | {r['reuse']} | {float(r['val_f1_at_0.5']):.4f} | "
            f"{float(r['val_f1_mean_0.5_0.95']):.4f} | {float(r['val_aji']):.4f} | {r['seconds']} |" for r in auto_rows]
     ) if auto_rows else "(not measured)"
+    auto_diameter = measured_on(auto_rows, "bench/zoo_auto_diameter.py", what="this table") + auto_diameter
     curve = "\n".join(f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_score']):.3f} |" for r in epochs)
     retuned = (f"; decoding re-tuned on the shipped weights at commit {summary['retuned']}, `--retune`"
                if summary.get("retuned") else "")
@@ -440,6 +442,22 @@ For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images fo
 """
 
 
+def measured_on(rows: list[dict[str, str]], rerun: str, what: str = "this section") -> str:
+    """A warning to put before a section whose rows came from other weights or decoding than the shipped model's.
+
+    Rows name the version they were computed from in ``zoo_version`` (:func:`_common.zoo_version`);
+    "" when all are the shipped one.
+    """
+    current = zoo_version(ZOO_NAME)
+    versions = sorted({r.get("zoo_version") or "not recorded" for r in rows})
+    if not rows or versions == [current]:
+        return ""
+    what = what[0].upper() + what[1:]
+    stated = (f"{what} does not record which version of this model it came from" if "not recorded" in versions else
+              f"{what} came from another version of this model ({', '.join(versions)})")
+    return f"**{stated}** (shipped now: {current}): re-run `{rerun}`, then `bench/train_zoo.py --report`.\n\n"
+
+
 def precision_section() -> str:
     """What the default ``--precision auto`` changes, from ``precision_accuracy.csv`` (``bench/precision.py``)."""
     path = RESULTS / "precision_accuracy.csv"
@@ -451,8 +469,9 @@ def precision_section() -> str:
         return intro + " Its accuracy is not measured yet: `bench/precision.py`."
     pair = {part: f"{value[part, 'float32', 'F1@0.5']:.4f} → {value[part, 'bfloat16', 'F1@0.5']:.4f}"
             for part in ("val", "test")}
-    return (f"{intro} On such a CPU, F1@0.5 float32 → bfloat16: validation {pair['val']}, test {pair['test']} "
-            "(`bench/results/precision.md`, which also gives the speed-up).")
+    return (f"{measured_on(rows, 'bench/precision.py')}{intro} On such a CPU, F1@0.5 float32 → bfloat16: "
+            f"validation {pair['val']}, test {pair['test']} (`bench/results/precision.md`, which also gives the "
+            "speed-up).")
 
 
 def tta_section() -> str:
@@ -461,7 +480,7 @@ def tta_section() -> str:
 
     rows = read_rows(zoo_tta.CSV) if zoo_tta.CSV.is_file() else []
     verdict = zoo_tta.verdict_line(rows)
-    return (f"{verdict} (`{rel(zoo_tta.REPORT)}`)" if verdict else
+    return (f"{measured_on(rows, 'bench/zoo_tta.py')}{verdict} (`{rel(zoo_tta.REPORT)}`)" if verdict else
             "Not measured yet: `bench/zoo_tta.py`, then `bench/train_zoo.py --report`.")
 
 
@@ -474,7 +493,9 @@ def loso_section() -> str:
                 f"--report`. The source groups are already in `{zoo_loso.GROUPS_CSV}`.")
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
                      for line in zoo_loso.results_lines(rows))
-    return (f"From `{zoo_loso.SCORES_CSV}` (`bench/zoo_loso.py`; groups, set-up and networks in "
+    shipped = [r for r in rows if r["model"] == zoo_loso.SHIPPED]
+    stale = measured_on(shipped, "bench/zoo_loso.py --work <its work folder>", what="the `shipped` rows")
+    return (f"{stale}From `{zoo_loso.SCORES_CSV}` (`bench/zoo_loso.py`; groups, set-up and networks in "
             f"`{zoo_loso.REPORT_MD}`): the recipe of this model on a short schedule, trained without one source "
             f"group and scored on it, against the same recipe trained on every group.\n\n{body}")
 

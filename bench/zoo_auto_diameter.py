@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import DSB2018, RESULTS, dsb_split, log, pooled_metric, write_rows
+from _common import DSB2018, RESULTS, dsb_split, log, pooled_metric, write_rows, zoo_version
 
 CONFIGS = ({"refinements": 0, "reuse": 1.0}, {"refinements": 2, "reuse": 1.0}, {"refinements": 2, "reuse": 1.25})
 
@@ -49,7 +49,8 @@ def main() -> int:
         scores = instance_rows(items)
         rows.append({**config, "val_f1_at_0.5": pooled_metric(scores, "f1", 0.5),
                      "val_f1_mean_0.5_0.95": pooled_metric(scores, "f1_mean_over_thresholds"),
-                     "val_aji": pooled_metric(scores, "aji"), "seconds": round(seconds, 1)})
+                     "val_aji": pooled_metric(scores, "aji"), "seconds": round(seconds, 1),
+                     "zoo_version": "" if args.run else zoo_version()})
         log(f"{config}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items() if k.startswith("val")) +
             f", {seconds:.1f} s")
     write_rows(RESULTS / "zoo_auto_diameter.csv", rows)

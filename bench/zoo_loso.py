@@ -297,7 +297,7 @@ def run_all(base: Settings, groups: list[dict[str, str]], chosen: Sequence[str],
     shipped_pred = predict_shipped(base, [i for g in chosen for i in of(g, ("test",))])
     for group in chosen:
         rows.append({"group": group, "model": SHIPPED, "seed": "", "images": "test",
-                     **score(shipped_pred, base.data, of(group, ("test",)))})
+                     **score(shipped_pred, base.data, of(group, ("test",))), "zoo_version": shipped_pred.parent.name})
     for seed in seeds:
         try:
             seen = train_network(Network(None, seed), base, groups, limit, tune_rounds)
