@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import peers_report
+import yaml
 import zoo_loso
 
 from _common import (
@@ -63,7 +64,7 @@ ZOO_NAME = "nuclei"
 ZOO_FOLDER = ROOT / "src" / "fluoseg" / "zoo" / ZOO_NAME
 MODEL = {"name": "unet", "options": {"depth": 4, "base_filters": 16, "padding": "same"}}
 RECIPE = Variant("distance", artificial=True, scale=True)
-EPOCHS, STEPS, BATCH, PATCH, LEARNING_RATE = 20, 100, 4, 256, 1e-3
+EPOCHS, STEPS, BATCH, PATCH, LEARNING_RATE = 80, 100, 4, 256, 1e-3
 N_ARTIFICIAL = 200
 TRAINED_DECODING = {"h": 2.0, "threshold": 0.5, "min_size": 10}  # what training validates with, before tuning
 # Columns of the test table: (header, pooled metric, IoU threshold)
@@ -163,7 +164,7 @@ default `--diameter auto` a first pass estimates the nucleus size; give `--diame
   training images).
 - Adam, learning rate {LEARNING_RATE:g} with cosine annealing, {settings.epochs} epochs x {settings.steps} steps, batch
   {BATCH} of {PATCH}x{PATCH}, flips, 90° rotations, intensity jitter, seed 0, on CPU
-  ({summary['threads']} threads, {summary['train_minutes']:.0f} min).
+  ({summary['threads']} thread(s), {summary['train_minutes']:.0f} min).
 - Kept epoch {summary['best_epoch']} of {settings.epochs}, the best validation F1@0.5 ({summary['best_val']:.3f}).
 - Decoding tuned on the validation images (`fluoseg tune`, objective mean F1 over IoU 0.5:0.95):
   {parameters}.{retuned}
@@ -232,9 +233,11 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     epochs = epoch_rows(run.path)
     best = max(epochs, key=lambda r: float(r["val_score"]))
     timing = read_json(settings.work / RECIPE.name / "timing.json", {})
-    summary = {"params": run.parameter_count(), "threads": settings.threads,
+    trained = yaml.safe_load((settings.work / RECIPE.name / "train.yaml").read_text())["train"]
+    summary = {"params": run.parameter_count(), "threads": int(trained["num_threads"]),  # not this invocation's
                "train_minutes": timing.get("train_wall_s", float("nan")) / 60,
-               "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]), "commit": git_commit()}
+               "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]), "commit": git_commit(),
+               "epochs": settings.epochs}
     export_run(run.path, ZOO_FOLDER, card=card(settings, split, diameter, decoding, scores, summary, None),
                task_updates=dict(decoding["parameters"]), overwrite=overwrite)
     shipped = shipped_scores(settings.data, split)
@@ -245,6 +248,7 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
                                       **{f"decoding_{k}": v for k, v in decoding["parameters"].items()},
                                       "val_objective": decoding.get("value"), **summary}])
     write_rows(CURVE, [{key: r[key] for key in ("epoch", "train_loss", "val_score")} for r in epochs])
+    record_version(read_rows(RESULTS / "zoo.csv")[0])
     write_report(split)
 
 
@@ -264,9 +268,12 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     (row,) = read_rows(RESULTS / "zoo.csv")
     manifest = load_manifest(dsb_manifest(work / "manifest.yaml", data, split["train"] + split["val"] + split["test"]))
     segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
-    log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {TRAINED_DECODING})")
+    # From the package's decoding: training's (TRAINED_DECODING) can be far off for a longer-trained network, and
+    # with --diameter auto a poor start also misjudges the nucleus size the search predicts with.
+    shipped_decoding = {key: getattr(segmenter.members[0].task, key) for key in TRAINED_DECODING}
+    log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {shipped_decoding})")
     search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method=RECIPE.method,
-                            trained=TRAINED_DECODING, objective="f1_mean", rounds=2, log=log)
+                            trained=shipped_decoding, objective="f1_mean", rounds=2, log=log)
     decoding = {"parameters": search.best, "value": search.value, "passes": search.passes,
                 "converged": search.converged}
     log(f"re-tuned decoding: {search.best} (validation f1_mean {search.before:.4f} with the trained decoding "
@@ -278,19 +285,50 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     log("re-tuned zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
     summary = {"params": int(row["params"]), "threads": int(row["threads"]), "train_minutes": float(row["train_minutes"]),
                "best_epoch": int(row["best_epoch"]), "best_val": float(row["best_val"]), "commit": row["commit"],
-               "retuned": git_commit()}
-    settings = Settings(data=data, work=work, results=RESULTS, epochs=EPOCHS, steps=STEPS, threads=summary["threads"],
+               "epochs": int(row.get("epochs") or EPOCHS), "retuned": git_commit()}
+    settings = Settings(data=data, work=work, results=RESULTS, epochs=summary["epochs"], steps=STEPS,
+                        threads=summary["threads"],
                         device="cpu", n_artificial=N_ARTIFICIAL, smoke=False)
     write_text(ZOO_FOLDER / "card.md", card(settings, split, diameter, decoding, None, summary, shipped))
     write_rows(RESULTS / "zoo.csv", [{"model": ZOO_NAME, **shipped,
                                       **{f"decoding_{k}": v for k, v in search.best.items()},
                                       "val_objective": search.value, "val_objective_before": search.before,
                                       "passes": search.passes, "converged": search.converged, **summary}])
+    record_version(read_rows(RESULTS / "zoo.csv")[0])
     write_report(split)
 
 
 README_BEGIN, README_END = "<!-- zoo-scores:begin (bench/train_zoo.py --report) -->", "<!-- zoo-scores:end -->"
 CURVE = RESULTS / "zoo_curve.csv"
+VERSIONS = RESULTS / "zoo_versions.csv"
+VERSION_FIELDS = ("commit", "epochs", "best_epoch", "best_val", "val_objective", "decoding_h", "decoding_threshold",
+                  "decoding_min_size", "F1@0.5", "AJI", "US rate")
+
+
+def record_version(row: dict[str, Any]) -> None:
+    """Keep a shipped model's validation and test scores in ``zoo_versions.csv`` (one row per training commit, the
+    latest decoding's), so that the report can say what a new version was chosen over."""
+    rows = [r for r in read_rows(VERSIONS) if r["commit"] != row["commit"]] if VERSIONS.is_file() else []
+    write_rows(VERSIONS, rows + [{key: row.get(key, "") for key in VERSION_FIELDS}], VERSION_FIELDS)
+
+
+def versions_section(shipped_commit: str) -> str:
+    """The versions of the shipped model and the validation score that chose between them."""
+    rows = read_rows(VERSIONS) if VERSIONS.is_file() else []
+    if len(rows) < 2:
+        return "One version so far."
+    lines = ["A new version replaces the shipped one only when its decoding-tuned validation score (mean F1 over IoU "
+             "0.5:0.95, the objective of `fluoseg tune`, on the exported weights as `predict` runs them) is higher; "
+             "the test columns choose nothing.", "",
+             "| trained at commit | epochs | kept epoch | val F1@0.5 (training's decoding) | val mean F1 0.5:0.95 "
+             "(tuned) | decoding (h, threshold, min size) | test F1@0.5 | test AJI | test US rate | shipped |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['commit']} | {r['epochs']} | {r['best_epoch']} | {float(r['best_val']):.3f} | "
+                     f"{float(r['val_objective']):.4f} | {float(r['decoding_h']):g}, {float(r['decoding_threshold']):g}, "
+                     f"{float(r['decoding_min_size']):g} | {float(r['F1@0.5']):.3f} | {float(r['AJI']):.3f} | "
+                     f"{float(r['US rate']):.3f} | {'yes' if r['commit'] == shipped_commit else ''} |")
+    return "\n".join(lines)
 F1_TARGET = 0.93   # issue 12's F1@0.5 target on the test split
 
 
@@ -411,6 +449,10 @@ images ({', '.join(f'{k} = {v:g}' for k, v in decoding.items())}):
 Issue 12's target, F1@0.5 ≥ {F1_TARGET}, is {"reached" if scores["F1@0.5"] >= F1_TARGET else "**not reached**"}.
 For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images for 25 minutes are in
 `bench/results/peers.md`.
+
+## Versions
+
+{versions_section(summary['commit'])}
 
 ## Arithmetic
 

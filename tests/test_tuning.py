@@ -161,6 +161,19 @@ def test_settled_passes_keep_the_last_search(monkeypatch):
     assert search.passes == 2 and search.converged and search.best == {"h": 1.0} and search.value == 0.9
 
 
+def test_settled_passes_never_keep_less_than_the_start(monkeypatch):
+    import fluoseg.tuning as tuning
+
+    settling = _CyclingSearch()
+    settling.next_h = {2.0: 1.0, 1.0: 1.0}  # the passes settle on h=1, worth 0.9 on its own maps ...
+    settling.own_value = {2.0: 0.95, 1.0: 0.9}  # ... while the start, h=2, was worth 0.95 on its own
+    monkeypatch.setattr(tuning, "tune_decoding", settling)
+    segmenter = _ScaleSegmenter()
+    search = tune_segmenter(segmenter, [_FakeSample()], method="distance", trained={"h": 2.0}, log=lambda line: None)
+    assert search.converged and search.best == {"h": 2.0} and search.value == 0.95 == search.before
+    assert segmenter.task.h == 2.0
+
+
 def test_cli_tune_and_predict_overrides(instance_run, tmp_path, capsys):
     assert main(["tune", str(instance_run), "--rounds", "1", "--quiet"]) == 0
     assert "stored in" in capsys.readouterr().out

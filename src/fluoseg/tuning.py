@@ -249,9 +249,10 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
         scale-normalised model predicted with ``diameter="auto"`` estimates each image's scale
         from objects decoded with the current parameters, so the images are predicted again
         with the tuned parameters and searched again, up to :data:`MAX_PASSES` times, until
-        the parameters stop changing. If they never do, the parameters kept are the best of
-        those the images were predicted with, scored on their own maps, i.e. as predict
-        would score them.
+        the parameters stop changing. The parameters kept are the best of those the images
+        were predicted with, scored on their own maps, i.e. as predict would score them: the
+        settled ones, or earlier ones (the start included) if they scored higher or the
+        passes never settled. Tuning never returns less than ``before``.
     """
     started = time.perf_counter() if started is None else started
     options = options or PredictOptions()
@@ -282,14 +283,18 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
             break
         current = {**current, **result.best}
     converged = settled or passes == 1  # one pass: the maps do not depend on the decoding
-    if converged:
-        best, value = result.best, result.value
-    else:
-        # The passes cycle: of the parameters the images were predicted with, keep the best as
-        # predicted (the last search's best was scored on maps of other parameters).
-        value, best = max(as_predicted, key=lambda pair: pair[0])
-        best = {**result.best, **best}
+    if converged:  # the search's best, scored on maps predicted with it
+        as_predicted[-1] = (result.value, {**current, **result.best})
+    # Of the parameters the images were predicted with, keep the best as predicted: the passes may
+    # cycle (the last search's best was scored on maps of other parameters), or settle on parameters
+    # worth less than the ones they started from.
+    value, best = max(as_predicted, key=lambda pair: pair[0])
+    best = {**result.best, **best}
+    if not converged:
         log(f"tune: not converged in {passes} passes; keeping {best}, {objective} {value:.4f} as predicted")
+    elif value > result.value:
+        log(f"tune: the passes settled on {result.best} ({objective} {result.value:.4f}); keeping {best}, "
+            f"{value:.4f} as predicted")
     segmenter.set_decoding(**best)
     return DecodingSearch(best=best, value=value, table=result.table, before=as_predicted[0][0],
                           passes=attempt + 1, converged=converged)
