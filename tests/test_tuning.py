@@ -174,6 +174,17 @@ def test_settled_passes_never_keep_less_than_the_start(monkeypatch):
     assert segmenter.task.h == 2.0
 
 
+def test_one_pass_keeps_the_start_as_before(monkeypatch):
+    import fluoseg.tuning as tuning
+
+    monkeypatch.setattr(tuning, "tune_decoding", _CyclingSearch())
+    segmenter = _ScaleSegmenter()
+    segmenter.task.target_diameter = None  # not scale-normalised: one pass, the maps do not depend on the decoding
+    search = tune_segmenter(segmenter, [_FakeSample()], method="distance", trained={"h": 2.0}, log=lambda line: None)
+    assert search.passes == 1 and search.converged and search.best == {"h": 1.0}
+    assert search.value == 0.9 and search.before == 0.5  # the start's score, not the search's
+
+
 def test_cli_tune_and_predict_overrides(instance_run, tmp_path, capsys):
     assert main(["tune", str(instance_run), "--rounds", "1", "--quiet"]) == 0
     assert "stored in" in capsys.readouterr().out

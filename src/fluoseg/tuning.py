@@ -283,12 +283,12 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
             break
         current = {**current, **result.best}
     converged = settled or passes == 1  # one pass: the maps do not depend on the decoding
-    if converged:  # the search's best, scored on maps predicted with it
-        as_predicted[-1] = (result.value, {**current, **result.best})
     # Of the parameters the images were predicted with, keep the best as predicted: the passes may
     # cycle (the last search's best was scored on maps of other parameters), or settle on parameters
-    # worth less than the ones they started from.
-    value, best = max(as_predicted, key=lambda pair: pair[0])
+    # worth less than the ones they started from. Converged, the last search's best was scored on
+    # maps predicted with it (or on maps that do not depend on the decoding) and is a candidate too.
+    candidates = as_predicted + ([(result.value, {**current, **result.best})] if converged else [])
+    value, best = max(candidates, key=lambda pair: pair[0])
     best = {**result.best, **best}
     if not converged:
         log(f"tune: not converged in {passes} passes; keeping {best}, {objective} {value:.4f} as predicted")
