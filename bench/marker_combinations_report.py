@@ -560,17 +560,18 @@ def readme_block(rows: Rows, *, source: str = UNITS_CSV) -> str:
                   f"{holds}): " + "; ".join(per_code) + f".{verdict} Per-network values in the report."]
     if UPPER_BOUND in methods:
         lines += ["", "The UB rows show their mean F1 on their own combinations only."]
-    lines += probe_summary(rows)
+    lines += probe_summary(rows, tests)
     return "\n".join(lines + [README_END]) + "\n"
 
 
-def probe_summary(rows: Rows) -> list[str]:
-    """The README's sentence on the probes: each probe − UB on UB's combinations beside MS-ME − UB."""
+def probe_summary(rows: Rows, tests: Sequence[Test]) -> list[str]:
+    """The README's sentence on the probes: each probe − UB on UB's combinations beside MS-ME − UB (from ``tests``,
+    the :func:`comparisons` of ``rows``)."""
     probe_tests = probe_comparisons(rows)
     probes = [m for m in _methods(rows) if m in PROBES]
     if not probe_tests or UPPER_BOUND not in _methods(rows):
         return []
-    focus = _test(comparisons(rows), f"{FOCUS} − {UPPER_BOUND}, {BOTH} (UB's combinations)")
+    focus = _test(tests, f"{FOCUS} − {UPPER_BOUND}, {BOTH} (UB's combinations)")
     parts = [f"{p} ({PROBES[p].change}) "
              + _test_cell(_test(probe_tests, f"{p} − {UPPER_BOUND}, {BOTH} (UB's combinations)")) for p in probes]
     return ["", f"Why {FOCUS} trails {UPPER_BOUND} (probes: the MS-ME network with one change, same batches; "

@@ -252,6 +252,11 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     write_report(split)
 
 
+def segmenter_decoding(segmenter: Any) -> dict[str, float]:
+    """The distance decoding (h, threshold, min_size) a segmenter predicts with."""
+    return {key: getattr(segmenter.task, key) for key in TRAINED_DECODING}
+
+
 def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float) -> None:
     """Tune the shipped package's decoding again on the validation images, then re-score it on test.
 
@@ -270,7 +275,7 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
     # From the package's decoding: training's (TRAINED_DECODING) can be far off for a longer-trained network, and
     # with --diameter auto a poor start also misjudges the nucleus size the search predicts with.
-    shipped_decoding = {key: getattr(segmenter.members[0].task, key) for key in TRAINED_DECODING}
+    shipped_decoding = segmenter_decoding(segmenter)
     log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {shipped_decoding})")
     search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method=RECIPE.method,
                             trained=shipped_decoding, objective="f1_mean", rounds=2, log=log)

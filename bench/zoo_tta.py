@@ -51,7 +51,7 @@ from _common import (
     write_text,
     zoo_version,
 )
-from train_zoo import SCORES, ZOO_NAME, shipped_scores
+from train_zoo import SCORES, ZOO_NAME, segmenter_decoding, shipped_scores
 
 ARMS = ("none", "tta", "tta-tuned")
 PARTS = ("val", "test")
@@ -62,12 +62,6 @@ WORTH = 0.01
 TIMED_IMAGES, REPEATS = 6, 3
 CSV = RESULTS / "zoo_tta.csv"
 REPORT = RESULTS / "zoo_tta.md"
-
-
-def _decoding(segmenter: Any) -> dict[str, float]:
-    """The distance decoding a segmenter predicts with."""
-    task = segmenter.task
-    return {"h": task.h, "threshold": task.threshold, "min_size": task.min_size}
 
 
 def tta_decoding(data: Path, split: dict[str, list[str]], work: Path) -> dict[str, Any]:
@@ -81,7 +75,7 @@ def tta_decoding(data: Path, split: dict[str, list[str]], work: Path) -> dict[st
         from fluoseg.tuning import tune_segmenter
 
         segmenter = Segmenter.pretrained(ZOO_NAME, device="cpu")
-        shipped = _decoding(segmenter)
+        shipped = segmenter_decoding(segmenter)
         manifest = load_manifest(dsb_manifest(work / "manifest.yaml", data, split["val"]))
         started = time.perf_counter()
         search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method="distance",
@@ -112,7 +106,7 @@ def measure(data: Path, split: dict[str, list[str]], work: Path) -> list[dict[st
                 scores = shipped_scores(data, split, part, PRECISION, segmenter=segmenter, tta=arm != "none")
                 seconds = (time.perf_counter() - started) / len(split[part])
                 result = {"scores": scores, "seconds_per_image": round(seconds, 3),
-                          "load_average": round(os.getloadavg()[0], 1), "decoding": _decoding(segmenter)}
+                          "load_average": round(os.getloadavg()[0], 1), "decoding": segmenter_decoding(segmenter)}
                 write_json(path, result)
                 log(f"{part} {arm}: {HEADLINE} {scores[HEADLINE]:.4f}, {seconds:.2f} s/image")
             rows += [{"part": part, "images": len(split[part]), "arm": arm, "metric": metric,
