@@ -494,14 +494,62 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path]:
             "report": args.results / f"{args.name}.md", "block": args.results / f"{args.name}_readme_block.md"}
 
 
+SIZING = ("epochs", "steps", "batch", "patch", "depth", "base_filters", "crop", "tile", "lr", "folds",
+          "ub_combinations", "ub_epochs")
+
+
+def network_key(row: dict[str, Any]) -> tuple[str, int, int, str]:
+    """The trained network a per-unit row belongs to (a UB network is also one per trained combination)."""
+    return (row["method"], int(row["seed"]), int(row["fold"]),
+            row["combination"] if row["method"] in UPPER_BOUNDS else "")
+
+
+def merge_previous(units: list[dict[str, Any]], record: dict[str, Any], paths: dict[str, Path]
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Keep the networks of the existing outputs that this work folder does not hold.
+
+    A work folder is a cache that can be lost (a fresh checkout) while its committed per-unit
+    CSV stays: a run of one more method then adds its networks to the table instead of
+    replacing it. Rows are only merged when the sizing settings agree, since the report
+    compares methods trained alike; otherwise this stops and names the differing settings.
+    """
+    previous = read_json(paths["record"], {})
+    old_rows = read_rows(paths["units"]) if paths["units"].is_file() else []
+    have = {network_key(r) for r in units}
+    kept = [r for r in old_rows if network_key(r) not in have]
+    if not kept:
+        return units, record
+    old_settings = previous.get("settings", {})
+    differ = [k for k in SIZING if k in old_settings and old_settings[k] != record["settings"][k]]
+    if differ:
+        raise SystemExit(f"{rel(paths['units'])}: its networks were trained with other settings "
+                         f"({', '.join(f'{k} {old_settings[k]} vs {record['settings'][k]}' for k in differ)}); "
+                         "pass --results to a new folder, or the same sizing flags")
+    log(f"kept {len(kept)} rows of {len({network_key(r) for r in kept})} networks from {rel(paths['units'])} "
+        "that the work folder lacks")
+    order = {m: i for i, m in enumerate(METHODS)}
+    merged = sorted([*units, *kept], key=lambda r: (order[r["method"]], int(r["seed"]), int(r["fold"])))
+    profiled = {c["method"] for c in record["cost"]}
+    cost = [*record["cost"], *(c for c in previous.get("cost", []) if c["method"] not in profiled)]
+    settings = {**record["settings"],
+                "seeds": sorted({*old_settings.get("seeds", []), *record["settings"]["seeds"]}),
+                "earlier_commits": sorted({*old_settings.get("earlier_commits", []),
+                                           *([old_settings["commit"]] if "commit" in old_settings else [])})}
+    return merged, {**record, "settings": settings,
+                    "cost": sorted(cost, key=lambda c: order[c["method"]]),
+                    "wall_minutes": record["wall_minutes"] + previous.get("wall_minutes", 0.0)}
+
+
 def write_outputs(args: argparse.Namespace, manifest: Path, profiles: dict[str, dict[str, Any]]) -> None:
-    """The per-unit CSV and the run record from the work folder, then the report from them."""
+    """The per-unit CSV and the run record from the work folder (with the networks of the
+    existing outputs it lacks, see :func:`merge_previous`), then the report from them."""
     from marker_combinations_report import UNIT_FIELDS
 
     units = collect(args)
     paths = output_paths(args)
+    units, record = merge_previous(units, run_record(args, manifest, profiles, units), paths)
     write_rows(paths["units"], units, UNIT_FIELDS)
-    write_json(paths["record"], run_record(args, manifest, profiles, units))
+    write_json(paths["record"], record)
     log(f"units: {rel(paths['units'])} ({len(units)} rows), run record {rel(paths['record'])}")
 
 

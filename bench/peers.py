@@ -101,6 +101,7 @@ from _common import (
 JOBS = BENCH / "peers"
 PEERS_ROOT = WORK / "peers"          # venvs live here, shared by full and smoke runs
 DEFAULT_WORK = PEERS_ROOT / "full"
+SEED_RESULTS = peers_report.SEED_RESULTS   # results of the replicate runs (--seed N > 0): seed<N>/
 SMOKE_WORK = PEERS_ROOT / "smoke"
 CONSTRAINTS = ROOT / "constraints.txt"
 
@@ -112,6 +113,8 @@ PEER_PACKAGES = {
     "stardist": ["stardist==0.9.2", "tensorflow-cpu==2.21.0"],  # numpy left to the resolver (2.4.x works)
 }
 STAGES = ("venvs", "data", "train", "tune", "predict", "evaluate", "flops", "speed", "scaling", "collect", "report")
+# a replicate (--seed N > 0) retrains and rescores every tool; speed is the architecture's, measured once
+REPLICATE_STAGES = ("venvs", "data", "train", "tune", "predict", "evaluate", "collect")
 
 # ---- settings (full run; smoke overrides below) --------------------------------------------
 BUDGET_MINUTES = 25.0       # per tool (issue 11): 3 tools x 25 min of training in a ~3 h full run
@@ -159,6 +162,7 @@ class Settings:
     split: dict[str, list[str]] = field(default_factory=dict)
     command: str = ""
     reference: Path | None = None   # the results folder of a second run, to compare with
+    seed: int = 0                   # every tool's training seed (initialisation, batches, augmentation)
 
 
     def tool_dir(self, tool: str) -> Path:
@@ -388,6 +392,7 @@ def train_fluoseg(settings: Settings) -> dict[str, Any]:
     config = nuclei.variant_config(variant, manifest=manifest, split=settings.split, artificial=artificial,
                                    diameter=diameter, epochs=100_000, steps=settings.fluoseg_steps,
                                    threads=settings.threads, device="cpu")
+    config["train"]["seed"] = settings.seed
     write_yaml(tdir / "train.yaml", config)
     log(f"fluoseg ({variant.name}): training until the budget ({settings.budget_s / 60:.1f} min), "
         f"{settings.fluoseg_steps} steps x batch {nuclei.BATCH} per epoch")
@@ -435,7 +440,7 @@ def stage_train(settings: Settings, failures: list[str]) -> None:
                 if model_dir.exists():
                     shutil.rmtree(model_dir)
                 spec = {"data": str(settings.data), "train": settings.split["train"], "val": settings.split["val"],
-                        "budget_s": settings.budget_s, "model_dir": str(model_dir)}
+                        "budget_s": settings.budget_s, "model_dir": str(model_dir), "seed": settings.seed}
                 if tool == "cellpose":
                     spec.update(batch_size=settings.cellpose_batch, learning_rate=CELLPOSE_LR,
                                 bsize=settings.cellpose_bsize)
@@ -812,7 +817,7 @@ def stage_collect(settings: Settings, failures: list[str]) -> None:
     train = trainings["fluoseg"]
     meta = {
         "setup": peers_report.SETUP, "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "smoke": settings.smoke, "command": settings.command,
+        "smoke": settings.smoke, "command": settings.command, "seed": settings.seed,
         "budget_s": budgets[0] if len(budgets) == 1 else settings.budget_s, "budgets_differ": len(budgets) > 1,
         "threads": settings.threads, "split": {role: len(ids) for role, ids in settings.split.items()},
         "machine": machine(), "versions": {"fluoseg": fluoseg_versions(), **read_json(PEERS_ROOT / "versions.json", {})},
@@ -842,10 +847,13 @@ def write_report(settings: Settings) -> None:
     """``peers.md`` (and, for the default results folder, the README block) from the result files alone."""
     results = peers_report.Results.load(settings.results)
     reference = peers_report.Results.load(settings.reference) if settings.reference else None
-    write_text(settings.results / "peers.md", peers_report.markdown(results, reference=reference))
+    replicates = peers_report.load_replicates(results) if settings.results == RESULTS.resolve() else None
+    write_text(settings.results / "peers.md",
+               peers_report.markdown(results, reference=reference, replicates=replicates))
     log(f"report: {rel(settings.results / 'peers.md')}" + ("" if results.current else " (not run yet)"))
     if settings.results == RESULTS.resolve() and not settings.smoke:
-        fill_readme_block(peers_report.README_BEGIN, peers_report.README_END, peers_report.readme_block(results))
+        fill_readme_block(peers_report.README_BEGIN, peers_report.README_END,
+                          peers_report.readme_block(results, replicates=replicates))
         log("README.md: peers block updated")
 
 
@@ -861,8 +869,8 @@ RUNNERS = {  # stage -> what runs it (the report is written last, whatever ran)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated stages to run, in this order: {','.join(STAGES)} (default all)")
+    parser.add_argument("--stages", help=f"comma-separated stages to run, in this order: {','.join(STAGES)} "
+                        f"(default all; with --seed N > 0: {','.join(REPLICATE_STAGES)})")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny end-to-end run: {SMOKE['train']}/{SMOKE['val']}/{SMOKE['test']} images, "
                         f"{SMOKE['budget_minutes']} min budgets, speed at {SMOKE['speed_sizes']}, scaling up to "
@@ -889,16 +897,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help=f"work folder (default {rel(DEFAULT_WORK)}; smoke {rel(SMOKE_WORK)})")
     parser.add_argument("--reference", type=Path, help="the results folder of a second run of this benchmark "
                         "(run with --work and --results elsewhere): the report adds a table comparing the two runs")
-    parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)}; smoke WORK/results)")
+    parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)}; smoke WORK/results; "
+                        f"--seed N > 0: {rel(SEED_RESULTS)}/seedN)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed of every tool (default 0). A replicate with N > 0 retrains and rescores "
+                        f"the three tools in {rel(PEERS_ROOT)}/full-seedN and collects into {rel(SEED_RESULTS)}/seedN; "
+                        "the main report then tables every seed and tests the differences over them")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    replicate = args.seed > 0 and not args.smoke
 
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    stages = [s.strip() for s in (args.stages or ",".join(REPLICATE_STAGES if replicate else STAGES)).split(",")
+              if s.strip()]
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
     terminate_child_on_sigterm()
     smoke = args.smoke
-    work = (args.work or (SMOKE_WORK if smoke else DEFAULT_WORK)).resolve()
+    work = (args.work or (SMOKE_WORK if smoke else PEERS_ROOT / f"full-seed{args.seed}" if replicate
+                          else DEFAULT_WORK)).resolve()
     variant, why = choose_fluoseg_variant(args.fluoseg_variant)
     trained = read_json(work / "fluoseg" / "train.json")
     if trained and trained["variant"] != variant:
@@ -907,7 +925,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"delete {rel(work)}/fluoseg to retrain; using the cached {trained['variant']}")
         variant, why = trained["variant"], "the cached training of this work folder"
     settings = Settings(
-        work=work, results=(args.results or (work / "results" if smoke else RESULTS)).resolve(),
+        work=work, results=(args.results or (work / "results" if smoke else SEED_RESULTS / f"seed{args.seed}"
+                                             if replicate else RESULTS)).resolve(),
         data=args.data.resolve(), smoke=smoke, threads=args.threads,
         budget_s=60 * (args.budget_minutes or (SMOKE["budget_minutes"] if smoke else BUDGET_MINUTES)),
         fluoseg_variant=variant, fluoseg_variant_why=why,
@@ -925,14 +944,14 @@ def main(argv: list[str] | None = None) -> int:
         labels_max_size=args.labels_max_size or (SMOKE["labels_max_size"] if smoke else LABELS_MAX_SIZE),
         speed_max_minutes=args.speed_max_minutes or (SMOKE["speed_max_minutes"] if smoke else SPEED_MAX_MINUTES),
         command=" ".join([".venv/bin/python", "bench/peers.py", *(argv if argv is not None else sys.argv[1:])]),
-        reference=args.reference.resolve() if args.reference else None,
+        reference=args.reference.resolve() if args.reference else None, seed=args.seed,
     )
     work.mkdir(parents=True, exist_ok=True)
     cached = read_json(work / "settings.json")
     if cached and (work / "fluoseg" / "train.json").is_file() and cached.get("budget_s") != settings.budget_s:
         log(f"WARNING: the cached trainings in {rel(work)} used a budget of {cached['budget_s'] / 60:.1f} min, not "
             f"{settings.budget_s / 60:.1f}; delete {rel(work)}/*/train.json (and what follows) to retrain")
-    write_json(work / "settings.json", {"budget_s": settings.budget_s, "threads": settings.threads,
+    write_json(work / "settings.json", {"budget_s": settings.budget_s, "threads": settings.threads, "seed": settings.seed,
                                         "fluoseg_variant": settings.fluoseg_variant, "command": settings.command})
     log(f"work {rel(work)}; budget {settings.budget_s / 60:.1f} min per tool; {settings.threads} threads; "
         f"fluoseg variant {variant} ({why}); stages {','.join(stages)}")

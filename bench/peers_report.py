@@ -22,7 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import DSB_SPLIT, pooled_metric, read_json, read_rows, rel
+import numpy as np
+
+from _common import (
+    DSB_SPLIT,
+    MIN_REPLICATES,
+    RESULTS,
+    Test,
+    adjust_holm,
+    mean_sd,
+    paired_test,
+    pooled_metric,
+    read_json,
+    read_rows,
+    rel,
+)
 
 SETUP = "issue-11"   # the rules the numbers were made under; older files render as "not run yet"
 TOOLS = ("fluoseg", "cellpose", "stardist")
@@ -33,6 +47,8 @@ README_BEGIN = "<!-- peers:begin (bench/peers.py --stages report) -->"
 README_END = "<!-- peers:end -->"
 WITHDRAWN = "3940df6"  # the last commit with the withdrawn 10-minute report (bench/results/peers.md)
 FULL_RUN = "nohup .venv/bin/python bench/peers.py > bench/work/peers.log 2>&1 &"
+SEED_RESULTS = RESULTS / "peers_seeds"   # seed<N>/: the replicate runs (`bench/peers.py --seed N`)
+REPLICATE_RUN = "nohup .venv/bin/python bench/peers.py --seed N > bench/work/peers-seedN.log 2>&1 &"
 
 TABLE = (  # (header, summary key, format)
     ("F1@0.5", "f1_at_0.5", "{:.3f}"), ("P@0.5", "precision_at_0.5", "{:.3f}"), ("R@0.5", "recall_at_0.5", "{:.3f}"),
@@ -163,7 +179,7 @@ class Results:
 
 # ---- the README block ------------------------------------------------------------------------
 
-def readme_block(results: Results) -> str:
+def readme_block(results: Results, *, replicates: dict[int, Results] | None = None) -> str:
     """The README's peers paragraph and table, or "not run yet" for files of an older set-up."""
     lines = [README_BEGIN]
     if not results.current:
@@ -199,7 +215,7 @@ def readme_block(results: Results) -> str:
         rss = big.get("peak_rss_mb") if big and not big["estimated"] else None
         lines.append(f"| {_tool_label(meta, tool)} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE)
                      + f" | {rates} | {_fmt(share, '{:.0%}')} | {_fmt(rss and rss / 1024, '{:.1f} GB')} |")
-    lines += ["", replication_note(), *losses(results), README_END]
+    lines += ["", replication_note(replicates), *losses(results), README_END]
     return "\n".join(lines) + "\n"
 
 
@@ -216,12 +232,90 @@ def _tool_label(meta: dict[str, Any], tool: str) -> str:
     return {"cellpose": "Cellpose 3", "stardist": "StarDist 2D"}[tool]
 
 
-def replication_note() -> str:
-    """What one run of this benchmark can and cannot show (issue 11: the unit is a trained network)."""
-    return ("- One trained network per tool (n = 1; a second run with `--reference` makes n = 2): the accuracy "
-            "differences are single-training estimates without a significance test, and differences of a few "
-            "thousandths are no evidence either way. Speed is a property of the architecture and decoding, not of "
-            "the training run.")
+def replication_note(replicates: dict[int, Results] | None = None) -> str:
+    """What the trained networks behind the table can show (issue 11: the unit is a trained network)."""
+    seeds = sorted(replicates or {})
+    speed = " Speed is a property of the architecture and decoding, not of the training run."
+    if len(seeds) < 2:
+        return ("- One trained network per tool (n = 1; replicates with `bench/peers.py --seed N` add more): the "
+                "accuracy differences are single-training estimates without a significance test, and differences of "
+                "a few thousandths are no evidence either way." + speed)
+    tests = replicate_tests(replicates)
+    parts = [f"{t.question} {mean_sd(t.differences, signed=True)} ({_verdict(t)})" for t in tests
+             if t.question.endswith(REPRODUCED_METRICS[0][0])]
+    return (f"- The table is the seed-0 run; every tool was trained {len(seeds)} times (seeds "
+            f"{', '.join(map(str, seeds))}; `peers.md`, *Replication over training seeds*). Over the seeds, "
+            + "; ".join(parts) + "." + speed)
+
+
+def _verdict(test: Test) -> str:
+    words = test.verdict(better="fluoseg ahead", worse="fluoseg behind",
+                         few=f"n = {test.n}: too few seeds for a test, {MIN_REPLICATES} needed")
+    if test.n < MIN_REPLICATES:
+        return words
+    if not np.isfinite(test.p_value):
+        return f"no test: the differences do not vary over the seeds, n = {test.n}"
+    return f"{words}, Holm p = {test.p_holm:.3g}, n = {test.n}"
+
+
+# ---- replicates over training seeds ----------------------------------------------------------
+
+def load_replicates(results: Results, folder: Path = SEED_RESULTS) -> dict[int, Results]:
+    """Every trained replicate of the benchmark by seed: the main run and the ``seed<N>/`` folders.
+
+    Only results of the current set-up and of the main run's budget count (a replicate trained
+    under other rules would not be a replicate).
+    """
+    out = {int(results.meta.get("seed", 0)): results} if results.current else {}
+    for path in sorted(folder.glob("seed*")):
+        other = Results.load(path)
+        if other.current and other.meta["budget_s"] == results.meta["budget_s"] and other.eval_rows:
+            out.setdefault(int(other.meta.get("seed", path.name.removeprefix("seed"))), other)
+    return dict(sorted(out.items()))
+
+
+def replicate_tests(replicates: dict[int, Results]) -> list[Test]:
+    """fluoseg - peer per seed on the headline metrics: paired t-tests over the seeds, Holm over all of them.
+
+    With fewer than :data:`MIN_REPLICATES` seeds there is no p-value (NaN: Holm leaves it out).
+    """
+    tests = []
+    for peer in PEERS:
+        for label, key in REPRODUCED_METRICS:
+            values = {tool: {seed: s[key] for seed, r in replicates.items() if (s := r.summary(tool))}
+                      for tool in ("fluoseg", peer)}
+            test = paired_test("peers", f"fluoseg − {peer} {label}", values["fluoseg"], values[peer])
+            if test.n < MIN_REPLICATES:
+                test.p_value = float("nan")
+            tests.append(test)
+    adjust_holm(tests)
+    return tests
+
+
+def replication(replicates: dict[int, Results]) -> list[str]:
+    """The report section: every seed's headline numbers, the spread, and the tests over seeds."""
+    lines = ["## Replication over training seeds", "",
+             "Every tool trained again from scratch with another seed (initialisation, batches, augmentation) under "
+             f"the same budget, split and tuning (`{REPLICATE_RUN}`, results in `{rel(SEED_RESULTS)}/seedN/`); the "
+             "unit is a trained network. Seeds: " + ", ".join(map(str, replicates)) + ".", "",
+             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch |",
+             "|---|---:|" + "---:|" * (len(HEADLINE) + 1)]
+    for tool in TOOLS:
+        for seed, results in replicates.items():
+            s = results.summary(tool) or {}
+            train = results.meta["train"].get(tool) or {}
+            steps = train.get("steps_done") or train.get("steps")
+            lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
+                         f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} |")
+        means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
+        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | |")
+    tests = replicate_tests(replicates)
+    lines += ["", "Paired t-tests over the seeds, Holm's correction over the "
+              f"{sum(np.isfinite(t.p_value) for t in tests)} tested comparisons of this report (a comparison with "
+              f"fewer than {MIN_REPLICATES} seeds is not tested):", "",
+              "| comparison | mean difference | n | p | p (Holm) | stars | reading |", "|---|---:|---:|---:|---:|---|---|"]
+    lines += [f"| {t.question} | {t.cell()} | {_verdict(t)} |" for t in tests]
+    return lines + [""]
 
 
 def losses(results: Results) -> list[str]:
@@ -255,7 +349,8 @@ def _split_text(entry: dict[str, Any]) -> str:
 
 # ---- the report ------------------------------------------------------------------------------
 
-def markdown(results: Results, *, reference: Results | None = None) -> str:
+def markdown(results: Results, *, reference: Results | None = None,
+             replicates: dict[int, Results] | None = None) -> str:
     """``peers.md``: every table and the mechanical reading, from the result files."""
     if not results.current:
         return "\n".join([
@@ -282,6 +377,8 @@ def markdown(results: Results, *, reference: Results | None = None) -> str:
             first = value["error"].strip().splitlines()[0] if value["error"].strip() else "?"
             lines.append(f"- `{key}` ({value['when']}): {first[:300]}")
     lines += ["", "## Reading", "", *reading(results)]
+    if replicates and len(replicates) > 1:
+        lines += ["", *replication(replicates)]
     if reference is not None:
         lines += ["", *reproduction(results, reference)]
     lines += ["", "## Reproduce", "", "```bash",

@@ -108,8 +108,8 @@ def train(spec):
     from cellpose import train as cp_train
 
     deadline = PROCESS_START + spec["budget_s"]
-    np.random.seed(0)
-    torch.manual_seed(0)
+    np.random.seed(spec.get("seed", 0))
+    torch.manual_seed(spec.get("seed", 0))
     images, labels = read_pairs(spec["data"], spec["train"])
     val_images, val_labels = read_pairs(spec["data"], spec["val"])
     cpu = torch.device("cpu")

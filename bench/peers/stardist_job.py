@@ -77,8 +77,8 @@ def train(spec):
 
     Callback = keras_import("callbacks", "Callback")
     deadline = PROCESS_START + spec["budget_s"]
-    np.random.seed(0)
-    tf.random.set_seed(0)
+    np.random.seed(spec.get("seed", 0))
+    tf.random.set_seed(spec.get("seed", 0))
     images, labels = read_pairs(spec["data"], spec["train"])
     val_images, val_labels = read_pairs(spec["data"], spec["val"])
     X = [_normalize(x) for x in images]
@@ -116,7 +116,7 @@ def train(spec):
     budget = Budget()
     model.callbacks.append(budget)
     loop_started = time.time()
-    history = model.train(X, Y, validation_data=(X_val, Y_val), augmenter=_augmenter(), seed=0,
+    history = model.train(X, Y, validation_data=(X_val, Y_val), augmenter=_augmenter(), seed=spec.get("seed", 0),
                           epochs=100_000, steps_per_epoch=spec["steps_per_epoch"])
     train_wall = time.time() - PROCESS_START
     loop_s = time.time() - loop_started
