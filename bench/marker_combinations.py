@@ -479,7 +479,7 @@ def run_record(args: argparse.Namespace, manifest: Path, profiles: dict[str, dic
                       for r in units if r["method"] == method})
         cost.append({**{k: profiles[method][k] for k in ("parameters", "train_s_per_batch", "infer_s_per_tile",
                                                          "peak_rss_mib", "baseline_rss_mib")},
-                     "method": method, "models": models,
+                     "method": method, "models": models, "threads": args.threads,
                      "wall_s_per_model": float(np.mean(walls)) if walls else float("nan")})
     wall = read_json(args.work / "wall.json", {}).get("seconds", 0.0)
     return {"written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "settings": settings, "cost": cost,
@@ -530,8 +530,11 @@ def merge_previous(units: list[dict[str, Any]], record: dict[str, Any], paths: d
     order = {m: i for i, m in enumerate(METHODS)}
     merged = sorted([*units, *kept], key=lambda r: (order[r["method"]], int(r["seed"]), int(r["fold"])))
     profiled = {c["method"] for c in record["cost"]}
-    cost = [*record["cost"], *(c for c in previous.get("cost", []) if c["method"] not in profiled)]
+    cost = [*record["cost"], *({"threads": old_settings.get("threads"), **c} for c in previous.get("cost", [])
+                               if c["method"] not in profiled)]
+    threads = sorted({c["threads"] for c in cost if c.get("threads") is not None})
     settings = {**record["settings"],
+                "threads": threads[0] if len(threads) == 1 else " or ".join(map(str, threads)) + " (per method)",
                 "seeds": sorted({*old_settings.get("seeds", []), *record["settings"]["seeds"]}),
                 "earlier_commits": sorted({*old_settings.get("earlier_commits", []),
                                            *([old_settings["commit"]] if "commit" in old_settings else [])})}

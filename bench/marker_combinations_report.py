@@ -457,12 +457,12 @@ def cost_lines(record: Mapping[str, Any] | None) -> list[str]:
              "process after imports and model construction. Wall time per model is the measured total "
              "(training + per-epoch validation) in this benchmark.", "",
              "| method | parameters (×10⁶) | training (ms/batch) | inference (ms/tile) | peak RSS (MiB) | "
-             "increase (MiB) | wall time per model (s) | models |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "increase (MiB) | wall time per model (s) | models | threads |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in record["cost"]:
         lines.append(f"| {c['method']} | {c['parameters'] / 1e6:.3f} | {1000 * c['train_s_per_batch']:.0f} | "
                      f"{1000 * c['infer_s_per_tile']:.0f} | {c['peak_rss_mib']:.0f} | "
                      f"{c['peak_rss_mib'] - c['baseline_rss_mib']:.0f} | {_fmt(c['wall_s_per_model'], '.0f')} | "
-                     f"{c['models']} |")
+                     f"{c['models']} | {c.get('threads', s['threads'])} |")
     return lines
 
 
