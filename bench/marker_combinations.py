@@ -523,7 +523,7 @@ def merge_previous(units: list[dict[str, Any]], record: dict[str, Any], paths: d
     differ = [k for k in SIZING if k in old_settings and old_settings[k] != record["settings"][k]]
     if differ:
         raise SystemExit(f"{rel(paths['units'])}: its networks were trained with other settings "
-                         f"({', '.join(f'{k} {old_settings[k]} vs {record['settings'][k]}' for k in differ)}); "
+                         "(" + ", ".join(f"{k} {old_settings[k]} vs {record['settings'][k]}" for k in differ) + "); "
                          "pass --results to a new folder, or the same sizing flags")
     log(f"kept {len(kept)} rows of {len({network_key(r) for r in kept})} networks from {rel(paths['units'])} "
         "that the work folder lacks")
