@@ -147,6 +147,11 @@ class TrainConfig(_Section):
       it by ``gamma`` after ``patience`` epochs without a better selection value.
     - ``select_by``: ``best.pt`` is the epoch with the best validation ``metric`` (the task's
       score) or the lowest validation ``loss`` (the study's rule).
+    - ``precision``: ``float32`` (default), or ``bfloat16`` mixed precision: the forward pass
+      runs under torch's autocast (convolutions and matrix products in bfloat16, output layers
+      and losses in float32), weights, gradients and optimiser state stay float32; validation
+      predicts in the same precision. ``auto``: bfloat16 where the device computes it natively
+      (AMX/AVX-512 BF16 CPUs, recent GPUs), else float32. Pixel tasks only (not detectors).
     - ``loss`` (semantic tasks only): ``ce-log`` (MS-ME), or ``bce``, ``dice``,
       ``bce-dice``, ``jaccard``, ``focal`` built by :func:`fluoseg.tasks.losses.build_semantic_loss`
       with ``loss_options`` (e.g. ``pos_weight: 9``, ``eps: 1``, ``mode: softmax``). These
@@ -167,6 +172,7 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"
     optimizer: OptimizerName = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)

@@ -26,7 +26,7 @@ SECTIONS = {
     "preprocess": ["normalization", "percentiles", "pixel_size_um"],
     "train": ["class_mode", "epochs", "steps_per_epoch", "batch_size", "patch_size",
               "learning_rate", "weight_eps", "foreground_sampling", "augment", "val_tile_size",
-              "seed", "device", "num_threads", "optimizer", "momentum", "weight_decay",
+              "seed", "device", "num_threads", "precision", "optimizer", "momentum", "weight_decay",
               "schedule", "step_size", "gamma", "patience", "select_by", "loss", "loss_options"],
     "augment": ["flips", "rot90", "intensity_scale", "intensity_shift"],
     "instance": ["method", "w0", "sigma", "erosion", "alpha", "h", "threshold", "min_size",
@@ -39,7 +39,7 @@ KEYS = sorted({k for keys in SECTIONS.values() for k in keys})
 WORDS = ["semantic", "instance", "regression", "unet", "hemis", "auto", "fresh", "copy",
          "gaussian", "percentile", "adam", "sgd", "step", "cosine", "plateau", "metric", "loss",
          "ce-log", "bce", "dice", "bce-dice", "jaccard", "focal", "softmax", "sigmoid", "l1",
-         "cpu", "cuda", "joint", "separate", "border", "distance", "m.yaml", "/", ""]
+         "cpu", "cuda", "joint", "separate", "border", "distance", "float32", "bfloat16", "m.yaml", "/", ""]
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
 SCALARS = st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats() | st.sampled_from(WORDS) | TEXT
 VALUES = st.recursive(

@@ -316,7 +316,7 @@ def test_run_started_before_the_new_keys_still_resumes(make_config, tmp_path):
     run = train(load_config(make_config(epochs=1, steps_per_epoch=1)), tmp_path / "run", progress=False)
     stored = yaml.safe_load((run / "config.yaml").read_text())
     for key in ("optimizer", "momentum", "weight_decay", "schedule", "step_size", "gamma", "patience", "select_by",
-                "loss", "loss_options"):
+                "loss", "loss_options", "precision"):
         assert key in TrainConfig.model_fields
         stored["train"].pop(key)
     stored["model"].pop("trainable")
@@ -327,14 +327,16 @@ def test_run_started_before_the_new_keys_still_resumes(make_config, tmp_path):
               progress=False)
 
 
-def test_a_small_network_learns_a_separable_problem(make_config, tiny_dataset, tmp_path):
-    """Blobs are bright in m2 and bars in m3: a few dozen steps must segment them far above chance."""
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_small_network_learns_a_separable_problem(make_config, tiny_dataset, tmp_path, precision):
+    """Blobs are bright in m2 and bars in m3: a few dozen steps must segment them far above chance,
+    in float32 and in bfloat16 mixed precision alike."""
     from fluoseg.evaluate import evaluate_semantic
     from fluoseg.infer import Segmenter
     from fluoseg.io import read_image, write_image
 
-    run = train(load_config(make_config(epochs=8, steps_per_epoch=8, learning_rate=1e-2, batch_size=4)), tmp_path / "run",
-                progress=False)
+    config = make_config(epochs=8, steps_per_epoch=8, learning_rate=1e-2, batch_size=4, precision=precision)
+    run = train(load_config(config), tmp_path / "run", progress=False)
     segmenter = Segmenter.load(run, device="cpu")
     (tmp_path / "pred").mkdir()
     image = read_image(tiny_dataset.parent / "images" / "s4.tif").array  # the test sample, never trained on
@@ -347,6 +349,36 @@ def test_a_small_network_learns_a_separable_problem(make_config, tiny_dataset, t
           if r["image"] == "ALL" and r["metric"] == "f1"}
     # chance (predicting every pixel as the class) gives F1 = 2p/(1+p): about 0.2 for blobs, 0.1 for bars
     assert f1["blob"] > 0.8 and f1["bar"] > 0.6, f1
+
+
+def test_bfloat16_training_computes_in_bfloat16_and_keeps_float32_weights(make_config, tmp_path):
+    """Mixed precision changes the arithmetic (the weights after the same seeded steps differ from
+    float32's) but not what is stored: float32 weights, as a float32 run's."""
+    runs = {p: train(load_config(make_config(f"{p}.yaml", epochs=1, steps_per_epoch=2, precision=p)), tmp_path / p,
+                     progress=False) for p in ("float32", "bfloat16")}
+    stored = {p: weights(run / "model" / "last.pt") for p, run in runs.items()}
+    assert all(v.dtype == torch.float32 for v in stored["bfloat16"].values() if v.is_floating_point())
+    assert not same_weights(stored["float32"], stored["bfloat16"])
+    rows = list(csv.DictReader((runs["bfloat16"] / "model" / "metrics.csv").open()))
+    assert 0.0 < float(rows[0]["train_loss"]) < float("inf")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_trains_in_bfloat16_only_where_it_is_native(make_config, tmp_path, monkeypatch, native):
+    import fluoseg.device
+
+    monkeypatch.setattr(fluoseg.device, "native_bfloat16", lambda device: native)
+    auto = train(load_config(make_config("auto.yaml", epochs=1, steps_per_epoch=2, precision="auto")),
+                 tmp_path / "auto", progress=False)
+    expected = "bfloat16" if native else "float32"
+    explicit = train(load_config(make_config("explicit.yaml", epochs=1, steps_per_epoch=2, precision=expected)),
+                     tmp_path / "explicit", progress=False)
+    assert same_weights(weights(auto / "model" / "last.pt"), weights(explicit / "model" / "last.pt"))
+
+
+def test_an_unknown_precision_is_refused_by_the_config(make_config):
+    with pytest.raises(FluosegError, match="precision"):
+        load_config(make_config(precision="float16"))
 
 
 # ---- model.trainable: Marker-Excite-only fine-tuning ---------------------------------------

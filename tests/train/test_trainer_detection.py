@@ -138,6 +138,17 @@ def test_point_supervision_with_maskrcnn_is_a_one_line_error(tmp_path, capsys):
     assert len(error) == 1 and "config.yaml" in error[0] and "not possible with 'maskrcnn'" in error[0]
 
 
+def test_bfloat16_training_of_a_detector_is_a_one_line_error(tmp_path, capsys):
+    config = write_config(tmp_path, "lacss", epochs=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["train"]["precision"] = "bfloat16"
+    config.write_text(yaml.safe_dump(settings))
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet"]) != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "config.yaml" in error[0] and "train.precision" in error[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_lacss_trains_from_points_and_the_foreground(tmp_path):
     manifest = write_nuclei_dataset(tmp_path / "data", 4)
     assert main(["points", "--data", str(manifest), "--out", str(tmp_path / "pts")]) == 0

@@ -38,13 +38,13 @@ from fluoseg.data.augment import Augmenter
 from fluoseg.data.dataset import PatchSampler, PreparedSample, prepare_sample
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.split import Split, split_samples
-from fluoseg.device import resolve_device, set_threads
+from fluoseg.device import resolve_device, resolve_precision, set_threads
 from fluoseg.errors import FluosegError
 from fluoseg.io import OutputLock, prepare_output_dir
 from fluoseg.markers import MarkerPanel
 from fluoseg.models import count_parameters, eval_frozen_normalization, freeze_except, model_names
 from fluoseg.models.detection import detector_names
-from fluoseg.predictor import make_batch_predictor
+from fluoseg.predictor import keep_output_layers_float32, make_batch_predictor
 from fluoseg.run import Checkpoint, ModelSpec, Preprocessing, RunDir, TrainingState
 from fluoseg.tasks import ObjectPredictor, Task, make_task
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
@@ -85,7 +85,12 @@ def check_names(config: RunConfig, classes: Sequence[str] = ("objects",)) -> Tas
         if config.model.name not in model_names() + detector_names():
             raise FluosegError(f"model.name: unknown model {config.model.name!r}; available: "
                                f"{model_names() + detector_names()}")
-        return make_task(config, classes)
+        task = make_task(config, classes)
+        if isinstance(task, ObjectPredictor) and config.train.precision == "bfloat16":
+            raise FluosegError(f"train.precision: bfloat16 is for pixel tasks, not the detector "
+                               f"{config.model.name!r} (its losses and box arithmetic expect float32); "
+                               "use float32 or auto")
+        return task
     except FluosegError as error:
         raise FluosegError(error.message, path=config.source or error.path) from None
 
@@ -287,10 +292,13 @@ class Trainer:
         # NHWC weights make the convolutions pick oneDNN/cuDNN's fast kernels (1.4x per training step
         # of the U-Net on 2 CPU cores); done before the first step so a resumed run trains alike.
         model.to(memory_format=torch.channels_last)
+        precision = self.training_precision(task)
+        if precision == "bfloat16":
+            keep_output_layers_float32(model)  # logits and losses in float32; the head costs little
         trained = freeze_for(model, self.config)
         frozen = self.config.model.trainable != "all"
-        logger.info("%s: %d parameters, %d trainable (model.trainable: %s)", member.name, count_parameters(model),
-                    count_parameters(model, trainable_only=True), self.config.model.trainable)
+        logger.info("%s: %d parameters, %d trainable (model.trainable: %s), %s", member.name, count_parameters(model),
+                    count_parameters(model, trainable_only=True), self.config.model.trainable, precision)
         geometry = geometry_for(model, cfg.patch_size)
         val_geometry = geometry_for(model, cfg.val_tile_size or cfg.patch_size)
         optimizer = build_optimizer(trained, cfg.optimizer, learning_rate=cfg.learning_rate,
@@ -342,15 +350,17 @@ class Trainer:
                     targets = {k: v[shard] for k, v in targets.items()}
                 optimizer.zero_grad(set_to_none=True)
                 batch_targets = {k: torch.as_tensor(v, device=self.device) for k, v in targets.items()}
-                loss = task.batch_loss(network, torch.as_tensor(images, device=self.device),
-                                       torch.as_tensor(availability, device=self.device), batch_targets)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                    loss = task.batch_loss(network, torch.as_tensor(images, device=self.device),
+                                           torch.as_tensor(availability, device=self.device), batch_targets)
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
             train_loss = self.ranks.mean([float(np.mean(losses))])[0]  # the global batches' loss
-            scores = self.ranks.share(self.validate(model, val_samples, task, val_geometry) if self.ranks.main else None)
+            scores = self.ranks.share(self.validate(model, val_samples, task, val_geometry, precision=precision)
+                                      if self.ranks.main else None)
             score = scores.pop("score", float("nan"))
             val_loss = scores.pop("loss", float("nan"))
             # Selection value, higher is better: the task's score, or minus the validation loss.
@@ -384,19 +394,27 @@ class Trainer:
         self.ranks.barrier()  # the next member (or the caller) may read what rank 0 wrote
         return checkpoint if checkpoint is not None else self.directory.load(member.name, "last")
 
+    def training_precision(self, task: Task) -> str:
+        """``float32`` or ``bfloat16``: ``train.precision`` resolved for the device (``auto``);
+        a detector trains in float32 (:func:`check_names` refuses an explicit ``bfloat16``)."""
+        if isinstance(task, ObjectPredictor):
+            return "float32"
+        return resolve_precision(self.config.train.precision, self.device)
+
     def _preprocessing(self) -> Preprocessing:
         p = self.config.preprocess
         return Preprocessing(normalization=p.normalization, percentiles=tuple(p.percentiles),
                              pixel_size_um=p.pixel_size_um)
 
     def validate(self, model: torch.nn.Module, samples: Sequence[PreparedSample], task: Task,
-                 geometry: TileGeometry) -> dict[str, float]:
+                 geometry: TileGeometry, *, precision: str = "float32") -> dict[str, float]:
         """Validation scores pooled over the samples, each predicted whole with tiling and decoded.
 
         Also returns ``"loss"``: the task's training loss of each whole validation sample,
         averaged over the samples. It costs no extra forward pass: the tiles' raw logits
         are stitched alongside the activated maps (which stay exactly as before), and the
-        loss is evaluated once on the stitched logits of the sample.
+        loss is evaluated once on the stitched logits of the sample. ``precision``: the
+        network's arithmetic (training's, see :meth:`training_precision`).
         """
         if not samples:
             return {}
@@ -411,8 +429,9 @@ class Trainer:
             return torch.cat([task.activate(logits), logits], dim=1)
 
         for sample in samples:
-            stitched = predict_tiled(make_batch_predictor(model, sample.availability, activate_and_keep_logits),
-                                     sample.image, geometry=geometry, out_channels=n_activated + task.output_channels())
+            predictor = make_batch_predictor(model, sample.availability, activate_and_keep_logits, precision=precision)
+            stitched = predict_tiled(predictor, sample.image, geometry=geometry,
+                                     out_channels=n_activated + task.output_channels())
             stitched = np.asarray(stitched)
             sample_counts = task.score_counts(task.decode(stitched[:n_activated]), sample.targets)
             counts = sample_counts if counts is None else counts + sample_counts
