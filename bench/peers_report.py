@@ -298,17 +298,23 @@ def replication(replicates: dict[int, Results]) -> list[str]:
              "Every tool trained again from scratch with another seed (initialisation, batches, augmentation) under "
              f"the same budget, split and tuning (`{REPLICATE_RUN}`, results in `{rel(SEED_RESULTS)}/seedN/`); the "
              "unit is a trained network. Seeds: " + ", ".join(map(str, replicates)) + ".", "",
-             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch |",
-             "|---|---:|" + "---:|" * (len(HEADLINE) + 1)]
+             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | CPU |",
+             "|---|---:|" + "---:|" * (len(HEADLINE) + 1) + "---|"]
     for tool in TOOLS:
         for seed, results in replicates.items():
             s = results.summary(tool) or {}
             train = results.meta["train"].get(tool) or {}
             steps = train.get("steps_done") or train.get("steps")
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
-                         f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} |")
+                         f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
+                         f"{results.meta['machine'].get('cpu_model', '?')} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
-        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | |")
+        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | |")
+    cpus = {r.meta["machine"].get("cpu_model") for r in replicates.values()}
+    if len(cpus) > 1:
+        lines += ["", f"The seeds ran on {len(cpus)} different machines (CPU column; 2 cores each): the wall-clock "
+                  "budget buys a different number of steps on each, the same for the three tools of a seed, so the "
+                  "comparison within a seed is fair and the spread over seeds includes the machine's."]
     tests = replicate_tests(replicates)
     lines += ["", "Paired t-tests over the seeds, Holm's correction over the "
               f"{sum(np.isfinite(t.p_value) for t in tests)} tested comparisons of this report (a comparison with "

@@ -113,6 +113,12 @@ def render(rows: list[dict[str, str]], cpu: str) -> str:
     for r in rows:
         lines.append(f"| {r['base_filters']} | {r['precision']} | {float(r['seconds_per_step']):.3f} | "
                      f"x{float(r['speedup']):.2f} | {r['load_average']} |")
+    slower = [r for r in rows if r["precision"] == "bfloat16" and float(r["speedup"]) < 1]
+    if slower:
+        lines += ["", f"bfloat16 is slower here (x{min(float(r['speedup']) for r in slower):.2f} at worst): without "
+                  "bfloat16 in hardware torch emulates it, so `train.precision: auto` trains in float32 on such a CPU "
+                  "and fluoseg warns when `bfloat16` is asked for explicitly. Its gain on a CPU with AMX/AVX-512 BF16 "
+                  "is to be measured there (`bench/train_precision.py`)."]
     lines += ["", "Speed only: bfloat16 training's accuracy against float32's is not measured here "
               "(`train.precision` stays `float32` by default)."]
     return "\n".join(lines) + "\n"

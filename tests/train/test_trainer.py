@@ -376,6 +376,15 @@ def test_auto_precision_trains_in_bfloat16_only_where_it_is_native(make_config, 
     assert same_weights(weights(auto / "model" / "last.pt"), weights(explicit / "model" / "last.pt"))
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_emulated_bfloat16_training_is_warned_about(make_config, tmp_path, monkeypatch, caplog, native):
+    monkeypatch.setattr(trainer_module, "native_bfloat16", lambda device: native)
+    with caplog.at_level("WARNING", logger="fluoseg"):
+        train(load_config(make_config(epochs=1, steps_per_epoch=1, precision="bfloat16")), tmp_path / "run",
+              progress=False)
+    assert any("emulation" in r.getMessage() for r in caplog.records) != native
+
+
 def test_an_unknown_precision_is_refused_by_the_config(make_config):
     with pytest.raises(FluosegError, match="precision"):
         load_config(make_config(precision="float16"))

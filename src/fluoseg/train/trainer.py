@@ -38,7 +38,7 @@ from fluoseg.data.augment import Augmenter
 from fluoseg.data.dataset import PatchSampler, PreparedSample, prepare_sample
 from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.split import Split, split_samples
-from fluoseg.device import resolve_device, resolve_precision, set_threads
+from fluoseg.device import native_bfloat16, resolve_device, resolve_precision, set_threads
 from fluoseg.errors import FluosegError
 from fluoseg.io import OutputLock, prepare_output_dir
 from fluoseg.markers import MarkerPanel
@@ -399,7 +399,12 @@ class Trainer:
         a detector trains in float32 (:func:`check_names` refuses an explicit ``bfloat16``)."""
         if isinstance(task, ObjectPredictor):
             return "float32"
-        return resolve_precision(self.config.train.precision, self.device)
+        precision = resolve_precision(self.config.train.precision, self.device)
+        if precision == "bfloat16" and not native_bfloat16(self.device):
+            logger.warning("train.precision bfloat16: %s computes bfloat16 by emulation, about 12x slower per step "
+                           "than float32 on a CPU without AMX/AVX-512 BF16 (bench/results/train_precision.md); "
+                           "use auto or float32", self.device)
+        return precision
 
     def _preprocessing(self) -> Preprocessing:
         p = self.config.preprocess
