@@ -298,8 +298,8 @@ def replication(replicates: dict[int, Results]) -> list[str]:
              "Every tool trained again from scratch with another seed (initialisation, batches, augmentation) under "
              f"the same budget, split and tuning (`{REPLICATE_RUN}`, results in `{rel(SEED_RESULTS)}/seedN/`); the "
              "unit is a trained network. Seeds: " + ", ".join(map(str, replicates)) + ".", "",
-             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | CPU |",
-             "|---|---:|" + "---:|" * (len(HEADLINE) + 1) + "---|"]
+             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | train (min) | CPU |",
+             "|---|---:|" + "---:|" * (len(HEADLINE) + 2) + "---|"]
     for tool in TOOLS:
         for seed, results in replicates.items():
             s = results.summary(tool) or {}
@@ -307,17 +307,25 @@ def replication(replicates: dict[int, Results]) -> list[str]:
             steps = train.get("steps_done") or train.get("steps")
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
                          f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
+                         f"{_fmt((train.get('train_wall_s') or math.nan) / 60, '{:.1f}')} | "
                          f"{results.meta['machine'].get('cpu_model', '?')} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
-        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | |")
+        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | |")
+    early = [f"{tool} seed {seed} ({wall / 60:.1f} min)" for tool in TOOLS for seed, r in replicates.items()
+             if (wall := (r.meta["train"].get(tool) or {}).get("train_wall_s")) and wall < 0.95 * r.meta["budget_s"]]
+    if early:
+        lines += ["", "Training ended before the budget (a planned schedule that finished early, e.g. Cellpose's "
+                  "epochs planned from a probe that overestimated the step time): " + "; ".join(early) + "."]
     cpus = {r.meta["machine"].get("cpu_model") for r in replicates.values()}
     if len(cpus) > 1:
         lines += ["", f"The seeds ran on {len(cpus)} different machines (CPU column; 2 cores each): the wall-clock "
                   "budget buys a different number of steps on each, the same for the three tools of a seed, so the "
                   "comparison within a seed is fair and the spread over seeds includes the machine's."]
     tests = replicate_tests(replicates)
-    lines += ["", "Paired t-tests over the seeds, Holm's correction over the "
-              f"{sum(np.isfinite(t.p_value) for t in tests)} tested comparisons of this report (a comparison with "
+    n_tested = sum(np.isfinite(t.p_value) for t in tests)
+    correction = (f"Holm's correction over the {n_tested} tested comparisons of this report" if n_tested else
+                  "none tested yet")
+    lines += ["", f"Paired t-tests over the seeds, {correction} (a comparison with "
               f"fewer than {MIN_REPLICATES} seeds is not tested):", "",
               "| comparison | mean difference | n | p | p (Holm) | stars | reading |", "|---|---:|---:|---:|---:|---|---|"]
     lines += [f"| {t.question} | {t.cell()} | {_verdict(t)} |" for t in tests]
