@@ -292,6 +292,9 @@ def replicate_tests(replicates: dict[int, Results]) -> list[Test]:
     return tests
 
 
+EARLY_STOP_FRACTION = 0.95   # a training shorter than this share of the budget left budget unused
+
+
 def replication(replicates: dict[int, Results]) -> list[str]:
     """The report section: every seed's headline numbers, the spread, and the tests over seeds."""
     lines = ["## Replication over training seeds", "",
@@ -300,19 +303,20 @@ def replication(replicates: dict[int, Results]) -> list[str]:
              "unit is a trained network. Seeds: " + ", ".join(map(str, replicates)) + ".", "",
              "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | train (min) | CPU |",
              "|---|---:|" + "---:|" * (len(HEADLINE) + 2) + "---|"]
+    early = []   # trainings that stopped well before the budget, named under the table
     for tool in TOOLS:
         for seed, results in replicates.items():
             s = results.summary(tool) or {}
             train = results.meta["train"].get(tool) or {}
             steps = train.get("steps_done") or train.get("steps")
+            wall_min = (train.get("train_wall_s") or math.nan) / 60
+            if wall_min < EARLY_STOP_FRACTION * results.meta["budget_s"] / 60:
+                early.append(f"{tool} seed {seed} ({wall_min:.1f} min)")
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
                          f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
-                         f"{_fmt((train.get('train_wall_s') or math.nan) / 60, '{:.1f}')} | "
-                         f"{results.meta['machine'].get('cpu_model', '?')} |")
+                         f"{_fmt(wall_min, '{:.1f}')} | {results.meta['machine'].get('cpu_model', '?')} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
         lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | |")
-    early = [f"{tool} seed {seed} ({wall / 60:.1f} min)" for tool in TOOLS for seed, r in replicates.items()
-             if (wall := (r.meta["train"].get(tool) or {}).get("train_wall_s")) and wall < 0.95 * r.meta["budget_s"]]
     if early:
         lines += ["", "Training ended before the budget (a planned schedule that finished early, e.g. Cellpose's "
                   "epochs planned from a probe that overestimated the step time): " + "; ".join(early) + "."]
