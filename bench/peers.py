@@ -45,6 +45,8 @@ Usage::
     .venv/bin/python bench/peers.py --stages venvs,data,train,tune,predict,evaluate,collect,report   # or in two halves:
     .venv/bin/python bench/peers.py --stages flops,speed,scaling,collect,report
     .venv/bin/python bench/peers.py --stages report          # peers.md and the README block from bench/results/
+    .venv/bin/python bench/peers.py --seed 2 --tools cellpose --stages train,tune,predict,evaluate,collect
+        # retrain and rescore one tool of a seed (move WORK/cellpose aside first); the others are kept
 """
 
 from __future__ import annotations
@@ -163,6 +165,7 @@ class Settings:
     command: str = ""
     reference: Path | None = None   # the results folder of a second run, to compare with
     seed: int = 0                   # every tool's training seed (initialisation, batches, augmentation)
+    tools: tuple[str, ...] = TOOLS  # the tools this invocation trains and scores (--tools)
 
 
     def tool_dir(self, tool: str) -> Path:
@@ -229,7 +232,7 @@ def guarded(settings: Settings, tool: str, stage: str, failures: list[str]):
 def stage_venvs(settings: Settings, failures: list[str]) -> None:
     versions_path = PEERS_ROOT / "versions.json"
     versions = read_json(versions_path, {})
-    for tool in PEERS:
+    for tool in (t for t in PEERS if t in settings.tools):
         with guarded(settings, tool, "venvs", failures):
             venv = PEERS_ROOT / f"venv-{tool}"
             stamp = venv / ".bench-installed"
@@ -424,7 +427,7 @@ def train_fluoseg(settings: Settings) -> dict[str, Any]:
 
 
 def stage_train(settings: Settings, failures: list[str]) -> None:
-    for tool in TOOLS:
+    for tool in settings.tools:
         path = settings.tool_dir(tool) / "train.json"
         if path.is_file():
             log(f"{tool}: training done, skipped ({read_json(path)['train_wall_s'] / 60:.1f} min)")
@@ -491,6 +494,8 @@ def stage_tune(settings: Settings, failures: list[str]) -> None:
     runs after the budget (recorded in its train.json).
     """
     for tool, tune in {"fluoseg": tune_fluoseg, "cellpose": tune_cellpose}.items():
+        if tool not in settings.tools:
+            continue
         path = settings.tool_dir(tool) / "tune.json"
         if not path.is_file():
             with guarded(settings, tool, "tune", failures):
@@ -525,7 +530,7 @@ def pred_dir(settings: Settings, tool: str) -> Path:
 
 def stage_predict(settings: Settings, failures: list[str]) -> None:
     test = settings.split["test"]
-    for tool in TOOLS:
+    for tool in settings.tools:
         out = pred_dir(settings, tool)
         done = settings.tool_dir(tool) / "predict.json"
         if done.is_file() and all((out / f"{i}.tif").is_file() for i in test):
@@ -557,7 +562,7 @@ def stage_evaluate(settings: Settings, failures: list[str]) -> None:
     from fluoseg.metrics.instance import instance_rows
 
     truth_dir = settings.data / "labels"
-    for tool in TOOLS:
+    for tool in settings.tools:
         path = settings.tool_dir(tool) / "eval.csv"
         predicted = read_json(settings.tool_dir(tool) / "predict.json")
         if path.is_file() and (settings.tool_dir(tool) / "summary.json").is_file():
@@ -803,6 +808,9 @@ SPEED_FIELDS = ["tool", "case", "size", "repeat", "seconds", "network_s", "decod
 
 def stage_collect(settings: Settings, failures: list[str]) -> None:
     """Gather the work folder's caches into the results folder: the files ``--stages report`` renders from."""
+    if set(settings.tools) != set(TOOLS):
+        collect_rerun(settings, failures)
+        return
     results = settings.results
     results.mkdir(parents=True, exist_ok=True)
     eval_rows = []
@@ -841,6 +849,56 @@ def stage_collect(settings: Settings, failures: list[str]) -> None:
     write_rows(results / "peers_scaling.csv", scaling_rows(settings))
     log(f"collect: {rel(results)}/peers.json, peers_eval.csv ({len(eval_rows)} rows), peers_speed.csv, "
         "peers_scaling.csv")
+
+
+def collect_rerun(settings: Settings, failures: list[str]) -> None:
+    """Put the retrained tools (``--tools``) into an earlier collection of the same seed, keeping the other tools.
+
+    Their training, tuning, prediction and test scores replace the earlier ones; the speed and
+    scaling tables stay as measured (the report says with which training). What was replaced is
+    kept in ``reruns`` (the earlier tuned parameters and test summary, the machine, the command),
+    so the report can name the retraining and the earlier numbers stay traceable.
+    """
+    results = settings.results
+    meta = read_json(results / "peers.json")
+    if meta is None or not (results / "peers_eval.csv").is_file():
+        log(f"collect: FAILED: {rel(results)} holds no earlier collection to put the rerun of "
+            f"{', '.join(settings.tools)} into; run every tool (without --tools) first")
+        failures.append("collect")
+        return
+    trainings = {t: read_json(settings.tool_dir(t) / "train.json") for t in settings.tools}
+    missing = [t for t, record in trainings.items() if record is None or
+               not (settings.tool_dir(t) / "eval.csv").is_file()]
+    different = [t for t, record in trainings.items() if record and record["budget_s"] != meta["budget_s"]]
+    if missing or different:
+        log(f"collect: FAILED: {', '.join(missing)} not trained and scored in {rel(settings.work)}" if missing else
+            f"collect: FAILED: {', '.join(different)} trained with another budget than the collection's "
+            f"{meta['budget_s'] / 60:g} min")
+        failures.append("collect")
+        return
+    old_rows = read_rows(results / "peers_eval.csv")
+    replaced = {}
+    for tool in settings.tools:
+        earlier = [r for r in old_rows if r["tool"] == tool]
+        replaced[tool] = {"tune": (meta["tune"].get(tool) or {}).get("parameters"),
+                          "summary": peers_report.summarise(earlier) if earlier else None,
+                          "train_wall_s": (meta["train"].get(tool) or {}).get("train_wall_s")}
+        meta["train"][tool] = trainings[tool]
+        meta["tune"][tool] = read_json(settings.tool_dir(tool) / "tune.json")
+        meta["predict"][tool] = read_json(settings.tool_dir(tool) / "predict.json")
+        meta["failures"] = {k: v for k, v in meta["failures"].items() if not k.startswith(f"{tool}/")}
+    work_failures = read_json(settings.work / "failures.json", {})
+    meta["failures"].update({k: v for k, v in work_failures.items() if k.split("/")[0] in settings.tools})
+    meta.setdefault("reruns", []).append({
+        "tools": list(settings.tools), "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": settings.command, "machine": machine(), "fluoseg_commit": git_commit(), "replaced": replaced})
+    rows = [r for r in old_rows if r["tool"] not in settings.tools]
+    for tool in settings.tools:
+        rows += [{"tool": tool, **row} for row in read_rows(settings.tool_dir(tool) / "eval.csv")]
+    write_json(results / "peers.json", meta)
+    write_rows(results / "peers_eval.csv", rows, fields=["tool", "image", "metric", "threshold", "value"])
+    log(f"collect: {', '.join(settings.tools)} replaced in {rel(results)}/peers.json and peers_eval.csv; "
+        "the other tools, speed and scaling kept")
 
 
 def write_report(settings: Settings) -> None:
@@ -899,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(run with --work and --results elsewhere): the report adds a table comparing the two runs")
     parser.add_argument("--results", type=Path, help=f"results folder (default {rel(RESULTS)}; smoke WORK/results; "
                         f"--seed N > 0: {rel(SEED_RESULTS)}/seedN)")
+    parser.add_argument("--tools", help=f"comma-separated tools to train and score (default all: {','.join(TOOLS)}); "
+                        "with fewer, collect puts them into the seed's earlier collection and keeps the others "
+                        "(delete WORK/TOOL to retrain a tool). Not with the flops, speed and scaling stages")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed of every tool (default 0). A replicate with N > 0 retrains and rescores "
                         f"the three tools in {rel(PEERS_ROOT)}/full-seedN and collects into {rel(SEED_RESULTS)}/seedN; "
@@ -913,6 +974,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
+    tools = tuple(t for t in TOOLS if t in {x.strip() for x in (args.tools or ",".join(TOOLS)).split(",")})
+    unknown = {x.strip() for x in (args.tools or "").split(",") if x.strip()} - set(TOOLS)
+    if unknown or not tools:
+        parser.error(f"unknown tool(s) {sorted(unknown)}; choose from {', '.join(TOOLS)}")
+    whole_machine = set(stages) & {"flops", "speed", "scaling"}
+    if tools != TOOLS and whole_machine:
+        parser.error(f"--tools cannot be combined with the {', '.join(sorted(whole_machine))} stage(s), which measure "
+                     "every tool side by side; leave --tools out")
     terminate_child_on_sigterm()
     smoke = args.smoke
     work = (args.work or (SMOKE_WORK if smoke else PEERS_ROOT / f"full-seed{args.seed}" if replicate
@@ -944,7 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
         labels_max_size=args.labels_max_size or (SMOKE["labels_max_size"] if smoke else LABELS_MAX_SIZE),
         speed_max_minutes=args.speed_max_minutes or (SMOKE["speed_max_minutes"] if smoke else SPEED_MAX_MINUTES),
         command=" ".join([".venv/bin/python", "bench/peers.py", *(argv if argv is not None else sys.argv[1:])]),
-        reference=args.reference.resolve() if args.reference else None, seed=args.seed,
+        reference=args.reference.resolve() if args.reference else None, seed=args.seed, tools=tools,
     )
     work.mkdir(parents=True, exist_ok=True)
     cached = read_json(work / "settings.json")

@@ -314,7 +314,7 @@ def replication(replicates: dict[int, Results]) -> list[str]:
                 early.append(f"{tool} seed {seed} ({wall_min:.1f} min)")
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
                          f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
-                         f"{_fmt(wall_min, '{:.1f}')} | {results.meta['machine'].get('cpu_model', '?')} |")
+                         f"{_fmt(wall_min, '{:.1f}')} | {tool_machine(results.meta, tool).get('cpu_model', '?')} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
         lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | |")
     if early:
@@ -325,6 +325,12 @@ def replication(replicates: dict[int, Results]) -> list[str]:
         lines += ["", f"The seeds ran on {len(cpus)} different machines (CPU column; 2 cores each): the wall-clock "
                   "budget buys a different number of steps on each, the same for the three tools of a seed, so the "
                   "comparison within a seed is fair and the spread over seeds includes the machine's."]
+    moved = [f"{tool} seed {seed}" for seed, r in replicates.items() for tool in TOOLS
+             if tool_machine(r.meta, tool).get("cpu_model") != r.meta["machine"].get("cpu_model")]
+    if moved:
+        lines += ["", "Retrained later on another CPU than the rest of its seed (see each collection's `reruns`): "
+                  + "; ".join(moved) + "; the budget bought it a different number of steps than the seed's machine "
+                  "would have."]
     tests = replicate_tests(replicates)
     n_tested = sum(np.isfinite(t.p_value) for t in tests)
     correction = (f"Holm's correction over the {n_tested} tested comparisons of this report" if n_tested else
@@ -406,6 +412,37 @@ def markdown(results: Results, *, reference: Results | None = None,
     return "\n".join(lines)
 
 
+def _params(parameters: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in parameters.items()) if parameters else "nothing"
+
+
+def tool_rerun(meta: dict[str, Any], tool: str) -> dict[str, Any] | None:
+    """The latest ``--tools`` retraining of ``tool`` in this collection, if any."""
+    return next((r for r in reversed(meta.get("reruns", [])) if tool in r["tools"]), None)
+
+
+def tool_machine(meta: dict[str, Any], tool: str) -> dict[str, Any]:
+    """The machine a tool's training and scores of this collection ran on."""
+    rerun = tool_rerun(meta, tool)
+    return rerun["machine"] if rerun else meta["machine"]
+
+
+def rerun_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per tool retrained after the collection, with what it replaced."""
+    lines = []
+    for rerun in meta.get("reruns", []):
+        for tool in rerun["tools"]:
+            old = rerun["replaced"].get(tool) or {}
+            earlier = old.get("summary") or {}
+            lines.append(
+                f"- {tool} was retrained and rescored on {rerun['generated']} (`{rerun['command']}`, CPU "
+                f"`{rerun['machine'].get('cpu_model', '?')}`, commit {rerun.get('fluoseg_commit', '?')}); it replaced "
+                f"a training of {_fmt((old.get('train_wall_s') or math.nan) / 60, '{:.1f}')} min with test F1@0.5 "
+                f"{_fmt(earlier.get('f1_at_0.5'), '{:.3f}')}, AJI {_fmt(earlier.get('aji'), '{:.3f}')} and tuned "
+                f"{_params(old.get('tune'))} (kept in `peers.json`, `reruns`).")
+    return lines
+
+
 def _machine(meta: dict[str, Any]) -> list[str]:
     m, v = meta["machine"], meta["versions"]
     lines = ["## Machine and versions", "",
@@ -420,7 +457,7 @@ def _machine(meta: dict[str, Any]) -> list[str]:
                                                 if k not in ("pip_freeze", "packages", "install_s"))
                                       + f" (own venv, `pip install -c constraints.txt {' '.join(info.get('packages', []))}`)"
                                       if info else "not installed"))
-    return lines
+    return lines + rerun_lines(meta)
 
 
 def _accuracy(results: Results) -> list[str]:
@@ -496,13 +533,7 @@ def _training(meta: dict[str, Any]) -> list[str]:
               f"{cp.get('settings', {}).get('learning_rate', '?')}, batch {cp.get('batch_size', '?')} of "
               f"{cp.get('settings', {}).get('bsize', '?')}^2, `rescale=True`: images scaled to a mean diameter of 30 px, "
               "images with < 5 masks dropped). Its schedule warms up over 10 epochs and halves the rate 10 times in "
-              "the last 50 epochs only when `n_epochs > 100`: the job timed a probe and planned "
-              f"**{cp.get('planned_epochs', '?')} epochs x {cp.get('batches_per_epoch', '?')} batch(es)** "
-              f"(`nimg_per_epoch` {cp.get('settings', {}).get('nimg_per_epoch', '?')}), ran {cp.get('steps_done', '?')} "
-              f"of {cp.get('planned_batches', '?')} steps, learning rate peak {_fmt(cp.get('lr_peak'), '{:.2g}')} -> "
-              f"last {_fmt(cp.get('lr_last'), '{:.2g}')} (**{'annealed' if cp.get('annealed') else 'NOT annealed'}**; "
-              f"{cp.get('lr_steps_led_by_time', '?')} step(s) followed the schedule by elapsed time because the "
-              "machine ran slower than probed, the others by epoch as `train_seg` set it). "
+              "the last 50 epochs only when `n_epochs > 100`: " + _cellpose_schedule(cp) + " "
               "Predicted with `eval(diameter=diam_labels)` (the training-set mean diameter, "
               f"{_fmt(cp.get('diam_labels'), '{:.1f}')} px) and the tuned `flow_threshold`/`cellprob_threshold` "
               "(pooled F1 over IoU 0.5:0.95 on the validation images, the objective of `fluoseg tune`).",
@@ -512,6 +543,23 @@ def _training(meta: dict[str, Any]) -> list[str]:
               f"probability/NMS thresholds by its `optimize_thresholds` on the validation images "
               f"({_fmt(sd.get('optimize_thresholds_s'), '{:.0f}')} s).", ""]
     return lines
+
+
+def _cellpose_schedule(cp: dict[str, Any]) -> str:
+    """How Cellpose's training followed its learning-rate schedule, from its training record."""
+    reached = (f"learning rate peak {_fmt(cp.get('lr_peak'), '{:.2g}')} -> last {_fmt(cp.get('lr_last'), '{:.2g}')} "
+               f"(**{'annealed' if cp.get('annealed') else 'NOT annealed'}**")
+    if cp.get("schedule_by") == "elapsed time":
+        return (f"the job timed a probe, made the schedule **{cp.get('schedule_epochs', '?')} epochs** long and "
+                f"followed it by elapsed time (every step at the rate of its share of the budget, so the decay ends "
+                f"at the budget), ran {cp.get('steps_done', '?')} steps (~{_fmt(cp.get('expected_steps'), '{:.0f}')} "
+                f"expected from the probe) until the hard stop at the budget, {reached}).")
+    return (f"the job timed a probe and planned **{cp.get('planned_epochs', '?')} epochs x "
+            f"{cp.get('batches_per_epoch', '?')} batch(es)** (`nimg_per_epoch` "
+            f"{cp.get('settings', {}).get('nimg_per_epoch', '?')}), ran {cp.get('steps_done', '?')} of "
+            f"{cp.get('planned_batches', '?')} steps, {reached}; {cp.get('lr_steps_led_by_time', '?')} step(s) "
+            "followed the schedule by elapsed time because the machine ran slower than probed, the others by epoch "
+            "as `train_seg` set it).")
 
 
 def _fluoseg_precision(results: Results) -> str:
@@ -548,6 +596,13 @@ def _speed(results: Results) -> list[str]:
     if estimated:
         lines += ["", "*est.*: not run because " + "; ".join(f"{s['tool']} {s['size']}^2: {s['reason']}"
                                                             for s in estimated) + "."]
+    retrained = [t for t in TOOLS if tool_rerun(results.meta, t)]
+    if retrained:
+        lines += ["", "Retrained after these timings (see the machine section): " + ", ".join(
+            f"{t} (timed with the earlier training's network and tuned {_params(tool_rerun(results.meta, t)['replaced'][t]['tune'])}"
+            f"; the same architecture, diameter and data; tuned now: "
+            f"{_params((results.meta['tune'].get(t) or {}).get('parameters'))})"
+            for t in retrained) + ". The speed stages measure every tool side by side and were not rerun."]
     lines += ["", "`labels-5ch`: the 1-marker fluoseg network widened to 5 marker slots (speed only); "
               "`probabilities-1ch`: fluoseg's network and stitching alone at the image's scale; "
               "`shipped-nuclei`: the model shipped with fluoseg (`Segmenter.pretrained(\"nuclei\")`, trained much "

@@ -10,14 +10,17 @@ Cellpose as its authors train and run it (issue 11), within the benchmark's wall
   and - only when ``n_epochs > 100`` - halvings in the last 50 epochs (the last 100 above 300
   epochs) down to lr/1024. The budget is counted from process start. A probe on a throw-away
   copy of the network times Cellpose's data preparation and 3 training steps (after a
-  warm-up step); the plan (:func:`plan_epochs`) then picks ``n_epochs`` in 150-299 (so the
-  annealing happens) and ``nimg_per_epoch`` (a whole number of batches) to fill the time
-  left. Should the machine run slower than probed, the schedule is followed by elapsed time
-  instead of by epoch from the moment training falls behind the plan (the rate of
-  ``cellpose_schedule`` at ``n_epochs x elapsed / training time``), so the decay still ends
-  inside the budget; on plan, ``train_seg``'s own rate stands. A hard stop ends training at
-  the budget and saves the network as it is; the rate of every step is recorded
-  (``lr_per_step``, ``lr_steps_led_by_time``) so the report shows whether the decay was reached.
+  warm-up step); the plan (:func:`plan_epochs`) then picks the schedule's length, ``n_epochs``
+  in 150-299 (so that the annealing happens), and its epoch size to fill the time left.
+  The schedule is followed by elapsed time, not by step count: every step takes the rate of
+  ``cellpose_schedule`` at ``n_epochs x elapsed / training time``, so the warm-up, the constant
+  phase and the decay keep their shares of the budget however the real step time differs
+  from the probe's, and the decay ends at the budget. ``train_seg`` is given
+  :data:`EPOCH_HEADROOM` times the planned batches, so it never runs out of epochs before the
+  budget on a machine faster than probed; the hard stop at the budget ends training and saves
+  the network as it is. The rate of every step is recorded (``lr_per_step``) so the report
+  shows that the decay was reached, and ``train_seg``'s own rate at each of its epoch starts is
+  checked against :func:`cellpose_schedule` (``lr_schedule_mismatches``).
 * ``tune``    [data, val, threads, model, result]  ``flow_threshold`` x ``cellprob_threshold``
   on the validation images (:data:`FLOW_GRID`, :data:`CELLPROB_GRID`): the network runs once
   per image (``compute_masks=False``), each setting decodes those flows with Cellpose's own
@@ -54,6 +57,7 @@ IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 MIN_ANNEALED_EPOCHS, MAX_EPOCHS = 150, 299   # train_seg decays only above 100 epochs; above 300 it decays longer
 PROBE_STEPS = 4                               # the first is a warm-up, the other 3 are timed
 TEST_LOSS_COST = 0.35                         # a test-loss batch (forward only) in training steps
+EPOCH_HEADROOM = 2                            # train_seg's epochs hold this many times the planned batches
 
 
 class BudgetExhausted(Exception):
@@ -91,9 +95,9 @@ def plan_epochs(seconds: float, step_s: float, *, test_every: int = 10) -> tuple
     ``train_seg`` anneals only with ``n_epochs > 100``, so epochs are made as short as needed
     (whole batches) to keep ``n_epochs`` between :data:`MIN_ANNEALED_EPOCHS` and
     :data:`MAX_EPOCHS`; a test-loss batch every ``test_every`` epochs is paid for. When fewer
-    steps than :data:`MIN_ANNEALED_EPOCHS` fit, the plan still has that many one-batch epochs:
-    training then runs behind the plan from the start and follows the schedule by elapsed
-    time (see ``train``), so the decay still happens inside the budget.
+    steps than :data:`MIN_ANNEALED_EPOCHS` fit, the plan still has that many one-batch epochs;
+    the training job follows the schedule by elapsed time (see ``train``), so its shape and the
+    decay at the end of the budget do not depend on how many steps fit.
     """
     steps = seconds / step_s
     per_epoch = max(1, int(steps // MIN_ANNEALED_EPOCHS))
@@ -162,12 +166,12 @@ def train(spec):
     remaining = deadline - time.time()
     seconds = 0.98 * (remaining - prepare_s) - 10  # 2% and 10 s for Cellpose's saving and the hard stop
     n_epochs, per_epoch = plan_epochs(seconds, step_s)
+    seg_epoch = per_epoch * EPOCH_HEADROOM   # batches in each of train_seg's epochs
     expected_steps = seconds / step_s
-    on_plan = expected_steps >= n_epochs * per_epoch
     log(f"probe: {step_s:.2f} s per batch of {batch}, data preparation ~{prepare_s:.0f} s; {remaining:.0f} s left "
-        f"(~{expected_steps:.0f} steps) -> n_epochs {n_epochs} x {per_epoch} batch(es) (nimg_per_epoch "
-        f"{per_epoch * batch}); the learning rate decays in the last 50 epochs"
-        + ("" if on_plan else "; fewer steps fit than planned epochs, so the schedule will follow elapsed time"))
+        f"(~{expected_steps:.0f} steps) -> a schedule of {n_epochs} epochs over the time left (the rate decays in "
+        f"its last 50), followed by elapsed time; train_seg gets {n_epochs} epochs x {seg_epoch} batch(es) "
+        f"(nimg_per_epoch {seg_epoch * batch}) and the hard stop at the budget ends it")
 
     optimizers, steps, losses, lrs = [], [0], [], []
 
@@ -177,24 +181,23 @@ def train(spec):
             optimizers.append(self)
 
     schedule = cellpose_schedule(spec["learning_rate"], n_epochs)
-    mismatches, time_led = [0], [0]
+    mismatches = [0]
 
     def guarded_loss(lbl, y, device):
         now = time.time()
         if now > deadline:
             raise BudgetExhausted
-        if y.requires_grad:  # a training batch: train_seg has set this epoch's rate, the step follows the loss
-            group = optimizers[-1].param_groups[0]
-            epoch = steps[0] // per_epoch
-            if steps[0] % per_epoch == 0:  # train_seg sets the rate at each epoch's start
-                mismatches[0] += not math.isclose(group["lr"], schedule[min(epoch, n_epochs - 1)], rel_tol=1e-6)
-            # Behind the plan (a slower machine than probed), the schedule is followed by elapsed
-            # time so that its decay still ends inside the budget; on time, train_seg's own rate stands.
-            by_time = int(n_epochs * (now - train_started) / (deadline - train_started))
-            if by_time > epoch:
-                time_led[0] += 1
-                group["lr"] = float(schedule[min(by_time, n_epochs - 1)])
-            lrs.append(float(group["lr"]))
+        if y.requires_grad:  # a training batch: train_seg has set its epoch's rate, the step follows the loss
+            groups = optimizers[-1].param_groups
+            if steps[0] % seg_epoch == 0:  # train_seg sets the rate at each of its epochs' starts
+                mismatches[0] += not math.isclose(groups[0]["lr"], schedule[min(steps[0] // seg_epoch, n_epochs - 1)],
+                                                  rel_tol=1e-6)
+            # the schedule by elapsed time: its shape and the end of its decay are tied to the budget,
+            # not to a step count planned from the probe
+            rate = float(schedule[min(int(n_epochs * (now - train_started) / (deadline - train_started)), n_epochs - 1)])
+            for group in groups:
+                group["lr"] = rate
+            lrs.append(rate)
         loss = original_loss(lbl, y, device)
         if y.requires_grad:
             steps[0] += 1
@@ -208,7 +211,7 @@ def train(spec):
     try:
         filename, _, _ = cp_train.train_seg(
             model.net, train_data=images, train_labels=flows, test_data=val_images, test_labels=val_flows,
-            n_epochs=n_epochs, nimg_per_epoch=per_epoch * batch, nimg_test_per_epoch=batch,
+            n_epochs=n_epochs, nimg_per_epoch=seg_epoch * batch, nimg_test_per_epoch=batch,
             save_path=str(model_dir), model_name="cellpose_scratch", **common)
         path = Path(filename)
     except BudgetExhausted:
@@ -216,7 +219,7 @@ def train(spec):
         (model_dir / "models").mkdir(exist_ok=True)
         path = model_dir / "models" / "cellpose_scratch"
         model.net.save_model(str(path))
-        log(f"budget reached after {steps[0]} of {n_epochs * per_epoch} planned steps (lr {lrs[-1] if lrs else 0:.6f}): "
+        log(f"budget reached after {steps[0]} steps (~{expected_steps:.0f} expected from the probe) (lr {lrs[-1] if lrs else 0:.6f}): "
             "training stopped, network saved as it is")
     finally:
         cp_train._loss_fn_seg = original_loss
@@ -224,16 +227,17 @@ def train(spec):
     finished = time.time()
     peak_lr = max(lrs, default=math.nan)
     log(f"trained {steps[0]} steps in {finished - train_started:.0f} s; lr first {lrs[0] if lrs else math.nan:.6f}, "
-        f"peak {peak_lr:.6f}, last {lrs[-1] if lrs else math.nan:.6f}; {time_led[0]} step(s) followed the schedule "
-        f"by elapsed time; {mismatches[0]} step(s) where train_seg's rate differed from cellpose_schedule; "
+        f"peak {peak_lr:.6f}, last {lrs[-1] if lrs else math.nan:.6f} (the schedule by elapsed time); "
+        f"{mismatches[0]} epoch start(s) where train_seg's rate differed from cellpose_schedule; "
         f"{finished - PROCESS_START:.0f} s of the {spec['budget_s']:.0f} s budget used")
     write_result(spec, {
         "model": str(path), "train_wall_s": finished - PROCESS_START, "flows_s": flows_s, "probe_s": probe_s,
         "probe_step_s": step_s, "prepare_s_estimate": prepare_s, "loop_s": finished - train_started,
-        "planned_epochs": n_epochs, "batches_per_epoch": per_epoch, "planned_batches": n_epochs * per_epoch,
+        "planned_epochs": n_epochs, "batches_per_epoch": seg_epoch, "planned_batches": n_epochs * seg_epoch,
+        "schedule_epochs": n_epochs, "schedule_by": "elapsed time",
         "batches_done": steps[0], "steps_done": steps[0], "batch_size": batch, "images_seen": steps[0] * batch,
         "stopped_at_budget": stopped, "expected_steps": expected_steps, "train_losses": losses, "lr_per_step": lrs,
-        "lr_steps_led_by_time": time_led[0], "lr_schedule_mismatches": mismatches[0],
+        "lr_steps_led_by_time": len(lrs), "lr_schedule_mismatches": mismatches[0],
         "lr_peak": peak_lr, "lr_last": lrs[-1] if lrs else None,
         "annealed": bool(lrs) and lrs[-1] <= peak_lr / 100,
         "loss_first": sum(losses[:3]) / max(len(losses[:3]), 1) if losses else None,
@@ -241,7 +245,7 @@ def train(spec):
         "diam_labels": float(model.net.diam_labels.item()), "diam_mean": float(model.net.diam_mean.item()),
         "params": int(sum(p.numel() for p in model.net.parameters())), "peak_rss_mb": peak_rss_mb(),
         "settings": {**{k: v for k, v in common.items() if k != "save_every"}, "optimizer": "AdamW (train_seg default)",
-                     "n_epochs": n_epochs, "nimg_per_epoch": per_epoch * batch, "nimg_test_per_epoch": batch},
+                     "n_epochs": n_epochs, "nimg_per_epoch": seg_epoch * batch, "nimg_test_per_epoch": batch},
     })
 
 
