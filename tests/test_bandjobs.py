@@ -109,10 +109,13 @@ class KillingPass:
         return self.network.out_shape
 
     def run(self, image, out=None, **region):
-        if not os.path.exists(self.marker):
-            open(self.marker, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.network.run(image, out, **region)
+        # O_EXCL makes the claim atomic: with a check-then-create, both workers could pass the
+        # check at once, both die, and the broadcast job would be lost with them
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return self.network.run(image, out, **region)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_dask_workers_survive_a_killed_worker_and_equal_the_whole_pass(prepared, tmp_path):
