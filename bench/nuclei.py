@@ -222,7 +222,7 @@ def train_variant(variant: Variant, settings: Settings, config: dict[str, Any], 
     elif run.exists():
         args.append("--overwrite")
     seen = [len(epoch_rows(run))]
-    log(f"{name}: training {settings.epochs} epochs x {settings.steps} steps x batch {BATCH} "
+    log(f"{name}: training {settings.epochs} epochs x {settings.steps} steps x batch {config['train']['batch_size']} "
         f"({settings.threads} thread(s))")
 
     def progress() -> None:

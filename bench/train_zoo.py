@@ -17,6 +17,12 @@ Stages (each skipped when its files exist, so an interrupted run resumes)::
     .venv/bin/python bench/train_zoo.py --export    # write src/fluoseg/zoo/nuclei (after the run)
     .venv/bin/python bench/train_zoo.py --report    # zoo.md and the README block from bench/results/ alone
 
+On a borrowed GPU: ``--device cuda --batch 32 --workers 8 --plan-minutes 5.5 --train-only`` (a probe
+epoch times a step and a validation, then the epochs and steps that fill the minutes are planned),
+then ``--export`` here with the same ``--work``, ``--batch`` and ``--plan-minutes`` (the plan is cached)
+tunes, tests and exports it. A run whose tuned validation score does not beat the shipped model's is
+recorded in ``zoo_versions.csv`` and not exported.
+
 The shipped images of ``fluoseg.data.samples`` are test images, so the demo shows the model
 on images it never saw.
 """
@@ -24,6 +30,7 @@ on images it never saw.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -74,17 +81,18 @@ SCORES = (("F1@0.5", "f1", 0.5), ("F1@0.75", "f1", 0.75), ("mean F1 0.5:0.95", "
 
 
 def config(manifest: Path, split: dict[str, list[str]], artificial: Path, diameter: float,
-           settings: Settings) -> dict[str, Any]:
-    """The ``fluoseg train`` configuration of the shipped model."""
+           settings: Settings, batch: int = BATCH, workers: int = 0) -> dict[str, Any]:
+    """The ``fluoseg train`` configuration of the shipped model (``workers``: processes drawing the batches)."""
     return {
         "data": {"manifest": str(manifest), "extra_train": [str(artificial)],
                  "split": {"val": split["val"], "test": split["test"]}},
         "task": "instance",
         "instance": {"method": "distance", "alpha": 1.0, **TRAINED_DECODING, "target_diameter": diameter},
         "model": MODEL,
-        "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": BATCH,
+        "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": batch,
                   "patch_size": PATCH, "learning_rate": LEARNING_RATE, "schedule": "cosine", "seed": 0,
-                  "device": settings.device, "num_threads": settings.threads},
+                  "device": settings.device, "num_threads": settings.threads,
+                  **({"workers": workers} if workers else {})},
     }
 
 
@@ -163,8 +171,8 @@ default `--diameter auto` a first pass estimates the nucleus size; give `--diame
 - Every training image rescaled so its mean nucleus diameter is {diameter:g} px (median over
   training images).
 - Adam, learning rate {LEARNING_RATE:g} with cosine annealing, {settings.epochs} epochs x {settings.steps} steps, batch
-  {BATCH} of {PATCH}x{PATCH}, flips, 90° rotations, intensity jitter, seed 0, on CPU
-  ({summary['threads']} thread(s), {summary['train_minutes']:.0f} min).
+  {summary.get('batch') or BATCH} of {PATCH}x{PATCH}, flips, 90° rotations, intensity jitter, seed 0, on
+  {summary.get('trained_on') or 'CPU'} ({summary['threads']} thread(s), {summary['train_minutes']:.0f} min).
 - Kept epoch {summary['best_epoch']} of {settings.epochs}, the best validation F1@0.5 ({summary['best_val']:.3f}).
 - Decoding tuned on the validation images (`fluoseg tune`, objective mean F1 over IoU 0.5:0.95):
   {parameters}.{retuned}
@@ -234,10 +242,15 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     best = max(epochs, key=lambda r: float(r["val_score"]))
     timing = read_json(settings.work / RECIPE.name / "timing.json", {})
     trained = yaml.safe_load((settings.work / RECIPE.name / "train.yaml").read_text())["train"]
+    machine = trained_on(settings.work)
     summary = {"params": run.parameter_count(), "threads": int(trained["num_threads"]),  # not this invocation's
+               "batch": int(trained["batch_size"]), "trained_on": machine.get("device", "CPU"),
                "train_minutes": timing.get("train_wall_s", float("nan")) / 60,
-               "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]), "commit": git_commit(),
-               "epochs": settings.epochs}
+               "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]),
+               "commit": machine.get("commit") or git_commit(), "epochs": settings.epochs}
+    if not better_than_shipped(decoding, scores, summary):
+        write_report(split)
+        return
     export_run(run.path, ZOO_FOLDER, card=card(settings, split, diameter, decoding, scores, summary, None),
                task_updates=dict(decoding["parameters"]), overwrite=overwrite)
     shipped = shipped_scores(settings.data, split)
@@ -250,6 +263,78 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     write_rows(CURVE, [{key: r[key] for key in ("epoch", "train_loss", "val_score")} for r in epochs])
     record_version(read_rows(RESULTS / "zoo.csv")[0])
     write_report(split)
+
+
+VALIDATION_SHARE = 0.2  # of a planned training's time, spent validating after each epoch
+
+
+def plan_training(settings: Settings, make_config: Any, minutes: float, probe_steps: int) -> tuple[int, int]:
+    """Epochs and steps per epoch that fill ``minutes`` of training and validation.
+
+    A probe training of one epoch (``probe_steps`` steps, every validation image) times a step
+    (its first steps' warm-up included, so over- rather than under-estimated) and a validation.
+    Validation gets :data:`VALIDATION_SHARE` of the time (at least 3 epochs), the steps the rest.
+    Cached in ``plan.json``.
+    """
+    path = settings.work / "plan.json"
+    cached = read_json(path)
+    if cached is not None:
+        return int(cached["epochs"]), int(cached["steps"])
+    probe = settings.work / "probe"
+    probe_config = make_config(Settings(**{**vars(settings), "epochs": 1, "steps": probe_steps}))
+    write_text(probe.with_suffix(".yaml"), yaml.safe_dump(probe_config, sort_keys=False))
+    run_fluoseg(["train", probe.with_suffix(".yaml"), "--out", probe, "--quiet", "--overwrite"],
+                settings.work / "probe.log", threads=settings.threads)
+    (row,) = epoch_rows(probe)
+    validation_s = float(row["validation_seconds"])
+    step_s = (float(row["seconds"]) - validation_s) / probe_steps
+    budget = minutes * 60
+    epochs = max(3, int(VALIDATION_SHARE * budget / validation_s))
+    steps = max(1, int((budget - epochs * validation_s) / (epochs * step_s)))
+    write_json(path, {"minutes": minutes, "epochs": epochs, "steps": steps, "step_s": round(step_s, 5),
+                      "validation_s": round(validation_s, 3), "probe_steps": probe_steps})
+    log(f"planned {epochs} epochs x {steps} steps for {minutes:g} min ({step_s * 1000:.1f} ms per step, "
+        f"{validation_s:.1f} s per validation)")
+    return epochs, steps
+
+
+def trained_on(work: Path) -> dict[str, Any]:
+    """Where the run in ``work`` was trained (written by ``--train-only``, e.g. on a borrowed GPU); {} if not recorded."""
+    return read_json(work / "trained_on.json", {})
+
+
+def record_machine(work: Path, device: str) -> None:
+    """Name the machine and commit a training ran on, for the card of a run exported elsewhere.
+
+    A copy of the working tree without its git folder (a borrowed machine) names the commit in
+    ``FLUOSEG_COMMIT``.
+    """
+    import torch
+
+    cuda = device != "cpu" and torch.cuda.is_available()
+    write_json(work / "trained_on.json", {"device": torch.cuda.get_device_name(0) if cuda else "CPU",
+                                          "torch": torch.__version__,
+                                          "commit": os.environ.get("FLUOSEG_COMMIT") or git_commit(),
+                                          "cpus": len(os.sched_getaffinity(0))})
+
+
+def better_than_shipped(decoding: dict[str, Any], scores: dict[str, float], summary: dict[str, Any]) -> bool:
+    """Whether a new run's tuned validation score beats the shipped model's (``zoo.csv``).
+
+    A run that does not is recorded in ``zoo_versions.csv`` (with its test scores, which choose
+    nothing) and not exported.
+    """
+    path = RESULTS / "zoo.csv"
+    if not path.is_file():
+        return True
+    (shipped,) = read_rows(path)
+    if float(decoding["value"]) > float(shipped["val_objective"]):
+        return True
+    log(f"not exported: validation {decoding.get('objective', 'f1_mean')} {float(decoding['value']):.4f} is not above "
+        f"the shipped model's {float(shipped['val_objective']):.4f} (trained at {shipped['commit']})")
+    record_version({**scores, **summary, "val_objective": decoding["value"],
+                    **{f"decoding_{k}": v for k, v in decoding["parameters"].items()}})
+    return False
 
 
 def segmenter_decoding(segmenter: Any) -> dict[str, float]:
@@ -289,6 +374,7 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     shipped = shipped_scores(data, split)
     log("re-tuned zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
     summary = {"params": int(row["params"]), "threads": int(row["threads"]), "train_minutes": float(row["train_minutes"]),
+               "batch": int(row.get("batch") or BATCH), "trained_on": row.get("trained_on") or "CPU",
                "best_epoch": int(row["best_epoch"]), "best_val": float(row["best_val"]), "commit": row["commit"],
                "epochs": int(row.get("epochs") or EPOCHS), "retuned": git_commit()}
     settings = Settings(data=data, work=work, results=RESULTS, epochs=summary["epochs"], steps=STEPS,
@@ -579,6 +665,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--steps", type=int, default=STEPS, help="steps per epoch")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=BATCH, help="patches per step")
+    parser.add_argument("--workers", type=int, default=0, help="processes drawing the batches (train.workers)")
+    parser.add_argument("--plan-minutes", type=float, default=None,
+                        help="instead of --epochs/--steps: time a probe training, then plan the epochs and steps "
+                             "that fill this many minutes (cached in the work folder's plan.json)")
+    parser.add_argument("--probe-steps", type=int, default=200, help="steps of the probe training of --plan-minutes")
+    parser.add_argument("--train-only", action="store_true",
+                        help="stop after training (e.g. on a borrowed GPU); tune, test and export later elsewhere")
     parser.add_argument("--export", action="store_true", help="write the zoo folder and the report (after the run)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing zoo folder")
     parser.add_argument("--retune", action="store_true",
@@ -606,7 +700,19 @@ def main(argv: list[str] | None = None) -> int:
     manifest = dsb_manifest(args.work / "manifest.yaml", args.data, split["train"] + split["val"] + split["test"])
     diameter = dsb_target_diameter(args.work, args.data, split["train"])
     artificial = artificial_images(args.work, manifest, split["train"], N_ARTIFICIAL, args.threads)
-    train_variant(RECIPE, settings, config(manifest, split, artificial, diameter, settings))
+
+    def make_config(planned: Settings) -> dict[str, Any]:
+        return config(manifest, split, artificial, diameter, planned, batch=args.batch, workers=args.workers)
+
+    if args.plan_minutes is not None:
+        settings.epochs, settings.steps = plan_training(settings, make_config, args.plan_minutes, args.probe_steps)
+    from fluoseg.run import RunDir
+
+    if not RunDir(settings.work / RECIPE.name / "run").is_finished(settings.epochs):
+        record_machine(args.work, args.device)
+    train_variant(RECIPE, settings, make_config(settings))
+    if args.train_only:
+        return 0
     tune(settings)
     predict_variant(RECIPE, settings, split["test"])
     evaluate_variant(RECIPE, settings, args.data / "labels")

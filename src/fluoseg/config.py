@@ -145,6 +145,10 @@ class TrainConfig(_Section):
     - ``schedule``: learning rate per epoch; ``step`` multiplies it by ``gamma`` every
       ``step_size`` epochs, ``cosine`` anneals it to 0 over ``epochs``, ``plateau`` multiplies
       it by ``gamma`` after ``patience`` epochs without a better selection value.
+    - ``workers``: processes that draw the training batches while the network trains (0: the
+      training process draws them itself). Worth it on a GPU, where drawing patches takes longer
+      than a step of a small network; batches depend on ``(seed, epoch)`` and the number of
+      workers (:mod:`fluoseg.train.batches`).
     - ``select_by``: ``best.pt`` is the epoch with the best validation ``metric`` (the task's
       score) or the lowest validation ``loss`` (the study's rule).
     - ``precision``: ``float32`` (default), or ``bfloat16`` mixed precision: the forward pass
@@ -172,6 +176,7 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
+    workers: int = Field(0, ge=0)
     precision: Literal["float32", "bfloat16", "auto"] = "float32"
     optimizer: OptimizerName = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)

@@ -26,6 +26,7 @@ def test_run_directory_contents(tiny_config, tmp_path):
     rows = list(csv.DictReader((run / "model" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert {"train_loss", "val_f1_blob", "val_f1_bar", "val_mean_f1"} <= set(rows[0])
+    assert all(0 < float(r["validation_seconds"]) < float(r["seconds"]) for r in rows)
     state = load_checkpoint(run / "model" / "best.pt")
     assert state["markers"] == ["m1", "m2", "m3"] and state["classes"] == ["blob", "bar"]
     assert state["preprocess"]["normalization"] == "gaussian"
@@ -211,6 +212,22 @@ def test_killed_run_with_a_schedule_resumes_to_the_same_result(make_config, tmp_
     resumed = train(load_config(make_config(**settings)), tmp_path / "killed", resume=True, progress=False)
     assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
     assert [float(r["lr"]) for r in metric_rows(resumed)] == pytest.approx([1e-3, 1e-3, 5e-4])
+
+
+def test_batches_drawn_by_workers_train_reproducibly_and_resume_to_the_same_result(make_config, tmp_path,
+                                                                                  monkeypatch):
+    settings = dict(epochs=2, steps_per_epoch=3, workers=2)
+    reference = train(load_config(make_config(**settings)), tmp_path / "reference", progress=False)
+    again = train(load_config(make_config(**settings)), tmp_path / "again", progress=False)
+    assert same_weights(weights(reference / "model" / "last.pt"), weights(again / "model" / "last.pt"))
+    in_process = train(load_config(make_config(epochs=2, steps_per_epoch=3)), tmp_path / "in-process", progress=False)
+    assert not same_weights(weights(reference / "model" / "last.pt"), weights(in_process / "model" / "last.pt"))
+    original = kill_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(make_config(**settings)), tmp_path / "killed", progress=False)
+    monkeypatch.setattr(trainer_module, "_write_metrics", original)
+    resumed = train(load_config(make_config(**settings)), tmp_path / "killed", resume=True, progress=False)
+    assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
 
 
 def test_select_by_loss_keeps_the_epoch_with_the_lowest_validation_loss(make_config, tmp_path):

@@ -9,6 +9,7 @@ margin so border pixels are trained exactly as they are predicted (overlap-tile 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -211,6 +212,15 @@ class PatchSampler:
             window, cut = self.augmenter(window, cut)
         targets = {n: np.ascontiguousarray(t) for n, t in zip(names, cut)}
         return np.ascontiguousarray(window, np.float32), sample.availability, targets
+
+    def reseeded(self, rng: np.random.Generator) -> PatchSampler:
+        """A sampler of the same patches drawn from ``rng`` (its augmenter too); ``self`` is left as it is."""
+        twin = copy.copy(self)
+        twin.rng = rng
+        if self.augmenter is not None:
+            twin.augmenter = copy.copy(self.augmenter)
+            twin.augmenter.rng = rng
+        return twin
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Stack ``size`` patches into batch arrays."""

@@ -16,7 +16,7 @@ global batch, and rank 0 alone validates and writes the run directory.
 (``val_*``, ``val_score``), ``val_loss`` (the training loss of the task on the validation
 samples, see :meth:`Trainer.validate`), the learning rate ``lr`` used in the epoch, and
 ``best`` (1 where ``best.pt`` was written: best ``val_score``, or lowest ``val_loss`` with
-``train.select_by: loss``).
+``train.select_by: loss``), the epoch's wall ``seconds`` and the ``validation_seconds`` among them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from fluoseg.predictor import keep_output_layers_float32, make_batch_predictor
 from fluoseg.run import Checkpoint, ModelSpec, Preprocessing, RunDir, TrainingState
 from fluoseg.tasks import ObjectPredictor, Task, make_task
 from fluoseg.tiling import TileGeometry, geometry_for, predict_tiled
+from fluoseg.train.batches import epoch_batches
 from fluoseg.train.distributed import SINGLE, Ranks, free_port, init_process_group, launched_ranks, spawn
 from fluoseg.train.optim import build_optimizer, build_schedule
 from fluoseg.train.transfer import transfer_weights
@@ -343,8 +344,9 @@ class Trainer:
             if frozen:  # batch-norm statistics of frozen layers must not drift either
                 eval_frozen_normalization(model)
             losses = []
-            for _ in range(cfg.steps_per_epoch):
-                images, availability, targets = sampler.batch(cfg.batch_size)  # the global batch, on every rank
+            batches = epoch_batches(sampler, cfg.batch_size, cfg.steps_per_epoch, workers=cfg.workers,
+                                    seed=(cfg.seed, epoch), pin_memory=self.device.type == "cuda")
+            for images, availability, targets in batches:  # the global batch, on every rank
                 if self.ranks.distributed:
                     images, availability = images[shard], availability[shard]
                     targets = {k: v[shard] for k, v in targets.items()}
@@ -359,8 +361,10 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
             train_loss = self.ranks.mean([float(np.mean(losses))])[0]  # the global batches' loss
+            validation_started = time.perf_counter()
             scores = self.ranks.share(self.validate(model, val_samples, task, val_geometry, precision=precision)
                                       if self.ranks.main else None)
+            validation_seconds = time.perf_counter() - validation_started
             score = scores.pop("score", float("nan"))
             val_loss = scores.pop("loss", float("nan"))
             # Selection value, higher is better: the task's score, or minus the validation loss.
@@ -371,7 +375,7 @@ class Trainer:
             row = {"epoch": epoch, "train_loss": train_loss,
                    **{f"val_{name}": value for name, value in scores.items()}, "val_score": score,
                    "val_loss": val_loss, "lr": learning_rate, "best": int(improved),
-                   "seconds": round(time.perf_counter() - started, 3)}
+                   "seconds": round(time.perf_counter() - started, 3), "validation_seconds": round(validation_seconds, 3)}
             rows.append(row)
             schedule.step(selection if val_samples else -train_loss)
             checkpoint = Checkpoint(
