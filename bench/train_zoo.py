@@ -247,7 +247,10 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
                "batch": int(trained["batch_size"]), "trained_on": machine.get("device", "CPU"),
                "train_minutes": timing.get("train_wall_s", float("nan")) / 60,
                "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]),
-               "commit": machine.get("commit") or git_commit(), "epochs": settings.epochs}
+               "commit": machine.get("commit") or git_commit(), "epochs": settings.epochs, "steps": settings.steps}
+    # every version's curve, shipped or not (the report's training curve is the shipped one's)
+    write_rows(RESULTS / "zoo_curves" / f"{summary['commit']}.csv",
+               [{key: r[key] for key in ("epoch", "train_loss", "val_score", "lr")} for r in epochs])
     if not better_than_shipped(decoding, scores, summary):
         write_report(split)
         return
@@ -375,9 +378,10 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     log("re-tuned zoo model on the test images: " + ", ".join(f"{k} {v:.3f}" for k, v in shipped.items()))
     summary = {"params": int(row["params"]), "threads": int(row["threads"]), "train_minutes": float(row["train_minutes"]),
                "batch": int(row.get("batch") or BATCH), "trained_on": row.get("trained_on") or "CPU",
+               "steps": int(row.get("steps") or STEPS),
                "best_epoch": int(row["best_epoch"]), "best_val": float(row["best_val"]), "commit": row["commit"],
                "epochs": int(row.get("epochs") or EPOCHS), "retuned": git_commit()}
-    settings = Settings(data=data, work=work, results=RESULTS, epochs=summary["epochs"], steps=STEPS,
+    settings = Settings(data=data, work=work, results=RESULTS, epochs=summary["epochs"], steps=summary["steps"],
                         threads=summary["threads"],
                         device="cpu", n_artificial=N_ARTIFICIAL, smoke=False)
     write_text(ZOO_FOLDER / "card.md", card(settings, split, diameter, decoding, None, summary, shipped))
@@ -393,7 +397,7 @@ README_BEGIN, README_END = "<!-- zoo-scores:begin (bench/train_zoo.py --report) 
 CURVE = RESULTS / "zoo_curve.csv"
 VERSIONS = RESULTS / "zoo_versions.csv"
 VERSION_FIELDS = ("commit", "epochs", "best_epoch", "best_val", "val_objective", "decoding_h", "decoding_threshold",
-                  "decoding_min_size", "F1@0.5", "AJI", "US rate")
+                  "decoding_min_size", "F1@0.5", "AJI", "US rate", "steps", "batch", "trained_on")
 
 
 def record_version(row: dict[str, Any]) -> None:
@@ -409,13 +413,17 @@ def versions_section(shipped_commit: str) -> str:
     if len(rows) < 2:
         return "One version so far."
     lines = ["A new version replaces the shipped one only when its decoding-tuned validation score (mean F1 over IoU "
-             "0.5:0.95, the objective of `fluoseg tune`, on the exported weights as `predict` runs them) is higher; "
+             "0.5:0.95 on the validation images, the objective of `fluoseg tune`: of the trained run as `predict` runs it, "
+             "or of the exported weights where the package was re-tuned with `--retune`) is higher; "
              "the test columns choose nothing.", "",
-             "| trained at commit | epochs | kept epoch | val F1@0.5 (training's decoding) | val mean F1 0.5:0.95 "
-             "(tuned) | decoding (h, threshold, min size) | test F1@0.5 | test AJI | test US rate | shipped |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "| trained at commit | epochs x steps x batch, on | kept epoch | val F1@0.5 (training's decoding) | val mean "
+             "F1 0.5:0.95 (tuned) | decoding (h, threshold, min size) | test F1@0.5 | test AJI | test US rate | shipped |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['commit']} | {r['epochs']} | {r['best_epoch']} | {float(r['best_val']):.3f} | "
+        # rows from before steps, batch and machine were recorded trained with the defaults, on CPU
+        training = (f"{r['epochs']} x {r.get('steps') or STEPS} x {r.get('batch') or BATCH}, "
+                    f"{r.get('trained_on') or 'CPU'}")
+        lines.append(f"| {r['commit']} | {training} | {r['best_epoch']} | {float(r['best_val']):.3f} | "
                      f"{float(r['val_objective']):.4f} | {float(r['decoding_h']):g}, {float(r['decoding_threshold']):g}, "
                      f"{float(r['decoding_min_size']):g} | {float(r['F1@0.5']):.3f} | {float(r['AJI']):.3f} | "
                      f"{float(r['US rate']):.3f} | {'yes' if r['commit'] == shipped_commit else ''} |")
