@@ -191,6 +191,15 @@ def kill_after_first_epoch(monkeypatch):
     return original
 
 
+def killed_and_resumed(config_path, run, monkeypatch):
+    """Train ``config_path`` into ``run``, killed after its first epoch, then resumed to the end."""
+    original = kill_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(config_path), run, progress=False)
+    monkeypatch.setattr(trainer_module, "_write_metrics", original)
+    return train(load_config(config_path), run, resume=True, progress=False)
+
+
 def test_sgd_with_a_step_schedule_logs_the_learning_rate(make_config, tmp_path):
     run = train(load_config(make_config(epochs=3, steps_per_epoch=1, optimizer="sgd", momentum=0.9,
                                         schedule="step", step_size=1, gamma=0.5)), tmp_path / "run", progress=False)
@@ -205,11 +214,7 @@ def test_killed_run_with_a_schedule_resumes_to_the_same_result(make_config, tmp_
     # step_size 2 decays after epoch 2: a resumed run that restarted the schedule would not.
     settings = dict(epochs=3, steps_per_epoch=2, optimizer="sgd", schedule="step", step_size=2, gamma=0.5)
     reference = train(load_config(make_config(**settings)), tmp_path / "reference", progress=False)
-    original = kill_after_first_epoch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(make_config(**settings)), tmp_path / "killed", progress=False)
-    monkeypatch.setattr(trainer_module, "_write_metrics", original)
-    resumed = train(load_config(make_config(**settings)), tmp_path / "killed", resume=True, progress=False)
+    resumed = killed_and_resumed(make_config(**settings), tmp_path / "killed", monkeypatch)
     assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
     assert [float(r["lr"]) for r in metric_rows(resumed)] == pytest.approx([1e-3, 1e-3, 5e-4])
 
@@ -222,11 +227,7 @@ def test_batches_drawn_by_workers_train_reproducibly_and_resume_to_the_same_resu
     assert same_weights(weights(reference / "model" / "last.pt"), weights(again / "model" / "last.pt"))
     in_process = train(load_config(make_config(epochs=2, steps_per_epoch=3)), tmp_path / "in-process", progress=False)
     assert not same_weights(weights(reference / "model" / "last.pt"), weights(in_process / "model" / "last.pt"))
-    original = kill_after_first_epoch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(make_config(**settings)), tmp_path / "killed", progress=False)
-    monkeypatch.setattr(trainer_module, "_write_metrics", original)
-    resumed = train(load_config(make_config(**settings)), tmp_path / "killed", resume=True, progress=False)
+    resumed = killed_and_resumed(make_config(**settings), tmp_path / "killed", monkeypatch)
     assert same_weights(weights(reference / "model" / "last.pt"), weights(resumed / "model" / "last.pt"))
 
 
