@@ -3,6 +3,7 @@ import pytest
 
 from fluoseg.data.augment import Augmenter
 from fluoseg.data.dataset import PatchSampler, PreparedSample
+from fluoseg.errors import FluosegError
 from fluoseg.tasks import IGNORE_INDEX
 from fluoseg.train.batches import epoch_batches
 
@@ -64,3 +65,20 @@ def test_reseeded_sampler_gets_its_own_augmenter_generator():
     twin = source.reseeded(np.random.default_rng(5))
     assert twin.rng is twin.augmenter.rng and twin.augmenter is not source.augmenter
     assert source.augmenter.rng is source.rng and twin.samples is source.samples
+
+
+class DyingSampler(PatchSampler):
+    """Kills the worker process that draws from it, as the kernel does to one out of memory."""
+
+    def batch(self, size):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_dead_worker_is_a_one_line_user_error_naming_the_fix():
+    source = sampler()
+    source.__class__ = DyingSampler
+    with pytest.raises(FluosegError, match=r"train\.workers below 2 .*shm-size"):
+        list(epoch_batches(source, 2, 4, workers=2, seed=(0, 1)))

@@ -21,6 +21,7 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fluoseg.data.dataset import PatchSampler
+from fluoseg.errors import FluosegError
 
 Batch = tuple[Any, Any, dict[str, Any]]
 
@@ -64,8 +65,26 @@ def epoch_batches(sampler: PatchSampler, batch_size: int, steps: int, *, workers
     -------
     Iterable[Batch]
         ``steps`` batches of numpy arrays (no workers) or tensors (workers), in step order.
+
+    Raises
+    ------
+    FluosegError
+        If a worker process dies (killed for memory, or out of shared memory in a container).
     """
     if workers == 0:
         return (sampler.batch(batch_size) for _ in range(steps))
-    return DataLoader(_EpochStream(sampler, batch_size, steps, seed), batch_size=None,
-                      num_workers=min(workers, steps), pin_memory=pin_memory)
+    loader = DataLoader(_EpochStream(sampler, batch_size, steps, seed), batch_size=None,
+                        num_workers=min(workers, steps), pin_memory=pin_memory)
+    return _reporting_dead_workers(loader, workers)
+
+
+def _reporting_dead_workers(loader: DataLoader, workers: int) -> Iterator[Batch]:
+    """The loader's batches, with a dead worker reported as a user error (it is the machine's limits, not a bug)."""
+    try:
+        yield from loader
+    except RuntimeError as error:
+        if "DataLoader worker" not in str(error):
+            raise
+        raise FluosegError(f"a process drawing training batches died ({str(error).splitlines()[0]}); set "
+                           f"train.workers below {workers} (0 draws them in the training process), or give a "
+                           "container more shared memory (docker --shm-size)") from None
