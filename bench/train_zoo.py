@@ -39,6 +39,7 @@ from typing import Any
 
 import peers_report
 import yaml
+import zoo_auto_diameter
 import zoo_loso
 
 from _common import (
@@ -523,12 +524,16 @@ def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict
     rows = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
     auto_rows = read_rows(RESULTS / "zoo_auto_diameter.csv") if (RESULTS / "zoo_auto_diameter.csv").is_file() else []
     auto_diameter = "\n".join(
-        ["| re-probes zoomed out | keep first maps within zoom | val F1@0.5 | val mean F1 0.5:0.95 | val AJI | seconds |",
-         "|---:|---:|---:|---:|---:|---:|"]
-        + [f"| {r['refinements']} | {r['reuse']} | {float(r['val_f1_at_0.5']):.4f} | "
-           f"{float(r['val_f1_mean_0.5_0.95']):.4f} | {float(r['val_aji']):.4f} | {r['seconds']} |" for r in auto_rows]
+        ["| diameter | re-probes zoomed out | keep first maps within zoom | val F1@0.5 | val mean F1 0.5:0.95 | val AJI "
+         "| val US rate | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        + [f"| {r.get('diameter') or 'auto'} | {r['refinements']} | {r['reuse']} | {float(r['val_f1_at_0.5']):.4f} | "
+           f"{float(r['val_f1_mean_0.5_0.95']):.4f} | {float(r['val_aji']):.4f} | "
+           f"{float(r['val_us_rate']) if r.get('val_us_rate') else float('nan'):.4f} | {r['seconds']} |"
+           for r in auto_rows]
     ) if auto_rows else "(not measured)"
     auto_diameter = measured_on(auto_rows, "bench/zoo_auto_diameter.py", what="this table") + auto_diameter
+    if zoo_auto_diameter.IMAGES_CSV.is_file():
+        auto_diameter += "\n\n" + zoo_auto_diameter.estimate_summary(read_rows(zoo_auto_diameter.IMAGES_CSV))
     curve = "\n".join(f"| {r['epoch']} | {float(r['train_loss']):.4f} | {float(r['val_score']):.3f} |" for r in epochs)
     retuned = (f"; decoding re-tuned on the shipped weights at commit {summary['retuned']}, `--retune`"
                if summary.get("retuned") else "")
