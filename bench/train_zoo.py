@@ -367,7 +367,8 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
     shipped_decoding = segmenter_decoding(segmenter)
     log(f"re-tuning the shipped decoding on {len(split['val'])} validation images (from {shipped_decoding})")
     search = tune_segmenter(segmenter, [manifest.sample(i) for i in split["val"]], method=RECIPE.method,
-                            trained=shipped_decoding, objective="f1_mean", rounds=2, log=log)
+                            trained=shipped_decoding, objective="f1_mean", rounds=2, log=log,
+                            calibrate_diameter=True)
     decoding = {"parameters": search.best, "value": search.value, "passes": search.passes,
                 "converged": search.converged}
     log(f"re-tuned decoding: {search.best} (validation f1_mean {search.before:.4f} with the trained decoding "

@@ -253,3 +253,9 @@ def test_unknown_markers_need_a_choice_and_a_channel_invariant_model(channel_inv
             attempt()
     # a channel the choice leaves out may still carry any name, for every model
     assert slots.predict_probabilities(with_new_marker, NAMES, markers=["m1"], tile_size=60).shape == (2, 72, 72)
+
+
+def test_auto_diameter_divides_by_the_calibrated_bias():
+    segmenter = _FragmentingSegmenter(true=18, target=14)
+    segmenter.task.diameter_bias = 1.2  # this model's estimates come out 1.2 times too large
+    assert segmenter.estimate_diameter(np.zeros((1, 64, 64), np.float32)) == pytest.approx(15, rel=0.1)

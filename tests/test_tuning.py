@@ -56,11 +56,15 @@ def test_auto_diameter_tuning_predicts_again_with_the_tuned_parameters(instance_
     monkeypatch.setattr(Segmenter, "load", classmethod(scale_normalised))
     record = tune_run(instance_run, rounds=0, log=lambda line: None)
     passes = record["passes"]
-    assert 1 <= passes <= MAX_PASSES and len(decodings) == 2 * passes  # two validation images per pass
-    assert decodings[0]["h"] == 4.0 and decodings[0]["min_size"] == 5  # the first pass: the trained decoding
-    for before, after in zip(decodings[::2], decodings[2::2]):
+    # two validation images per pass, and once more with the calibrated diameter estimates
+    assert 1 <= passes <= MAX_PASSES and len(decodings) == 2 * passes + 2
+    searched, calibrated = decodings[:2 * passes], decodings[2 * passes:]
+    assert searched[0]["h"] == 4.0 and searched[0]["min_size"] == 5  # the first pass: the trained decoding
+    for before, after in zip(searched[::2], searched[2::2]):
         assert before != after  # a further pass only when the search moved the parameters
-    assert passes == MAX_PASSES or decodings[-1] == record["parameters"]  # converged: predicted as stored
+    decoding = {key: record["parameters"][key] for key in ("h", "threshold", "min_size")}
+    assert passes == MAX_PASSES or searched[-1] == decoding  # converged: predicted as stored
+    assert calibrated == [decoding, decoding]  # calibrated with the kept decoding
 
 
 def test_tune_segmenter_reads_each_image_once_and_leaves_the_best_decoding(instance_run, monkeypatch):
@@ -265,3 +269,76 @@ def test_tuning_a_pretrained_model_refuses_before_predicting(instance_run, tmp_p
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     with pytest.raises(FluosegError, match="has no \\['smoothing'\\]"):
         zoo.write_retuned(folder, tmp_path / "z", task_updates={"smoothing": 1.0}, card="")
+
+
+class _OverestimatingSegmenter(_ScaleSegmenter):
+    """Estimates every diameter 1.2 times too large; its maps record the diameter bias they were predicted with."""
+
+    def __init__(self):
+        super().__init__()
+        self.task.diameter_bias = 1.0
+
+    def set_decoding(self, **parameters):
+        for key, value in parameters.items():
+            setattr(self.task, key, value)
+
+    def estimate_diameter(self, array, names, options):
+        from fluoseg.instance.scale import estimate_diameter_from_labels
+
+        return 1.2 * estimate_diameter_from_labels(_SampleWithObjects().read_labels((4, 4))) / self.task.diameter_bias
+
+    def model_scale_maps(self, array, names, options):
+        import numpy as np
+
+        return np.full((2, 4, 4), self.task.diameter_bias, np.float32), None
+
+
+class _SampleWithObjects(_FakeSample):
+    def read_labels(self, spatial):
+        import numpy as np
+
+        labels = np.zeros(spatial, np.int32)
+        labels[:2, :2] = 1
+        return labels
+
+
+class _ScaleSensitiveSearch:
+    """Settles at once on h = 2; maps predicted at a diameter bias of 1.2 score ``calibrated``, others 0.5."""
+
+    def __init__(self, calibrated):
+        self.calibrated = calibrated
+
+    def __call__(self, images, *, method, objective, rounds, grid=None, fixed=None, progress=None):
+        from fluoseg.instance.tune import TuningResult
+
+        bias = float(images[0].maps[0, 0, 0])
+        value = self.calibrated if abs(bias - 1.2) < 1e-6 else 0.5
+        return TuningResult(method=method, objective=objective, best={"h": 2.0}, value=value,
+                            table=[{"h": 2.0, "objective": value}])
+
+
+@pytest.mark.parametrize("calibrated, kept", [(0.8, True), (0.4, False)])
+def test_diameter_estimates_are_calibrated_on_the_annotated_images_when_that_scores_higher(monkeypatch, calibrated,
+                                                                                           kept):
+    import fluoseg.tuning as tuning
+
+    monkeypatch.setattr(tuning, "tune_decoding", _ScaleSensitiveSearch(calibrated))
+    segmenter = _OverestimatingSegmenter()
+    search = tune_segmenter(segmenter, [_SampleWithObjects(), _SampleWithObjects()], method="distance",
+                            trained={"h": 2.0}, log=lambda line: None, calibrate_diameter=True)
+    if kept:
+        assert search.best == {"h": 2.0, "diameter_bias": 1.2} and search.value == 0.8
+        assert segmenter.task.diameter_bias == 1.2
+    else:
+        assert search.best == {"h": 2.0} and search.value == 0.5 and segmenter.task.diameter_bias == 1.0
+    assert search.before == 0.5
+
+
+def test_calibration_is_left_out_unless_asked_for_or_without_objects(monkeypatch):
+    import fluoseg.tuning as tuning
+
+    monkeypatch.setattr(tuning, "tune_decoding", _ScaleSensitiveSearch(0.8))
+    assert tune_segmenter(_OverestimatingSegmenter(), [_SampleWithObjects()], method="distance", trained={"h": 2.0},
+                          log=lambda line: None).best == {"h": 2.0}
+    assert tune_segmenter(_OverestimatingSegmenter(), [_FakeSample()], method="distance", trained={"h": 2.0},
+                          log=lambda line: None, calibrate_diameter=True).best == {"h": 2.0}

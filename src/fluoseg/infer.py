@@ -476,7 +476,8 @@ class Segmenter:
         its training size, so when that estimate asks for a zoom far from 1 (more than
         :data:`AUTO_TOLERANCE`) the image is probed again at that zoom and the estimate is
         taken from there, up to ``refinements`` times (Cellpose refines its size model's
-        guess in the same spirit). Nuclei several times the training size, which a first pass
+        guess in the same spirit). The estimate is divided by the task's ``diameter_bias``
+        (the model's own overestimate, calibrated by ``fluoseg tune``). Nuclei several times the training size, which a first pass
         cuts into pieces, are measured whole this way. Only zooms below 1 are probed (they
         are cheap); without any object the model's training diameter is returned (no
         rescaling).
@@ -496,7 +497,7 @@ class Segmenter:
             first = (maps, labels) if first is None else first
             if labels.max() == 0:
                 break
-            diameter = estimate_diameter_from_labels(labels) / zoom
+            diameter = estimate_diameter_from_labels(labels) / zoom / getattr(self.task, "diameter_bias", 1.0)
             wanted = scale_factor(diameter, target)
             # Zooming in costs zoom^2 times the pixels and small objects are seen at the
             # original scale anyway; only probes at a smaller zoom are worth running.

@@ -28,6 +28,7 @@ from fluoseg.data.manifest import Manifest, load_manifest
 from fluoseg.data.sample import Sample
 from fluoseg.errors import FluosegError
 from fluoseg.infer import PredictOptions, Segmenter
+from fluoseg.instance.scale import estimate_diameter_from_labels
 from fluoseg.instance.tune import DEFAULT_GRIDS, TuningImage, score_labels, tune_decoding
 from fluoseg.io import write_csv_atomically
 from fluoseg.run import RunDir
@@ -72,7 +73,8 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
         scale-normalised model predicted with ``diameter="auto"`` estimates each image's scale
         from objects decoded with the current parameters, so the images are predicted again
         with the tuned parameters and searched again, up to :data:`MAX_PASSES` times, until the
-        parameters stop changing (``passes``).
+        parameters stop changing (``passes``); then its estimates are calibrated against the
+        annotated diameters (``diameter_bias`` among the parameters, when that scores higher).
 
     Raises
     ------
@@ -102,7 +104,7 @@ def tune_run(run_dir: str | Path, *, objective: str = "f1_mean", samples: Sequen
     trained = _decoding_of(checkpoint.task, method)
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
                             objective=objective, options=options, rounds=rounds, aliases=aliases, log=log,
-                            started=started)
+                            started=started, calibrate_diameter=True)
     record = _search_record(search, objective=objective, trained=trained, samples=ids, manifest=source,
                             started=started)
     run.write_decoding(members[0], record)
@@ -165,7 +167,7 @@ def tune_pretrained(model: str | Path, out: str | Path, *, manifest: str | Path,
     segmenter = Segmenter.load(folder, device=device)
     search = tune_segmenter(segmenter, [data.sample(i) for i in ids], method=method, trained=trained,
                             objective=objective, options=options, rounds=rounds, aliases=aliases, log=log,
-                            started=started)
+                            started=started, calibrate_diameter=True)
     record = {"model": folder.name, **_search_record(search, objective=objective, trained=trained, samples=ids,
                                                      manifest=manifest, started=started)}
     card = (folder / zoo.CARD_FILE).read_text(encoding="utf-8") if (folder / zoo.CARD_FILE).is_file() else ""
@@ -220,7 +222,7 @@ class DecodingSearch:
 def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: str, trained: Mapping[str, float],
                    objective: str = "f1_mean", options: PredictOptions | None = None, rounds: int = 1,
                    aliases: Mapping[str, str] | None = None, log: Callable[[str], None] = print,
-                   started: float | None = None) -> DecodingSearch:
+                   started: float | None = None, calibrate_diameter: bool = False) -> DecodingSearch:
     """Search the decoding parameters of a loaded instance model on annotated images.
 
     Parameters
@@ -241,6 +243,11 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
         Called with one line per stage.
     started
         ``time.perf_counter()`` at the start of the caller's work, for the logged times.
+    calibrate_diameter
+        For a scale-normalised model predicted with ``diameter="auto"``: after the search,
+        measure how much larger the model's own diameter estimates are than the annotated
+        ones (median ratio over the images) and keep that ``diameter_bias`` (in ``best``)
+        if predicting with it scores higher.
 
     Returns
     -------
@@ -296,8 +303,40 @@ def tune_segmenter(segmenter: Segmenter, samples: Sequence[Sample], *, method: s
         log(f"tune: the passes settled on {result.best} ({objective} {result.value:.4f}); keeping {best}, "
             f"{value:.4f} as predicted")
     segmenter.set_decoding(**best)
+    if calibrate_diameter and passes > 1:
+        bias, value = _calibrate_diameter(segmenter, annotated, options, value,
+                                          lambda images: score(images, best), log)
+        best = {**best, "diameter_bias": bias} if bias is not None else best
     return DecodingSearch(best=best, value=value, table=result.table, before=as_predicted[0][0],
                           passes=attempt + 1, converged=converged)
+
+
+def _calibrate_diameter(segmenter: Segmenter, annotated: Sequence[_AnnotatedImage], options: PredictOptions,
+                        value: float, score: Callable[[list[TuningImage]], float],
+                        log: Callable[[str], None]) -> tuple[float | None, float]:
+    """The model's diameter overestimate on annotated images, if predicting with it scores above ``value``.
+
+    Returns ``(diameter_bias, its value)``, or ``(None, value)`` with the segmenter left as it was
+    when no image has objects or the calibrated estimates score no higher.
+    """
+    previous = segmenter.task.diameter_bias
+    segmenter.set_decoding(diameter_bias=1.0)  # the raw estimates
+    ratios = [segmenter.estimate_diameter(item.image.array, item.channel_names, item.options(options))
+              / estimate_diameter_from_labels(item.truth) for item in annotated if item.truth.max() > 0]
+    if not ratios:
+        segmenter.set_decoding(diameter_bias=previous)
+        return None, value
+    bias = round(float(np.median(ratios)), 4)
+    segmenter.set_decoding(diameter_bias=bias)
+    calibrated = score([item.maps(segmenter, options) for item in annotated])
+    kept = calibrated > value
+    log(f"tune: the model's diameter estimates are x{bias:g} the annotated ones (median of {len(ratios)} images); "
+        f"predicted with the estimates divided by it, {calibrated:.4f} against {value:.4f}: "
+        + ("kept" if kept else "not kept"))
+    if not kept:
+        segmenter.set_decoding(diameter_bias=previous)
+        return None, value
+    return bias, calibrated
 
 
 @dataclass(frozen=True)

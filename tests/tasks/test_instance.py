@@ -89,3 +89,6 @@ def test_methods_are_registered_classes_and_old_states_load():
     task = task_from_state(old)
     assert type(task).__name__ == "DistanceTask" and (task.alpha, task.h, task.threshold) == (2.0, 3.0, 0.4)
     assert task.min_size == 7 and task.target_diameter == 15.0 and task.ignored_channels == ()
+    assert task.diameter_bias == 1.0 and task_from_state({**old, "diameter_bias": 1.1}).diameter_bias == 1.1
+    assert task_from_state({**old, "diameter_bias": 1.1}).state()["diameter_bias"] == 1.1
+    assert "diameter_bias" not in task_from_state({**old, "target_diameter": None}).state()  # nothing to estimate

@@ -72,7 +72,9 @@ def build_instance_task(method: str, **options: Any) -> InstanceTask:
     """
     cls = INSTANCE_METHODS.get(method)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return cls(**{k: v for k, v in options.items() if k in accepted})
+    task = cls(**{k: v for k, v in options.items() if k in accepted})
+    task.diameter_bias = float(options.get("diameter_bias", 1.0))  # set by tuning, not by training
+    return task
 
 
 class InstanceTask(Task):
@@ -85,6 +87,14 @@ class InstanceTask(Task):
     target_diameter
         Kromp et al.'s scale normalisation: every image is rescaled so its objects have
         this mean diameter in pixels; ``None`` for none.
+
+    Attributes
+    ----------
+    diameter_bias
+        With scale normalisation: how much larger the model's own estimate of an image's
+        diameter (``--diameter auto``, from the objects it decodes) comes out than the
+        annotated diameter; the estimate is divided by it. 1 until ``fluoseg tune``
+        calibrates it on annotated images (:func:`fluoseg.tuning.tune_segmenter`).
     """
 
     name = "instance"
@@ -94,6 +104,7 @@ class InstanceTask(Task):
     def __init__(self, *, min_size: int = 10, target_diameter: float | None = None) -> None:
         self.min_size = min_size
         self._target_diameter = target_diameter
+        self.diameter_bias = 1.0
 
     @property
     def target_diameter(self) -> float | None:
@@ -132,8 +143,11 @@ class InstanceTask(Task):
         return {}
 
     def state(self) -> dict[str, Any]:
-        return {"name": self.name, "method": self.method, **self.options(), "min_size": self.min_size,
-                "target_diameter": self.target_diameter}
+        state = {"name": self.name, "method": self.method, **self.options(), "min_size": self.min_size,
+                 "target_diameter": self.target_diameter}
+        if self.target_diameter:  # only a scale-normalised model estimates diameters
+            state["diameter_bias"] = self.diameter_bias
+        return state
 
 
 @register_instance_method("border")
