@@ -41,6 +41,19 @@ def test_exported_model_predicts_as_its_run(nuclei_run, tmp_path, monkeypatch):
         Segmenter.load("nope")
 
 
+def test_a_model_exported_before_the_diameter_bias_takes_a_calibrated_one(nuclei_run, tmp_path):
+    import json
+
+    _, run = nuclei_run
+    folder = zoo.export_run(run, tmp_path / "old", card="# old\n")
+    model = json.loads((folder / zoo.MODEL_FILE).read_text())
+    model["task"].pop("diameter_bias", None)  # as exported before models had one
+    (folder / zoo.MODEL_FILE).write_text(json.dumps(model))
+    assert Segmenter.load(folder, device="cpu").task.diameter_bias == 1.0
+    zoo.write_retuned(folder, tmp_path / "new", task_updates={"diameter_bias": 1.1}, card="# new\n")
+    assert Segmenter.load(tmp_path / "new", device="cpu").task.diameter_bias == 1.1
+
+
 def test_cli_lists_models_and_predicts_by_name_with_object_tables(nuclei_run, tmp_path, monkeypatch, capsys):
     root, run = nuclei_run
     zoo.export_run(run, tmp_path / "zoo" / "tinynuclei", card="# tinynuclei\n\nA test model.\n")

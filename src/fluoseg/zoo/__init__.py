@@ -224,10 +224,14 @@ def write_retuned(folder: str | Path, out: str | Path, *, task_updates: dict[str
     folder, out = Path(folder), Path(out)
     if not is_zoo_folder(folder):
         raise FluosegError(f"not a pretrained model folder (it needs {MODEL_FILE} and {WEIGHTS_FILE})", path=folder)
+    from fluoseg.tasks import task_from_state
+
     state = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
-    unknown = sorted(set(task_updates) - set(state["task"]))
+    # the task as loaded: constants a model exported before they existed have their defaults
+    known = set(task_from_state(state["task"]).state()) | set(state["task"])
+    unknown = sorted(set(task_updates) - known)
     if unknown:
-        raise FluosegError(f"the model's task has no {unknown}; it has {sorted(state['task'])}", path=folder)
+        raise FluosegError(f"the model's task has no {unknown}; it has {sorted(known)}", path=folder)
     check_zoo_folder(out, overwrite=overwrite, files=RETUNED_FILES if record is not None else EXPORTED_FILES)
     state["task"] = {**state["task"], **task_updates}
     in_place = out.resolve() == folder.resolve()
