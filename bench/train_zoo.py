@@ -133,7 +133,11 @@ def card(settings: Settings, split: dict[str, list[str]], diameter: float, decod
                       + [f"| {header} | " + " | ".join(f"{(values or {}).get(header, float('nan')):.3f}"
                                                        for _, values in columns) + " |"
                          for header, _, _ in SCORES])
-    parameters = ", ".join(f"{k} = {v:g}" for k, v in decoding["parameters"].items())
+    parameters = ", ".join(f"{k} = {v:g}" for k, v in decoding["parameters"].items() if k != "diameter_bias")
+    if "diameter_bias" in decoding["parameters"]:
+        parameters += (f"; `--diameter auto` divides its estimates by {decoding['parameters']['diameter_bias']:g}, "
+                       "the median ratio of the model's estimate to the annotated mean diameter on those images "
+                       "(`diameter_bias`, calibrated by `fluoseg tune`)")
     settled = ("they settled" if decoding.get("converged", True) else
                "they did not settle, so the best of the parameters the images were predicted with, scored as "
                "predicted, was kept")
