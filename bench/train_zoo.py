@@ -33,6 +33,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,8 @@ default `--diameter auto` a first pass estimates the nucleus size; give `--diame
 - Every training image rescaled so its mean nucleus diameter is {diameter:g} px (median over
   training images).
 - Adam, learning rate {LEARNING_RATE:g} with cosine annealing, {settings.epochs} epochs x {settings.steps} steps, batch
-  {summary.get('batch') or BATCH} of {PATCH}x{PATCH}, flips, 90° rotations, intensity jitter, seed 0, on
-  {summary.get('trained_on') or 'CPU'} ({summary['threads']} thread(s), {summary['train_minutes']:.0f} min).
+  {summary['batch']} of {PATCH}x{PATCH}, flips, 90° rotations, intensity jitter, seed 0, on
+  {summary['trained_on']} ({summary['threads']} thread(s), {summary['train_minutes']:.0f} min).
 - Kept epoch {summary['best_epoch']} of {settings.epochs}, the best validation F1@0.5 ({summary['best_val']:.3f}).
 - Decoding tuned on the validation images (`fluoseg tune`, objective mean F1 over IoU 0.5:0.95):
   {parameters}.{retuned}
@@ -276,7 +277,8 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
 VALIDATION_SHARE = 0.2  # of a planned training's time, spent validating after each epoch
 
 
-def plan_training(settings: Settings, make_config: Any, minutes: float, probe_steps: int) -> tuple[int, int]:
+def plan_training(settings: Settings, make_config: Callable[[Settings], dict[str, Any]], minutes: float,
+                  probe_steps: int) -> tuple[int, int]:
     """Epochs and steps per epoch that fill ``minutes`` of training and validation.
 
     A probe training of one epoch (``probe_steps`` steps, every validation image) times a step
