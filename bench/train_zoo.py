@@ -647,7 +647,7 @@ def loso_section() -> str:
     body = "\n".join(line.replace("## ", "### ", 1) if line.startswith("## ") else line
                      for line in zoo_loso.results_lines(rows))
     shipped = [r for r in rows if r["model"] == zoo_loso.SHIPPED]
-    stale = measured_on(shipped, "bench/zoo_loso.py --work <its work folder>", what="the `shipped` rows")
+    stale = measured_on(shipped, "bench/zoo_loso.py --shipped-only", what="the `shipped` rows")
     return (f"{stale}From `{zoo_loso.SCORES_CSV}` (`bench/zoo_loso.py`; groups, set-up and networks in "
             f"`{zoo_loso.REPORT_MD}`): the recipe of this model on a short schedule, trained without one source "
             f"group and scored on it, against the same recipe trained on every group.\n\n{body}")
