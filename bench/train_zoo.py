@@ -526,14 +526,22 @@ def render_readme(split: dict[str, list[str]], scores: dict[str, float], side: S
     log("README.md: shipped-model scores updated")
 
 
+def _fragment_fit(value: str | None) -> str:
+    """The pieces check of a ``zoo_auto_diameter.csv`` row: its threshold, "off", or "" for the bound row."""
+    if value is None:  # a row from before the check existed
+        return "off"
+    return value if not value or float(value) > 0 else "off"
+
+
 def report(split: dict[str, list[str]], scores: dict[str, float], decoding: dict[str, float],
            summary: dict[str, Any], epochs: list[dict[str, str]], side: SideBySide | None) -> str:
     rows = "\n".join(f"| {header} | {value:.3f} |" for header, value in scores.items())
     auto_rows = read_rows(RESULTS / "zoo_auto_diameter.csv") if (RESULTS / "zoo_auto_diameter.csv").is_file() else []
     auto_diameter = "\n".join(
-        ["| diameter | re-probes zoomed out | keep first maps within zoom | val F1@0.5 | val mean F1 0.5:0.95 | val AJI "
-         "| val US rate | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        + [f"| {r.get('diameter') or 'auto'} | {r['refinements']} | {r['reuse']} | {float(r['val_f1_at_0.5']):.4f} | "
+        ["| diameter | re-probes zoomed out | keep first maps within zoom | check for pieces below fit | val F1@0.5 "
+         "| val mean F1 0.5:0.95 | val AJI | val US rate | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        + [f"| {r.get('diameter') or 'auto'} | {r['refinements']} | {r['reuse']} | "
+           f"{_fragment_fit(r.get('fragment_fit'))} | {float(r['val_f1_at_0.5']):.4f} | "
            f"{float(r['val_f1_mean_0.5_0.95']):.4f} | {float(r['val_aji']):.4f} | "
            f"{float(r['val_us_rate']) if r.get('val_us_rate') else float('nan'):.4f} | {r['seconds']} |"
            for r in auto_rows]

@@ -2,9 +2,10 @@
 """Choose the ``--diameter auto`` settings of the shipped nuclei model on validation images.
 
 Compares, on the 36 validation images of ``bench/splits/dsb2018_fluo.json`` with the shipped
-model and its tuned decoding (or a trained run, ``--run``): one probe vs re-probing zoomed out (``refinements``), and always
-re-predicting at the estimated scale vs keeping the first probe's maps when the zoom is within
-``reuse`` of 1. A last row predicts each image at the diameter of its annotated nuclei: how far
+model and its tuned decoding (or a trained run, ``--run``): one probe vs re-probing zoomed out (``refinements``),
+always re-predicting at the estimated scale vs keeping the first probe's maps when the zoom is within
+``reuse`` of 1, and without vs with the check for large objects cut into pieces (a probe at half
+zoom when the first probe's objects fit the distance map worse than ``fragment_fit``; 0: off). A last row predicts each image at the diameter of its annotated nuclei: how far
 the automatic estimate is from an exact one (a bound users cannot reach without annotations; it
 chooses nothing). Writes ``bench/results/zoo_auto_diameter.csv`` (pooled validation scores and
 seconds per configuration) and ``zoo_auto_diameter_images.csv`` (per validation image: the
@@ -12,7 +13,8 @@ annotated mean diameter and the shipped settings' estimate). The test split is n
 
     .venv/bin/python bench/zoo_auto_diameter.py [--run bench/work/zoo/distance-art-scale/run]
 
-The (refinements, reuse) chosen here are ``fluoseg.infer.AUTO_REFINEMENTS`` and ``AUTO_REUSE``.
+The (refinements, reuse, fragment_fit) chosen here are ``fluoseg.infer.AUTO_REFINEMENTS``, ``AUTO_REUSE``
+and ``FRAGMENT_FIT``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pathlib import Path
 
 from _common import DSB2018, RESULTS, dsb_split, log, pooled_metric, read_rows, write_rows, zoo_version
 
-CONFIGS = ({"refinements": 0, "reuse": 1.0}, {"refinements": 2, "reuse": 1.0}, {"refinements": 2, "reuse": 1.25})
+CONFIGS = ({"refinements": 0, "reuse": 1.0, "fragment_fit": 0.0}, {"refinements": 2, "reuse": 1.0, "fragment_fit": 0.0},
+           {"refinements": 2, "reuse": 1.25, "fragment_fit": 0.0}, {"refinements": 2, "reuse": 1.25, "fragment_fit": 0.6},
+           {"refinements": 2, "reuse": 1.25, "fragment_fit": 0.7}, {"refinements": 2, "reuse": 1.25, "fragment_fit": 0.8})
 FROM_LABELS = "from labels (bound)"
 IMAGES_CSV = RESULTS / "zoo_auto_diameter_images.csv"
 
@@ -48,17 +52,19 @@ def main() -> int:
     truths = {i: read_labels(DSB2018 / "labels" / f"{i}.tif") for i in ids}
     true_diameters = {i: estimate_diameter_from_labels(truths[i]) for i in ids}
     rows = []
-    defaults = infer.AUTO_REFINEMENTS, infer.AUTO_REUSE
+    defaults = infer.AUTO_REFINEMENTS, infer.AUTO_REUSE, infer.FRAGMENT_FIT
     for config in [*CONFIGS, None]:
         if config is None:  # the bound: each image at its annotated diameter, the shipped auto settings unused
-            config, diameters = {"diameter": FROM_LABELS, "refinements": "", "reuse": ""}, true_diameters
+            config = {"diameter": FROM_LABELS, "refinements": "", "reuse": "", "fragment_fit": ""}
+            diameters = true_diameters
         else:
             config, diameters = {"diameter": "auto", **config}, {i: "auto" for i in ids}
-            infer.AUTO_REFINEMENTS, infer.AUTO_REUSE = config["refinements"], config["reuse"]
+            infer.AUTO_REFINEMENTS, infer.AUTO_REUSE, infer.FRAGMENT_FIT = (
+                config["refinements"], config["reuse"], config["fragment_fit"])
         started = time.perf_counter()
         items = [(i, segmenter.predict_labels(images[i], diameter=diameters[i])[0], truths[i]) for i in ids]
         seconds = time.perf_counter() - started
-        infer.AUTO_REFINEMENTS, infer.AUTO_REUSE = defaults
+        infer.AUTO_REFINEMENTS, infer.AUTO_REUSE, infer.FRAGMENT_FIT = defaults
         scores = instance_rows(items)
         rows.append({**config, "val_f1_at_0.5": pooled_metric(scores, "f1", 0.5),
                      "val_f1_mean_0.5_0.95": pooled_metric(scores, "f1_mean_over_thresholds"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fluoseg.errors import FluosegError
-from fluoseg.infer import PredictOptions, Segmenter
+from fluoseg.infer import FRAGMENT_ZOOM, PredictOptions, Segmenter
 from fluoseg.predictor import keep_output_layers_float32, make_batch_predictor
 from fluoseg.markers import ChannelFeed, MarkerSelection
 from fluoseg.models import build_model
@@ -99,7 +99,7 @@ class _FragmentingSegmenter(Segmenter):
 
     def __init__(self, true: float, target: float) -> None:  # no network: only the probes are simulated
         self.true = true
-        self.task = SimpleNamespace(target_diameter=target)
+        self.task = SimpleNamespace(target_diameter=target, object_fit=lambda maps, labels: None)
         self.zooms: list[float] = []
 
     def _probe(self, image, channel_names, options, zoom):
@@ -127,6 +127,65 @@ def test_auto_diameter_probes_again_at_the_zoom_a_first_pass_asks_for():
         segmenter = _FragmentingSegmenter(true=true, target=14)
         assert segmenter.estimate_diameter(image) == pytest.approx(true, rel=0.1)
         assert segmenter.zooms == [1.0]
+
+
+def _disks(diameter: float) -> np.ndarray:
+    """Four disks of ``diameter`` px in a 512² label image."""
+    yy, xx = np.mgrid[:512, :512]
+    labels = np.zeros((512, 512), np.int32)
+    for k, (cy, cx) in enumerate([(128, 128), (128, 384), (384, 128), (384, 384)], start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= (diameter / 2) ** 2] = k
+    return labels
+
+
+class _PiecesSegmenter(Segmenter):
+    """A stand-in for a distance-map network trained on objects of ``target`` px, shown objects of ``true`` px.
+
+    At zoom z it sees objects of ``true * z`` px. Those over 2.5 times its training size it
+    cuts into pieces of the training size, and objects under half of it it fuses in pairs;
+    either way its decoded objects then fit its distance map badly (0.5 against 0.8).
+    The "maps" of a probe are that fit, which the stand-in task hands back.
+    """
+
+    def __init__(self, true: float, target: float) -> None:
+        self.true = true
+        self.task = SimpleNamespace(target_diameter=target, object_fit=lambda maps, labels: maps)
+        self.zooms: list[float] = []
+
+    def _probe(self, image, channel_names, options, zoom):
+        self.zooms.append(zoom)
+        seen, target = self.true * zoom, self.task.target_diameter
+        if seen > 2.5 * target:
+            return 0.5, _disks(target)
+        if seen < 0.5 * target:
+            return 0.5, _disks(seen * np.sqrt(2))
+        return 0.8, _disks(seen)
+
+
+def test_auto_diameter_measures_objects_a_first_probe_cut_into_pieces_at_half_zoom():
+    image = np.zeros((1, 64, 64), np.float32)
+    pieces = _PiecesSegmenter(true=41, target=14)  # pieces of 14 px ask for no zoom; the fit tells
+    assert pieces.estimate_diameter(image) == pytest.approx(41, rel=0.05)
+    assert pieces.zooms[:2] == [1.0, FRAGMENT_ZOOM]
+    unchecked = _PiecesSegmenter(true=41, target=14)
+    unchecked.task.object_fit = lambda maps, labels: None  # a network that measures no distances
+    assert unchecked.estimate_diameter(image) == pytest.approx(14, rel=0.05) and unchecked.zooms == [1.0]
+    # small objects fused at zoom 1 fuse at half zoom too: the objects do not grow, the estimate stands
+    fused = _PiecesSegmenter(true=6, target=14)
+    assert fused.estimate_diameter(image) == pytest.approx(6 * np.sqrt(2), rel=0.05)
+    assert fused.zooms == [1.0, FRAGMENT_ZOOM]
+    # objects seen whole fit well: no half-zoom probe
+    whole = _PiecesSegmenter(true=16, target=14)
+    assert whole.estimate_diameter(image) == pytest.approx(16, rel=0.05) and whole.zooms == [1.0]
+
+
+def test_auto_diameter_keeps_the_first_probe_when_the_half_zoom_one_fits_worse():
+    image = np.zeros((1, 64, 64), np.float32)
+    segmenter = _PiecesSegmenter(true=41, target=14)
+    fits = iter([0.5, 0.4])  # the larger objects at half zoom fit the distance map even worse
+    segmenter.task.object_fit = lambda maps, labels: next(fits)
+    assert segmenter.estimate_diameter(image) == pytest.approx(14, rel=0.05)
+    assert segmenter.zooms == [1.0, FRAGMENT_ZOOM]
 
 
 def test_auto_diameter_without_objects_keeps_the_training_scale():

@@ -45,6 +45,15 @@ AUTO_REFINEMENTS = 2
 """Extra probe passes of ``--diameter auto`` at the zoom the previous one asked for."""
 AUTO_TOLERANCE = 1.5
 """A probe whose estimate asks for a zoom within this factor of its own is trusted."""
+FRAGMENT_FIT = 0.7
+"""A first probe whose objects fit the network's distance map worse than this
+(:meth:`~fluoseg.tasks.base.Task.object_fit`; ~0.8 for nuclei seen whole) is
+checked for objects cut into pieces at :data:`FRAGMENT_ZOOM`."""
+FRAGMENT_ZOOM = 0.5
+"""Zoom of the probe that sees pieces of large objects whole (a quarter of the first probe's pixels)."""
+FRAGMENT_GROWTH = 1.5
+"""The first probe's objects were pieces when the :data:`FRAGMENT_ZOOM` probe measures objects at
+least this many times as large that also fit the distance map better (fused small objects fit worse)."""
 AUTO_REUSE = 1.25
 """``--diameter auto`` keeps the first probe's maps when the zoom it asks for is within this
 factor of 1 (chosen on validation images, see ``bench/results/zoo.md``)."""
@@ -477,10 +486,17 @@ class Segmenter:
         :data:`AUTO_TOLERANCE`) the image is probed again at that zoom and the estimate is
         taken from there, up to ``refinements`` times (Cellpose refines its size model's
         guess in the same spirit). The estimate is divided by the task's ``diameter_bias``
-        (the model's own overestimate, calibrated by ``fluoseg tune``). Nuclei several times the training size, which a first pass
-        cuts into pieces, are measured whole this way. Only zooms below 1 are probed (they
-        are cheap); without any object the model's training diameter is returned (no
-        rescaling).
+        (the model's own overestimate, calibrated by ``fluoseg tune``). Only zooms below 1
+        are probed (they are cheap); without any object the model's training diameter is
+        returned (no rescaling).
+
+        Objects several times the training size can be cut by the first pass into pieces of
+        about the training size, which ask for no zoom. A network that also regresses a
+        distance map says so: its peaks inside the pieces are small for their size
+        (:meth:`~fluoseg.tasks.base.Task.object_fit` below :data:`FRAGMENT_FIT`).
+        Then a probe at :data:`FRAGMENT_ZOOM` decides: when it sees objects at least
+        :data:`FRAGMENT_GROWTH` times as large that fit better, the estimate goes on from it;
+        small objects fused at that zoom fit worse and leave the first estimate standing.
         """
         return self._estimate(image, channel_names, options, refinements)[0]
 
@@ -494,7 +510,9 @@ class Segmenter:
         diameter, zoom, first = target, 1.0, None
         for _ in range(1 + refinements):
             maps, labels = self._probe(image, channel_names, options, zoom)
-            first = (maps, labels) if first is None else first
+            if first is None:
+                first = (maps, labels)
+                zoom, labels = self._unless_pieces(image, channel_names, options, maps, labels)
             if labels.max() == 0:
                 break
             diameter = estimate_diameter_from_labels(labels) / zoom / getattr(self.task, "diameter_bias", 1.0)
@@ -506,6 +524,22 @@ class Segmenter:
             zoom = wanted
         assert first is not None  # the loop runs at least once
         return float(diameter), first
+
+    def _unless_pieces(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
+                       maps: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+        """The zoom and labels to estimate from: the first probe's, or the :data:`FRAGMENT_ZOOM`
+        probe's when the first cut large objects into pieces (see :meth:`estimate_diameter`)."""
+        fit = self.task.object_fit(maps, labels) if labels.max() > 0 else None
+        if fit is None or not fit < FRAGMENT_FIT:
+            return 1.0, labels
+        coarse_maps, coarse = self._probe(image, channel_names, options, FRAGMENT_ZOOM)
+        if coarse.max() == 0:
+            return 1.0, labels
+        grown = estimate_diameter_from_labels(coarse) / FRAGMENT_ZOOM / estimate_diameter_from_labels(labels)
+        coarse_fit = self.task.object_fit(coarse_maps, coarse)
+        if grown >= FRAGMENT_GROWTH and coarse_fit is not None and coarse_fit > fit:
+            return FRAGMENT_ZOOM, coarse
+        return 1.0, labels
 
     def _probe(self, image: Any, channel_names: Sequence[str] | None, options: PredictOptions,
                zoom: float) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from fluoseg.instance.scale import (
     estimate_diameter_from_labels,
     mean_object_diameter,
     object_diameters,
+    peak_to_radius,
     scale_factor,
 )
 
@@ -81,3 +82,39 @@ def test_diameter_rescaling_of_images_keeps_leading_axes() -> None:
     assert resample_to_shape(scaled, image.shape[1:], kind="probabilities").shape == image.shape
     constant = resample_image(np.full((2, 10, 10), 5, np.float32), (0.5, 0.5))
     np.testing.assert_allclose(constant, 5.0, rtol=1e-6)
+
+
+def _disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+
+
+def test_peak_to_radius_is_one_for_disks_and_low_for_pieces_and_fused_objects():
+    from scipy import ndimage as ndi
+
+    disk = _disk((80, 80), (40, 40), 20)
+    exact = ndi.distance_transform_edt(disk)  # the distance map a perfect network regresses
+    assert peak_to_radius(exact, disk.astype(np.int32)) == pytest.approx(1.0, abs=0.05)
+    # the disk cut into quadrants along a distance map flat inside it (a network that cannot measure
+    # objects this large): each piece has half the radius and peaks at the plateau, a quarter of the radius
+    quadrants = np.zeros((80, 80), np.int32)
+    quadrants[:40, :40], quadrants[:40, 40:], quadrants[40:, :40], quadrants[40:, 40:] = 1, 2, 3, 4
+    quadrants[~disk] = 0
+    assert peak_to_radius(np.minimum(exact, 5.0), quadrants) == pytest.approx(5 / (20 / 2), rel=0.1)
+    # two disks of radius 6 fused into one object: its peak is 6, its radius 6 * sqrt(2)
+    pair = _disk((40, 60), (20, 15), 6) | _disk((40, 60), (20, 45), 6)
+    assert peak_to_radius(ndi.distance_transform_edt(pair), pair.astype(np.int32)) == pytest.approx(
+        1 / np.sqrt(2), rel=0.08)
+
+
+def test_peak_to_radius_takes_the_median_over_objects_and_slices():
+    values = np.zeros((2, 10, 10), np.float32)
+    labels = np.zeros((2, 10, 10), np.int32)
+    # three objects of 4 px (radius sqrt(4 / pi)) on two slices; one id spans both slices
+    labels[0, :2, :2], labels[1, :2, :2], labels[1, 5:7, 5:7] = 7, 7, 9
+    values[0, :2, :2], values[1, :2, :2], values[1, 5:7, 5:7] = 1.0, 2.0, 4.0
+    radius = np.sqrt(4 / np.pi)
+    assert peak_to_radius(values, labels) == pytest.approx(2.0 / radius)
+    assert np.isnan(peak_to_radius(values, np.zeros_like(labels)))
+    with pytest.raises(FluosegError, match="does not match labels"):
+        peak_to_radius(values[0], labels)

@@ -33,6 +33,7 @@ from fluoseg.instance.scale import (
     estimate_diameter_from_labels,
     mean_object_diameter,
     object_diameters,
+    peak_to_radius,
     scale_factor,
 )
 from fluoseg.instance.stitch3d import anisotropy, isotropic_zoom, stitch_slices
@@ -68,6 +69,7 @@ __all__ = [
     "link_blocks",
     "mean_object_diameter",
     "object_diameters",
+    "peak_to_radius",
     "plan_blocks",
     "resolve",
     "resolve_links",

@@ -37,6 +37,7 @@ __all__ = [
     "MIN_SCALE",
     "object_diameters",
     "estimate_diameter_from_labels",
+    "peak_to_radius",
     "mean_object_diameter",
     "scale_factor",
 ]
@@ -79,6 +80,51 @@ def object_diameters(labels: Any) -> np.ndarray:
     keys = slice_index[keep].astype(np.int64) * (int(array.max()) + 1) + ids[keep]
     _, areas = np.unique(keys, return_counts=True)
     return 2.0 * np.sqrt(areas / np.pi)
+
+
+def peak_to_radius(distance: Any, labels: Any) -> float:
+    """Median over objects of a distance map's peak inside the object over the object's radius.
+
+    The radius is the equivalent-circle radius :math:`\\sqrt{A/\\pi}`. For objects a
+    distance-regressing network sees whole, the peak of its predicted distance map is about
+    the object's inscribed radius, so the ratio is about 0.8 for nuclei (1 for a disk). It
+    drops well below when the decoded objects are not what the network measured: pieces of
+    objects several times the training size, cut apart along a distance map that is flat
+    inside them, and blobs of small objects fused together.
+
+    Parameters
+    ----------
+    distance
+        Predicted distance map ``(Y, X)`` or ``(Z, Y, X)`` in pixels, the shape of ``labels``.
+    labels
+        Instance labels; in 3D every object's section on every slice counts as one object.
+
+    Returns
+    -------
+    float
+        The median ratio; NaN when ``labels`` holds no object.
+
+    Raises
+    ------
+    FluosegError
+        For an invalid label image or a distance map of another shape.
+    """
+    array = check_label_image(labels)
+    values = np.asarray(distance, dtype=np.float32)
+    if values.shape != array.shape:
+        raise FluosegError(f"distance map of shape {values.shape} does not match labels of shape {array.shape}")
+    ratios = []
+    for plane, plane_values in zip(array.reshape(-1, *array.shape[-2:]), values.reshape(-1, *array.shape[-2:])):
+        inside = plane > 0
+        ids = plane[inside]
+        if ids.size == 0:
+            continue
+        peaks = np.full(int(ids.max()) + 1, -np.inf, dtype=np.float32)
+        np.maximum.at(peaks, ids, plane_values[inside])  # unbuffered max per id: 20 M pixels in < 0.1 s
+        areas = np.bincount(ids)
+        present = areas > 0
+        ratios.append(peaks[present] / np.sqrt(areas[present] / np.pi))
+    return float(np.median(np.concatenate(ratios))) if ratios else float("nan")
 
 
 def _summarise(diameters: np.ndarray, statistic: Statistic, what: str) -> float:

@@ -80,6 +80,13 @@ class Task(ABC):
     def decode(self, activated: np.ndarray) -> np.ndarray:
         """Averaged activated maps of one image -> masks ``(n, ...)``, labels ``(...)`` or values."""
 
+    def object_fit(self, activated: np.ndarray, labels: np.ndarray) -> float | None:
+        """How well decoded objects match the sizes the network itself measured; None if it measures none.
+
+        ``--diameter auto`` tells objects cut into pieces by it (:meth:`fluoseg.Segmenter.estimate_diameter`).
+        """
+        return None
+
     @abstractmethod
     def score_counts(self, decoded: np.ndarray, targets: dict[str, np.ndarray]) -> np.ndarray:
         """Counts for validation (summed over images), e.g. TP/FP/FN per class."""

@@ -27,6 +27,7 @@ from fluoseg.instance import (
     labels_from_border_classes,
     labels_from_distance,
     labels_from_threshold,
+    peak_to_radius,
     unet_weight_map,
 )
 from fluoseg.metrics.matching import match_objects
@@ -254,6 +255,9 @@ class DistanceTask(InstanceTask):
 
     def foreground_probability(self, activated: np.ndarray) -> np.ndarray:
         return activated[1]
+
+    def object_fit(self, activated: np.ndarray, labels: np.ndarray) -> float | None:
+        return peak_to_radius(activated[0], labels)
 
     def options(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "h": self.h, "threshold": self.threshold}
