@@ -334,6 +334,19 @@ def test_diameter_estimates_are_calibrated_on_the_annotated_images_when_that_sco
     assert search.before == 0.5
 
 
+@pytest.mark.parametrize("before", [1.2, 1.1])
+def test_a_calibrated_model_tuned_again_reports_the_calibration_in_effect(monkeypatch, before):
+    import fluoseg.tuning as tuning
+
+    monkeypatch.setattr(tuning, "tune_decoding", _ScaleSensitiveSearch(0.4))  # a new calibration scores no higher
+    segmenter = _OverestimatingSegmenter()
+    segmenter.task.diameter_bias = before
+    search = tune_segmenter(segmenter, [_SampleWithObjects()], method="distance", trained={"h": 2.0},
+                            log=lambda line: None, calibrate_diameter=True)
+    # measured again at x1.2, or 1.2 not kept: either way the model keeps, and says, the bias it had
+    assert search.best == {"h": 2.0, "diameter_bias": before} and segmenter.task.diameter_bias == before
+
+
 def test_calibration_is_left_out_unless_asked_for_or_without_objects(monkeypatch):
     import fluoseg.tuning as tuning
 

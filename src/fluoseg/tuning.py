@@ -316,8 +316,10 @@ def _calibrate_diameter(segmenter: Segmenter, annotated: Sequence[_AnnotatedImag
                         log: Callable[[str], None]) -> tuple[float | None, float]:
     """The model's diameter overestimate on annotated images, if predicting with it scores above ``value``.
 
-    Returns ``(diameter_bias, its value)``, or ``(None, value)`` with the segmenter left as it was
-    when no image has objects or the calibrated estimates score no higher.
+    Returns ``(diameter_bias, its value)``: the new calibration, or the one the model already
+    had when that measures the same or the new one scores no higher. ``(None, value)``, the
+    segmenter left as it was, when no image has objects or an uncalibrated model's calibration
+    scores no higher.
     """
     previous = segmenter.task.diameter_bias
     segmenter.set_decoding(diameter_bias=1.0)  # the raw estimates
@@ -327,15 +329,19 @@ def _calibrate_diameter(segmenter: Segmenter, annotated: Sequence[_AnnotatedImag
         segmenter.set_decoding(diameter_bias=previous)
         return None, value
     bias = round(float(np.median(ratios)), 4)
+    measured = f"the model's diameter estimates are x{bias:g} the annotated ones (median of {len(ratios)} images)"
+    in_effect = previous if previous != 1.0 else None
     segmenter.set_decoding(diameter_bias=bias)
+    if bias == previous:  # a calibrated model tuned again: ``value`` was predicted with this very bias
+        log(f"tune: {measured}, as calibrated before: kept")
+        return bias, value
     calibrated = score([item.maps(segmenter, options) for item in annotated])
     kept = calibrated > value
-    log(f"tune: the model's diameter estimates are x{bias:g} the annotated ones (median of {len(ratios)} images); "
-        f"predicted with the estimates divided by it, {calibrated:.4f} against {value:.4f}: "
-        + ("kept" if kept else "not kept"))
+    log(f"tune: {measured}; predicted with the estimates divided by it, {calibrated:.4f} against {value:.4f}: "
+        + ("kept" if kept else "not kept" + (f" (the calibration before, x{previous:g}, stays)" if in_effect else "")))
     if not kept:
         segmenter.set_decoding(diameter_bias=previous)
-        return None, value
+        return in_effect, value
     return bias, calibrated
 
 
