@@ -591,7 +591,11 @@ For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images fo
 
 ## `--diameter auto`, chosen on the validation images
 
-`bench/zoo_auto_diameter.py` (`zoo_auto_diameter.csv`; seconds on a shared machine):
+`bench/zoo_auto_diameter.py` (`zoo_auto_diameter.csv`; seconds on a shared machine). "Check for pieces
+below fit": when the first probe's objects fit the network's own distance map worse than this (the median
+of peak distance over equivalent radius; about 0.8 for nuclei seen whole), a probe at half zoom tells
+large nuclei cut into pieces (objects at least 1.5x as large that fit better) from small ones fused
+(they fit worse); `fluoseg.infer.FRAGMENT_FIT`.
 
 {auto_diameter}
 
