@@ -201,8 +201,9 @@ float32) predicting the same images.
   standard deviations; 0 turns it off). Nuclei dimmer than about 1.2 noise standard deviations
   are below that limit.
 - `--diameter auto` probes the image at the original scale, and again zoomed out when nuclei
-  look larger than the training size; nuclei under about 4 px across are not rescaled
-  enough (give `--diameter`).
+  look larger than the training size or look cut into pieces; nuclei under about 4 px across
+  are not rescaled enough, and nuclei 1.3-1.6x the training size are often estimated ~0.8x
+  too small (give `--diameter`).
 """
 
 
