@@ -136,6 +136,22 @@ def zoo_version(name: str = "nuclei") -> str:
     return hashlib.sha1(content).hexdigest()[:12]
 
 
+def prediction_cache(name: str = "nuclei") -> str:
+    """The folder name under which a benchmark caches what a shipped model predicted.
+
+    :func:`zoo_version` and a hash of the package's source as it is now: a change to how fluoseg
+    predicts (the diameter estimate, the decoding) leaves the model's version alone, and must
+    not let a benchmark score predictions of the code before it.
+    """
+    import hashlib
+
+    source = ROOT / "src" / "fluoseg"
+    digest = hashlib.sha1()
+    for path in sorted(source.rglob("*.py")):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{zoo_version(name)}-{digest.hexdigest()[:8]}"
+
+
 def git_commit() -> str:
     """The checked-out commit of the repository (recorded with trainings and measurements)."""
     try:

@@ -51,6 +51,7 @@ from _common import (
     write_json,
     write_rows,
     write_text,
+    prediction_cache,
     zoo_version,
 )
 from train_zoo import SCORES, ZOO_NAME, mosaic_of_test_images, shipped_scores
@@ -70,10 +71,10 @@ HEADLINE = "F1@0.5"
 
 
 def accuracy_rows(data: Path, work: Path, split: dict[str, list[str]], overwrite: bool) -> list[dict[str, Any]]:
-    """Pooled scores per (precision, part), each cached in ``work`` (named by the shipped model's version)."""
+    """Pooled scores per (precision, part), each cached in ``work`` (named by :func:`_common.prediction_cache`)."""
     from unittest import mock
 
-    rows = []
+    rows, version = [], zoo_version()
     for part in PARTS:
         for arm in ARMS:
             path = work / f"accuracy_{part}_{arm}.json"
@@ -89,7 +90,7 @@ def accuracy_rows(data: Path, work: Path, split: dict[str, list[str]], overwrite
                 log(f"accuracy {part} {arm}: {HEADLINE} {scores[HEADLINE]:.4f} "
                     f"({time.perf_counter() - started:.0f} s)")
             rows += [{"part": part, "images": len(split[part]), "precision": arm, "metric": metric,
-                      "value": round(float(value), 4), "zoo_version": work.name} for metric, value in scores.items()]
+                      "value": round(float(value), 4), "zoo_version": version} for metric, value in scores.items()]
     return rows
 
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         log(f"report: {rel(report())}")
         return 0
-    work = args.work / zoo_version()  # a re-exported or re-tuned model is never reported from stale caches
+    work = args.work / prediction_cache()  # a re-exported, re-tuned or differently predicting model: no stale caches
     work.mkdir(parents=True, exist_ok=True)
     split = dsb_split(args.data)
     write_rows(ACCURACY_CSV, accuracy_rows(args.data, work, split, args.overwrite))

@@ -94,6 +94,7 @@ from _common import (
     write_json,
     write_rows,
     write_text,
+    prediction_cache,
     zoo_version,
 )
 from nuclei import (
@@ -231,8 +232,8 @@ def train_network(network: Network, base: Settings, groups: list[dict[str, str]]
 
 def predict_shipped(base: Settings, image_ids: list[str]) -> Path:
     """``fluoseg predict nuclei`` (the shipped model, as a user runs it) on the images still missing."""
-    # One folder per version of the shipped model, so a re-exported or re-tuned one is never scored from stale files.
-    folder = base.work / SHIPPED / zoo_version()
+    # One folder per version of the shipped model and of the code that predicts with it: never scored from stale files.
+    folder = base.work / SHIPPED / prediction_cache()
     pred = folder / "pred"
     missing = [i for i in image_ids if not (pred / f"{i}.tif").is_file()]
     if missing:
@@ -291,9 +292,9 @@ def shipped_rows(base: Settings, groups: list[dict[str, str]], chosen: Sequence[
                  limit: dict[str, int] | None) -> list[dict[str, Any]]:
     """The shipped model scored on each chosen group's test images (one row per group)."""
     tests = {group: ids_of(groups, group=group, roles=("test",), limit=limit) for group in chosen}
-    pred = predict_shipped(base, [i for ids in tests.values() for i in ids])
+    pred, version = predict_shipped(base, [i for ids in tests.values() for i in ids]), zoo_version()
     return [{"group": group, "model": SHIPPED, "seed": "", "images": "test", **score(pred, base.data, ids),
-             "zoo_version": pred.parent.name} for group, ids in tests.items()]
+             "zoo_version": version} for group, ids in tests.items()]
 
 
 def rescore_shipped(base: Settings, groups: list[dict[str, str]], chosen: Sequence[str],

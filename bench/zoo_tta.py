@@ -24,7 +24,7 @@ the median of :data:`REPEATS` rounds (seconds per image of the accuracy runs are
 those ran at different times on a shared machine).
 
 Outputs ``bench/results/zoo_tta.csv`` and ``zoo_tta.md``; each (arm, part) is cached in
-``bench/work/zoo_tta/<zoo version>/`` (a rerun skips it). ``--report`` renders from the CSV.
+``bench/work/zoo_tta/<zoo version>-<source hash>/`` (a rerun skips it). ``--report`` renders from the CSV.
 
 Usage::
 
@@ -55,6 +55,7 @@ from _common import (
     write_json,
     write_rows,
     write_text,
+    prediction_cache,
     zoo_version,
 )
 from peers_report import SHIPPED_CASE
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         version = zoo_version(ZOO_NAME)
         split = dsb_split(args.data)
-        rows = measure(args.data, split, WORK / "zoo_tta" / version)
+        rows = measure(args.data, split, WORK / "zoo_tta" / prediction_cache(ZOO_NAME))
         write_rows(CSV, [{**row, "zoo_version": version, "commit": git_commit()} for row in rows])
     rows = read_rows(CSV)
     write_text(REPORT, render(rows, rows[0]["zoo_version"], rows[0]["commit"]))
