@@ -202,8 +202,9 @@ float32) predicting the same images.
   are below that limit.
 - `--diameter auto` probes the image at the original scale, and again zoomed out when nuclei
   look larger than the training size or look cut into pieces; nuclei under about 4 px across
-  are not rescaled enough, and nuclei 1.3-1.6x the training size are often estimated ~0.8x
-  too small (give `--diameter`).
+  are not rescaled enough, nuclei 1.3-1.6x the training size are often estimated ~0.8x
+  too small, and nuclei over about 4x the training size (~60 px) can still be cut into
+  pieces (give `--diameter`).
 """
 
 

@@ -214,6 +214,18 @@ def test_auto_diameter_decodes_a_reused_first_probe_once():
     assert len(decoded) == 1
 
 
+def test_the_shipped_model_measures_nuclei_twice_the_size_it_cuts_into_pieces():
+    from scipy import ndimage as ndi
+
+    from fluoseg.data.samples import sample_paths
+    from fluoseg.io import read_image
+
+    segmenter = Segmenter.pretrained("nuclei", device="cpu")
+    image = read_image(sample_paths()[1][0]).array.astype(np.float32)  # nuclei ~17 px, the model's ~15 px
+    enlarged = ndi.zoom(image, (1, 2, 2), order=1)  # ~34 px: the first probe cuts them into ~20 px pieces
+    assert segmenter.estimate_diameter(enlarged) == pytest.approx(2 * segmenter.estimate_diameter(image), rel=0.2)
+
+
 def test_objects_of_a_stack_are_stitched_across_slices_unless_asked_not_to():
     from fluoseg.data.samples import sample_paths
     from fluoseg.io import read_image

@@ -92,3 +92,19 @@ def test_methods_are_registered_classes_and_old_states_load():
     assert task.diameter_bias == 1.0 and task_from_state({**old, "diameter_bias": 1.1}).diameter_bias == 1.1
     assert task_from_state({**old, "diameter_bias": 1.1}).state()["diameter_bias"] == 1.1
     assert "diameter_bias" not in task_from_state({**old, "target_diameter": None}).state()  # nothing to estimate
+
+
+def test_only_the_distance_method_measures_how_decoded_objects_fit_its_maps():
+    from scipy import ndimage as ndi
+
+    labels = np.zeros((40, 40), np.int32)
+    yy, xx = np.mgrid[:40, :40]
+    labels[(yy - 20) ** 2 + (xx - 20) ** 2 <= 10 ** 2] = 1
+    distance = ndi.distance_transform_edt(labels > 0)
+    activated = np.stack([distance, (labels > 0).astype(float)]).astype(np.float32)
+    assert build_instance_task("distance").object_fit(activated, labels) == pytest.approx(1.0, abs=0.06)
+    # halving the predicted distances (a network that measures these objects as smaller) halves the fit
+    halved = np.stack([distance / 2, activated[1]]).astype(np.float32)
+    assert build_instance_task("distance").object_fit(halved, labels) == pytest.approx(0.5, abs=0.03)
+    for method in ("border", "threshold"):
+        assert build_instance_task(method).object_fit(activated, labels) is None
