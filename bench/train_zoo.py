@@ -83,13 +83,15 @@ SCORES = (("F1@0.5", "f1", 0.5), ("F1@0.75", "f1", 0.75), ("mean F1 0.5:0.95", "
 
 
 def config(manifest: Path, split: dict[str, list[str]], artificial: Path, diameter: float,
-           settings: Settings, batch: int = BATCH, workers: int = 0) -> dict[str, Any]:
-    """The ``fluoseg train`` configuration of the shipped model (``workers``: processes drawing the batches)."""
+           settings: Settings, batch: int = BATCH, workers: int = 0, gap_weight: float = 0.0) -> dict[str, Any]:
+    """The ``fluoseg train`` configuration of the shipped model (``workers``: processes drawing the batches;
+    ``gap_weight``: ``instance.gap_weight``, left out of the configuration when 0)."""
     return {
         "data": {"manifest": str(manifest), "extra_train": [str(artificial)],
                  "split": {"val": split["val"], "test": split["test"]}},
         "task": "instance",
-        "instance": {"method": "distance", "alpha": 1.0, **TRAINED_DECODING, "target_diameter": diameter},
+        "instance": {"method": "distance", "alpha": 1.0, **({"gap_weight": gap_weight} if gap_weight else {}),
+                     **TRAINED_DECODING, "target_diameter": diameter},
         "model": MODEL,
         "train": {"epochs": settings.epochs, "steps_per_epoch": settings.steps, "batch_size": batch,
                   "patch_size": PATCH, "learning_rate": LEARNING_RATE, "schedule": "cosine", "seed": 0,
@@ -705,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of --epochs/--steps: time a probe training, then plan the epochs and steps "
                              "that fill this many minutes (cached in the work folder's plan.json)")
     parser.add_argument("--probe-steps", type=int, default=200, help="steps of the probe training of --plan-minutes")
+    parser.add_argument("--gap-weight", type=float, default=0.0,
+                        help="instance.gap_weight: weight the losses where nuclei touch (a candidate recipe; "
+                             "the shipped model: 0)")
     parser.add_argument("--train-only", action="store_true",
                         help="stop after training (e.g. on a borrowed GPU); tune, test and export later elsewhere")
     parser.add_argument("--export", action="store_true", help="write the zoo folder and the report (after the run)")
@@ -736,7 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     artificial = artificial_images(args.work, manifest, split["train"], N_ARTIFICIAL, args.threads)
 
     def make_config(planned: Settings) -> dict[str, Any]:
-        return config(manifest, split, artificial, diameter, planned, batch=args.batch, workers=args.workers)
+        return config(manifest, split, artificial, diameter, planned, batch=args.batch, workers=args.workers,
+                      gap_weight=args.gap_weight)
 
     if args.plan_minutes is not None:
         settings.epochs, settings.steps = plan_training(settings, make_config, args.plan_minutes, args.probe_steps)

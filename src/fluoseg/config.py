@@ -199,6 +199,10 @@ class InstanceConfig(_Section):
     the lowest detection score kept, ``threshold`` the mask probability of an object pixel,
     ``min_size`` its fewest pixels and ``tile_overlap`` the overlap (pixels) of the tiles a
     large image is cut into (more than the largest object).
+
+    ``w0``/``sigma`` weight the ``border`` method's loss by Ronneberger et al.'s separation
+    term; ``gap_weight`` (with ``sigma``) does the same for the ``distance`` method's losses
+    (0, the default: unweighted, as in the in-silico-labelling paper).
     """
 
     method: str = "border"
@@ -209,6 +213,7 @@ class InstanceConfig(_Section):
     sigma: float = Field(5.0, gt=0.0)
     erosion: int = Field(1, ge=1)
     alpha: float = Field(1.0, ge=0.0)
+    gap_weight: float = Field(0.0, ge=0.0)
     h: float = Field(1.0, gt=0.0)
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     min_size: int = Field(10, ge=0)

@@ -108,3 +108,38 @@ def test_only_the_distance_method_measures_how_decoded_objects_fit_its_maps():
     assert build_instance_task("distance").object_fit(halved, labels) == pytest.approx(0.5, abs=0.03)
     for method in ("border", "threshold"):
         assert build_instance_task(method).object_fit(activated, labels) is None
+
+
+def test_distance_gap_weight_makes_errors_where_nuclei_touch_cost_more():
+    labels = np.zeros((32, 48), np.int64)
+    labels[8:24, 8:24], labels[8:24, 24:40] = 1, 2  # two nuclei touching along column 24
+    plain, gapped = build_instance_task("distance"), build_instance_task("distance", gap_weight=10.0, sigma=3.0)
+    assert "weights" not in plain.make_targets(labels)
+    weights = gapped.make_targets(labels)["weights"]
+    assert weights[16, 23] > 5 and weights[16, 24] > 5  # where they touch: 1 + nearly 10
+    assert weights[0, 0] == pytest.approx(1.0, abs=1e-3) and weights[16, 10] < weights[16, 23]
+
+    def loss(task, error_at):
+        targets = {k: torch.as_tensor(v)[None] for k, v in task.make_targets(labels).items()}
+        logits = torch.stack([targets["distance"][0], targets["foreground"][0].float() * 20 - 10])[None].clone()
+        logits[0, 0][error_at] += 2.0  # the same distance error of 2 px
+        return float(task.loss(logits, targets))
+
+    at_contact, far_away = (slice(14, 18), slice(23, 25)), (slice(14, 18), slice(9, 11))
+    assert loss(plain, at_contact) == pytest.approx(loss(plain, far_away), rel=1e-4)
+    assert loss(gapped, at_contact) > 3 * loss(gapped, far_away)
+    # stored with checkpoints only when on, so models trained without it keep their state
+    assert "gap_weight" not in plain.state()
+    again = task_from_state(gapped.state())
+    assert (again.gap_weight, again.sigma) == (10.0, 3.0)
+
+
+def test_a_gap_weighted_distance_run_trains_and_keeps_its_weighting(tmp_path):
+    from support import train_nuclei_run
+
+    from fluoseg.infer import Segmenter
+
+    run = train_nuclei_run(tmp_path, n=3, epochs=1, val=["n2"],
+                           instance={"method": "distance", "gap_weight": 10.0, "min_size": 5})
+    task = Segmenter.load(run, device="cpu").task
+    assert (task.gap_weight, task.sigma) == (10.0, 5.0)
