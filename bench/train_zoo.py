@@ -412,6 +412,54 @@ VERSION_FIELDS = ("commit", "epochs", "best_epoch", "best_val", "val_objective",
                   "decoding_min_size", "F1@0.5", "AJI", "US rate", "steps", "batch", "trained_on")
 
 
+CANDIDATES = RESULTS / "zoo_candidates.csv"
+
+
+def record_candidate(work: Path) -> dict[str, Any]:
+    """Add (or replace) a trained and tuned work folder's row in ``zoo_candidates.csv``: recipes compared on the same
+    schedule before a long run is spent on one (validation chooses; the test columns choose nothing)."""
+    from fluoseg.run import RunDir
+
+    run_folder = work / RECIPE.name
+    config_used = yaml.safe_load((run_folder / "train.yaml").read_text())
+    record = RunDir.open(run_folder / "run").decoding(RunDir.open(run_folder / "run").members()[0])
+    if record is None or not (run_folder / "eval.csv").is_file():
+        raise SystemExit(f"{rel(work)}: not tuned and scored yet; run bench/train_zoo.py on it without --train-only")
+    best = max(epoch_rows(run_folder / "run"), key=lambda r: float(r["val_score"]))
+    train = config_used["train"]
+    settings = Settings(data=DSB2018, work=work, results=RESULTS, epochs=int(train["epochs"]),
+                        steps=int(train["steps_per_epoch"]), threads=int(train["num_threads"]), device="cpu",
+                        n_artificial=N_ARTIFICIAL, smoke=False)
+    row = {"work": work.name, "gap_weight": config_used["instance"].get("gap_weight", 0.0),
+           "epochs": train["epochs"], "steps": train["steps_per_epoch"], "batch": train["batch_size"],
+           "seed": train["seed"], "commit": trained_on(work).get("commit") or git_commit(),
+           "best_epoch": best["epoch"], "best_val_f1_at_0.5": float(best["val_score"]),
+           "val_objective": record["value"], **{f"decoding_{k}": v for k, v in record["parameters"].items()},
+           **test_scores(settings)}
+    rows = [r for r in read_rows(CANDIDATES) if r["work"] != row["work"]] if CANDIDATES.is_file() else []
+    write_rows(CANDIDATES, rows + [row], list(row) if not rows else None)
+    return row
+
+
+def candidates_section() -> str:
+    """Recipes compared on one schedule (``zoo_candidates.csv``, ``--record-candidate``)."""
+    rows = read_rows(CANDIDATES) if CANDIDATES.is_file() else []
+    if not rows:
+        return "None recorded (`bench/train_zoo.py --record-candidate WORK`)."
+    lines = ["Each row is one network (seed in the table) of the shipped recipe, or of a change to it, trained on the "
+             "same schedule and tuned with `fluoseg tune` on the validation images, which choose; the test columns "
+             f"choose nothing. With {len(rows)} networks and one per recipe and seed, a difference is an indication "
+             "for where to spend a long run, not a significance claim.", "",
+             "| work folder | gap weight | epochs x steps x batch | seed | best val F1@0.5 (epoch) | val mean F1 0.5:0.95 "
+             "(tuned) | test F1@0.5 | test F1@0.75 | test AJI | test US rate | test OS rate |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['work']} | {float(r['gap_weight']):g} | {r['epochs']} x {r['steps']} x {r['batch']} | {r['seed']} | "
+              f"{float(r['best_val_f1_at_0.5']):.3f} ({r['best_epoch']}) | {float(r['val_objective']):.4f} | "
+              f"{float(r['F1@0.5']):.3f} | {float(r['F1@0.75']):.3f} | {float(r['AJI']):.3f} | "
+              f"{float(r['US rate']):.3f} | {float(r['OS rate']):.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def record_version(row: dict[str, Any]) -> None:
     """Keep a shipped model's validation and test scores in ``zoo_versions.csv`` (one row per training commit, the
     latest decoding's), so that the report can say what a new version was chosen over."""
@@ -589,6 +637,10 @@ For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images fo
 
 {side_by_side(side)}
 
+## Recipe candidates
+
+{candidates_section()}
+
 ## Leave one source out
 
 {loso_section()}
@@ -719,12 +771,18 @@ def main(argv: list[str] | None = None) -> int:
                              "(no training folder needed)")
     parser.add_argument("--report", action="store_true",
                         help="only re-render zoo.md and the README block from the committed result tables")
+    parser.add_argument("--record-candidate", action="store_true",
+                        help=f"add the trained, tuned and scored --work folder to {CANDIDATES.name}, then re-render")
     args = parser.parse_args(argv)
     # The training configuration names files by these paths and fluoseg reads them relative to the configuration.
     args.data, args.work = args.data.resolve(), args.work.resolve()
     if not (args.data / "images").is_dir():
         raise SystemExit(f"{args.data}: no DSB 2018 images here; give --data")
     if args.report:
+        write_report(dsb_split(args.data))
+        return 0
+    if args.record_candidate:
+        log(f"candidate: {record_candidate(args.work)}")
         write_report(dsb_split(args.data))
         return 0
     if args.retune:
