@@ -446,10 +446,13 @@ def candidates_section() -> str:
     rows = read_rows(CANDIDATES) if CANDIDATES.is_file() else []
     if not rows:
         return "None recorded (`bench/train_zoo.py --record-candidate WORK`)."
-    lines = ["Each row is one network (seed in the table) of the shipped recipe, or of a change to it, trained on the "
-             "same schedule and tuned with `fluoseg tune` on the validation images, which choose; the test columns "
-             f"choose nothing. With {len(rows)} networks and one per recipe and seed, a difference is an indication "
-             "for where to spend a long run, not a significance claim.", "",
+    shipped = read_rows(RESULTS / "zoo.csv")[0] if (RESULTS / "zoo.csv").is_file() else None
+    reference = (f" The shipped model ({shipped['epochs']} x {shipped['steps']} x {shipped['batch']}): val mean F1 {float(shipped['val_objective']):.4f}, test F1@0.5 "
+                 f"{float(shipped['F1@0.5']):.3f}." if shipped else "")
+    lines = ["Each row is one network (schedule and seed in the table) of the shipped recipe, or of a change to it, "
+             "tuned with `fluoseg tune` on the validation images, which choose; the test columns choose nothing. "
+             f"With {len(rows)} networks, one per recipe, schedule and seed, a difference is an indication for where "
+             f"to spend a long run, not a significance claim.{reference}", "",
              "| work folder | gap weight | epochs x steps x batch | seed | best val F1@0.5 (epoch) | val mean F1 0.5:0.95 "
              "(tuned) | test F1@0.5 | test F1@0.75 | test AJI | test US rate | test OS rate |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
