@@ -45,13 +45,13 @@ from _common import (
     dsb_split,
     git_commit,
     log,
+    prediction_cache,
     read_json,
     read_rows,
     rel,
     write_json,
     write_rows,
     write_text,
-    prediction_cache,
     zoo_version,
 )
 from train_zoo import SCORES, ZOO_NAME, mosaic_of_test_images, shipped_scores

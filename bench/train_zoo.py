@@ -116,10 +116,11 @@ def tune(settings: Settings, rounds: int = 2) -> dict[str, Any]:
     return record
 
 
-def test_scores(settings: Settings) -> dict[str, float]:
+def test_scores(work: Path) -> dict[str, float]:
+    """The pooled test scores of the run in a work folder (its ``eval.csv``)."""
     from fluoseg.metrics.semantic import ALL_IMAGES
 
-    rows = [r for r in read_rows(settings.work / RECIPE.name / "eval.csv") if r["image"] == ALL_IMAGES]
+    rows = [r for r in read_rows(work / RECIPE.name / "eval.csv") if r["image"] == ALL_IMAGES]
     return {header: pooled_metric(rows, metric, threshold) for header, metric, threshold in SCORES}
 
 
@@ -247,7 +248,7 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
 
     run = RunDir.open(settings.work / RECIPE.name / "run")
     decoding = tune(settings)
-    scores = test_scores(settings)
+    scores = test_scores(settings.work)
     epochs = epoch_rows(run.path)
     best = max(epochs, key=lambda r: float(r["val_score"]))
     timing = read_json(settings.work / RECIPE.name / "timing.json", {})
@@ -422,20 +423,18 @@ def record_candidate(work: Path) -> dict[str, Any]:
 
     run_folder = work / RECIPE.name
     config_used = yaml.safe_load((run_folder / "train.yaml").read_text())
-    record = RunDir.open(run_folder / "run").decoding(RunDir.open(run_folder / "run").members()[0])
+    run = RunDir.open(run_folder / "run")
+    record = run.decoding(run.members()[0])
     if record is None or not (run_folder / "eval.csv").is_file():
         raise SystemExit(f"{rel(work)}: not tuned and scored yet; run bench/train_zoo.py on it without --train-only")
-    best = max(epoch_rows(run_folder / "run"), key=lambda r: float(r["val_score"]))
+    best = max(epoch_rows(run.path), key=lambda r: float(r["val_score"]))
     train = config_used["train"]
-    settings = Settings(data=DSB2018, work=work, results=RESULTS, epochs=int(train["epochs"]),
-                        steps=int(train["steps_per_epoch"]), threads=int(train["num_threads"]), device="cpu",
-                        n_artificial=N_ARTIFICIAL, smoke=False)
     row = {"work": work.name, "gap_weight": config_used["instance"].get("gap_weight", 0.0),
            "epochs": train["epochs"], "steps": train["steps_per_epoch"], "batch": train["batch_size"],
            "seed": train["seed"], "commit": trained_on(work).get("commit") or git_commit(),
            "best_epoch": best["epoch"], "best_val_f1_at_0.5": float(best["val_score"]),
            "val_objective": record["value"], **{f"decoding_{k}": v for k, v in record["parameters"].items()},
-           **test_scores(settings)}
+           **test_scores(work)}
     rows = [r for r in read_rows(CANDIDATES) if r["work"] != row["work"]] if CANDIDATES.is_file() else []
     write_rows(CANDIDATES, rows + [row], list(row) if not rows else None)
     return row
@@ -447,8 +446,9 @@ def candidates_section() -> str:
     if not rows:
         return "None recorded (`bench/train_zoo.py --record-candidate WORK`)."
     shipped = read_rows(RESULTS / "zoo.csv")[0] if (RESULTS / "zoo.csv").is_file() else None
-    reference = (f" The shipped model ({shipped['epochs']} x {shipped['steps']} x {shipped['batch']}): val mean F1 {float(shipped['val_objective']):.4f}, test F1@0.5 "
-                 f"{float(shipped['F1@0.5']):.3f}." if shipped else "")
+    reference = (f" The shipped model ({shipped['epochs']} x {shipped['steps']} x {shipped['batch']}): val mean F1 "
+                 f"{float(shipped['val_objective']):.4f}, test F1@0.5 {float(shipped['F1@0.5']):.3f}."
+                 if shipped else "")
     lines = ["Each row is one network (schedule and seed in the table) of the shipped recipe, or of a change to it, "
              "tuned with `fluoseg tune` on the validation images, which choose; the test columns choose nothing. "
              f"With {len(rows)} networks, one per recipe, schedule and seed, a difference is an indication for where "
@@ -817,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     tune(settings)
     predict_variant(RECIPE, settings, split["test"])
     evaluate_variant(RECIPE, settings, args.data / "labels")
-    log("test scores: " + ", ".join(f"{k} {v:.3f}" for k, v in test_scores(settings).items()))
+    log("test scores: " + ", ".join(f"{k} {v:.3f}" for k, v in test_scores(settings.work).items()))
     if args.export:
         export(settings, split, diameter, args.overwrite)
     write_json(args.work / "done.json", {"finished": time.time()})

@@ -2,11 +2,12 @@
 """Choose the ``--diameter auto`` settings of the shipped nuclei model on validation images.
 
 Compares, on the 36 validation images of ``bench/splits/dsb2018_fluo.json`` with the shipped
-model and its tuned decoding (or a trained run, ``--run``): one probe vs re-probing zoomed out (``refinements``),
-always re-predicting at the estimated scale vs keeping the first probe's maps when the zoom is within
-``reuse`` of 1, and without vs with the check for large objects cut into pieces (a probe at half
-zoom when the first probe's objects fit the distance map worse than ``fragment_fit``; 0: off). A last row predicts each image at the diameter of its annotated nuclei: how far
-the automatic estimate is from an exact one (a bound users cannot reach without annotations; it
+model and its tuned decoding (or a trained run, ``--run``): one probe vs re-probing zoomed out
+(``refinements``), always re-predicting at the estimated scale vs keeping the first probe's maps
+when the zoom is within ``reuse`` of 1, and without vs with the check for large objects cut into
+pieces (a probe at half zoom when the first probe's objects fit the distance map worse than
+``fragment_fit``; 0: off). A last row predicts each image at the diameter of its annotated
+nuclei: how far the automatic estimate is from an exact one (a bound users cannot reach without annotations; it
 chooses nothing). Writes ``bench/results/zoo_auto_diameter.csv`` (pooled validation scores and
 seconds per configuration) and ``zoo_auto_diameter_images.csv`` (per validation image: the
 annotated mean diameter and the shipped settings' estimate). The test split is not touched.

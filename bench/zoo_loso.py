@@ -85,6 +85,7 @@ from _common import (
     mean_sd,
     paired_test,
     pooled_metric,
+    prediction_cache,
     read_json,
     read_rows,
     recorded,
@@ -94,7 +95,6 @@ from _common import (
     write_json,
     write_rows,
     write_text,
-    prediction_cache,
     zoo_version,
 )
 from nuclei import (

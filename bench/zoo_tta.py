@@ -49,13 +49,13 @@ from _common import (
     dsb_split,
     git_commit,
     log,
+    prediction_cache,
     read_json,
     read_rows,
     rel,
     write_json,
     write_rows,
     write_text,
-    prediction_cache,
     zoo_version,
 )
 from peers_report import SHIPPED_CASE
