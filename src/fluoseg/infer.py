@@ -374,7 +374,8 @@ class Segmenter:
 
         With a model trained with scale normalisation (``instance.target_diameter``) the image
         is rescaled so its objects get the training size (:func:`fluoseg.instance.scale.scale_factor`,
-        the rule training used), and labels and maps are resampled back. The diameter is
+        the rule training used); the maps are resampled back and the labels grown over them
+        (:meth:`~fluoseg.tasks.base.Task.regrid_labels`). The diameter is
         ``options.diameter`` in pixels, or estimated from a first prediction at the original
         scale (``"auto"``, the default); ``"off"`` predicts at the original scale. An empty
         field (``options.blank_snr``) gets no objects, and no diameter is estimated on it.
@@ -397,8 +398,8 @@ class Segmenter:
             labels = np.zeros_like(labels)
         if rescaled:
             spatial = tuple(image.shape[1:])
-            labels = resample_to_shape(labels, spatial, kind="labels")
             outputs = resample_to_shape(outputs, spatial, kind="probabilities")
+            labels = self.task.regrid_labels(labels, outputs)
         if labels.ndim == 3 and options.stitch_threshold > 0:
             labels = stitch_slices(labels, threshold=options.stitch_threshold)
         return labels, outputs
@@ -451,7 +452,7 @@ class Segmenter:
                          options: PredictOptions | None = None, **settings: Any) -> tuple[np.ndarray, bool]:
         """Activated maps at the scale the network works at, and whether the image was rescaled.
 
-        This is what :meth:`predict_labels` decodes (the labels are then resampled back);
+        This is what :meth:`predict_labels` decodes (the labels are then carried back to the image's grid);
         decoding parameters are tuned on these maps (:mod:`fluoseg.tuning`). With
         ``diameter="auto"``, when the estimate asks for a zoom within :data:`AUTO_REUSE` of 1
         the maps of the first probe are used as they are, which saves the second pass.

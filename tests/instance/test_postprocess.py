@@ -13,7 +13,9 @@ from fluoseg.instance.postprocess import (
     labels_from_border_classes,
     labels_from_distance,
     labels_from_threshold,
+    regrid_labels,
 )
+from fluoseg.data.resample import resample_to_shape
 from fluoseg.instance.targets import border_targets, distance_targets
 from fluoseg.metrics.matching import match_objects
 from support import SHARED_DATA
@@ -189,3 +191,52 @@ def test_finalise_matches_a_size_filter_and_skimage_relabel_sequential():
         found = _finalise(labels, min_size)
         assert found.dtype == np.uint32 and np.array_equal(found, expected)
     assert _finalise(np.zeros((0, 4), np.int64), 5).shape == (0, 4)
+
+
+def three_close_disks(size: int = 90) -> np.ndarray:
+    """Disks of radius 13, 11 and 9 px whose outlines touch or nearly touch, on a ``size``² grid."""
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.int32)
+    for index, (cy, cx, r) in enumerate([(30, 30, 13), (30, 55, 11), (55, 42, 9)], start=1):
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = index
+    return labels
+
+
+def test_regrid_follows_the_fine_maps_where_nearest_neighbour_gives_blocks() -> None:
+    truth = three_close_disks()
+    distance, foreground = distance_targets(truth)
+    fine = np.stack([distance, foreground.astype(np.float32)])
+    coarse = resample_to_shape(fine, (30, 30), kind="probabilities")  # the network's scale: a third of the pixels
+    labels = labels_from_distance(coarse[0] * 30 / 90, coarse[1], h=0.5, min_size=0)
+    assert labels.max() == 3
+    blocks = resample_to_shape(labels, truth.shape, kind="labels")
+    regridded = regrid_labels(labels, fine[1] > 0.5, -fine[0])
+    assert regridded.dtype == np.uint32 and sorted(np.unique(regridded)) == [0, 1, 2, 3]
+    assert (ious(truth, regridded) > 0.97).all()  # the fine outlines, met where the fine distance says
+    assert ious(truth, blocks).min() < 0.93 < ious(truth, regridded).min()
+
+
+def test_regrid_keeps_labels_that_already_fit_and_drops_what_leaves_the_region() -> None:
+    truth = three_close_disks(60)
+    assert np.array_equal(regrid_labels(truth, truth > 0, np.zeros(truth.shape)), truth)
+    region = truth > 0
+    region[truth == 2] = False  # object 2 has no pixel of the region left: it vanishes, ids stay consecutive
+    region[:3, :3] = True  # region that no object reaches stays background
+    regridded = regrid_labels(truth, region, np.zeros(truth.shape))
+    assert sorted(np.unique(regridded)) == [0, 1, 2]
+    assert np.array_equal(regridded == 2, truth == 3) and not regridded[:3, :3].any()
+
+
+def test_regrid_carries_a_stack_slice_by_slice() -> None:
+    truth = np.stack([three_close_disks(60), np.zeros((60, 60), np.int32), three_close_disks(60)[::-1]])
+    truth[2][truth[2] > 0] += 3  # ids unique over the stack, as decoded stacks have them
+    small = resample_to_shape(truth, (3, 30, 30), kind="labels")
+    regridded = regrid_labels(small, truth > 0, np.zeros(truth.shape))
+    assert regridded.shape == truth.shape and regridded.max() == 6 and not regridded[1].any()
+    assert np.array_equal(regridded > 0, truth > 0)
+    assert (ious(truth[2], regridded[2]) > 0.95).all() and set(np.unique(regridded[2])) == {0, 4, 5, 6}
+
+
+def test_regrid_refuses_maps_of_another_shape() -> None:
+    with pytest.raises(FluosegError, match="do not match"):
+        regrid_labels(np.zeros((5, 5), np.int32), np.zeros((10, 10), bool), np.zeros((10, 12)))

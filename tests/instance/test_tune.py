@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from skimage.segmentation import watershed
 
+from fluoseg.data.resample import resample_to_shape
 from fluoseg.errors import FluosegError
-from fluoseg.instance.tune import TuningImage, decode_instances, score_decoding, tune_decoding
+from fluoseg.instance.tune import TuningImage, decode_instances, regrid_instances, score_decoding, tune_decoding
 
 SHAPE = (48, 96)
 
@@ -129,6 +130,24 @@ def test_maps_at_half_the_truth_resolution_are_resized_to_it():
     scores = score_decoding([image], "threshold", {"threshold": 0.5, "min_size": 0})
     assert scores["f1_mean"] == pytest.approx(1.0) and scores["aji"] == pytest.approx(1.0)
     assert scores["n_pred"] == 2 and scores["n_true"] == 2
+
+
+def test_labels_of_maps_at_a_third_of_the_truth_resolution_follow_the_resampled_maps():
+    yy, xx = np.mgrid[:60, :60]
+    truth = ((yy - 30) ** 2 + (xx - 30) ** 2 <= 17**2).astype(np.int32)
+    fine = np.clip(17.5 - np.hypot(yy - 30, xx - 30), 0, 1).astype(np.float32)[None]  # a soft disk
+    small = fine[:, 1::3, 1::3]
+    image = TuningImage(maps=small, truth=truth)
+    decoded = decode_instances(small, "threshold", threshold=0.5, min_size=0)
+
+    def iou(labels):
+        return ((labels == 1) & (truth == 1)).sum() / ((labels == 1) | (truth == 1)).sum()
+
+    scores = score_decoding([image], "threshold", {"threshold": 0.5, "min_size": 0})
+    regridded = regrid_instances(decoded, resample_to_shape(small, truth.shape, kind="probabilities"), "threshold")
+    assert scores["aji"] == pytest.approx(iou(regridded))
+    # nearest neighbour would give the coarse grid's staircase
+    assert iou(regridded) > iou(resample_to_shape(decoded, truth.shape, kind="labels")) + 0.02
 
 
 def test_scores_pool_over_images():

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from fluoseg.data.resample import resample_to_shape
 from fluoseg.errors import FluosegError
-
+from fluoseg.instance.tune import regrid_instances
+from fluoseg.metrics.matching import match_objects
 from fluoseg.tasks import IGNORE_INDEX, build_instance_task, instance_method_names, task_from_state
 
 
@@ -40,6 +42,29 @@ def test_instance_targets_decode_back_to_objects(method):
         assert counts.tolist() == [1, 0, 1] and task.score(counts)["score"] == pytest.approx(2 / 3)
     else:
         assert counts.tolist() == [2, 0, 0] and task.score(counts)["score"] == 1.0
+
+
+def ideal_maps(method, targets):
+    if method == "border":
+        return np.eye(3, dtype=np.float32)[targets["classes"]].transpose(2, 0, 1)
+    if method == "distance":
+        return np.stack([targets["distance"], targets["foreground"].astype(np.float32)])
+    return targets["classes"][None].astype(np.float32)
+
+
+@pytest.mark.parametrize("method", instance_method_names())
+def test_labels_decoded_at_the_network_scale_are_regridded_as_tuning_scores_them(method):
+    task = build_instance_task(method, min_size=0, **({} if method == "border" else {"threshold": 0.4}))
+    labels = two_touching_disks((80, 80))
+    targets = task.make_targets(labels)
+    task.fit([targets])
+    fine = ideal_maps(method, targets)
+    decoded = task.decode(resample_to_shape(fine, (40, 40), kind="probabilities"))
+    regridded = task.regrid_labels(decoded, fine)
+    threshold = getattr(task, "threshold", 0.5)
+    assert np.array_equal(regridded, regrid_instances(decoded, fine, method, threshold=threshold))
+    assert regridded.shape == labels.shape and np.array_equal(regridded > 0, labels > 0)
+    assert len(np.unique(regridded[regridded > 0])) == len(np.unique(decoded[decoded > 0]))
 
 
 def test_foreground_probability_picks_each_methods_channel():

@@ -28,7 +28,12 @@ from fluoseg.instance.blockwise import (
     resolve_links,
     write_block,
 )
-from fluoseg.instance.postprocess import labels_from_border_classes, labels_from_distance, labels_from_threshold
+from fluoseg.instance.postprocess import (
+    labels_from_border_classes,
+    labels_from_distance,
+    labels_from_threshold,
+    regrid_labels,
+)
 from fluoseg.instance.scale import (
     estimate_diameter_from_labels,
     mean_object_diameter,
@@ -66,6 +71,7 @@ __all__ = [
     "labels_from_border_classes",
     "labels_from_distance",
     "labels_from_threshold",
+    "regrid_labels",
     "link_blocks",
     "mean_object_diameter",
     "object_diameters",

@@ -21,9 +21,8 @@ Scores are pooled over images (counts summed, then ratios), with the matching of
 * ``aji`` — Kumar et al.'s aggregated Jaccard index, pooled as sum C / sum U.
 
 Maps may be at another scale than the truth (scale-normalised models predict on a rescaled
-image): decoded labels are then resized to the truth's shape by nearest neighbour
-(:func:`fluoseg.data.resample.resample_to_shape`) after the size filter, exactly as inference
-restores them. Ties keep the combination tried first. numpy/scipy only (no torch).
+image): after the size filter, decoded labels are then carried to the truth's grid along the
+maps resampled there (:func:`regrid_instances`), exactly as inference restores them. Ties keep the combination tried first. numpy/scipy only (no torch).
 """
 
 from __future__ import annotations
@@ -37,14 +36,20 @@ from typing import Any
 import numpy as np
 
 from fluoseg.errors import FluosegError
-from fluoseg.instance.postprocess import labels_from_border_classes, labels_from_distance, labels_from_threshold
+from fluoseg.instance.postprocess import (
+    labels_from_border_classes,
+    labels_from_distance,
+    labels_from_threshold,
+    regrid_labels,
+)
+from fluoseg.instance.targets import BORDER
 from fluoseg.data.resample import resample_to_shape
 from fluoseg.metrics.aji import aggregated_jaccard_index, pool_aji
 from fluoseg.metrics.matching import DEFAULT_IOU_THRESHOLDS, matching_at_thresholds, pool_matching
 from fluoseg.metrics.overlap import label_overlap
 
-__all__ = ["DEFAULT_GRIDS", "OBJECTIVES", "TuningImage", "TuningResult", "decode_instances", "score_decoding",
-           "tune_decoding"]
+__all__ = ["DEFAULT_GRIDS", "OBJECTIVES", "TuningImage", "TuningResult", "decode_instances", "regrid_instances",
+           "score_decoding", "tune_decoding"]
 
 OBJECTIVES = ("f1_mean", "f1_0.5", "accuracy_mean", "aji")
 
@@ -129,6 +134,28 @@ def decode_instances(maps: Any, method: str, *, h: float = 1.0, threshold: float
     raise FluosegError(f"unknown instance method {method!r}; use one of {sorted(DEFAULT_GRIDS)}")
 
 
+def regrid_instances(labels: np.ndarray, maps: Any, method: str, *, threshold: float = 0.5) -> np.ndarray:
+    """Labels decoded by ``method`` at the network's scale, on the grid of ``maps`` resampled to the image
+    (as an instance task's ``regrid_labels`` carries them back; :func:`~fluoseg.instance.postprocess.regrid_labels`).
+
+    Raises
+    ------
+    FluosegError
+        For an unknown method or maps of the wrong shape.
+    """
+    array = np.asarray(maps)
+    if method == "distance":
+        region, elevation = array[1] > threshold, -array[0]
+    elif method == "threshold":
+        plane = array[0] if array.ndim == 3 else array
+        region, elevation = plane > threshold, -plane
+    elif method == "border":
+        region, elevation = np.argmax(array, axis=0) != 0, array[BORDER]
+    else:
+        raise FluosegError(f"unknown instance method {method!r}; use one of {sorted(DEFAULT_GRIDS)}")
+    return regrid_labels(labels, region, elevation)
+
+
 def _without_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     if min_size <= 1 or not labels.any():
         return labels
@@ -138,8 +165,22 @@ def _without_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels) if small.any() else labels
 
 
-def _to_truth_shape(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return labels if labels.shape == truth.shape else resample_to_shape(labels, truth.shape, kind="labels")
+class _TruthGrid:
+    """Carries an image's decoded labels to its truth's grid; the maps are resampled there once."""
+
+    def __init__(self, image: TuningImage, method: str) -> None:
+        self.image, self.method = image, method
+        self._maps: np.ndarray | None = None
+
+    def labels(self, labels: np.ndarray, threshold: float) -> np.ndarray:
+        truth = self.image.truth
+        if labels.shape == truth.shape:
+            return labels
+        if self._maps is None:
+            maps = np.asarray(self.image.maps)
+            maps = maps[None] if maps.ndim == 2 else maps
+            self._maps = resample_to_shape(maps, truth.shape, kind="probabilities")
+        return regrid_instances(labels, self._maps, self.method, threshold=threshold)
 
 
 def _pooled_scores(pairs: Sequence[tuple[np.ndarray, np.ndarray]], *, with_aji: bool) -> dict[str, float]:
@@ -183,7 +224,8 @@ def score_decoding(images: Sequence[TuningImage], method: str, params: Mapping[s
     dict
         The scores, pooled over the images.
     """
-    pairs = [(image.truth, _to_truth_shape(decode_instances(image.maps, method, **params), image.truth))
+    threshold = float(params.get("threshold", 0.5))
+    pairs = [(image.truth, _TruthGrid(image, method).labels(decode_instances(image.maps, method, **params), threshold))
              for image in _checked(images)]
     return _pooled_scores(pairs, with_aji=True)
 
@@ -286,6 +328,7 @@ def tune_decoding(images: Sequence[TuningImage], *, method: str = "distance", ob
     table: list[dict[str, Any]] = []
     tried: dict[tuple[float, ...], float] = {}
     decoded_cache: dict[tuple[float, ...], list[np.ndarray]] = {}
+    grids = [_TruthGrid(image, method) for image in items]
 
     def decoded(params: dict[str, float]) -> list[np.ndarray]:
         # Decode without the size filter once per setting of the other parameters.
@@ -305,8 +348,9 @@ def tune_decoding(images: Sequence[TuningImage], *, method: str = "distance", ob
                 continue
             full = {**constants, **params}
             min_size = int(full.get("min_size", 0))
-            pairs = [(image.truth, _to_truth_shape(_without_small(labels, min_size), image.truth))
-                     for image, labels in zip(items, decoded(full))]
+            threshold = float(full.get("threshold", 0.5))
+            pairs = [(image.truth, grid.labels(_without_small(labels, min_size), threshold))
+                     for image, grid, labels in zip(items, grids, decoded(full))]
             scores = _pooled_scores(pairs, with_aji=objective == "aji")
             tried[key] = scores[objective]
             table.append({"stage": stage, **{n: params[n] for n in names}, "objective": scores[objective],

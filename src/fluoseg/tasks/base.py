@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from fluoseg.data.resample import resample_to_shape
 from fluoseg.data.sample import Sample
 
 IGNORE_INDEX = -1
@@ -86,6 +87,13 @@ class Task(ABC):
         ``--diameter auto`` tells objects cut into pieces by it (:meth:`fluoseg.Segmenter.estimate_diameter`).
         """
         return None
+
+    def regrid_labels(self, labels: np.ndarray, activated: np.ndarray) -> np.ndarray:
+        """Labels decoded at the network's scale, on the grid of ``activated`` (the maps resampled to the image).
+
+        Nearest neighbour here; instance methods follow the resampled maps (:meth:`InstanceTask.regrid_labels`).
+        """
+        return resample_to_shape(labels, activated.shape[1:], kind="labels")
 
     @abstractmethod
     def score_counts(self, decoded: np.ndarray, targets: dict[str, np.ndarray]) -> np.ndarray:

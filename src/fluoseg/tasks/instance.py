@@ -30,6 +30,7 @@ from fluoseg.instance import (
     peak_to_radius,
     unet_weight_map,
 )
+from fluoseg.instance.tune import regrid_instances
 from fluoseg.metrics.matching import match_objects
 from fluoseg.metrics.semantic import f1_score
 from fluoseg.models.registry import Registry
@@ -138,6 +139,12 @@ class InstanceTask(Task):
         computed on; every method says which of its activated channels that is.
         """
         raise NotImplementedError(f"instance method {self.method!r} has no foreground probability")
+
+    def regrid_labels(self, labels: np.ndarray, activated: np.ndarray) -> np.ndarray:
+        """Labels decoded at the network's scale, grown over the object region of the resampled maps
+        (:func:`fluoseg.instance.tune.regrid_instances`, as tuning scores them): outlines of the image's
+        own resolution."""
+        return regrid_instances(labels, activated, self.method, threshold=getattr(self, "threshold", 0.5))
 
     def options(self) -> dict[str, Any]:
         """The method's own constructor options (stored in checkpoints)."""
