@@ -160,7 +160,9 @@ Nuclei in 2D fluorescence images (one nuclear stain: DAPI, Hoechst, ...), as lab
 
 The model rescales each image so that its nuclei are about {diameter:g} px across: with the
 default `--diameter auto` a first pass estimates the nucleus size; give `--diameter D`
-(pixels) when you know it. Images are standardised per image, so any bit depth works.
+(pixels) when you know it. The labels are decoded at that scale and grown back over the
+maps resampled to the image's own pixels. Images are standardised per image, so any bit
+depth works.
 
 ## Training data and licence
 

@@ -138,10 +138,10 @@ def regrid_instances(labels: np.ndarray, maps: Any, method: str, *, threshold: f
     """Labels decoded by ``method`` at the network's scale, on the grid of ``maps`` resampled to the image
     (as an instance task's ``regrid_labels`` carries them back; :func:`~fluoseg.instance.postprocess.regrid_labels`).
 
-    Raises
-    ------
-    FluosegError
-        For an unknown method or maps of the wrong shape.
+    The object region is the decoder's (foreground above ``threshold``; any class but background
+    for ``border``) and the elevation rises where objects meet (the negated distance or
+    probability; the border probability). An unknown method, or maps whose grid does not match
+    the labels' dimensions, raise :class:`~fluoseg.errors.FluosegError`.
     """
     array = np.asarray(maps)
     if method == "distance":
