@@ -161,6 +161,15 @@ def git_commit() -> str:
         return "?"
 
 
+def git_output(arguments: Sequence[str]) -> str | None:
+    """The stripped output of ``git ARGUMENTS`` in the repository, or None when git fails or is missing."""
+    try:
+        done = subprocess.run(["git", *arguments], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 # ---- comparisons at the level of independent replicates ------------------------------------------
 
 ALPHA = 0.05

@@ -54,6 +54,7 @@ from _common import (
     epoch_rows,
     fill_readme_block,
     git_commit,
+    git_output,
     log,
     pooled_metric,
     read_json,
@@ -568,6 +569,18 @@ class SideBySide:
         seen = sorted({s["precision"] or "not recorded" for s in self.rows if s["case"] == SHIPPED_CASE})
         return " / ".join(seen) or "not recorded"
 
+    def weights_note(self) -> str:
+        """A warning when the shipped rows were timed before the shipped weights were committed (empty otherwise)."""
+        weights = ZOO_FOLDER / "weights.pt"
+        changed = git_output(["log", "-1", "--format=%h", "--", str(weights)])
+        timed = sorted({s.get("commit") or "?" for s in self.rows if s["case"] == SHIPPED_CASE})
+        # a timing at the weights' commit or after it (its descendant) timed these weights
+        if not changed or all(git_output(["merge-base", "--is-ancestor", changed, c]) is not None for c in timed):
+            return ""
+        return (f" **The shipped rows were timed at {', '.join(timed)}, with the weights before {changed}**: the "
+                "network is the same (the same FLOPs per pixel), its decoding parameters and object counts are not; "
+                "re-run the speed stage of `bench/peers.py` to time these weights beside the peers.")
+
     def ratios(self) -> str:
         """``x0.62 of StarDist's rate at 2048^2, ...`` for every measured size."""
         parts = []
@@ -599,7 +612,7 @@ def render_readme(split: dict[str, list[str]], scores: dict[str, float], side: S
                       "StarDist and Cellpose).")
     else:
         speed_text = (f"Speed as shipped (auto diameter, default precision: {side.precision()}, 2 CPU threads), side "
-                      f"by side with StarDist 2D in one `bench/peers.py` run: {side.ratios()}.")
+                      f"by side with StarDist 2D in one `bench/peers.py` run: {side.ratios()}.{side.weights_note()}")
     target = ("reached" if scores["F1@0.5"] >= F1_TARGET else "**not reached**")
     block = (f"{README_BEGIN}\nScores of the shipped model on the {len(split['test'])} DSB 2018 test images it never "
              f"saw (pooled; `bench/results/zoo.md`):\n\n{table}\n\n{speed_text} Issue 12's accuracy target "
@@ -772,7 +785,8 @@ def side_by_side(side: SideBySide | None) -> str:
             "2 threads each. StarDist and Cellpose are the networks "
             "trained there (25 min each) with their decoding tuned on the validation images; their architecture, "
             "not their training length, sets their speed. fluoseg runs as shipped (auto diameter, tuned decoding, "
-            f"blank-field check, the default precision: {side.precision()}). Shipped fluoseg vs StarDist: {side.ratios()}.\n\n{side.markdown()}")
+            f"blank-field check, the default precision: {side.precision()}). Shipped fluoseg vs StarDist: {side.ratios()}."
+            f"{side.weights_note()}\n\n{side.markdown()}")
 
 
 def main(argv: list[str] | None = None) -> int:
