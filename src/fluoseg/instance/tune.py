@@ -22,7 +22,8 @@ Scores are pooled over images (counts summed, then ratios), with the matching of
 
 Maps may be at another scale than the truth (scale-normalised models predict on a rescaled
 image): after the size filter, decoded labels are then carried to the truth's grid along the
-maps resampled there (:func:`regrid_instances`), exactly as inference restores them. Ties keep the combination tried first. numpy/scipy only (no torch).
+maps resampled there (:func:`regrid_instances`), exactly as inference restores them. Ties keep
+the combination tried first. numpy/scipy only (no torch).
 """
 
 from __future__ import annotations
