@@ -170,6 +170,17 @@ def git_output(arguments: Sequence[str]) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+REGRID_COMMIT = "ff2be91"  # labels of rescaled images grown back along the resampled maps from here on
+
+
+def descends_from(commit: str, ancestor: str) -> bool | None:
+    """Whether ``commit`` is ``ancestor`` or one of its descendants; None when git cannot tell
+    (no repository, or a commit it does not know)."""
+    if git_output(["cat-file", "-e", f"{commit}^{{commit}}"]) is None:
+        return None
+    return git_output(["merge-base", "--is-ancestor", ancestor, commit]) is not None
+
+
 # ---- comparisons at the level of independent replicates ------------------------------------------
 
 ALPHA = 0.05

@@ -546,7 +546,8 @@ def stage_predict(settings: Settings, failures: list[str]) -> None:
                 args = ["predict", train["run"], *images, "--out", out, "--markers", DSB_MARKER, "--quiet",
                         "--device", "cpu", "--overwrite", "--diameter", fluoseg_diameter(train)]
                 wall = run_fluoseg(args, settings.tool_dir(tool) / "predict.log", threads=settings.threads)
-                result = {"predict_s": wall, "images": len(test), "note": "wall time of `fluoseg predict` (incl. start-up)"}
+                result = {"predict_s": wall, "images": len(test), "note": "wall time of `fluoseg predict` (incl. start-up)",
+                          "fluoseg_commit": git_commit()}
             else:
                 spec = {"data": str(settings.data), "test": test, "pred_dir": str(out), **decoding_spec(settings, tool)}
                 if tool == "cellpose":

@@ -27,9 +27,11 @@ import numpy as np
 from _common import (
     DSB_SPLIT,
     MIN_REPLICATES,
+    REGRID_COMMIT,
     RESULTS,
     Test,
     adjust_holm,
+    descends_from,
     mean_sd,
     paired_test,
     pooled_metric,
@@ -301,8 +303,9 @@ def replication(replicates: dict[int, Results]) -> list[str]:
              "Every tool trained again from scratch with another seed (initialisation, batches, augmentation) under "
              f"the same budget, split and tuning (`{REPLICATE_RUN}`, results in `{rel(SEED_RESULTS)}/seedN/`); the "
              "unit is a trained network. Seeds: " + ", ".join(map(str, replicates)) + ".", "",
-             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | train (min) | CPU |",
-             "|---|---:|" + "---:|" * (len(HEADLINE) + 2) + "---|"]
+             "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | train (min) | CPU | "
+             "scored at |",
+             "|---|---:|" + "---:|" * (len(HEADLINE) + 2) + "---|---|"]
     early = []   # trainings that stopped well before the budget, named under the table
     for tool in TOOLS:
         for seed, results in replicates.items():
@@ -314,9 +317,10 @@ def replication(replicates: dict[int, Results]) -> list[str]:
                 early.append(f"{tool} seed {seed} ({wall_min:.1f} min)")
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
                          f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
-                         f"{_fmt(wall_min, '{:.1f}')} | {tool_machine(results.meta, tool).get('cpu_model', '?')} |")
+                         f"{_fmt(wall_min, '{:.1f}')} | {tool_machine(results.meta, tool).get('cpu_model', '?')} | "
+                         f"{scored_at(results.meta, tool)} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
-        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | |")
+        lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | | |")
     if early:
         lines += ["", "Training ended before the budget (a planned schedule that finished early, e.g. Cellpose's "
                   "epochs planned from a probe that overestimated the step time): " + "; ".join(early) + "."]
@@ -331,6 +335,13 @@ def replication(replicates: dict[int, Results]) -> list[str]:
         lines += ["", "Retrained later on another CPU than the rest of its seed (see each collection's `reruns`): "
                   + "; ".join(moved) + "; the budget bought it a different number of steps than the seed's machine "
                   "would have."]
+    nearest = [str(seed) for seed, r in replicates.items() if descends_from(scored_at(r.meta, "fluoseg"), REGRID_COMMIT)
+               is False]
+    if nearest:
+        lines += ["", f"fluoseg's scores of seed(s) {', '.join(nearest)} were made before {REGRID_COMMIT}: the labels "
+                  "of images rescaled to the training nucleus size came back by nearest neighbour, in blocks of the "
+                  "coarser grid, not along the network's maps resampled to the image as `fluoseg predict` does now "
+                  "(outlines finer; for the shipped model validation mean F1 0.6349 -> 0.6442, see `zoo.md`)."]
     tests = replicate_tests(replicates)
     n_tested = sum(np.isfinite(t.p_value) for t in tests)
     correction = (f"Holm's correction over the {n_tested} tested comparisons of this report" if n_tested else
@@ -425,6 +436,13 @@ def tool_machine(meta: dict[str, Any], tool: str) -> dict[str, Any]:
     """The machine a tool's training and scores of this collection ran on."""
     rerun = tool_rerun(meta, tool)
     return rerun["machine"] if rerun else meta["machine"]
+
+
+def scored_at(meta: dict[str, Any], tool: str) -> str:
+    """The fluoseg commit a tool's test predictions of this collection were made at: recorded by the
+    predict stage, else the commit of the tool's latest retraining, else of the collection."""
+    return ((meta["predict"].get(tool) or {}).get("fluoseg_commit") or (tool_rerun(meta, tool) or {}).get("fluoseg_commit")
+            or meta["versions"]["fluoseg"].get("fluoseg_commit") or "?")
 
 
 def rerun_lines(meta: dict[str, Any]) -> list[str]:

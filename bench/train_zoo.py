@@ -45,9 +45,11 @@ import zoo_loso
 
 from _common import (
     DSB2018,
+    REGRID_COMMIT,
     RESULTS,
     ROOT,
     WORK,
+    descends_from,
     dsb_manifest,
     dsb_split,
     dsb_target_diameter,
@@ -458,9 +460,6 @@ def record_candidate(work: Path) -> dict[str, Any]:
     return row
 
 
-REGRID_COMMIT = "ff2be91"  # labels of rescaled images grown back along the resampled maps from here on
-
-
 def candidates_section() -> str:
     """Recipes compared on one schedule (``zoo_candidates.csv``, ``--record-candidate``)."""
     rows = read_rows(CANDIDATES) if CANDIDATES.is_file() else []
@@ -575,7 +574,7 @@ class SideBySide:
         changed = git_output(["log", "-1", "--format=%h", "--", str(weights)])
         timed = sorted({s.get("commit") or "?" for s in self.rows if s["case"] == SHIPPED_CASE})
         # a timing at the weights' commit or after it (its descendant) timed these weights
-        if not changed or all(git_output(["merge-base", "--is-ancestor", changed, c]) is not None for c in timed):
+        if not changed or all(descends_from(c, changed) for c in timed):
             return ""
         return (f" **The shipped rows were timed at {', '.join(timed)}, with the weights before {changed}**: the "
                 "network is the same (the same FLOPs per pixel), its decoding parameters and object counts are not; "
