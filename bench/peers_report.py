@@ -304,7 +304,7 @@ def replication(replicates: dict[int, Results]) -> list[str]:
              f"the same budget, split and tuning (`{REPLICATE_RUN}`, results in `{rel(SEED_RESULTS)}/seedN/`); the "
              "unit is a trained network. Seeds: " + ", ".join(map(str, replicates)) + ".", "",
              "| tool | seed | " + " | ".join(h for h, _, _ in HEADLINE) + " | steps x batch | train (min) | CPU | "
-             "scored at |",
+             "fluoseg labels made at |",
              "|---|---:|" + "---:|" * (len(HEADLINE) + 2) + "---|---|"]
     early = []   # trainings that stopped well before the budget, named under the table
     for tool in TOOLS:
@@ -318,7 +318,7 @@ def replication(replicates: dict[int, Results]) -> list[str]:
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
                          f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
                          f"{_fmt(wall_min, '{:.1f}')} | {tool_machine(results.meta, tool).get('cpu_model', '?')} | "
-                         f"{scored_at(results.meta, tool)} |")
+                         f"{scored_at(results.meta, tool) if tool == 'fluoseg' else '–'} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
         lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | | |")
     if early:
@@ -440,7 +440,8 @@ def tool_machine(meta: dict[str, Any], tool: str) -> dict[str, Any]:
 
 def scored_at(meta: dict[str, Any], tool: str) -> str:
     """The fluoseg commit a tool's test predictions of this collection were made at: recorded by the
-    predict stage, else the commit of the tool's latest retraining, else of the collection."""
+    predict stage, else the commit of the tool's latest retraining, else of the collection (only
+    fluoseg's labels depend on it: the peers' come from their own packages)."""
     return ((meta["predict"].get(tool) or {}).get("fluoseg_commit") or (tool_rerun(meta, tool) or {}).get("fluoseg_commit")
             or meta["versions"]["fluoseg"].get("fluoseg_commit") or "?")
 
