@@ -175,6 +175,45 @@ def test_h_maxima_per_object_without_background_and_without_objects():
     assert not h_maxima_per_object(np.zeros((8, 8)), np.zeros((8, 8), bool), 1.0).any()
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_flooding_component_by_component_equals_the_whole_image_watershed(seed):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from fluoseg.instance.postprocess import _flood_components, connected_components
+
+    height, mask = random_height_map(seed)
+    rng = np.random.default_rng(seed)
+    for connectivity in (1, 2):
+        footprint = ndi.generate_binary_structure(2, connectivity)
+        components = connected_components(mask, connectivity=connectivity)
+        markers = connected_components(h_maxima_per_object(height, mask, rng.uniform(0.2, 1.5)), connectivity=2)
+        markers[rng.random(mask.shape) < 0.002] = 0  # some components left without a marker stay background
+        expected = watershed(-height, markers=markers, mask=mask, connectivity=footprint)
+        flooded = _flood_components(-height, markers, components, footprint)
+        if seed % 3:
+            np.testing.assert_array_equal(flooded, expected)
+        else:  # plateaus: marker pixels tie, and skimage's heap orders ties by its own layout
+            assert np.array_equal(flooded > 0, expected > 0)
+            assert set(np.unique(flooded)) == set(np.unique(expected))
+            assert (flooded != expected).mean() < 0.01
+
+
+def test_distance_decoding_floods_only_components_with_several_seeds() -> None:
+    from unittest import mock
+
+    import fluoseg.instance.postprocess as postprocess
+
+    truth = two_touching_disks()
+    truth[5:10, 50:55] = 3  # a lone square: one seed, no flooding
+    distance, foreground = distance_targets(truth)
+    with mock.patch.object(postprocess, "watershed", wraps=postprocess.watershed) as flood:
+        pred = labels_from_distance(distance, foreground.astype(np.float32), min_size=0)
+    assert flood.call_count == 1 and flood.call_args.kwargs["mask"].size < truth.size / 2  # the pair's box only
+    assert sorted(np.unique(pred)) == [0, 1, 2, 3]
+    assert (pred[5:10, 50:55] == pred[7, 52]).all()
+
+
 def test_finalise_matches_a_size_filter_and_skimage_relabel_sequential():
     from skimage.segmentation import relabel_sequential
 

@@ -378,19 +378,54 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
         seeded[components[markers > 0]] = True
         unseeded = np.flatnonzero(~seeded[1:]) + 1
         if unseeded.size:  # seeded at their maximum (first in raster order), like ndi.maximum_position
-            windows = ndi.find_objects(components)
+            windows = ndi.find_objects(components, max_label=count)
             next_id = int(markers.max()) + 1
             for offset, index in enumerate(unseeded):
                 window = windows[index - 1]
                 local = np.where(components[window] == index, d[window], -np.inf)
                 position = np.unravel_index(np.argmax(local), local.shape)
                 markers[tuple(s.start + q for s, q in zip(window, position))] = next_id + offset
-        grown = watershed(-d, markers=markers, mask=mask, connectivity=footprint)
-        return _finalise(grown, min_size)
+        return _finalise(_flood_components(-d, markers, components, footprint), min_size)
 
     if dist.ndim == 2:
         return one(dist, prob)
     return _stack_slices([one(d, p) for d, p in zip(dist, prob)])
+
+
+def _flood_components(elevation: np.ndarray, markers: np.ndarray, components: np.ndarray,
+                      footprint: np.ndarray) -> np.ndarray:
+    """``watershed(elevation, markers, mask=components > 0, connectivity=footprint)``, computed
+    component by component.
+
+    ``components`` are the connected components of the mask under ``footprint``, so no pixel
+    of one neighbours another's and their floods never meet. Within a component the flooding
+    order (elevation, then the order pixels were queued) is the same whatever the others do, so
+    each can be flooded alone with the same labels. The exception is exact ties between marker
+    pixels, which skimage queues at the same age and its heap orders by its own layout; on
+    real-valued maps they are rare (the 8192^2 speed mosaic decodes identically, tests compare
+    both on random maps). A component holding one marker is that marker's entirely; only those
+    with several are flooded, on their bounding boxes. On a 8192^2 image of nuclei about one
+    component in ten holds several markers (under a third of the foreground), and the
+    whole-image watershed spent most of its time on the background: decoding took half as long.
+    """
+    inside = markers > 0
+    owner, ids = components[inside], markers[inside].astype(np.int64)
+    count = int(components.max())
+    lowest = np.full(count + 1, np.iinfo(np.int64).max, np.int64)
+    highest = np.zeros(count + 1, np.int64)
+    np.minimum.at(lowest, owner, ids)
+    np.maximum.at(highest, owner, ids)
+    single = np.where(highest == lowest, highest, 0)  # the one marker of a component, else 0
+    single[0] = 0
+    grown = single[components]
+    windows = ndi.find_objects(components, max_label=count)
+    for index in np.flatnonzero(highest > lowest):
+        window = windows[index - 1]
+        own = components[window] == index
+        seeds = np.where(own, markers[window], 0)
+        flooded = watershed(elevation[window], markers=seeds, mask=own, connectivity=footprint)
+        grown[window][own] = flooded[own]
+    return grown
 
 
 def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray, *,
