@@ -318,7 +318,7 @@ def replication(replicates: dict[int, Results]) -> list[str]:
             lines.append(f"| {tool} | {seed} | " + " | ".join(_fmt(s.get(k), "{:.3f}") for _, k, _ in HEADLINE) +
                          f" | {_fmt(steps, '{:.0f}')} x {_fmt(train.get('batch_size'), '{:.0f}')} | "
                          f"{_fmt(wall_min, '{:.1f}')} | {tool_machine(results.meta, tool).get('cpu_model', '?')} | "
-                         f"{scored_at(results.meta, tool) if tool == 'fluoseg' else '–'} |")
+                         f"{labels_made_at(results.meta, tool) if tool == 'fluoseg' else '–'} |")
         means = [mean_sd([s[k] for r in replicates.values() if (s := r.summary(tool))]) for _, k, _ in HEADLINE]
         lines.append(f"| **{tool}** | mean ± sd | " + " | ".join(means) + " | | | | |")
     if early:
@@ -335,8 +335,8 @@ def replication(replicates: dict[int, Results]) -> list[str]:
         lines += ["", "Retrained later on another CPU than the rest of its seed (see each collection's `reruns`): "
                   + "; ".join(moved) + "; the budget bought it a different number of steps than the seed's machine "
                   "would have."]
-    nearest = [str(seed) for seed, r in replicates.items() if descends_from(scored_at(r.meta, "fluoseg"), REGRID_COMMIT)
-               is False]
+    made_at = {seed: labels_made_at(r.meta, "fluoseg") for seed, r in replicates.items()}
+    nearest = [str(seed) for seed, commit in made_at.items() if descends_from(commit, REGRID_COMMIT) is False]
     if nearest:
         lines += ["", f"fluoseg's scores of seed(s) {', '.join(nearest)} were made before {REGRID_COMMIT}: the labels "
                   "of images rescaled to the training nucleus size came back by nearest neighbour, in blocks of the "
@@ -438,7 +438,7 @@ def tool_machine(meta: dict[str, Any], tool: str) -> dict[str, Any]:
     return rerun["machine"] if rerun else meta["machine"]
 
 
-def scored_at(meta: dict[str, Any], tool: str) -> str:
+def labels_made_at(meta: dict[str, Any], tool: str) -> str:
     """The fluoseg commit a tool's test predictions of this collection were made at: recorded by the
     predict stage, else the commit of the tool's latest retraining, else of the collection (only
     fluoseg's labels depend on it: the peers' come from their own packages)."""
