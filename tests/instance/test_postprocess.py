@@ -190,7 +190,7 @@ def test_flooding_component_by_component_equals_the_whole_image_watershed(seed):
         markers = connected_components(h_maxima_per_object(height, mask, rng.uniform(0.2, 1.5)), connectivity=2)
         markers[rng.random(mask.shape) < 0.002] = 0  # some components left without a marker stay background
         expected = watershed(-height, markers=markers, mask=mask, connectivity=footprint)
-        flooded = _flood_components(-height, markers, components, footprint)
+        flooded = _flood_components(-height, markers, components, ndi.find_objects(components), footprint)
         if seed % 3:
             np.testing.assert_array_equal(flooded, expected)
         else:  # plateaus: marker pixels tie, and skimage's heap orders ties by its own layout

@@ -377,15 +377,15 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
         seeded = np.zeros(count + 1, bool)  # labelling numbers the components 1..count
         seeded[components[markers > 0]] = True
         unseeded = np.flatnonzero(~seeded[1:]) + 1
+        windows = ndi.find_objects(components, max_label=count)
         if unseeded.size:  # seeded at their maximum (first in raster order), like ndi.maximum_position
-            windows = ndi.find_objects(components, max_label=count)
             next_id = int(markers.max()) + 1
             for offset, index in enumerate(unseeded):
                 window = windows[index - 1]
                 local = np.where(components[window] == index, d[window], -np.inf)
                 position = np.unravel_index(np.argmax(local), local.shape)
                 markers[tuple(s.start + q for s, q in zip(window, position))] = next_id + offset
-        return _finalise(_flood_components(-d, markers, components, footprint), min_size)
+        return _finalise(_flood_components(-d, markers, components, windows, footprint), min_size)
 
     if dist.ndim == 2:
         return one(dist, prob)
@@ -393,9 +393,9 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
 
 
 def _flood_components(elevation: np.ndarray, markers: np.ndarray, components: np.ndarray,
-                      footprint: np.ndarray) -> np.ndarray:
+                      windows: list[tuple[slice, ...] | None], footprint: np.ndarray) -> np.ndarray:
     """``watershed(elevation, markers, mask=components > 0, connectivity=footprint)``, computed
-    component by component.
+    component by component (``windows``: ``ndi.find_objects(components)``, one per component).
 
     ``components`` are the connected components of the mask under ``footprint``, so no pixel
     of one neighbours another's and their floods never meet. Within a component the flooding
@@ -410,7 +410,7 @@ def _flood_components(elevation: np.ndarray, markers: np.ndarray, components: np
     """
     inside = markers > 0
     owner, ids = components[inside], markers[inside].astype(np.int64)
-    count = int(components.max())
+    count = len(windows)
     lowest = np.full(count + 1, np.iinfo(np.int64).max, np.int64)
     highest = np.zeros(count + 1, np.int64)
     np.minimum.at(lowest, owner, ids)
@@ -418,7 +418,6 @@ def _flood_components(elevation: np.ndarray, markers: np.ndarray, components: np
     single = np.where(highest == lowest, highest, 0)  # the one marker of a component, else 0
     single[0] = 0
     grown = single[components]
-    windows = ndi.find_objects(components, max_label=count)
     for index in np.flatnonzero(highest > lowest):
         window = windows[index - 1]
         own = components[window] == index
