@@ -132,7 +132,7 @@ def gap_weighting(summary: dict[str, Any]) -> str:
     weight = float(summary.get("gap_weight") or 0.0)
     if weight <= 0:
         return ""
-    sigma = float(summary.get("gap_sigma") or 5.0)
+    sigma = float(summary["gap_sigma"])  # recorded with the weight by export and retune
     return (f"\n  Both losses weighted per pixel by 1 + {weight:g} exp(-(d1 + d2)^2 / (2 x {sigma:g}^2)) (d1, d2:"
             "\n  distances to the two nearest nuclei; Ronneberger et al.'s separation term), so errors where"
             "\n  nuclei touch cost more.")
@@ -268,15 +268,15 @@ def export(settings: Settings, split: dict[str, list[str]], diameter: float, ove
     epochs = epoch_rows(run.path)
     best = max(epochs, key=lambda r: float(r["val_score"]))
     timing = read_json(settings.work / RECIPE.name / "timing.json", {})
-    configuration = yaml.safe_load((settings.work / RECIPE.name / "train.yaml").read_text())
-    trained, instance = configuration["train"], configuration.get("instance", {})
+    configuration = run.read_config()  # resolved: every default the run trained with is filled in
+    trained, instance = configuration["train"], configuration["instance"]
     machine = trained_on(settings.work)
     summary = {"params": run.parameter_count(), "threads": int(trained["num_threads"]),  # not this invocation's
                "batch": int(trained["batch_size"]), "trained_on": machine.get("device", "CPU"),
                "train_minutes": timing.get("train_wall_s", float("nan")) / 60,
                "best_epoch": int(best["epoch"]), "best_val": float(best["val_score"]),
                "commit": machine.get("commit") or git_commit(), "epochs": settings.epochs, "steps": settings.steps,
-               "gap_weight": float(instance.get("gap_weight", 0.0)), "gap_sigma": float(instance.get("sigma", 5.0))}
+               "gap_weight": float(instance["gap_weight"]), "gap_sigma": float(instance["sigma"])}
     # every version's curve, shipped or not (the report's training curve is the shipped one's)
     write_rows(RESULTS / "zoo_curves" / f"{summary['commit']}.csv",
                [{key: r[key] for key in ("epoch", "train_loss", "val_score", "lr")} for r in epochs])
@@ -412,8 +412,7 @@ def retune(data: Path, work: Path, split: dict[str, list[str]], diameter: float)
                "steps": int(row.get("steps") or STEPS),
                "best_epoch": int(row["best_epoch"]), "best_val": float(row["best_val"]), "commit": row["commit"],
                "epochs": int(row.get("epochs") or EPOCHS), "retuned": git_commit(),
-               "gap_weight": getattr(segmenter.task, "gap_weight", 0.0),
-               "gap_sigma": getattr(segmenter.task, "sigma", 5.0)}
+               "gap_weight": segmenter.task.gap_weight, "gap_sigma": segmenter.task.sigma}
     settings = Settings(data=data, work=work, results=RESULTS, epochs=summary["epochs"], steps=summary["steps"],
                         threads=summary["threads"],
                         device="cpu", n_artificial=N_ARTIFICIAL, smoke=False)
