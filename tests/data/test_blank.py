@@ -48,3 +48,20 @@ def test_constant_and_noise_free_images():
     clean = np.zeros((1, 64, 64))
     clean[0][_disk((64, 64), (32, 32), 6)] = 1.0
     assert signal_to_noise(clean) == np.inf
+
+
+def test_large_planes_take_their_statistics_from_sampled_rows_with_the_same_score():
+    from scipy import ndimage
+
+    from fluoseg.data import blank
+
+    rng = np.random.default_rng(6)
+    image = rng.normal(100, 5, (1, 3000, 1500)) + np.linspace(0, 20, 1500)  # a gradient, 4.5 MP
+    image[0][_disk((3000, 1500), (2900, 700), 5)] += 8
+    assert image[0].size > blank.SAMPLE_PIXELS  # so rows are sampled
+    smoothed = ndimage.gaussian_filter(image[0].astype(np.float32), 2.0)
+    differences = np.diff(image[0], axis=-1)
+    noise = 1.4826 * np.median(np.abs(differences - np.median(differences))) / np.sqrt(2) / (4 * np.sqrt(np.pi))
+    full = (smoothed.max() - np.percentile(smoothed, 5)) / noise  # every pixel in both statistics
+    assert signal_to_noise(image) == pytest.approx(full, rel=0.01)
+    assert signal_to_noise(image) > BLANK_SNR  # the brightest spot is searched in every row

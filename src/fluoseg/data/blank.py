@@ -14,6 +14,11 @@ the brightest smoothed pixel above the smoothed background (5th percentile), in 
 smoothed noise. Pure white noise scores about 6-7 on images of 0.1-10 megapixels (the
 extreme of a Gaussian sample); an object as bright as 1.2 raw noise standard deviations
 scores over 10 with the default ``sigma`` of 2.
+
+The two robust statistics (noise and background level) are read from at most
+``SAMPLE_PIXELS`` pixels, whole rows taken at a regular stride: a median of four million
+values is within 0.1 % of the plane's, and on a whole slide the full sorts took longer than
+the smoothing. The brightest spot is always searched in the whole plane.
 """
 
 from __future__ import annotations
@@ -25,12 +30,20 @@ import numpy as np
 BLANK_SNR = 10.0
 """Default score under which an image is blank (pure noise scores about 6-7)."""
 
+SAMPLE_PIXELS = 1 << 22
+"""Most pixels the noise and background statistics of one plane are computed from."""
+
 _MAD_TO_SD = 1.4826  # standard deviation of a normal sample per median absolute deviation
+
+
+def _sampled_rows(plane: np.ndarray) -> np.ndarray:
+    """Every k-th row of a 2D plane, k the smallest stride that keeps at most ``SAMPLE_PIXELS`` pixels."""
+    return plane[:: max(1, -(-plane.size // SAMPLE_PIXELS))]
 
 
 def _noise_sd(plane: np.ndarray) -> float:
     """White-noise standard deviation of a 2D plane from its first differences along X."""
-    differences = np.diff(plane, axis=-1).ravel()
+    differences = np.diff(_sampled_rows(plane), axis=-1).ravel()
     mad = float(np.median(np.abs(differences - np.median(differences))))
     return _MAD_TO_SD * mad / np.sqrt(2.0)  # a difference of two pixels has twice the variance
 
@@ -58,7 +71,7 @@ def signal_to_noise(image: Any, *, sigma: float = 2.0) -> float:
     best = 0.0
     for plane in planes:
         smoothed = ndimage.gaussian_filter(plane, sigma)
-        peak = float(smoothed.max() - np.percentile(smoothed, 5))
+        peak = float(smoothed.max() - np.percentile(_sampled_rows(smoothed), 5))
         if peak <= 0:
             continue
         noise = _noise_sd(plane) / (2.0 * np.sqrt(np.pi) * sigma)
