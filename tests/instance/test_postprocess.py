@@ -214,6 +214,34 @@ def test_distance_decoding_floods_only_components_with_several_seeds() -> None:
     assert (pred[5:10, 50:55] == pred[7, 52]).all()
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_float32_maps_decode_as_their_float64_copies(seed):
+    # float32 maps are decoded without a float64 copy of the whole map; the seeds' float margin
+    # and the flooding order must still be those of the map in float64
+    height, mask = random_height_map(seed)
+    distance = (height + np.random.default_rng(seed).normal(0, 0.05, height.shape)).astype(np.float32)
+    probability = np.where(mask, 0.9, 0.1).astype(np.float32)
+    for h in (0.3, 1.0):
+        original = distance.copy()
+        labels = labels_from_distance(distance, probability, h=h, min_size=3)
+        np.testing.assert_array_equal(labels, labels_from_distance(distance.astype(np.float64), probability,
+                                                                   h=h, min_size=3))
+        np.testing.assert_array_equal(distance, original)  # the caller's map is left alone
+    assert h_maxima_per_object(np.where(mask, np.maximum(distance, 0), 0), mask, 1.0).dtype == bool
+
+
+def test_near_equal_peaks_of_a_float32_map_take_the_float64_margin():
+    # two peaks 5e-7 apart joined 0.8 below them: one object for h = 1. skimage's float margin
+    # in float32 (2e-6 x the value) would make the lower peak a second seed and split it
+    yy, xx = np.mgrid[:21, :41]
+    twin = np.maximum(5.0 - 0.1 * np.hypot(yy - 10, xx - 12), 5.0 - 0.1 * np.hypot(yy - 10, xx - 28))
+    distance = twin.astype(np.float32)
+    distance[10, 28] = np.nextafter(np.float32(5.0), np.float32(0.0))
+    probability = (twin > 3.5).astype(np.float32)
+    labels = labels_from_distance(distance, probability, h=1.0, min_size=0)
+    assert labels.max() == 1
+
+
 def test_finalise_matches_a_size_filter_and_skimage_relabel_sequential():
     from skimage.segmentation import relabel_sequential
 
