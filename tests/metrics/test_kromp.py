@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fluoseg.errors import FluosegError
-from fluoseg.metrics.kromp import KrompCounts, kromp_object_counts, pool_kromp
+from fluoseg.metrics.kromp import MISSED_AS, KrompCounts, kromp_object_categories, kromp_object_counts, pool_kromp
 
 
 def _fraction_covered(obj: np.ndarray, area: np.ndarray) -> float:
@@ -73,7 +73,8 @@ def kromp_oracle(truth: np.ndarray, pred: np.ndarray, b: float = 0.5, a: float =
     n_true = len(np.unique(truth[truth > 0]))
     n_pred = len(np.unique(pred[pred > 0]))
     return {"tp": len(tp), "fp": n_pred - len(tp_preds), "fn": n_true - len(tp), "us": len(us),
-            "os": len(os_), "detected": len(detected), "ji": sum(jis), "dice": sum(dices)}
+            "os": len(os_), "detected": len(detected), "ji": sum(jis), "dice": sum(dices),
+            "ids": {"true_positive": tp, "under_segmented": us, "over_segmented": os_, "detected": detected}}
 
 
 def _as_dict(k: KrompCounts) -> dict:
@@ -201,6 +202,36 @@ def test_random_images_match_reference_logic(labelgen: SimpleNamespace) -> None:
         _assert_same(mine, kromp_oracle(truth, pred))
         seen += np.array([mine.tp, mine.fp, mine.fn, mine.us, mine.os]) > 0
     assert (seen > 5).all(), seen  # every category occurred in several images
+
+
+def test_per_object_categories_are_the_objects_the_oracle_counts(labelgen: SimpleNamespace) -> None:
+    rng = np.random.default_rng(20240502)
+    reasons_seen: set[str] = set()
+    for _ in range(150):
+        truth, pred = labelgen.random_pair(rng, (20, 20))
+        objects = kromp_object_categories(truth, pred)
+        expected = kromp_oracle(truth, pred)["ids"]
+        for name, ids in expected.items():
+            assert set(objects.true_ids[getattr(objects, name)].tolist()) == ids, name
+        reasons = objects.missed_as()
+        assert ((reasons == "") == objects.true_positive).all()
+        reasons_seen |= set(reasons.tolist())
+    assert reasons_seen == {"", *MISSED_AS}  # every reason occurred
+
+
+def test_missed_as_gives_one_reason_per_missed_object() -> None:
+    # G1 split in two (OS), G2 and G3 merged (US), G4 not predicted (undetected),
+    # G5 inside a prediction three times its size (misshapen), G6 matched (TP)
+    truth = np.zeros((1, 40), int)
+    truth[0, 0:4], truth[0, 5:7], truth[0, 8:10], truth[0, 11], truth[0, 20:24], truth[0, 30:34] = 1, 2, 3, 4, 5, 6
+    pred = np.zeros((1, 40), int)
+    pred[0, 0:2], pred[0, 2:4], pred[0, 5:10], pred[0, 16:28], pred[0, 30:34] = 7, 8, 9, 10, 11
+    objects = kromp_object_categories(truth, pred)
+    assert objects.true_ids.tolist() == [1, 2, 3, 4, 5, 6]
+    assert objects.missed_as().tolist() == ["over-segmented", "under-segmented", "under-segmented", "undetected",
+                                            "misshapen", ""]
+    counts = kromp_object_counts(truth, pred)
+    assert (counts.tp, counts.us, counts.os, counts.n_true - counts.detected) == (1, 2, 1, 1)
 
 
 def test_tiny_images_exercise_background_quirks(labelgen: SimpleNamespace) -> None:

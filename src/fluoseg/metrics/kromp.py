@@ -69,7 +69,10 @@ from fluoseg.errors import FluosegError
 from fluoseg.metrics.ratios import ObjectCountScores, safe_ratio
 from fluoseg.metrics.overlap import LabelOverlap, label_overlap
 
-__all__ = ["KrompCounts", "kromp_object_counts", "pool_kromp"]
+__all__ = ["KrompCounts", "KrompObjects", "MISSED_AS", "kromp_object_categories", "kromp_object_counts", "pool_kromp"]
+
+MISSED_AS = ("undetected", "under-segmented", "over-segmented", "misshapen")
+"""Why a truth object is not TP, in the order :meth:`KrompObjects.missed_as` gives precedence."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,44 @@ class KrompCounts(ObjectCountScores):
     def mean_tp_dice(self) -> float:
         """Mean Dice ``2|G ∩ P| / (|G| + |P|)`` of the TP pairs (the reference's ``OL_MEAN_DICE``)."""
         return safe_ratio(self.sum_tp_dice, self.tp, both_empty=self._empty)
+
+
+@dataclass(frozen=True, eq=False)
+class KrompObjects:
+    """Kromp et al. categories of every truth object of one image.
+
+    Every array has one entry per truth object, in the order of ``true_ids`` (ascending label).
+    The categories overlap as in the reference: a TP object can also be OS (a small piece
+    predicted inside it besides its match).
+
+    Attributes
+    ----------
+    true_ids
+        Label value of each truth object.
+    detected, true_positive, under_segmented, over_segmented
+        Whether the object is detected, in a TP pair, US or OS (see the module notes).
+    """
+
+    true_ids: np.ndarray
+    detected: np.ndarray
+    true_positive: np.ndarray
+    under_segmented: np.ndarray
+    over_segmented: np.ndarray
+
+    def missed_as(self) -> np.ndarray:
+        """One reason per truth object that is not TP, ``""`` for TP objects.
+
+        ``"undetected"`` (covered below the coverage threshold), else ``"under-segmented"``,
+        else ``"over-segmented"``, else ``"misshapen"`` (detected, yet no prediction matches it
+        with IoU above the threshold, e.g. one spilling far beyond it). Only detected objects
+        can be US or OS, and an object that is both gets the first.
+        """
+        reasons = np.full(self.true_ids.size, "misshapen", dtype=object)
+        reasons[self.over_segmented] = "over-segmented"
+        reasons[self.under_segmented] = "under-segmented"
+        reasons[~self.detected] = "undetected"
+        reasons[self.true_positive] = ""
+        return reasons
 
 
 def pool_kromp(results: Iterable[KrompCounts]) -> KrompCounts:
@@ -177,6 +218,35 @@ def kromp_object_counts(true_labels: Any, pred_labels: Any, *, iou_threshold: fl
     >>> (k.tp, k.fp, k.fn, k.us, k.os)
     (0, 3, 3, 2, 1)
     """
+    objects, overlap, sum_jaccard, sum_dice = _categorise(true_labels, pred_labels, iou_threshold,
+                                                          coverage_threshold, overlap)
+    return KrompCounts(n_true=overlap.n_true, n_pred=overlap.n_pred,
+                       detected=int(np.count_nonzero(objects.detected)),
+                       tp=int(np.count_nonzero(objects.true_positive)),
+                       us=int(np.count_nonzero(objects.under_segmented)),
+                       os=int(np.count_nonzero(objects.over_segmented)),
+                       sum_tp_jaccard=sum_jaccard, sum_tp_dice=sum_dice)
+
+
+def kromp_object_categories(true_labels: Any, pred_labels: Any, *, iou_threshold: float = 0.5,
+                            coverage_threshold: float = 0.5, overlap: LabelOverlap | None = None) -> KrompObjects:
+    """Kromp et al.'s category of every truth object of one image (what :func:`kromp_object_counts` counts).
+
+    Parameters are those of :func:`kromp_object_counts`.
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 1, 1, 0, 2, 2, 0, 3, 3, 0, 4]])
+    >>> pred  = np.array([[4, 4, 5, 5, 0, 6, 6, 6, 6, 6, 0, 0]])
+    >>> kromp_object_categories(truth, pred).missed_as().tolist()
+    ['over-segmented', 'under-segmented', 'under-segmented', 'undetected']
+    """
+    return _categorise(true_labels, pred_labels, iou_threshold, coverage_threshold, overlap)[0]
+
+
+def _categorise(true_labels: Any, pred_labels: Any, iou_threshold: float, coverage_threshold: float,
+                overlap: LabelOverlap | None) -> tuple[KrompObjects, LabelOverlap, float, float]:
+    """Per-object categories, the overlap they came from, and the TP pairs' IoU and Dice sums."""
     for name, value in (("iou_threshold", iou_threshold), ("coverage_threshold", coverage_threshold)):
         if not 0.5 <= float(value) < 1.0:
             raise FluosegError(f"{name} must be in [0.5, 1); got {value}")
@@ -202,14 +272,12 @@ def kromp_object_counts(true_labels: Any, pred_labels: Any, *, iou_threshold: fl
     pair_union = g_area + p_area - inter
     iou = inter / pair_union
     tp_pair = detected[ti] & (n_covered[pi] == 1) & (iou > b)
-    tp = int(np.count_nonzero(tp_pair))
     sum_jaccard = float(iou[tp_pair].sum())
     sum_dice = float((2 * inter[tp_pair] / (g_area[tp_pair] + p_area[tp_pair])).sum())
 
     merged_union = covered_area + ps - covered_inter
     merged_iou = np.divide(covered_inter, merged_union, out=np.zeros(n_p), where=merged_union > 0)
     us_pair = (detected[ti] & (coverage[ti] > a) & (n_covered[pi] > 1) & covers & (merged_iou[pi] > b))
-    us = int(np.unique(ti[us_pair]).size)
 
     # Over-segmentation, including the reference's handling of the background value 0.
     touching = np.bincount(ti, minlength=n_t)
@@ -224,7 +292,11 @@ def kromp_object_counts(true_labels: Any, pred_labels: Any, *, iou_threshold: fl
     candidate_iou = np.where(zero_inside, gs / max(npix, 1), inside_iou)
     over = (detected & (inside_iou > b) & (touching + zero_touches > 2)
             & (n_inside + zero_inside > 1) & (candidate_iou > b))
-    os_count = int(np.count_nonzero(over))
 
-    return KrompCounts(n_true=n_t, n_pred=n_p, detected=int(np.count_nonzero(detected)), tp=tp,
-                       us=us, os=os_count, sum_tp_jaccard=sum_jaccard, sum_tp_dice=sum_dice)
+    tp_truth = np.zeros(n_t, bool)
+    tp_truth[ti[tp_pair]] = True  # one-to-one: b >= 0.5
+    under = np.zeros(n_t, bool)
+    under[ti[us_pair]] = True
+    objects = KrompObjects(true_ids=overlap.true_ids, detected=detected, true_positive=tp_truth,
+                           under_segmented=under, over_segmented=over)
+    return objects, overlap, sum_jaccard, sum_dice
