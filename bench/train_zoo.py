@@ -41,6 +41,7 @@ from typing import Any
 import peers_report
 import yaml
 import zoo_auto_diameter
+import zoo_errors
 import zoo_loso
 
 from _common import (
@@ -662,6 +663,10 @@ Issue 12's target, F1@0.5 ≥ {F1_TARGET}, is {"reached" if scores["F1@0.5"] >= 
 For scale: {nuclei_range()}; Cellpose and StarDist trained on the same images for 25 minutes are in
 `bench/results/peers.md`.
 
+## Where the misses are
+
+{errors_section()}
+
 ## Versions
 
 {versions_section(summary['commit'])}
@@ -760,6 +765,15 @@ def loso_section() -> str:
     return (f"{stale}From `{zoo_loso.SCORES_CSV}` (`bench/zoo_loso.py`; groups, set-up and networks in "
             f"`{zoo_loso.REPORT_MD}`): the recipe of this model on a short schedule, trained without one source "
             f"group and scored on it, against the same recipe trained on every group.\n\n{body}")
+
+
+def errors_section() -> str:
+    """Why the annotated nuclei the shipped model misses are missed (``bench/zoo_errors.py``), or how to get it."""
+    if not (zoo_errors.IMAGES_CSV.is_file() and zoo_errors.SUMMARY_CSV.is_file()):
+        return "Not run yet: `.venv/bin/python bench/zoo_errors.py` (2 minutes), then `bench/train_zoo.py --report`."
+    images = read_rows(zoo_errors.IMAGES_CSV)
+    return (measured_on(images, "bench/zoo_errors.py", what="this section")
+            + zoo_errors.section(images, read_rows(zoo_errors.SUMMARY_CSV), F1_TARGET))
 
 
 def nuclei_range() -> str:
