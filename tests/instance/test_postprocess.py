@@ -214,6 +214,55 @@ def test_distance_decoding_floods_only_components_with_several_seeds() -> None:
     assert (pred[5:10, 50:55] == pred[7, 52]).all()
 
 
+def whole_image_border_decoding(probs: np.ndarray, connectivity: int, min_size: int) -> np.ndarray:
+    """labels_from_border_classes before it flooded component by component: one watershed over the image."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from fluoseg.instance.postprocess import _finalise, connected_components
+
+    classes = np.argmax(probs, axis=0)
+    seeds = connected_components(classes == 1, connectivity=connectivity)
+    grown = watershed(probs[2].astype(np.float64), markers=seeds, mask=classes != 0,
+                      connectivity=ndi.generate_binary_structure(2, connectivity))
+    return _finalise(grown, min_size)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_border_decoding_floods_component_by_component_as_the_whole_image_watershed(seed):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((96, 96), np.int32)
+    for index in range(1, 30):  # overlapping disks: touching nuclei, lone ones, some cut by the edge
+        y, x, r = rng.integers(0, 96), rng.integers(0, 96), rng.integers(3, 9)
+        truth[(np.mgrid[:96, :96][0] - y) ** 2 + (np.mgrid[:96, :96][1] - x) ** 2 <= r * r] = index
+    hot = one_hot(border_targets(truth))
+    soft = np.stack([ndi.gaussian_filter(c, rng.uniform(0.5, 1.5)) for c in hot]) + rng.uniform(0, 0.05, hot.shape)
+    for connectivity in (1, 2):
+        expected = whole_image_border_decoding(soft, connectivity, 3)  # real-valued: no ties between seed pixels
+        np.testing.assert_array_equal(labels_from_border_classes(soft, connectivity=connectivity, min_size=3),
+                                      expected)
+        # one-hot maps are flat, seed pixels tie, and skimage's heap orders ties by its own layout
+        flat = labels_from_border_classes(hot, connectivity=connectivity, min_size=0)
+        expected = whole_image_border_decoding(hot, connectivity, 0)
+        assert flat.max() == expected.max() and np.array_equal(flat > 0, expected > 0)
+        assert (np.argmax(hot, axis=0)[flat != expected] == 2).all()  # only where fronts meet in a border band
+
+
+def test_border_decoding_floods_only_regions_with_several_seeds() -> None:
+    from unittest import mock
+
+    import fluoseg.instance.postprocess as postprocess
+
+    truth = two_touching_disks()
+    truth[5:10, 50:55] = 3  # a lone square: one seed, no flooding
+    with mock.patch.object(postprocess, "watershed", wraps=postprocess.watershed) as flood:
+        pred = labels_from_border_classes(one_hot(border_targets(truth)), min_size=0)
+    assert flood.call_count == 1 and flood.call_args.kwargs["mask"].size < truth.size / 2  # the pair's box only
+    assert sorted(np.unique(pred)) == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_float32_maps_decode_as_their_float64_copies(seed):
     # float32 maps are decoded without a float64 copy of the whole map; the seeds' float margin

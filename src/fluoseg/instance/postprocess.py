@@ -154,7 +154,10 @@ def labels_from_border_classes(class_probabilities: Any, *, min_size: int = DEFA
        the border probability: fronts advance through low-border pixels first and meet on
        the ridge of the predicted border band, so each object recovers its full extent,
        including its border rim. On a flat elevation (one-hot targets) the watershed floods
-       breadth-first, which splits a contact band in its middle.
+       breadth-first, which splits a contact band in its middle. Each connected object region
+       is flooded on its own, and only if it holds several seeds (``_flood_components``): the
+       labels of one watershed over the image, bar where seed pixels tie on a flat elevation
+       (one-hot maps), where a contact band may split a pixel differently.
     5. Region pixels no seed reaches (border-only blobs) stay background; objects under
        ``min_size`` pixels are removed.
 
@@ -200,9 +203,9 @@ def labels_from_border_classes(class_probabilities: Any, *, min_size: int = DEFA
             too_small = sizes < min_seed_size
             too_small[0] = False
             seeds[too_small[seeds]] = 0
-        region = classes != 0
+        components = connected_components(classes != 0, connectivity=connectivity)  # the object regions
         footprint = ndi.generate_binary_structure(2, connectivity)
-        grown = watershed(probs[BORDER].astype(np.float64), markers=seeds, mask=region, connectivity=footprint)
+        grown = _flood_components(probs[BORDER], seeds, components, ndi.find_objects(components), footprint)
         return _finalise(grown, min_size)
 
     if array.ndim == 3:
