@@ -343,6 +343,28 @@ def test_regrid_keeps_labels_that_already_fit_and_drops_what_leaves_the_region()
     assert np.array_equal(regridded == 2, truth == 3) and not regridded[:3, :3].any()
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_regrid_floods_the_band_piece_by_piece_as_one_watershed(seed):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from fluoseg.instance.postprocess import _finalise
+
+    height, mask = random_height_map(seed)
+    labels = labels_from_distance(height, mask.astype(np.float32), h=0.5, min_size=0)
+    small = resample_to_shape(labels, (48, 48), kind="labels")  # decoded at half the resolution
+    region, elevation = mask, -(height + np.random.default_rng(seed).uniform(0, 1e-3, height.shape))
+    for connectivity in (1, 2):
+        footprint = ndi.generate_binary_structure(2, connectivity)
+        seeds = np.where(region, resample_to_shape(small, region.shape, kind="labels"), 0).astype(np.int64)
+        unassigned = region & (seeds == 0)
+        shore = (seeds > 0) & ndi.binary_dilation(unassigned, footprint)
+        grown = watershed(elevation, markers=np.where(shore, seeds, 0), mask=unassigned | shore, connectivity=footprint)
+        expected = _finalise(np.where(seeds > 0, seeds, grown), 1)  # one watershed over the image
+        assert unassigned.any() and grown.max() > 0
+        np.testing.assert_array_equal(regrid_labels(small, region, elevation, connectivity=connectivity), expected)
+
+
 def test_regrid_carries_a_stack_slice_by_slice() -> None:
     truth = np.stack([three_close_disks(60), np.zeros((60, 60), np.int32), three_close_disks(60)[::-1]])
     truth[2][truth[2] > 0] += 3  # ids unique over the stack, as decoded stacks have them

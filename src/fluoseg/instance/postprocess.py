@@ -452,7 +452,9 @@ def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray,
     no object reaches stay background; objects left without a pixel of ``region`` vanish.
     Stacks are carried slice by slice. The watershed floods only the band of unassigned region
     pixels and the object pixels along it (the same result: the other object pixels are never
-    relabelled), a small part of a large image.
+    relabelled), a small part of a large image, and each connected piece of the band on its
+    own, if more than one object reaches it (``_flood_components``; the same labels but where
+    seed pixels tie in elevation).
 
     Parameters
     ----------
@@ -477,7 +479,9 @@ def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray,
         For shapes that do not match or a bad ``connectivity``.
     """
     region = np.asarray(region, bool)
-    elevation = _float_map(elevation, name="elevation").astype(np.float64)
+    elevation = _float_map(elevation, name="elevation")
+    if elevation.dtype not in (np.float32, np.float64):
+        elevation = elevation.astype(np.float64)  # float32 stays: the watershed floods in float64, exactly
     _check_common(0, connectivity)
     if elevation.shape != region.shape or np.ndim(labels) != region.ndim:
         raise FluosegError(f"labels {np.shape(labels)}, region {region.shape} and elevation {elevation.shape} "
@@ -492,8 +496,8 @@ def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray,
         if not unassigned.any() or not seeds.any():
             return seeds
         shore = (seeds > 0) & ndi.binary_dilation(unassigned, footprint)
-        grown = watershed(elevation, markers=np.where(shore, seeds, 0), mask=unassigned | shore,
-                          connectivity=footprint)
+        band = connected_components(unassigned | shore, connectivity=connectivity)
+        grown = _flood_components(elevation, np.where(shore, seeds, 0), band, ndi.find_objects(band), footprint)
         return np.where(seeds > 0, seeds, grown)
 
     carried = one(seeds, region, elevation) if region.ndim == 2 else np.stack(
