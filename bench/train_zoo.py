@@ -216,7 +216,7 @@ float32) predicting the same images.
 - Trained on DSB 2018 fluorescence only: cultured cells and tissue sections imaged at many
   magnifications, mostly 256-1040 px images. Crowded tissue, very dim nuclei and 3D stacks were
   rare or absent; retrain (`fluoseg train ... init_from`) or fine-tune on your images for those.
-- An empty field of view (only noise around a flat background) gets no objects: fluoseg checks
+{misses_limit()}- An empty field of view (only noise around a flat background) gets no objects: fluoseg checks
   for a spot brighter than the noise allows before decoding (`--blank-snr`, default 10 noise
   standard deviations; 0 turns it off). Nuclei dimmer than about 1.2 noise standard deviations
   are below that limit.
@@ -765,6 +765,20 @@ def loso_section() -> str:
     return (f"{stale}From `{zoo_loso.SCORES_CSV}` (`bench/zoo_loso.py`; groups, set-up and networks in "
             f"`{zoo_loso.REPORT_MD}`): the recipe of this model on a short schedule, trained without one source "
             f"group and scored on it, against the same recipe trained on every group.\n\n{body}")
+
+
+def misses_limit() -> str:
+    """The card's line on what the model misses on the test images (``zoo_errors_summary.csv``), or ""."""
+    rows = read_rows(zoo_errors.SUMMARY_CSV) if zoo_errors.SUMMARY_CSV.is_file() else []
+    of = {r["objects"]: r for r in rows if r["part"] == "test"}
+    if "undetected" not in of:
+        return ""
+    missed = sum(int(of[reason]["n"]) for reason in zoo_errors.MISSED_AS if reason in of)
+    undetected = of["undetected"]
+    return (f"- {undetected['n']} of the {missed} annotated test nuclei it misses are not detected at all; they are small and\n"
+            f"  faint next to the other nuclei of their image (median {float(undetected['median_relative_area']):.2f}x "
+            f"their area, {float(undetected['median_relative_brightness']):.2f}x\n"
+            "  their brightness; `bench/results/zoo.md`, \"Where the misses are\").\n")
 
 
 def errors_section() -> str:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from _common import DSB2018, RESULTS, dsb_split, log, read_rows, write_rows, zoo_version
 
+from fluoseg.metrics.kromp import MISSED_AS  # numpy only: no torch at import
+
 IMAGES_CSV = RESULTS / "zoo_errors.csv"
 SUMMARY_CSV = RESULTS / "zoo_errors_summary.csv"
 GROUPS_CSV = RESULTS / "zoo_loso_groups.csv"
@@ -69,8 +71,6 @@ def image_rows(part: str, ids: list[str], segmenter: Any, groups: dict[str, str]
     from skimage.segmentation import relabel_sequential
 
     from fluoseg.io import read_image, read_labels
-    from fluoseg.metrics.kromp import MISSED_AS
-
     rows, objects = [], []
     for image_id in ids:
         image = read_image(DSB2018 / "images" / f"{image_id}.tif").array
@@ -94,8 +94,6 @@ def image_rows(part: str, ids: list[str], segmenter: Any, groups: dict[str, str]
 
 def summary_rows(part: str, objects: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
     """Per reason (and for all annotated objects): count and median relative area and brightness."""
-    from fluoseg.metrics.kromp import MISSED_AS
-
     rows = []
     for reason in (ALL, "matched", *MISSED_AS):
         chosen = [o for o in objects if reason == ALL or o[0] == ("" if reason == "matched" else reason)]
@@ -107,15 +105,11 @@ def summary_rows(part: str, objects: list[tuple[str, float, float]]) -> list[dic
 
 
 def _counts(rows: list[dict[str, str]]) -> dict[str, int]:
-    from fluoseg.metrics.kromp import MISSED_AS
-
     keys = ("n_true", "n_pred", "matched", *(r.replace("-", "_") for r in MISSED_AS), "unmatched_predictions")
     return {key: sum(int(r[key]) for r in rows) for key in keys}
 
 
 def _count_cells(counts: dict[str, int]) -> str:
-    from fluoseg.metrics.kromp import MISSED_AS
-
     return " | ".join(str(counts[key]) for key in ("n_true", "matched", *(r.replace("-", "_") for r in MISSED_AS),
                                                    "unmatched_predictions"))
 
@@ -131,8 +125,6 @@ def matches_needed(counts: dict[str, int], f1: float) -> int:
 
 def section(images: list[dict[str, str]], summary: list[dict[str, str]], target: float) -> str:
     """The markdown of ``zoo.md``'s error section from the two CSVs this script writes."""
-    from fluoseg.metrics.kromp import MISSED_AS
-
     head = ("| {first} | annotated | matched | " + " | ".join(MISSED_AS) + " | unmatched predictions |\n|---|"
             + "---:|" * (len(MISSED_AS) + 3))
     by_part = [f"| {part} | {_count_cells(_counts([r for r in images if r['part'] == part]))} |" for part in PARTS]
