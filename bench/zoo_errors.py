@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 from _common import DSB2018, RESULTS, dsb_split, log, read_rows, write_rows, zoo_version
 
-from fluoseg.metrics.kromp import MISSED_AS  # numpy only: no torch at import
+from fluoseg.metrics.kromp import MISSED_AS, kromp_object_categories  # the metrics are numpy only
+from fluoseg.metrics.matching import match_objects
+from fluoseg.metrics.overlap import label_overlap
 
 IMAGES_CSV = RESULTS / "zoo_errors.csv"
 SUMMARY_CSV = RESULTS / "zoo_errors_summary.csv"
@@ -54,10 +56,6 @@ def relative_measures(image: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray,
 def missed_reasons(truth: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per annotated object (ascending id): the reason it is missed at IoU 0.5 (``""`` when matched),
     whether it is matched, and the number of unmatched predictions."""
-    from fluoseg.metrics.kromp import kromp_object_categories
-    from fluoseg.metrics.matching import match_objects
-    from fluoseg.metrics.overlap import label_overlap
-
     overlap = label_overlap(truth, labels)
     match = match_objects(None, None, overlap=overlap, threshold=0.5)
     matched = np.isin(overlap.true_ids, match.true_labels)
@@ -71,6 +69,7 @@ def image_rows(part: str, ids: list[str], segmenter: Any, groups: dict[str, str]
     from skimage.segmentation import relabel_sequential
 
     from fluoseg.io import read_image, read_labels
+
     rows, objects = [], []
     for image_id in ids:
         image = read_image(DSB2018 / "images" / f"{image_id}.tif").array
