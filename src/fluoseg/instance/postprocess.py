@@ -59,6 +59,16 @@ def _float_map(values: Any, *, name: str, ndims: tuple[int, ...] = (2, 3)) -> np
     return array
 
 
+def _exact_float(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when float32 or float64, else a float64 copy.
+
+    The decoders compute in float64 where it matters (h-maxima crops, the watershed's queue), and
+    float32 values are exact in float64, so a float32 map needs no float64 copy of its own: on
+    a whole slide that copy cost seconds and half a gigabyte.
+    """
+    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
+
+
 def _check_common(min_size: int, connectivity: int) -> None:
     if int(min_size) != min_size or min_size < 0:
         raise FluosegError(f"min_size must be a whole number >= 0, got {min_size!r}")
@@ -155,7 +165,7 @@ def labels_from_border_classes(class_probabilities: Any, *, min_size: int = DEFA
        the ridge of the predicted border band, so each object recovers its full extent,
        including its border rim. On a flat elevation (one-hot targets) the watershed floods
        breadth-first, which splits a contact band in its middle. Each connected object region
-       is flooded on its own, and only if it holds several seeds (``_flood_components``): the
+       is flooded on its own, and only if it holds several seeds (``_flood``): the
        labels of one watershed over the image, bar where seed pixels tie on a flat elevation
        (one-hot maps), where a contact band may split a pixel differently.
     5. Region pixels no seed reaches (border-only blobs) stay background; objects under
@@ -203,10 +213,7 @@ def labels_from_border_classes(class_probabilities: Any, *, min_size: int = DEFA
             too_small = sizes < min_seed_size
             too_small[0] = False
             seeds[too_small[seeds]] = 0
-        components = connected_components(classes != 0, connectivity=connectivity)  # the object regions
-        footprint = ndi.generate_binary_structure(2, connectivity)
-        grown = _flood_components(probs[BORDER], seeds, components, ndi.find_objects(components), footprint)
-        return _finalise(grown, min_size)
+        return _finalise(_flood(probs[BORDER], seeds, classes != 0, connectivity), min_size)
 
     if array.ndim == 3:
         return one(array)
@@ -357,10 +364,8 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
         For mismatched shapes, non-finite maps or bad parameters.
     """
     dist = _float_map(distance, name="distance")
-    if dist.dtype not in (np.float32, np.float64) or smooth_sigma > 0:
-        # float32 maps stay float32 (exact in float64; a whole slide's copy would cost seconds),
-        # as h_maxima_per_object and the watershed compute in float64 where it matters
-        dist = dist.astype(np.float64)
+    # smoothing is defined in float64; otherwise a float32 map needs no float64 copy (_exact_float)
+    dist = dist.astype(np.float64) if smooth_sigma > 0 else _exact_float(dist)
     prob = _float_map(foreground_probability, name="foreground_probability")
     if dist.shape != prob.shape:
         raise FluosegError(f"distance has shape {dist.shape} but foreground_probability has shape {prob.shape}; "
@@ -400,6 +405,14 @@ def labels_from_distance(distance: Any, foreground_probability: Any, *, h: float
     if dist.ndim == 2:
         return one(dist, prob)
     return _stack_slices([one(d, p) for d, p in zip(dist, prob)])
+
+
+def _flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray, connectivity: int) -> np.ndarray:
+    """``watershed(elevation, markers, mask=mask)`` at ``connectivity``, mask component by mask component
+    (:func:`_flood_components`)."""
+    components = connected_components(mask, connectivity=connectivity)
+    return _flood_components(elevation, markers, components, ndi.find_objects(components),
+                             ndi.generate_binary_structure(2, connectivity))
 
 
 def _flood_components(elevation: np.ndarray, markers: np.ndarray, components: np.ndarray,
@@ -453,7 +466,7 @@ def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray,
     Stacks are carried slice by slice. The watershed floods only the band of unassigned region
     pixels and the object pixels along it (the same result: the other object pixels are never
     relabelled), a small part of a large image, and each connected piece of the band on its
-    own, if more than one object reaches it (``_flood_components``; the same labels but where
+    own, if more than one object reaches it (``_flood``; the same labels but where
     seed pixels tie in elevation).
 
     Parameters
@@ -479,9 +492,7 @@ def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray,
         For shapes that do not match or a bad ``connectivity``.
     """
     region = np.asarray(region, bool)
-    elevation = _float_map(elevation, name="elevation")
-    if elevation.dtype not in (np.float32, np.float64):
-        elevation = elevation.astype(np.float64)  # float32 stays: the watershed floods in float64, exactly
+    elevation = _exact_float(_float_map(elevation, name="elevation"))
     _check_common(0, connectivity)
     if elevation.shape != region.shape or np.ndim(labels) != region.ndim:
         raise FluosegError(f"labels {np.shape(labels)}, region {region.shape} and elevation {elevation.shape} "
@@ -496,8 +507,7 @@ def regrid_labels(labels: np.ndarray, region: np.ndarray, elevation: np.ndarray,
         if not unassigned.any() or not seeds.any():
             return seeds
         shore = (seeds > 0) & ndi.binary_dilation(unassigned, footprint)
-        band = connected_components(unassigned | shore, connectivity=connectivity)
-        grown = _flood_components(elevation, np.where(shore, seeds, 0), band, ndi.find_objects(band), footprint)
+        grown = _flood(elevation, np.where(shore, seeds, 0), unassigned | shore, connectivity)
         return np.where(seeds > 0, seeds, grown)
 
     carried = one(seeds, region, elevation) if region.ndim == 2 else np.stack(
