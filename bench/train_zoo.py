@@ -769,12 +769,10 @@ def loso_section() -> str:
 
 def misses_limit() -> str:
     """The card's line on what the model misses on the test images (``zoo_errors_summary.csv``), or ""."""
-    rows = read_rows(zoo_errors.SUMMARY_CSV) if zoo_errors.SUMMARY_CSV.is_file() else []
-    of = {r["objects"]: r for r in rows if r["part"] == "test"}
-    if "undetected" not in of:
+    misses = zoo_errors.misses_on_test(read_rows(zoo_errors.SUMMARY_CSV) if zoo_errors.SUMMARY_CSV.is_file() else [])
+    if misses is None:
         return ""
-    missed = sum(int(of[reason]["n"]) for reason in zoo_errors.MISSED_AS if reason in of)
-    undetected = of["undetected"]
+    missed, undetected = misses
     return (f"- {undetected['n']} of the {missed} annotated test nuclei it misses are not detected at all; they are small and\n"
             f"  faint next to the other nuclei of their image (median {float(undetected['median_relative_area']):.2f}x "
             f"their area, {float(undetected['median_relative_brightness']):.2f}x\n"

@@ -35,6 +35,8 @@ SUMMARY_CSV = RESULTS / "zoo_errors_summary.csv"
 GROUPS_CSV = RESULTS / "zoo_loso_groups.csv"
 PARTS = ("val", "test")
 ALL = "all annotated"
+REASON_COLUMNS = tuple(reason.replace("-", "_") for reason in MISSED_AS)  # the per-image CSV's columns
+COUNT_COLUMNS = ("n_true", "matched", *REASON_COLUMNS, "unmatched_predictions")  # the tables' count columns
 
 
 def relative_measures(image: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +86,7 @@ def image_rows(part: str, ids: list[str], segmenter: Any, groups: dict[str, str]
         rows.append({"part": part, "image": image_id, "group": groups.get(image_id, ""),
                      "height": truth.shape[0], "width": truth.shape[1], "n_true": int(truth.max()),
                      "n_pred": int(labels.max()), "matched": int(matched.sum()),
-                     **{reason.replace("-", "_"): tally.get(reason, 0) for reason in MISSED_AS},
+                     **{column: tally.get(reason, 0) for reason, column in zip(MISSED_AS, REASON_COLUMNS)},
                      "unmatched_predictions": unmatched_predictions, "zoo_version": zoo_version()})
         log(f"{part} {image_id}: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()
                                               if k in ("n_true", "matched", "undetected", "under_segmented")))
@@ -104,13 +106,25 @@ def summary_rows(part: str, objects: list[tuple[str, float, float]]) -> list[dic
 
 
 def _counts(rows: list[dict[str, str]]) -> dict[str, int]:
-    keys = ("n_true", "n_pred", "matched", *(r.replace("-", "_") for r in MISSED_AS), "unmatched_predictions")
-    return {key: sum(int(r[key]) for r in rows) for key in keys}
+    return {key: sum(int(r[key]) for r in rows) for key in ("n_pred", *COUNT_COLUMNS)}
 
 
 def _count_cells(counts: dict[str, int]) -> str:
-    return " | ".join(str(counts[key]) for key in ("n_true", "matched", *(r.replace("-", "_") for r in MISSED_AS),
-                                                   "unmatched_predictions"))
+    return " | ".join(str(counts[key]) for key in COUNT_COLUMNS)
+
+
+def summary_row(summary: list[dict[str, str]], part: str, objects: str) -> dict[str, str] | None:
+    """The ``zoo_errors_summary.csv`` row of one part and kind of objects (a reason, "matched" or ALL)."""
+    return next((r for r in summary if r["part"] == part and r["objects"] == objects), None)
+
+
+def misses_on_test(summary: list[dict[str, str]]) -> tuple[int, dict[str, str]] | None:
+    """Annotated test nuclei without a match, and the summary row of the undetected ones (None before a run)."""
+    annotated, matched = summary_row(summary, "test", ALL), summary_row(summary, "test", "matched")
+    undetected = summary_row(summary, "test", "undetected")
+    if not (annotated and matched and undetected):
+        return None
+    return int(annotated["n"]) - int(matched["n"]), undetected
 
 
 def matches_needed(counts: dict[str, int], f1: float) -> int:
@@ -136,13 +150,12 @@ def section(images: list[dict[str, str]], summary: list[dict[str, str]], target:
     for reason in (ALL, "matched", *MISSED_AS):
         cells = []
         for part in PARTS:
-            row = next((r for r in summary if r["part"] == part and r["objects"] == reason), None)
+            row = summary_row(summary, part, reason)
             cells.append(f"{row['n']}, {row['median_relative_area']}, {row['median_relative_brightness']}"
                          if row and row["n"] != "0" else "0")
         medians.append(f"| {reason} | " + " | ".join(cells) + " |")
     test = _counts(tests)
-    missed = test["n_true"] - test["matched"]
-    undetected = next(r for r in summary if r["part"] == "test" and r["objects"] == "undetected")
+    missed, undetected = misses_on_test(summary)
     needed = matches_needed(test, target)
     return f"""Every annotated nucleus that no prediction matches at IoU 0.5 (the misses behind F1@0.5), with one reason
 (`bench/zoo_errors.py`, `zoo_errors.csv` per image; Kromp et al.'s categories,
